@@ -1,0 +1,67 @@
+// test.h: a minimal test harness. A test binary runs its cases with RUN(case), each case makes
+// CHECK()s; the binary prints "<binary>: N passed, N failed" (checks) and exits non-zero on failure.
+// Environment (set by tests/meson.build): AQA_SRC (source root), AQA_SHARED (../shared beside it),
+// AQA_TMP (a scratch directory inside the build tree).
+#pragma once
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int test_passed_, test_failed_;
+static const char *test_case_ = "";
+
+static inline int test_check_(int ok, const char *expr, const char *file, int line) {
+    if (ok) {
+        test_passed_++;
+    } else {
+        test_failed_++;
+        fprintf(stderr, "FAIL %s:%d [%s] %s\n", file, line, test_case_, expr);
+    }
+    return ok;
+}
+
+#define CHECK(cond) test_check_(!!(cond), #cond, __FILE__, __LINE__)
+// CHECK with a printf-style explanation printed on failure.
+#define CHECKF(cond, ...)                                 \
+    do {                                                  \
+        if (!test_check_(!!(cond), #cond, __FILE__, __LINE__)) { \
+            fprintf(stderr, "     ");                     \
+            fprintf(stderr, __VA_ARGS__);                 \
+            fputc('\n', stderr);                          \
+        }                                                 \
+    } while (0)
+#define CHECK_NEAR(a, b, tol)                                                                   \
+    CHECKF(fabs((double)(a) - (double)(b)) <= (tol), "%s = %.9g, %s = %.9g, tol %.3g", #a,     \
+           (double)(a), #b, (double)(b), (double)(tol))
+#define CHECK_STR(a, b)                                                                         \
+    CHECKF(strcmp((a), (b)) == 0, "%s = \"%s\"\n     %s = \"%s\"", #a, (a), #b, (b))
+#define CHECK_INT(a, b) \
+    CHECKF((long long)(a) == (long long)(b), "%s = %lld, %s = %lld", #a, (long long)(a), #b, (long long)(b))
+
+#define RUN(fn)                                 \
+    do {                                        \
+        test_case_ = #fn;                       \
+        int failed_before_ = test_failed_;      \
+        fn();                                   \
+        fprintf(stderr, "%s %s\n", test_failed_ == failed_before_ ? "ok  " : "FAIL", #fn); \
+    } while (0)
+
+static inline int test_summary(const char *name) {
+    printf("%s: %d passed, %d failed\n", name, test_passed_, test_failed_);
+    return test_failed_ ? 1 : 0;
+}
+
+// Path helpers: "$AQA_TMP/name", "$AQA_SHARED/rel", "$AQA_SRC/rel" (static buffers, rotate 8).
+static inline const char *test_env_path_(const char *var, const char *fallback, const char *rel) {
+    static char bufs[8][4096];
+    static int k;
+    const char *base = getenv(var);
+    if (!base) base = fallback;
+    char *out = bufs[k++ & 7];
+    snprintf(out, sizeof bufs[0], "%s/%s", base, rel);
+    return out;
+}
+#define TMP_PATH(rel) test_env_path_("AQA_TMP", "/tmp", rel)
+#define SHARED_PATH(rel) test_env_path_("AQA_SHARED", "../shared", rel)
+#define SRC_PATH(rel) test_env_path_("AQA_SRC", ".", rel)

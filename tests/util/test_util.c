@@ -1,0 +1,96 @@
+// Tests of common/util: Err formatting, atomic writes, directory creation, Philox known answers.
+#include "test.h"
+#include "util/check.h"
+#include "util/fileio.h"
+#include "util/rng.h"
+
+#include <unistd.h>
+
+static void test_err(void) {
+    Err e;
+    CHECK(err_set(&e, "%s:%d: bad", "a.jsonl", 3) == -1);
+    CHECK_STR(e.msg, "a.jsonl:3: bad");
+    err_prefix(&e, "config %s", "x.json");
+    CHECK_STR(e.msg, "config x.json: a.jsonl:3: bad");
+}
+
+static void test_atomic(void) {
+    Err e;
+    const char *path = TMP_PATH("util_atomic.txt");
+    unlink(path);
+    CHECK(file_write_atomic(path, "hello", 5, &e) == 0);
+    size_t n = 0;
+    char *s = file_read_all(path, &n, &e);
+    CHECK(s && n == 5 && strcmp(s, "hello") == 0);
+    free(s);
+    // An aborted write leaves neither a temp file nor a changed target.
+    AtomicFile af;
+    CHECK(atomic_open(&af, path, &e) == 0);
+    fputs("partial", af.f);
+    atomic_abort(&af);
+    CHECK(!path_exists(af.tmp));
+    s = file_read_all(path, &n, &e);
+    CHECK(s && strcmp(s, "hello") == 0);
+    free(s);
+    CHECK(file_read_all(TMP_PATH("no/such/file"), &n, &e) == NULL);
+    CHECK(strstr(e.msg, "no/such/file") != NULL);
+    CHECK(atomic_open(&af, TMP_PATH("no/such/dir/x"), &e) == -1);
+}
+
+static void test_dir(void) {
+    Err e;
+    CHECK(dir_make(TMP_PATH("util_dir/a/b/c"), &e) == 0);
+    CHECK(path_exists(TMP_PATH("util_dir/a/b/c")));
+    CHECK(dir_make(TMP_PATH("util_dir/a/b/c"), &e) == 0);
+}
+
+static void test_philox(void) {
+    // Known-answer vectors of Random123 (kat_vectors: philox4x32 10 rounds).
+    uint32_t out[4];
+    uint32_t z[4] = {0, 0, 0, 0};
+    philox4x32(z, 0, out);
+    CHECK(out[0] == 0x6627e8d5u && out[1] == 0xe169c58du && out[2] == 0xbc57ac4cu && out[3] == 0x9b00dbd8u);
+    uint32_t f[4] = {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu};
+    philox4x32(f, 0xffffffffffffffffull, out);
+    CHECK(out[0] == 0x408f276du && out[1] == 0x41c83b0eu && out[2] == 0xa20bc7c6u && out[3] == 0x6d5451fdu);
+    uint32_t p[4] = {0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u};
+    philox4x32(p, ((uint64_t)0x299f31d0u << 32) | 0xa4093822u, out);
+    CHECK(out[0] == 0xd16cfe09u && out[1] == 0x94fdccebu && out[2] == 0x5001e420u && out[3] == 0x24126ea1u);
+}
+
+static void test_rng_stream(void) {
+    Rng a, b;
+    rng_init(&a, 42, 7);
+    rng_init(&b, 42, 7);
+    double sum = 0, sum2 = 0;
+    int same = 1, in_range = 1;
+    for (int i = 0; i < 100000; i++) {
+        double u = rng_uniform(&a);
+        same &= u == rng_uniform(&b);
+        in_range &= u >= 0.0 && u < 1.0;
+        sum += u;
+        sum2 += u * u;
+    }
+    CHECK(same);
+    CHECK(in_range);
+    CHECK_NEAR(sum / 100000, 0.5, 0.01);
+    CHECK_NEAR(sum2 / 100000 - (sum / 100000) * (sum / 100000), 1.0 / 12, 0.005);
+    int64_t idx[10];
+    for (int i = 0; i < 10; i++) idx[i] = i;
+    rng_shuffle(&a, idx, 10);
+    int seen = 0;
+    for (int i = 0; i < 10; i++) seen |= 1 << idx[i];
+    CHECK(seen == 0x3ff);
+    Rng c;
+    rng_init(&c, 42, 8);
+    CHECK(rng_u64(&c) != rng_u64(&b));
+}
+
+int main(void) {
+    RUN(test_err);
+    RUN(test_atomic);
+    RUN(test_dir);
+    RUN(test_philox);
+    RUN(test_rng_stream);
+    return test_summary("test_util");
+}
