@@ -8,10 +8,12 @@ build=${1:-build}
 shift || true
 
 pkgs=(build-essential meson ninja-build pkg-config libjansson-dev libuv1-dev libsndfile1-dev
-      libhdf5-dev libopenmpi-dev openmpi-bin libfftw3-dev libsoxr-dev libpcre2-dev libutf8proc-dev
-      nodejs npm)
+      libhdf5-dev libopenmpi-dev openmpi-bin libfftw3-dev libsoxr-dev libpcre2-dev libutf8proc-dev)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+# Node.js may come from elsewhere (e.g. a nodesource build that bundles npm): ask for the commands.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
   echo "setup: installing ${missing[*]}"
