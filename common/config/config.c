@@ -24,7 +24,7 @@
 #define KEY_INT(field, def, lo, hi, doc) \
     {#field, CFG_INT, CFG_AT(field) + CFG_TYPE_IS(field, int), 0, def, lo, hi, false, false, NULL, doc}
 // lo_br / hi_br are '[' or '(' and ']' or ')', so a range reads as written in maths: '(', 0, 1, ']'.
-#define KEY_FLOAT(field, def, lo_br, lo, hi, hi_br, doc)                                                \
+#define KEY_FLOAT(field, def, lo_br, lo, hi, hi_br, doc)                                             \
     {#field, CFG_FLOAT, CFG_AT(field) + CFG_TYPE_IS(field, double), 0, def, lo, hi, (lo_br) == '(', \
      (hi_br) == ')', NULL, doc}
 #define KEY_STRING(field, def, doc)                                                                  \
@@ -47,7 +47,8 @@ static const char *const level_choices[] = {"debug", "info", "warn", "error", NU
 
 // Keys of one section must be contiguous: the JSON output and help group them in this order.
 const CfgKey config_keys[] = {
-    KEY_STRING(model.path, "", "Model directory, Hugging Face layout (config.json, *.safetensors, tokenizer)"),
+    KEY_STRING(model.path, "",
+               "Model directory, Hugging Face layout (config.json, *.safetensors, tokenizer)"),
     KEY_STRING(model.tokenizer, "", "Tokenizer directory; \"\" = model.path"),
     KEY_ENUM(model.backend, "cpu", backend_choices, "Compute backend: cpu (fp32 reference) or cuda"),
     KEY_ENUM(model.dtype, "fp32", dtype_choices, "Weight and activation storage type (bf16 needs cuda)"),
@@ -85,7 +86,8 @@ const CfgKey config_keys[] = {
     KEY_INT(reward.max_failures, "5", 0, 1000000, "Consecutive failed scoring requests before stopping"),
     KEY_INT(reward.max_line_bytes, "1048576", 1024, 1 << 30, "Longest request or response line, bytes"),
 
-    KEY_FLOAT(grpo.beta, "0.04", '[', 0, INFINITY, ')', "KL penalty coefficient (k3); 0 = no reference model"),
+    KEY_FLOAT(grpo.beta, "0.04", '[', 0, INFINITY, ')',
+              "KL penalty coefficient (k3); 0 = no reference model"),
     KEY_FLOAT(grpo.epsilon_low, "0.2", '[', 0, 1, ']', "Lower ratio clip: 1 - epsilon_low"),
     KEY_FLOAT(grpo.epsilon_high, "0.2", '[', 0, 10, ']', "Upper ratio clip: 1 + epsilon_high"),
     KEY_INT(grpo.num_iterations, "1", 1, 1024, "Optimizer updates per generated batch (mu)"),
@@ -103,7 +105,8 @@ const CfgKey config_keys[] = {
     KEY_FLOAT(optim.beta2, "0.999", '[', 0, 1, ')', "AdamW second-moment decay"),
     KEY_FLOAT(optim.eps, "1e-8", '(', 0, 1, ']', "AdamW denominator epsilon"),
     KEY_FLOAT(optim.weight_decay, "0", '[', 0, INFINITY, ')', "AdamW decoupled weight decay"),
-    KEY_FLOAT(optim.grad_clip, "1.0", '[', 0, INFINITY, ')', "Clip the global gradient norm to this; 0 = off"),
+    KEY_FLOAT(optim.grad_clip, "1.0", '[', 0, INFINITY, ')',
+              "Clip the global gradient norm to this; 0 = off"),
     KEY_ENUM(optim.schedule, "linear", schedule_choices,
              "Learning rate after warm-up: linear or cosine decay to 0 at train.max_steps, or constant"),
     KEY_INT(optim.warmup_steps, "0", 0, INT_MAX, "Linear learning-rate warm-up from 0, steps"),
@@ -193,9 +196,7 @@ static int cfg_store(Config *cfg, const CfgKey *k, const CfgValue *v, Err *e) {
     char *field = (char *)cfg + k->offset;
     char text[256];
     switch (k->type) {
-    case CFG_BOOL:
-        *(bool *)field = v->b;
-        return 0;
+    case CFG_BOOL: *(bool *)field = v->b; return 0;
     case CFG_INT:
         if (!cfg_in_range(k, (double)v->i))
             return err_set(e, "%lld is out of range %s", v->i, cfg_range_text(k, text, sizeof text));
@@ -246,9 +247,7 @@ static int cfg_parse_text(const CfgKey *k, const char *s, CfgValue *v, Err *e) {
         if (!*s || *end || errno == ERANGE) return err_set(e, "expected a number, got \"%.200s\"", s);
         return 0;
     case CFG_STRING:
-    case CFG_ENUM:
-        v->s = s;
-        return 0;
+    case CFG_ENUM: v->s = s; return 0;
     }
     fatal("config: key %s has no type", k->path);
 }
@@ -286,8 +285,8 @@ static int cfg_parse_json(const CfgKey *k, const json_t *j, CfgValue *v, Err *e)
     case CFG_ENUM:
         if (!json_is_string(j)) {
             if (k->type == CFG_ENUM)
-                return err_set(e, "expected a string (one of %s), got %s", cfg_choices_text(k, text, sizeof text),
-                               json_type_name(j));
+                return err_set(e, "expected a string (one of %s), got %s",
+                               cfg_choices_text(k, text, sizeof text), json_type_name(j));
             return err_set(e, "expected a string, got %s", json_type_name(j));
         }
         v->s = json_string_value(j);  // jansson rejects "\u0000" unless asked to allow it
@@ -325,7 +324,8 @@ static int cfg_apply_section(Config *cfg, const char *file, const char *section,
                 const CfgKey *c = &config_keys[i];
                 size_t sl = cfg_section_len(c);
                 if (sl == strlen(section) && strncmp(c->path, section, sl) == 0 && n < sizeof known)
-                    n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", n ? ", " : "", c->path + sl + 1);
+                    n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", n ? ", " : "",
+                                          c->path + sl + 1);
             }
             return err_set(e, "%s: %s: unknown key (%s has: %s)", file, path, section, known);
         }
@@ -361,7 +361,8 @@ int config_load_file(Config *cfg, const char *path, Err *e) {
                 break;
             }
             if (!json_is_object(obj)) {
-                rc = err_set(e, "%s: %s: expected an object of keys, got %s", path, section, json_type_name(obj));
+                rc = err_set(e, "%s: %s: expected an object of keys, got %s", path, section,
+                             json_type_name(obj));
                 break;
             }
             if ((rc = cfg_apply_section(work, path, section, obj, e))) break;
@@ -375,8 +376,7 @@ int config_load_file(Config *cfg, const char *path, Err *e) {
 
 int config_set(Config *cfg, const char *assignment, Err *e) {
     const char *eq = strchr(assignment, '=');
-    if (!eq || eq == assignment)
-        return err_set(e, "--set %.200s: expected section.key=value", assignment);
+    if (!eq || eq == assignment) return err_set(e, "--set %.200s: expected section.key=value", assignment);
     char path[256];
     size_t n = (size_t)(eq - assignment);
     if (n >= sizeof path) return err_set(e, "--set %.200s: key too long", assignment);
@@ -425,8 +425,9 @@ int config_require(const Config *cfg, const char *path, Err *e) {
 int config_check_world(const Config *cfg, int n_learners, Err *e) {
     long long per = (long long)n_learners * cfg->train.grad_accum;
     if (n_learners < 1 || cfg->train.questions_per_step % per != 0)
-        return err_set(e, "train.questions_per_step (%d) must be a multiple of learners (%d) x train.grad_accum (%d)",
-                       cfg->train.questions_per_step, n_learners, cfg->train.grad_accum);
+        return err_set(
+            e, "train.questions_per_step (%d) must be a multiple of learners (%d) x train.grad_accum (%d)",
+            cfg->train.questions_per_step, n_learners, cfg->train.grad_accum);
     return 0;
 }
 
@@ -491,8 +492,8 @@ void config_print_help(FILE *f) {
             snprintf(extra, sizeof extra, " %s", cfg_choices_text(k, choices, sizeof choices));
         }
         const char *quote = k->type == CFG_STRING ? "\"" : "";
-        fprintf(f, "  %s  (%s%s, default %s%s%s)\n      %s\n", k->path, type_names[k->type], extra, quote, k->def,
-                quote, k->doc);
+        fprintf(f, "  %s  (%s%s, default %s%s%s)\n      %s\n", k->path, type_names[k->type], extra, quote,
+                k->def, quote, k->doc);
         prev = k;
     }
 }

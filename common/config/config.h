@@ -106,13 +106,14 @@ typedef struct {
 } Config;
 
 // One schema entry. `path` is "section.key"; numbers are checked against [min, max] (an end is
-// excluded when min_open / max_open); enums store the index of the chosen name in `choices` (NULL-terminated).
+// excluded when min_open / max_open); enums store the index of the chosen name in `choices`
+// (NULL-terminated).
 typedef enum { CFG_BOOL, CFG_INT, CFG_FLOAT, CFG_STRING, CFG_ENUM } CfgType;
 typedef struct {
     const char *path;
     CfgType type;
-    size_t offset;  // into Config
-    size_t cap;     // CFG_STRING: capacity of the char array
+    size_t offset;    // into Config
+    size_t cap;       // CFG_STRING: capacity of the char array
     const char *def;  // default, in --set syntax
     double min, max;
     bool min_open, max_open;

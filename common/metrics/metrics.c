@@ -33,7 +33,7 @@ struct Metrics {
 // HDF5 failures while writing are system failures (disk full, I/O error): the library has printed its
 // error stack, we add where.
 #define MH5_CHECK(expr, m)                                                      \
-    do {                                                                      \
+    do {                                                                        \
         if ((expr) < 0) fatal("%s: HDF5 call failed: %s", (m)->h5_path, #expr); \
     } while (0)
 
@@ -136,7 +136,8 @@ static int h5_resume(Metrics *m, int64_t resume_step, Err *e) {
     MH5_CHECK(H5Gget_info(m->h5, &info), m);
     for (hsize_t i = 0; i < info.nlinks; i++) {
         char name[METRICS_NAME_CAP];
-        ssize_t len = H5Lget_name_by_idx(m->h5, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
+        ssize_t len =
+            H5Lget_name_by_idx(m->h5, ".", H5_INDEX_NAME, H5_ITER_INC, i, name, sizeof name, H5P_DEFAULT);
         MH5_CHECK(len, m);
         if ((size_t)len >= sizeof name) return err_set(e, "%s: dataset name too long", m->h5_path);
         if (strcmp(name, "step") == 0) continue;
@@ -144,7 +145,8 @@ static int h5_resume(Metrics *m, int64_t resume_step, Err *e) {
         if (ds < 0) return err_set(e, "%s: \"%s\" is not a dataset", m->h5_path, name);
         hid_t sp = H5Dget_space(ds);
         hsize_t rows = 0;
-        int ok = sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &rows, NULL) >= 0;
+        int ok =
+            sp >= 0 && H5Sget_simple_extent_ndims(sp) == 1 && H5Sget_simple_extent_dims(sp, &rows, NULL) >= 0;
         if (sp >= 0) H5Sclose(sp);
         h5_series_add(m, name, ds);  // closed by metrics_close even when the check below fails
         if (!ok || rows != n)

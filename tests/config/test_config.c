@@ -94,7 +94,8 @@ static void test_schema(void) {
         }
         if (strchr(k->path + n + 1, '.')) ok_order = 0;
         for (int j = 0; j < i; j++)
-            if (strcmp(config_keys[j].path, k->path) == 0 || config_keys[j].offset == k->offset) ok_unique = 0;
+            if (strcmp(config_keys[j].path, k->path) == 0 || config_keys[j].offset == k->offset)
+                ok_unique = 0;
         if (!k->doc || !*k->doc) ok_docs = 0;
     }
     CHECK(ok_order && s == 7);
@@ -140,10 +141,13 @@ static void test_load_errors(void) {
         {"{\"model\": {\"path\": null}}", {"model.path: expected a string, got null"}},
         {"{\"grpo\": {\"beta\": -0.5}}", {"grpo.beta: -0.5 is out of range [0, inf)"}},
         {"{\"rollout\": {\"temperature\": 0}}", {"rollout.temperature: 0 is out of range (0, 100]"}},
-        {"{\"rollout\": {\"num_generations\": 2000}}", {"rollout.num_generations: 2000 is out of range [1, 1024]"}},
+        {"{\"rollout\": {\"num_generations\": 2000}}",
+         {"rollout.num_generations: 2000 is out of range [1, 1024]"}},
         {"{\"optim\": {\"beta2\": 1}}", {"optim.beta2: 1 is out of range [0, 1)"}},
-        {"{\"grpo\": {\"loss_type\": \"ppo\"}}", {"grpo.loss_type: \"ppo\" is not one of grpo|bnpo|dr_grpo|dapo"}},
-        {"{\"grpo\": {\"loss_type\": 3}}", {"grpo.loss_type: expected a string (one of grpo|bnpo", "got integer"}},
+        {"{\"grpo\": {\"loss_type\": \"ppo\"}}",
+         {"grpo.loss_type: \"ppo\" is not one of grpo|bnpo|dr_grpo|dapo"}},
+        {"{\"grpo\": {\"loss_type\": 3}}",
+         {"grpo.loss_type: expected a string (one of grpo|bnpo", "got integer"}},
         {"{\"grpo\": 5}", {"grpo: expected an object of keys, got integer"}},
         {"[1, 2]", {"expected a JSON object of sections, got array"}},
         {"{\"grpo\": {\"beta\": 0.1,}}", {":1:", "invalid JSON"}},
@@ -162,7 +166,8 @@ static void test_load_errors(void) {
         CHECKF(config_load_file(&c, path, &e) == -1, "case %zu accepted", i);
         CHECKF(strncmp(e.msg, path, strlen(path)) == 0, "case %zu: no file name: %s", i, e.msg);
         for (int w = 0; w < 3 && cases[i].want[w]; w++)
-            CHECKF(strstr(e.msg, cases[i].want[w]) != NULL, "case %zu: \"%s\" not in: %s", i, cases[i].want[w], e.msg);
+            CHECKF(strstr(e.msg, cases[i].want[w]) != NULL, "case %zu: \"%s\" not in: %s", i,
+                   cases[i].want[w], e.msg);
         CHECKF(memcmp(&c, &before, sizeof c) == 0, "case %zu changed the config", i);
     }
     Config c;
@@ -235,11 +240,13 @@ static void test_validate(void) {
 
     config_defaults(&c);
     c.train.questions_per_step = 5;
-    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg, "train.questions_per_step (5) must be a multiple of "
-                                                        "train.grad_accum (2)"));
+    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg,
+                                                  "train.questions_per_step (5) must be a multiple of "
+                                                  "train.grad_accum (2)"));
     config_defaults(&c);
     c.optim.warmup_steps = 1001;
-    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg, "optim.warmup_steps (1001) exceeds train.max_steps"));
+    CHECK(config_validate(&c, &e) == -1 &&
+          strstr(e.msg, "optim.warmup_steps (1001) exceeds train.max_steps"));
     c.optim.warmup_steps = 1000;
     CHECK(config_validate(&c, &e) == 0);
 
@@ -337,8 +344,9 @@ static void test_from_args(void) {
     char setfile[4200];
     snprintf(setfile, sizeof setfile, "--config=%s", file);
     // --set before --config still applies after the file; later --set wins.
-    char *argv[] = {"prog", "--set", "grpo.beta=0.2", "input.wav", setfile, "--verbose",
-                    "--set=grpo.beta=0.3", "--set", "optim.lr=1e-5", "--settle", NULL};
+    char *argv[] = {
+        "prog",  "--set",         "grpo.beta=0.2", "input.wav", setfile, "--verbose", "--set=grpo.beta=0.3",
+        "--set", "optim.lr=1e-5", "--settle",      NULL};
     int argc = 10;
     Config c;
     Err e;
@@ -391,7 +399,8 @@ static void test_shipped_configs(void) {
     CHECKF(config_equal(&c, &d, &differs), "default.json differs from the defaults at %s", differs);
     char *text = file_read_all(SRC_PATH("configs/default.json"), NULL, &e);
     char *want = config_to_json(&d);
-    CHECKF(text && strcmp(text, want) == 0, "configs/default.json is not config_to_json(defaults):\n%s", want);
+    CHECKF(text && strcmp(text, want) == 0, "configs/default.json is not config_to_json(defaults):\n%s",
+           want);
     free(text);
     free(want);
 

@@ -68,7 +68,8 @@ static void test_write_read(void) {
         double vals[3] = {0.5 / s, s == 4 ? NAN : 0.1 * s, 1e-3 * s};
         const char *names5[2] = {"loss", "kl"};
         double vals5[2] = {0.5 / s, 1e-3 * s};
-        int rc = s == 5 ? metrics_log(m, s, names5, vals5, 2, &e) : metrics_log(m, s, names, vals, s >= 3 ? 3 : 2, &e);
+        int rc = s == 5 ? metrics_log(m, s, names5, vals5, 2, &e)
+                        : metrics_log(m, s, names, vals, s >= 3 ? 3 : 2, &e);
         CHECKF(rc == 0, "%s", e.msg);
     }
     metrics_close(m);
