@@ -148,12 +148,34 @@ static const CfgKey *cfg_key_find(const char *path) {
 
 static size_t cfg_section_len(const CfgKey *k) { return (size_t)(strchr(k->path, '.') - k->path); }
 
-static int cfg_section_known(const char *name) {
-    for (int i = 0; i < config_num_keys; i++) {
-        size_t n = cfg_section_len(&config_keys[i]);
-        if (strlen(name) == n && strncmp(config_keys[i].path, name, n) == 0) return 1;
-    }
+// Whether key b starts a new section after key a (a NULL: b is the first key).
+static int cfg_new_section(const CfgKey *a, const CfgKey *b) {
+    size_t n = cfg_section_len(b);
+    return !a || cfg_section_len(a) != n || strncmp(a->path, b->path, n) != 0;
+}
+
+static int cfg_in_section(const CfgKey *k, const char *section) {
+    size_t n = cfg_section_len(k);
+    return strlen(section) == n && strncmp(k->path, section, n) == 0;
+}
+
+static int cfg_section_known(const char *section) {
+    for (int i = 0; i < config_num_keys; i++)
+        if (cfg_in_section(&config_keys[i], section)) return 1;
     return 0;
+}
+
+// "model, data, ..." in table order.
+static const char *cfg_sections_text(char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    for (int i = 0; i < config_num_keys && n < cap; i++) {
+        const CfgKey *k = &config_keys[i];
+        if (cfg_new_section(i ? &config_keys[i - 1] : NULL, k))
+            n +=
+                (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? ", " : "", (int)cfg_section_len(k), k->path);
+    }
+    return out;
 }
 
 // "a|b|c" for enum choices.
@@ -320,13 +342,10 @@ static int cfg_apply_section(Config *cfg, const char *file, const char *section,
             char known[2048];
             size_t n = 0;
             known[0] = 0;
-            for (int i = 0; i < config_num_keys; i++) {
-                const CfgKey *c = &config_keys[i];
-                size_t sl = cfg_section_len(c);
-                if (sl == strlen(section) && strncmp(c->path, section, sl) == 0 && n < sizeof known)
+            for (int i = 0; i < config_num_keys && n < sizeof known; i++)
+                if (cfg_in_section(&config_keys[i], section))
                     n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", n ? ", " : "",
-                                          c->path + sl + 1);
-            }
+                                          config_keys[i].path + strlen(section) + 1);
             return err_set(e, "%s: %s: unknown key (%s has: %s)", file, path, section, known);
         }
         CfgValue v;
@@ -354,10 +373,9 @@ int config_load_file(Config *cfg, const char *path, Err *e) {
         json_t *obj;
         json_object_foreach(root, section, obj) {
             if (!cfg_section_known(section)) {
-                rc = err_set(e,
-                             "%s: %.200s: unknown section (sections: model, data, rollout, reward, grpo, "
-                             "optim, train, log)",
-                             path, section);
+                char names[256];
+                rc = err_set(e, "%s: %.200s: unknown section (sections: %s)", path, section,
+                             cfg_sections_text(names, sizeof names));
                 break;
             }
             if (!json_is_object(obj)) {
@@ -441,8 +459,7 @@ char *config_to_json(const Config *cfg) {
     for (int i = 0; i < config_num_keys; i++) {
         const CfgKey *k = &config_keys[i];
         size_t sl = cfg_section_len(k);
-        int new_section = !prev || cfg_section_len(prev) != sl || strncmp(prev->path, k->path, sl) != 0;
-        if (new_section)
+        if (cfg_new_section(prev, k))
             jsonout_printf(&buf, &len, &cap, "%s\n  \"%.*s\": {\n", prev ? "\n  }," : "", (int)sl, k->path);
         else
             jsonout_printf(&buf, &len, &cap, ",\n");
@@ -480,9 +497,7 @@ void config_print_help(FILE *f) {
     const CfgKey *prev = NULL;
     for (int i = 0; i < config_num_keys; i++) {
         const CfgKey *k = &config_keys[i];
-        size_t sl = cfg_section_len(k);
-        if (!prev || cfg_section_len(prev) != sl || strncmp(prev->path, k->path, sl) != 0)
-            fprintf(f, "\n[%.*s]\n", (int)sl, k->path);
+        if (cfg_new_section(prev, k)) fprintf(f, "\n[%.*s]\n", (int)cfg_section_len(k), k->path);
         char extra[256] = "";
         if (k->type == CFG_INT || k->type == CFG_FLOAT) {
             char range[128];

@@ -133,7 +133,8 @@ static void test_load_errors(void) {
         const char *json;
         const char *want[3];
     } cases[] = {
-        {"{\"grpoo\": {}}", {"grpoo: unknown section"}},
+        {"{\"grpoo\": {}}",
+         {"grpoo: unknown section (sections: model, data, rollout, reward, grpo, optim, train, log)"}},
         {"{\"grpo\": {\"betta\": 1}}", {"grpo.betta: unknown key", "beta, epsilon_low"}},
         {"{\"grpo\": {\"beta\": \"0.1\"}}", {"grpo.beta: expected a number, got string"}},
         {"{\"rollout\": {\"top_k\": 1.5}}", {"rollout.top_k: expected an integer, got real"}},
