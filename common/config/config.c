@@ -171,9 +171,9 @@ static const char *cfg_sections_text(char *out, size_t cap) {
     out[0] = 0;
     for (int i = 0; i < config_num_keys && n < cap; i++) {
         const CfgKey *k = &config_keys[i];
+        int len = (int)cfg_section_len(k);
         if (cfg_new_section(i ? &config_keys[i - 1] : NULL, k))
-            n +=
-                (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? ", " : "", (int)cfg_section_len(k), k->path);
+            n += (size_t)snprintf(out + n, cap - n, "%s%.*s", n ? ", " : "", len, k->path);
     }
     return out;
 }

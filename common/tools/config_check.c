@@ -10,18 +10,14 @@ int main(int argc, char **argv) {
     Config *cfg = mallocCheck(sizeof *cfg);
     Err e;
     int rc = config_from_args(cfg, &argc, argv, &e);
-    if (rc == CONFIG_ARGS_HELP) return 0;
-    if (rc) {
+    if (rc == 0 && argc > 1) rc = err_set(&e, "unexpected argument %s", argv[1]);
+    if (rc == 0) {
+        char *text = config_to_json(cfg);
+        fputs(text, stdout);
+        free(text);
+    } else if (rc != CONFIG_ARGS_HELP) {
         fprintf(stderr, "config_check: %s\n", e.msg);
-        return 1;
     }
-    if (argc > 1) {
-        fprintf(stderr, "config_check: unexpected argument %s\n", argv[1]);
-        return 1;
-    }
-    char *text = config_to_json(cfg);
-    fputs(text, stdout);
-    free(text);
     free(cfg);
-    return 0;
+    return rc < 0 ? 1 : 0;
 }
