@@ -90,7 +90,9 @@ static hid_t h5_fapl(Metrics *m) {
     // No file lock: a plotting script may read metrics.h5 while the run appends (it is flushed each step).
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     MH5_CHECK(fapl, m);
+#if H5_VERSION_GE(1, 10, 7)
     MH5_CHECK(H5Pset_file_locking(fapl, false, true), m);
+#endif
     return fapl;
 }
 
