@@ -69,13 +69,28 @@ static const char *field_string(json_t *obj, const char *key, Err *e) {
     return json_string_value(v);
 }
 
-// An optional metadata string: *out = copy or NULL when absent; -1 when present but not a string.
+// An optional metadata string: *out = copy, or NULL when absent or null. A list of strings is joined
+// with ", " (13 MMAU test-mini items have "category": ["Reasoning"]). Other types are errors.
 static int field_optional(json_t *obj, const char *key, char **out, Err *e) {
     json_t *v = json_object_get(obj, key);
     if (!v || json_is_null(v)) return 0;
-    if (!json_is_string(v)) return err_set(e, "field \"%s\" is not a string", key);
+    if (json_is_string(v)) {
+        free(*out);
+        *out = strdupCheck(json_string_value(v));
+        return 0;
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return err_set(e, "field \"%s\" is not a string or a list of strings", key);
+    size_t len = 1, i;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+        if (!json_is_string(item)) return err_set(e, "%s[%zu] is not a string", key, i);
+        len += json_string_length(item) + 2;
+    }
+    char *joined = mallocCheck(len), *p = joined;
+    json_array_foreach(v, i, item) p += sprintf(p, "%s%s", i ? ", " : "", json_string_value(item));
     free(*out);
-    *out = strdupCheck(json_string_value(v));
+    *out = joined;
     return 0;
 }
 
@@ -242,7 +257,7 @@ static int load_jsonl(Loader *L, const char *text, size_t size, Err *e) {
             char where[4200];
             snprintf(where, sizeof where, "%s:%d", L->path, line);
             json_error_t je;
-            json_t *obj = json_loadb(p, (size_t)(eol - p), 0, &je);
+            json_t *obj = json_loadb(p, (size_t)(eol - p), JSON_DECODE_ANY, &je);
             if (!obj) {
                 char msg[4600];
                 snprintf(msg, sizeof msg, "%s: bad JSON: %s (column %d)", where, je.text, je.column);
@@ -313,7 +328,7 @@ static int load_mmau(Loader *L, const char *text, size_t size, Err *e) {
             loader_bad(L, msg);
         } else {
             json_error_t je;
-            json_t *obj = json_loadb(p, (size_t)(stop - p), 0, &je);
+            json_t *obj = json_loadb(p, (size_t)(stop - p), JSON_DECODE_ANY, &je);
             if (!obj) {
                 char msg[4800];
                 snprintf(msg, sizeof msg, "%s: bad JSON at line %d: %s", where, line + je.line - 1, je.text);

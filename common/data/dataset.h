@@ -22,7 +22,7 @@ typedef struct {
     int answer;               // 0-based index into choices
     const char *answer_text;  // choices[answer]
     // Metadata, NULL when absent (MMAU keys; R1-AQA lines may carry the same keys, and their
-    // "dataset_name" fills dataset).
+    // "dataset_name" fills dataset). A list of strings in the file is joined with ", ".
     char *task, *category, *sub_category, *difficulty, *dataset, *split;
 } Question;
 
