@@ -313,11 +313,16 @@ static int load_mmau(Loader *L, const char *text, size_t size, Err *e) {
     p = skip_space(p, end, &line);
     if (p == end || *p != '[') return err_set(e, "%s:%d: expected a JSON array of questions", L->path, line);
     p = skip_space(p + 1, end, &line);
-    if (p < end && *p == ']') return skip_space(p + 1, end, &line) == end ? 0
-        : err_set(e, "%s:%d: unexpected text after the array", L->path, line);
+    if (p < end && *p == ']') {  // an empty array
+        if (skip_space(p + 1, end, &line) != end)
+            return err_set(e, "%s:%d: unexpected text after the array", L->path, line);
+        return 0;
+    }
     for (int item = 0;; item++) {
         const char *q = mmau_item_end(p, end);
-        if (!q) return err_set(e, "%s: item %d (line %d): unterminated item or array", L->path, item, line);
+        if (!q)
+            return err_set(e, "%s: item %d (line %d): unbalanced brackets or unterminated array", L->path,
+                           item, line);
         const char *stop = q;
         while (stop > p && (stop[-1] == ' ' || stop[-1] == '\t' || stop[-1] == '\r' || stop[-1] == '\n')) stop--;
         char where[4200];
@@ -356,14 +361,13 @@ int dataset_load(Dataset *ds, const char *path, const DataOptions *opts, Err *e)
     char *text = file_read_all(path, &size, e);
     if (!text) return -1;
 
+    // Relative audio paths resolve against audio_dir, else the data file's directory.
     char base[4096];
-    if (o.audio_dir) {
-        snprintf(base, sizeof base, "%s", o.audio_dir);
-    } else {
-        const char *slash = strrchr(path, '/');
-        if (slash) snprintf(base, sizeof base, "%.*s", (int)(slash - path) ? (int)(slash - path) : 1, path);
-        else base[0] = 0;
-    }
+    const char *slash = strrchr(path, '/');
+    if (o.audio_dir) snprintf(base, sizeof base, "%s", o.audio_dir);
+    else if (slash == path) snprintf(base, sizeof base, "/");
+    else if (slash) snprintf(base, sizeof base, "%.*s", (int)(slash - path), path);
+    else base[0] = 0;
 
     DataFormat fmt = o.format;
     if (fmt == DATA_FORMAT_AUTO) {

@@ -252,11 +252,17 @@ static void test_mmau_structure(void) {
     CHECK_STR(e.msg, msg_at(path, -1, 2, "expected a JSON array of questions"));
     write_text(path, "[\n {\"id\": \"a\", \"question\": \"unterminated");
     CHECK(dataset_load(&ds, path, NULL, &e) == -1);
-    CHECK_STR(e.msg, msg_at(path, 0, 2, "unterminated item or array"));
+    CHECK_STR(e.msg, msg_at(path, 0, 2, "unbalanced brackets or unterminated array"));
     write_text(path, "[{\"id\": \"a\", \"audio_id\": \"x.wav\", \"question\": \"Q\", \"choices\": [\"A\", \"B\"], "
                      "\"answer\": \"A\"}]\n x");
     CHECK(dataset_load(&ds, path, NULL, &e) == -1);
     CHECK_STR(e.msg, msg_at(path, -1, 2, "unexpected text after the array"));
+    write_text(path, "[\n {\"id\": \"a\"}}\n]");
+    CHECK(dataset_load(&ds, path, NULL, &e) == -1);
+    CHECK_STR(e.msg, msg_at(path, 0, 2, "unbalanced brackets or unterminated array"));
+    write_text(path, "[] x");
+    CHECK(dataset_load(&ds, path, NULL, &e) == -1);
+    CHECK_STR(e.msg, msg_at(path, -1, 1, "unexpected text after the array"));
     write_text(path, " [ ] ");
     CHECK(dataset_load(&ds, path, NULL, &e) == -1);
     CHECK(strstr(e.msg, "no valid questions (0 bad records)") != NULL);
