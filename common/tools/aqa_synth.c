@@ -21,7 +21,7 @@ static double parse_num(const char *opt, const char *s, int integer) {
     errno = 0;
     double v = integer ? (double)strtoll(s, &end, 10) : strtod(s, &end);
     if (errno || end == s || *end) {
-        fprintf(stderr, "aqa-synth: %s: not a%s number: \"%s\"\n", opt, integer ? "n integer" : "", s);
+        fprintf(stderr, "aqa-synth: %s: not %s: \"%s\"\n", opt, integer ? "an integer" : "a number", s);
         exit(2);
     }
     return v;
