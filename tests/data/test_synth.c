@@ -1,0 +1,286 @@
+// Tests of common/data/synth: determinism (same seed, same bytes), the output loads with the dataset
+// readers without errors, and the audio really encodes each answer (burst counts, RMS of halves,
+// tone energy at the drawn frequency, zero-crossing rate at the start and end of a sweep).
+#include "data/dataset.h"
+#include "data/synth.h"
+#include "test.h"
+#include "util/fileio.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <sndfile.h>
+
+enum { N = 60 };
+
+static int generate(const char *dir, uint64_t seed, SynthSummary *sum) {
+    SynthOptions o = {.out_dir = dir, .n = N, .seed = seed, .test_frac = 0.2};
+    Err e;
+    if (synth_generate(&o, sum, &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int same_file(const char *a, const char *b) {
+    Err e;
+    size_t na, nb;
+    char *x = file_read_all(a, &na, &e), *y = file_read_all(b, &nb, &e);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
+
+static const char *in_dir(const char *dir, const char *name) {
+    static char buf[4][4200];
+    static int k;
+    char *out = buf[k++ & 3];
+    return path_join(out, sizeof buf[0], dir, name);
+}
+
+static const char *wav_name(int64_t i) {
+    static char buf[4][64];
+    static int k;
+    char *out = buf[k++ & 3];
+    snprintf(out, sizeof buf[0], "audio/q%06lld.wav", (long long)i);
+    return out;
+}
+
+static const char *DATA_FILES[] = {"train.jsonl", "test.jsonl", "test-mmau.json"};
+
+static void test_determinism(void) {
+    const char *a = TMP_PATH("synth_a"), *b = TMP_PATH("synth_b"), *c = TMP_PATH("synth_c");
+    SynthSummary sa, sb, sc;
+    CHECK(generate(a, 7, &sa) == 0);
+    CHECK(generate(b, 7, &sb) == 0);
+    CHECK(generate(c, 8, &sc) == 0);
+    int all_same = 1, wav_differs = 0;
+    for (int i = 0; i < 3; i++) all_same &= same_file(in_dir(a, DATA_FILES[i]), in_dir(b, DATA_FILES[i]));
+    for (int64_t i = 0; i < N; i++) {
+        all_same &= same_file(in_dir(a, wav_name(i)), in_dir(b, wav_name(i)));
+        wav_differs |= !same_file(in_dir(a, wav_name(i)), in_dir(c, wav_name(i)));
+    }
+    CHECK(all_same);
+    CHECK(wav_differs);
+    CHECK(!same_file(in_dir(a, "train.jsonl"), in_dir(c, "train.jsonl")));
+    // Summary: the split is round(N * 0.2); every family and several answer positions occur.
+    CHECK_INT(sa.n[1], 12);
+    CHECK_INT(sa.n[0], 48);
+    int64_t fam = 0, answer_positions = 0;
+    for (int k = 0; k < SYNTH_N_FAMILIES; k++) fam += sa.family[0][k] + sa.family[1][k] > 0;
+    for (int k = 0; k < SYNTH_MAX_CHOICES; k++) answer_positions += sa.answer[0][k] > 0;
+    CHECK_INT(fam, SYNTH_N_FAMILIES);
+    CHECK(answer_positions >= 3);
+    CHECK(sa.stereo > 0 && sa.stereo < N);
+    CHECK(sa.float_wav > 0 && sa.float_wav < N);
+    // No temporary files are left behind.
+    DIR *d = opendir(in_dir(a, "audio"));
+    int tmp_left = 0, files = 0;
+    for (struct dirent *de; d && (de = readdir(d));) {
+        tmp_left |= strstr(de->d_name, ".tmp.") != NULL;
+        files += de->d_name[0] == 'q';
+    }
+    if (d) closedir(d);
+    CHECK(!tmp_left);
+    CHECK_INT(files, N);
+    char *text = NULL;
+    FILE *f = open_memstream(&text, &(size_t){0});
+    synth_summary_print(&sa, f);
+    fclose(f);
+    CHECK(strstr(text, "tone_noise") && strstr(text, "train      48") && strstr(text, "test       12"));
+    free(text);
+}
+
+static void test_loads(void) {
+    const char *dir = TMP_PATH("synth_a");
+    Dataset train, test, mmau;
+    Err e;
+    DataOptions o = data_options_default();
+    o.max_bad = 0;
+    CHECKF(dataset_load(&train, in_dir(dir, "train.jsonl"), &o, &e) == 0, "%s", e.msg);
+    CHECKF(dataset_load(&test, in_dir(dir, "test.jsonl"), &o, &e) == 0, "%s", e.msg);
+    CHECKF(dataset_load(&mmau, in_dir(dir, "test-mmau.json"), &o, &e) == 0, "%s", e.msg);
+    CHECK_INT(train.n, 48);
+    CHECK_INT(test.n, 12);
+    CHECK_INT(mmau.n, 12);
+    CHECK(mmau.format == DATA_FORMAT_MMAU);
+    for (int64_t i = 0; i < test.n && i < mmau.n; i++) {
+        const Question *a = &test.q[i], *b = &mmau.q[i];
+        CHECK_STR(a->audio_path, b->audio_path);
+        CHECK_STR(a->answer_text, b->answer_text);
+        CHECK_INT(a->answer, b->answer);
+        CHECK_STR(a->question, b->question);
+        CHECK_STR(b->dataset, "synthetic");
+        CHECK_STR(b->task, "sound");
+        CHECK_STR(b->split, "test");
+        CHECK(path_exists(a->audio_path));
+        // The item regenerated from (seed, index) matches what the file says.
+        SynthItem it;
+        synth_item(&it, 7, atoll(a->id), 1);
+        CHECK_STR(b->sub_category, synth_family_name(it.family));
+        CHECK_STR(b->difficulty, it.difficulty);
+        CHECK_STR(a->answer_text, it.choices[it.answer]);
+    }
+    for (int64_t i = 0; i < train.n; i++) CHECK_STR(train.q[i].split, "train");
+    dataset_free(&train);
+    dataset_free(&test);
+    dataset_free(&mmau);
+}
+
+// Channel 0 of the written WAV (the channel the reference keeps), checked against the item.
+static float *read_ch0(const char *path, const SynthItem *it) {
+    SF_INFO info = {0};
+    SNDFILE *sf = sf_open(path, SFM_READ, &info);
+    if (!CHECK(sf != NULL)) return NULL;
+    CHECK_INT(info.samplerate, it->sample_rate);
+    CHECK_INT(info.channels, it->channels);
+    CHECK_INT(info.frames, it->frames);
+    CHECK_INT(info.format, SF_FORMAT_WAV | (it->float_wav ? SF_FORMAT_FLOAT : SF_FORMAT_PCM_16));
+    float *all = malloc((size_t)(info.frames * info.channels) * sizeof(float));
+    CHECK(sf_readf_float(sf, all, info.frames) == info.frames);
+    sf_close(sf);
+    float *x = malloc((size_t)info.frames * sizeof(float));
+    for (int64_t t = 0; t < info.frames; t++) x[t] = all[t * info.channels];
+    free(all);
+    return x;
+}
+
+// Bursts of energy: 10 ms frames above the geometric mean of the median frame (background) and the
+// loudest frame, runs of >= 3 frames.
+static int count_bursts(const float *x, int64_t n, int sr) {
+    int64_t hop = sr / 100, nf = n / hop;
+    double *e = malloc((size_t)nf * sizeof(double)), *sorted = malloc((size_t)nf * sizeof(double));
+    double top = 0;
+    for (int64_t f = 0; f < nf; f++) {
+        double s = 0;
+        for (int64_t i = 0; i < hop; i++) s += (double)x[f * hop + i] * x[f * hop + i];
+        e[f] = sorted[f] = s / (double)hop;
+        top = fmax(top, s / (double)hop);
+    }
+    for (int64_t i = 1; i < nf; i++)  // insertion sort: a few hundred frames
+        for (int64_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+            double t = sorted[j];
+            sorted[j] = sorted[j - 1];
+            sorted[j - 1] = t;
+        }
+    double thr = sqrt(sorted[nf / 2] * top);
+    int bursts = 0, run = 0;
+    for (int64_t f = 0; f <= nf; f++) {
+        if (f < nf && e[f] > thr) {
+            run++;
+        } else {
+            bursts += run >= 3;
+            run = 0;
+        }
+    }
+    free(e);
+    free(sorted);
+    return bursts;
+}
+
+static double rms(const float *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return sqrt(s / (double)n);
+}
+
+// |DFT at f|^2 / (n * energy): ~0.5 for a pure tone at f, ~1/n for white noise.
+static double tonality(const float *x, int64_t n, int sr, double f) {
+    double re = 0, im = 0, energy = 0, w = 2 * M_PI * f / sr;
+    for (int64_t i = 0; i < n; i++) {
+        re += x[i] * cos(w * (double)i);
+        im -= x[i] * sin(w * (double)i);
+        energy += (double)x[i] * x[i];
+    }
+    return (re * re + im * im) / ((double)n * energy);
+}
+
+static double zero_cross_rate(const float *x, int64_t n) {
+    int64_t z = 0;
+    for (int64_t i = 1; i < n; i++) z += (x[i - 1] < 0) != (x[i] < 0);
+    return (double)z / (double)n;
+}
+
+static void test_audio_encodes_answer(void) {
+    const char *dir = TMP_PATH("synth_a");
+    int checked[SYNTH_N_FAMILIES] = {0};
+    for (int64_t i = 0; i < N; i++) {
+        SynthItem it;
+        synth_item(&it, 7, i, 0);
+        float *x = read_ch0(in_dir(dir, wav_name(i)), &it);
+        if (!x) continue;
+        const char *ans = it.choices[it.answer];
+        const SynthEvent *ev = &it.events[0];
+        int sr = it.sample_rate;
+        int64_t t0 = (int64_t)(ev->start * sr), len = (int64_t)(ev->dur * sr);
+        switch (it.family) {
+        case SYNTH_BEEPS:
+            CHECKF(count_bursts(x, it.frames, sr) == atoi(ans), "item %lld: %d bursts, answer %s",
+                   (long long)i, count_bursts(x, it.frames, sr), ans);
+            break;
+        case SYNTH_LOUDER: {
+            int64_t half = it.frames / 2;
+            double r0 = rms(x, half), r1 = rms(x + half, it.frames - half);
+            CHECKF((r0 > r1) == (strcmp(ans, "first") == 0), "item %lld: rms %g %g, answer %s",
+                   (long long)i, r0, r1, ans);
+            break;
+        }
+        case SYNTH_PITCH: {
+            static const double lo[3] = {100, 500, 2000}, hi[3] = {250, 900, 3500};
+            int cls = strcmp(ans, "low") == 0 ? 0 : strcmp(ans, "medium") == 0 ? 1 : 2;
+            CHECK(ev->f0 >= lo[cls] && ev->f0 <= hi[cls]);
+            CHECKF(tonality(x + t0, len, sr, ev->f0) > 0.2, "item %lld", (long long)i);
+            break;
+        }
+        case SYNTH_TONE_NOISE: {
+            double t = tonality(x + t0, len, sr, ev->f0);
+            CHECKF((t > 0.2) == (strcmp(ans, "tone") == 0) && (t > 0.2 || t < 0.01),
+                   "item %lld: tonality %g, answer %s", (long long)i, t, ans);
+            break;
+        }
+        case SYNTH_SWEEP: {
+            double z0 = zero_cross_rate(x + t0, len / 4), z1 = zero_cross_rate(x + t0 + len - len / 4, len / 4);
+            CHECKF((z1 > z0) == (strcmp(ans, "rising") == 0), "item %lld: zcr %g -> %g, answer %s",
+                   (long long)i, z0, z1, ans);
+            break;
+        }
+        default: break;
+        }
+        checked[it.family]++;
+        free(x);
+    }
+    for (int k = 0; k < SYNTH_N_FAMILIES; k++) CHECK(checked[k] >= 10);
+}
+
+static void test_bad_options(void) {
+    SynthOptions o = {.out_dir = TMP_PATH("synth_bad"), .n = 0, .seed = 1, .test_frac = 0.1};
+    Err e;
+    CHECK(synth_generate(&o, NULL, &e) == -1);
+    CHECK_STR(e.msg, "synthetic data: --n must be positive (got 0)");
+    o.n = 5;
+    o.test_frac = 1.5;
+    CHECK(synth_generate(&o, NULL, &e) == -1);
+    CHECK_STR(e.msg, "synthetic data: test fraction 1.5 not in [0, 1]");
+    o.test_frac = 0.1;
+    o.out_dir = "/proc/no/such/dir";
+    CHECK(synth_generate(&o, NULL, &e) == -1);
+    CHECK(strstr(e.msg, "cannot create directory") != NULL);
+    uint8_t t[10];
+    synth_split(1, 10, 0.0, t);
+    int n = 0;
+    for (int i = 0; i < 10; i++) n += t[i];
+    CHECK_INT(n, 0);
+    synth_split(1, 10, 1.0, t);
+    n = 0;
+    for (int i = 0; i < 10; i++) n += t[i];
+    CHECK_INT(n, 10);
+}
+
+int main(void) {
+    RUN(test_determinism);
+    RUN(test_loads);
+    RUN(test_audio_encodes_answer);
+    RUN(test_bad_options);
+    return test_summary("test_synth");
+}
