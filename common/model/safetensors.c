@@ -203,14 +203,13 @@ static int st_add_file(StReader *r, const char *path, Err *e) {
     // Overlapping byte ranges mean a corrupt header: two names would alias the same data.
     int cnt = r->n - first;
     qsort(r->tensors + first, (size_t)cnt, sizeof(StTensor), st_cmp_offset);
+    size_t prev_end = 0;
     for (int i = first; i < r->n; i++) {
         StTensor *t = &r->tensors[i];
         size_t begin = (size_t)(uintptr_t)t->data;
-        if (i > first) {
-            const StTensor *p = &r->tensors[i - 1];
-            if (p->nbytes > 0 && t->nbytes > 0 && (size_t)(uintptr_t)p->data + p->nbytes > begin)
-                return err_set(e, "%s: tensors '%s' and '%s' overlap", path, p->name, t->name);
-        }
+        if (t->nbytes > 0 && begin < prev_end)
+            return err_set(e, "%s: tensors '%s' and '%s' overlap", path, r->tensors[i - 1].name, t->name);
+        if (t->nbytes > 0) prev_end = begin + t->nbytes;
         t->data = data + begin;
     }
     return 0;
