@@ -13,7 +13,8 @@
 
 int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **params, Err *e) {
     ModelConfig c;
-    if (hf_config_load(dir, &c, e)) return -1;
+    char cfg_path[4096];
+    if (hf_config_load(path_join(cfg_path, sizeof cfg_path, dir, "config.json"), &c, e)) return -1;
     StReader r;
     if (st_open(&r, dir, e)) return -1;
     ParamTable tab;
@@ -25,12 +26,18 @@ int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **par
         rc = st_read_f32(&r, s->name, s->ndim, s->shape, p + s->offset, e);
     }
     for (int i = 0; i < r.n && !rc; i++) {
-        const char *name = r.tensors[i].name;
+        const StTensor *x = &r.tensors[i];
+        if (param_find(&tab, x->name) >= 0) continue;
         // A tied checkpoint may still carry lm_head (a copy of embed_tokens); the table has no slot for it.
-        if (param_find(&tab, name) >= 0 || (c.tie_embeddings && strcmp(name, "language_model.lm_head.weight") == 0))
+        const ParamSpec *emb = &tab.specs[tab.embed];
+        if (c.tie_embeddings && strcmp(x->name, "language_model.lm_head.weight") == 0) {
+            if (x->ndim != 2 || x->shape[0] != emb->shape[0] || x->shape[1] != emb->shape[1])
+                rc = err_set(e, "%s: tensor '%s' does not have embed_tokens' shape [%lld, %lld]", st_tensor_file(&r, x),
+                             x->name, (long long)emb->shape[0], (long long)emb->shape[1]);
             continue;
+        }
         rc = err_set(e, "%s: unexpected tensor '%s' (not part of the model this config.json describes)",
-                     st_tensor_file(&r, &r.tensors[i]), name);
+                     st_tensor_file(&r, x), x->name);
     }
     st_close(&r);
     if (rc) {
