@@ -1,0 +1,173 @@
+#include "model/checkpoint.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "model/hf_config.h"
+#include "model/safetensors.h"
+#include "util/fileio.h"
+
+int model_load_params(const char *dir, const ParamTable *t, float *params, Err *e) {
+    StReader r;
+    if (st_open(&r, dir, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < t->n && !rc; i++) {
+        const ParamSpec *s = &t->specs[i];
+        rc = st_read_f32(&r, s->name, s->ndim, s->shape, params + s->offset, e);
+    }
+    const ParamSpec *emb = &t->specs[t->embed];
+    for (int i = 0; i < r.n && !rc; i++) {
+        const StTensor *x = &r.tensors[i];
+        if (param_find(t, x->name) >= 0) continue;
+        // A tied checkpoint may still carry lm_head (a copy of embed_tokens); the table has no slot for it.
+        if (t->lm_head == t->embed && strcmp(x->name, "language_model.lm_head.weight") == 0) {
+            if (x->ndim != 2 || x->shape[0] != emb->shape[0] || x->shape[1] != emb->shape[1])
+                rc = err_set(e, "%s: tensor '%s' does not have embed_tokens' shape [%lld, %lld]", st_tensor_file(&r, x),
+                             x->name, (long long)emb->shape[0], (long long)emb->shape[1]);
+            continue;
+        }
+        rc = err_set(e, "%s: unexpected tensor '%s' (not part of the model this config.json describes)",
+                     st_tensor_file(&r, x), x->name);
+    }
+    st_close(&r);
+    return rc;
+}
+
+int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **params, Err *e) {
+    ModelConfig c;
+    char cfg_path[4096];
+    if (hf_config_load(path_join(cfg_path, sizeof cfg_path, dir, "config.json"), &c, e)) return -1;
+    ParamTable tab;
+    param_table_build(&tab, &c);
+    float *p = mallocCheck(tab.numel * sizeof(float));  // [numel], carved by tab's offsets
+    if (model_load_params(dir, &tab, p, e)) {
+        free(p);
+        param_table_free(&tab);
+        return -1;
+    }
+    *cfg = c;
+    *t = tab;
+    *params = p;
+    return 0;
+}
+
+int checkpoint_is_complete(const char *dir) {
+    char p[4096];
+    return path_exists(path_join(p, sizeof p, dir, CHECKPOINT_MARKER));
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) { return remove(path); }
+
+// rm -rf; a path that does not exist is fine.
+static void remove_tree(const char *path) {
+    if (path_exists(path) && nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fatal("%s: cannot remove: %s", path, strerror(errno));
+}
+
+static void fsync_dir(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || fsync(fd) != 0) fatal("%s: cannot fsync directory: %s", path, strerror(errno));
+    close(fd);
+}
+
+static int copy_file(const char *src, const char *dst, Err *e) {
+    size_t n;
+    char *buf = file_read_all(src, &n, e);
+    if (!buf) return -1;
+    int rc = file_write_atomic(dst, buf, n, e);
+    free(buf);
+    return rc;
+}
+
+static int copy_tokenizer(const char *src, const char *dst, Err *e) {
+    static const char *files[] = {"tokenizer.json",          "tokenizer_config.json", "vocab.json",
+                                  "merges.txt",              "special_tokens_map.json", "added_tokens.json",
+                                  "chat_template.json"};
+    char from[4096], to[4096];
+    int have_vocab = 0;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        path_join(from, sizeof from, src, files[i]);
+        if (!path_exists(from)) continue;
+        if (copy_file(from, path_join(to, sizeof to, dst, files[i]), e)) return -1;
+        have_vocab |= i == 0 || i == 2;
+    }
+    if (!have_vocab) return err_set(e, "%s: no tokenizer.json or vocab.json to copy", src);
+    return 0;
+}
+
+int checkpoint_begin(CheckpointWriter *w, const char *dir, Err *e) {
+    if (snprintf(w->dir, sizeof w->dir, "%s", dir) >= (int)sizeof w->dir) return err_set(e, "%s: path too long", dir);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", dir, (long)getpid());
+    remove_tree(w->tmp);  // a leftover of an earlier crashed save by a process with the same pid
+    if (dir_make(w->tmp, e)) return err_prefix(e, "saving %s", dir);
+    return 0;
+}
+
+int checkpoint_write_model(CheckpointWriter *w, const ModelConfig *cfg, const ParamTable *t, const float *params,
+                           SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+    char p[4096];
+    const char *tmp = w->tmp;
+    if (hf_config_save(path_join(p, sizeof p, tmp, "config.json"), cfg, dtype == SAVE_BF16 ? "bfloat16" : "float32",
+                       e) ||
+        hf_aux_configs_save(tmp, cfg, e))
+        return err_prefix(e, "saving %s", w->dir);
+    StWriteTensor *ts = callocCheck((size_t)t->n, sizeof(StWriteTensor));
+    for (int i = 0; i < t->n; i++) {
+        const ParamSpec *s = &t->specs[i];
+        ts[i] = (StWriteTensor){.name = s->name, .ndim = s->ndim, .data = params + s->offset};
+        memcpy(ts[i].shape, s->shape, sizeof s->shape);
+    }
+    int shards = st_write_sharded(tmp, ts, t->n, dtype == SAVE_BF16 ? ST_BF16 : ST_F32, max_shard_bytes, e);
+    free(ts);
+    if (shards < 0 || (tokenizer_dir && copy_tokenizer(tokenizer_dir, tmp, e))) return err_prefix(e, "saving %s", w->dir);
+    return 0;
+}
+
+int checkpoint_commit(CheckpointWriter *w, Err *e) {
+    char p[4096], old[4200], parent[4096];
+    const char *dir = w->dir;
+    static const char marker[] = "complete\n";
+    if (file_write_atomic(path_join(p, sizeof p, w->tmp, CHECKPOINT_MARKER), marker, sizeof marker - 1, e)) {
+        checkpoint_abort(w);
+        return -1;
+    }
+    fsync_dir(w->tmp);
+    snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
+    snprintf(parent, sizeof parent, "%s", dir);
+    char *slash = strrchr(parent, '/');
+    if (slash && slash != parent) *slash = 0;
+    else snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
+    // Replacing: move the old directory aside first (rename cannot replace a non-empty directory).
+    int replaced = path_exists(dir);
+    if (replaced && rename(dir, old) != 0) {
+        int saved = errno;
+        checkpoint_abort(w);
+        return err_set(e, "%s: cannot move the previous directory aside: %s", dir, strerror(saved));
+    }
+    if (rename(w->tmp, dir) != 0) {
+        int saved = errno;
+        if (replaced) rename(old, dir);
+        checkpoint_abort(w);
+        return err_set(e, "%s: cannot rename %s into place: %s", dir, w->tmp, strerror(saved));
+    }
+    fsync_dir(parent);
+    if (replaced) remove_tree(old);
+    return 0;
+}
+
+void checkpoint_abort(CheckpointWriter *w) { remove_tree(w->tmp); }
+
+int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
+                   SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+    CheckpointWriter w;
+    if (checkpoint_begin(&w, dir, e)) return -1;
+    if (checkpoint_write_model(&w, cfg, t, params, dtype, max_shard_bytes, tokenizer_dir, e)) {
+        checkpoint_abort(&w);
+        return -1;
+    }
+    return checkpoint_commit(&w, e);
+}
