@@ -30,7 +30,8 @@ void adamw_step(AdamW *opt, const AdamWConfig *cfg, double lr, float *params, co
     float b2 = (float)cfg->beta2, omb1 = (float)(1 - cfg->beta1), omb2 = (float)(1 - cfg->beta2);
     float decay = (float)(1 - lr * cfg->weight_decay);
     float step_size = (float)(lr / bc1), eps = (float)cfg->eps, bc2s = (float)bc2_sqrt;
-#pragma omp parallel for schedule(static)
+// Small buffers (tests, shards of tiny models) are not worth waking the thread pool.
+#pragma omp parallel for schedule(static) if (opt->n > 65536)
     for (size_t i = 0; i < opt->n; i++) {
         float g = grads[i];
         float m = opt->m[i] + omb1 * (g - opt->m[i]);  // torch: exp_avg.lerp_(grad, 1 - beta1)
@@ -44,7 +45,7 @@ void adamw_step(AdamW *opt, const AdamWConfig *cfg, double lr, float *params, co
 
 double optim_sumsq(const float *g, size_t n) {
     double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static)
+#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
     return s;
 }
@@ -56,7 +57,7 @@ double optim_clip_scale(double norm, double max_norm) {
 
 void optim_scale(float *g, size_t n, double scale) {
     float s = (float)scale;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) g[i] *= s;
 }
 
