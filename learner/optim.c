@@ -30,7 +30,7 @@ void adamw_step(AdamW *opt, const AdamWConfig *cfg, double lr, float *params, co
     float b2 = (float)cfg->beta2, omb1 = (float)(1 - cfg->beta1), omb2 = (float)(1 - cfg->beta2);
     float decay = (float)(1 - lr * cfg->weight_decay);
     float step_size = (float)(lr / bc1), eps = (float)cfg->eps, bc2s = (float)bc2_sqrt;
-// Small buffers (tests, shards of tiny models) are not worth waking the thread pool.
+    // Small buffers (tests, shards of tiny models) are not worth waking the thread pool.
 #pragma omp parallel for schedule(static) if (opt->n > 65536)
     for (size_t i = 0; i < opt->n; i++) {
         float g = grads[i];
