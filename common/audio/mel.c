@@ -27,13 +27,13 @@ struct MelContext {
 // FFTW's planner keeps global state: creating or destroying plans must not overlap in time.
 static pthread_mutex_t mel_plan_lock = PTHREAD_MUTEX_INITIALIZER;
 
-// Slaney mel scale with HF's operation order (audio_utils.hertz_to_mel / mel_to_hertz), in float64.
-static double mel_from_hz(double f) {
+// HF's operation order, so the filter edges round the same way.
+double mel_scale_from_hz(double f) {
     if (f < 1000.0) return 3.0 * f / 200.0;
     return 15.0 + log(f / 1000.0) * (27.0 / log(6.4));
 }
 
-static double mel_to_hz(double m) {
+double mel_scale_to_hz(double m) {
     if (m < 15.0) return 200.0 * m / 3.0;
     return 1000.0 * exp(log(6.4) / 27.0 * (m - 15.0));
 }
@@ -42,9 +42,9 @@ static double mel_to_hz(double m) {
 static void mel_build_filters(MelContext *ctx) {
     enum { NP = MEL_N_MELS + 2 };
     double fk[NP];  // filter edge/centre frequencies (Hz)
-    double mel_max = mel_from_hz(AUDIO_SAMPLE_RATE / 2.0);
+    double mel_max = mel_scale_from_hz(AUDIO_SAMPLE_RATE / 2.0);
     double step = mel_max / (NP - 1);  // numpy.linspace: i * step, last point exactly the stop value
-    for (int i = 0; i < NP; i++) fk[i] = mel_to_hz(i == NP - 1 ? mel_max : i * step);
+    for (int i = 0; i < NP; i++) fk[i] = mel_scale_to_hz(i == NP - 1 ? mel_max : i * step);
     double bin_hz = (AUDIO_SAMPLE_RATE / 2.0) / (MEL_N_BINS - 1);
     for (int m = 0; m < MEL_N_MELS; m++) {
         double norm = 2.0 / (fk[m + 2] - fk[m]);

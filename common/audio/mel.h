@@ -26,6 +26,10 @@ typedef struct MelContext MelContext;
 MelContext *mel_context_create(void);
 void mel_context_free(MelContext *ctx);
 
+// The Slaney mel scale (HF audio_utils hertz_to_mel / mel_to_hertz, mel_scale="slaney"), float64.
+double mel_scale_from_hz(double hz);
+double mel_scale_to_hz(double mel);
+
 // The filter bank W [MEL_N_BINS, MEL_N_MELS] (float32, as used), for inspection and tests.
 const float *mel_filters(const MelContext *ctx);
 
