@@ -128,9 +128,26 @@ float *audio_resample(const float *in, int64_t n, int rate_in, int rate_out, int
     soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
     soxr_quality_spec_t q = soxr_quality_spec(SOXR_HQ, 0);
     soxr_runtime_spec_t rt = soxr_runtime_spec(1);
-    size_t idone = 0, odone = 0;
-    soxr_error_t err = soxr_oneshot(rate_in, rate_out, 1, in, (size_t)n, &idone, out, (size_t)m, &odone,
-                                    &io, &q, &rt);
+    soxr_error_t err = NULL;
+    soxr_t sx = soxr_create(rate_in, rate_out, 1, &err, &io, &q, &rt);
+    // Fed in blocks: handing soxr the whole clip at once makes its input FIFO grow by realloc+memmove,
+    // which costs ten times the filtering itself on long clips.
+    int64_t pos = 0, done = 0;
+    while (!err && pos < n && done < m) {
+        size_t idone = 0, odone = 0;
+        size_t chunk = (size_t)(n - pos < AUDIO_READ_BLOCK ? n - pos : AUDIO_READ_BLOCK);
+        err = soxr_process(sx, in + pos, chunk, &idone, out + done, (size_t)(m - done), &odone);
+        if (idone == 0 && odone == 0) break;
+        pos += (int64_t)idone;
+        done += (int64_t)odone;
+    }
+    while (!err && done < m) {  // flush the filter's tail
+        size_t odone = 0;
+        err = soxr_process(sx, NULL, 0, NULL, out + done, (size_t)(m - done), &odone);
+        if (odone == 0) break;
+        done += (int64_t)odone;
+    }
+    if (sx) soxr_delete(sx);
     if (err) {
         free(out);
         err_set(e, "resample %d Hz -> %d Hz: %s", rate_in, rate_out, soxr_strerror(err));
