@@ -4,8 +4,10 @@
 Runs where transformers is installed (the GPU machine): numpy + transformers only (HF itself uses torch
 for the STFT when torch is installed, and that is the path recorded as "hf_path").
 
-    build/tests/audio/feature_inputs IN_DIR MMAU_WAV          # C: the 16 kHz inputs as raw float32
+    build/tests/audio/feature_inputs IN_DIR MMAU_WAV   # C, any machine: the 16 kHz inputs, raw float32
     python3 tests/reference/whisper_features.py IN_DIR tests/fixtures/audio/whisper_features.json
+
+(IN_DIR is ~4.3 MB and may be made on the CPU machine and carried to the GPU machine.)
 
 The fixture is small: per clip the input length and checksums, the mask sum, statistics of the whole
 [128, 3000] feature matrix, and ~300 (mel, frame, value) samples at fixed positions (edges, the last
@@ -20,6 +22,7 @@ import sys
 import numpy as np
 import transformers
 from transformers import WhisperFeatureExtractor
+from transformers.utils import is_torch_available
 
 N_SAMPLES, N_FRAMES, N_MELS, N_FFT, HOP = 480000, 3000, 128, 400, 160
 SAMPLES_PER_CLIP = 300
@@ -98,7 +101,7 @@ def main():
     assert manifest["sample_rate"] == 16000
     fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, n_fft=400, hop_length=160,
                                  chunk_length=30)
-    torch_ok = transformers.utils.is_torch_available()
+    torch_ok = is_torch_available()
     clips = []
     for i, sig in enumerate(manifest["signals"]):
         x = np.fromfile(os.path.join(in_dir, sig["file"]), dtype="<f4")
