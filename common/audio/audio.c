@@ -12,7 +12,10 @@
 #include "audio/audio_len.h"
 #include "util/fileio.h"
 
-enum { AUDIO_READ_BLOCK = 65536 };  // frames per sf_readf_float call
+enum {
+    AUDIO_READ_BLOCK = 65536,         // samples per sf_readf_float call (all channels) and soxr block
+    AUDIO_MAX_LOAD_SECONDS = 1800,    // longer files are refused (clips are 10-30 s; a bad header can
+};                                    // claim any length)
 
 // libsndfile accepts a WAV whose data chunk claims more bytes than the file holds: it shrinks the frame
 // count to what is present and only notes "data : <declared> (should be <present>)" in its log. A cut-off
@@ -30,11 +33,12 @@ static int audio_wav_truncated(SNDFILE *sf, long long *declared, long long *pres
 // Reads all frames of an open file, mixing each frame down to one sample. Returns [frames] or NULL.
 static float *audio_read_mono(SNDFILE *sf, const SF_INFO *info, AudioMono mono, const char *path, Err *e) {
     int ch = info->channels;
+    int64_t block_frames = AUDIO_READ_BLOCK / ch > 0 ? AUDIO_READ_BLOCK / ch : 1;
     float *out = mallocCheck((size_t)info->frames * sizeof(float));
-    float *block = mallocCheck((size_t)AUDIO_READ_BLOCK * (size_t)ch * sizeof(float));  // [frames, ch]
+    float *block = mallocCheck((size_t)block_frames * (size_t)ch * sizeof(float));  // [block_frames, ch]
     int64_t done = 0;
     while (done < info->frames) {
-        int64_t want = info->frames - done < AUDIO_READ_BLOCK ? info->frames - done : AUDIO_READ_BLOCK;
+        int64_t want = info->frames - done < block_frames ? info->frames - done : block_frames;
         sf_count_t got = sf_readf_float(sf, block, want);
         if (got <= 0) break;
         for (sf_count_t i = 0; i < got; i++) {
@@ -79,6 +83,12 @@ int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
     if (info.frames <= 0 || info.channels <= 0 || info.samplerate <= 0) {
         err_set(e, "%s: no audio frames (frames %lld, channels %d, rate %d)", path, (long long)info.frames,
                 info.channels, info.samplerate);
+        sf_close(sf);
+        return -1;
+    }
+    if (info.frames / info.samplerate >= AUDIO_MAX_LOAD_SECONDS) {
+        err_set(e, "%s: too long: %lld frames at %d Hz (limit %d s)", path, (long long)info.frames,
+                info.samplerate, AUDIO_MAX_LOAD_SECONDS);
         sf_close(sf);
         return -1;
     }

@@ -181,6 +181,18 @@ static void test_bad_files(void) {
     // Cut inside the header: no data chunk.
     CHECK(truncate(cut, 30) == 0);
     check_bad(cut, "No 'data' chunk");
+    // A FLAC cut in half: its header still promises 1 s.
+    const char *flac = TMP_PATH("truncated.flac");
+    CHECKF(audio_write(flac, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, x, 16000, 1, 16000, &e) == 0, "%s", e.msg);
+    struct stat st;
+    CHECK(stat(flac, &st) == 0 && truncate(flac, st.st_size / 2) == 0);
+    check_bad(flac, "truncated: read");
+    // Over the length limit: 1900 s, written at 1 Hz to stay small.
+    const char *slow = TMP_PATH("too_long.wav");
+    float *zeros = callocCheck(1900, sizeof(float));
+    CHECKF(audio_write_wav(slow, zeros, 1900, 1, 1, AUDIO_WAV_PCM16, &e) == 0, "%s", e.msg);
+    check_bad(slow, "too long: 1900 frames at 1 Hz (limit 1800 s)");
+    free(zeros);
     // A float WAV holding NaN.
     x[123] = NAN;
     const char *nan_wav = TMP_PATH("nan.wav");
