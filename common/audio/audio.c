@@ -13,9 +13,10 @@
 #include "util/fileio.h"
 
 enum {
-    AUDIO_READ_BLOCK = 65536,         // samples per sf_readf_float call (all channels) and soxr block
-    AUDIO_MAX_LOAD_SECONDS = 1800,    // longer files are refused (clips are 10-30 s; a bad header can
-};                                    // claim any length)
+    AUDIO_READ_BLOCK = 65536,       // samples per sf_readf_float call (all channels) and per soxr block
+    AUDIO_MAX_LOAD_SECONDS = 1800,  // longer files are refused: clips are 10-30 s, a bad header can
+                                    // claim any length
+};
 
 // libsndfile accepts a WAV whose data chunk claims more bytes than the file holds: it shrinks the frame
 // count to what is present and only notes "data : <declared> (should be <present>)" in its log. A cut-off

@@ -17,11 +17,11 @@
 enum { MEL_PAD = MEL_N_FFT / 2 };  // reflect padding each side (torch.stft center=True)
 
 struct MelContext {
-    float window[MEL_N_FFT];             // periodic Hann
-    float filters[MEL_N_BINS * MEL_N_MELS];  // W [201, 128] (bin-major, as HF's mel_filters)
-    float bands[MEL_N_MELS * MEL_N_BINS];    // W^T [128, 201]: one filter's weights contiguous
+    float window[MEL_N_FFT];                       // periodic Hann
+    float filters[MEL_N_BINS * MEL_N_MELS];        // W [201, 128] (bin-major, as HF's mel_filters)
+    float bands[MEL_N_MELS * MEL_N_BINS];          // W^T [128, 201]: one filter's weights contiguous
     int band_lo[MEL_N_MELS], band_hi[MEL_N_MELS];  // nonzero bins of filter m: [lo, hi)
-    fftwf_plan plan;                     // r2c, 400 points; run with new arrays from fftwf_malloc
+    fftwf_plan plan;                               // r2c, 400 points; run on arrays from fftwf_malloc
 };
 
 // FFTW's planner keeps global state: creating or destroying plans must not overlap in time.
