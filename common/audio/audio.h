@@ -22,8 +22,8 @@ typedef struct {
 } Audio;
 
 // Loads path as mono 16 kHz float32 into *out (free with audio_free). Bad input (missing, unreadable,
-// a directory, not audio, 0 frames, truncated, non-finite samples) returns -1 with e naming the file and
-// the reason; *out is then empty.
+// a directory, not audio, 0 frames, truncated, non-finite samples, over 30 minutes) returns -1 with e
+// naming the file and the reason; *out is then empty.
 int audio_load(const char *path, AudioMono mono, Audio *out, Err *e);
 void audio_free(Audio *a);
 
