@@ -40,32 +40,9 @@ static double bench_mel(const MelContext *ctx, const float *x, int iters, float 
     return iters / (now_s() - t0);
 }
 
-int main(int argc, char **argv) {
-    int iters = argc > 1 ? atoi(argv[1]) : 20;
-    if (iters <= 0) fatal("usage: %s [ITERATIONS > 0]", argv[0]);
-    MelContext *ctx = mel_context_create();
-    float *feats = mallocCheck(sizeof(float) * MEL_N_MELS * MEL_FRAMES);  // [128, 3000]
-    int32_t mask[MEL_FRAMES];
-    float *x = bench_clip(AUDIO_SAMPLE_RATE, AUDIO_MAX_SAMPLES);  // [480000]
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_get_max_threads();
-#endif
-    printf("bench_features: 30 s clips, %d iterations, %d OpenMP thread(s) available\n", iters, threads);
-    printf("  features (%d threads):    %8.1f clips/s\n", threads, bench_mel(ctx, x, iters, feats, mask));
-#ifdef _OPENMP
-    omp_set_num_threads(1);
-    printf("  features (1 thread):     %8.1f clips/s\n", bench_mel(ctx, x, iters, feats, mask));
-    omp_set_num_threads(threads);
-#endif
-
-    const char *tmp = getenv("AQA_TMP") ? getenv("AQA_TMP") : "/tmp";
-    char path[4096];
-    snprintf(path, sizeof path, "%s/bench_features_44k.wav.%ld", tmp, (long)getpid());
-    int64_t n44 = 30 * 44100;
-    float *y = bench_clip(44100, n44);
+// audio_load of path (read + resample to 16 kHz) then mel_compute, repeated.
+static double bench_load(const MelContext *ctx, const char *path, int iters, float *feats, int32_t *mask) {
     Err e;
-    if (audio_write_wav(path, y, n44, 1, 44100, AUDIO_WAV_PCM16, &e) != 0) fatal("%s", e.msg);
     double t0 = now_s();
     for (int i = 0; i < iters; i++) {
         Audio a;
@@ -73,7 +50,41 @@ int main(int argc, char **argv) {
         mel_compute(ctx, a.samples, a.n, feats, mask);
         audio_free(&a);
     }
-    printf("  load 44.1 kHz WAV + resample + features: %8.1f clips/s\n", iters / (now_s() - t0));
+    return iters / (now_s() - t0);
+}
+
+int main(int argc, char **argv) {
+    int iters = argc > 1 ? atoi(argv[1]) : 20;
+    if (iters <= 0) fatal("usage: %s [ITERATIONS > 0]", argv[0]);
+    MelContext *ctx = mel_context_create();
+    float *feats = mallocCheck(sizeof(float) * MEL_N_MELS * MEL_FRAMES);  // [128, 3000]
+    int32_t mask[MEL_FRAMES];
+    float *x = bench_clip(AUDIO_SAMPLE_RATE, AUDIO_MAX_SAMPLES);  // [480000]
+    const char *tmp = getenv("AQA_TMP") ? getenv("AQA_TMP") : "/tmp";
+    char path[4096];
+    snprintf(path, sizeof path, "%s/bench_features_44k.wav.%ld", tmp, (long)getpid());
+    int64_t n44 = 30 * 44100;
+    float *y = bench_clip(44100, n44);  // [1323000]
+    Err e;
+    if (audio_write_wav(path, y, n44, 1, 44100, AUDIO_WAV_PCM16, &e) != 0) fatal("%s", e.msg);
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_get_max_threads();
+#endif
+    printf("bench_features: 30 s clips, %d iterations, clips/s\n", iters);
+    printf("  features, %d thread(s):                         %8.1f\n", threads,
+           bench_mel(ctx, x, iters, feats, mask));
+    printf("  load 44.1 kHz WAV + resample + features, %d:    %8.1f\n", threads,
+           bench_load(ctx, path, iters, feats, mask));
+#ifdef _OPENMP
+    if (threads > 1) {
+        omp_set_num_threads(1);
+        printf("  features, 1 thread:                             %8.1f\n", bench_mel(ctx, x, iters, feats, mask));
+        printf("  load 44.1 kHz WAV + resample + features, 1:    %8.1f\n",
+               bench_load(ctx, path, iters, feats, mask));
+        omp_set_num_threads(threads);
+    }
+#endif
     unlink(path);
     free(y);
     free(x);
