@@ -1,6 +1,8 @@
 // Tests of common/audio/mel: filter-bank check values (qwen2-audio.md 4.5), frame mask and token count,
 // silence, 1 sample, short/30 s/over-30 s clips against a float64 reference written independently here
 // (explicit reflect-padded array, naive DFT), and bit-identical results for any thread count.
+#include <pthread.h>
+
 #include "test.h"
 #include "audio/mel.h"
 #include "feature_signals.h"
@@ -187,6 +189,42 @@ static void test_threads(void) {
 #endif
 }
 
+// Contexts created and used on several threads at once give the same bits as the main thread.
+typedef struct {
+    const float *x;
+    int64_t n;
+    float *out;  // [128, 3000]
+} MelJob;
+
+static void *mel_job(void *arg) {
+    MelJob *j = arg;
+    MelContext *own = mel_context_create();
+    int32_t m[MEL_FRAMES];
+    mel_compute(own, j->x, j->n, j->out, m);
+    mel_context_free(own);
+    return NULL;
+}
+
+static void test_concurrent_contexts(void) {
+    enum { T = 4 };
+    Err e;
+    int64_t n = 0;
+    float *x = feature_signal_make(0, NULL, &n, &e);  // tone
+    mel_compute(ctx, x, n, feats, mask);
+    MelJob jobs[T];
+    pthread_t th[T];
+    for (int i = 0; i < T; i++) {
+        jobs[i] = (MelJob){x, n, mallocCheck(sizeof feats)};
+        CHECK(pthread_create(&th[i], NULL, mel_job, &jobs[i]) == 0);
+    }
+    for (int i = 0; i < T; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(memcmp(jobs[i].out, feats, sizeof feats) == 0);
+        free(jobs[i].out);
+    }
+    free(x);
+}
+
 int main(void) {
     ctx = mel_context_create();
     RUN(test_filters);
@@ -195,6 +233,7 @@ int main(void) {
     RUN(test_short_clips);
     RUN(test_long_clips);
     RUN(test_threads);
+    RUN(test_concurrent_contexts);
     mel_context_free(ctx);
     return test_summary("test_mel");
 }
