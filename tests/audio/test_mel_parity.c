@@ -40,7 +40,8 @@ static void check_clip(json_t *clip) {
         sum += x[i];
         sumsq += (double)x[i] * x[i];
     }
-    CHECK_NEAR(sum, jnum(clip, "input_sum"), 1e-6 * (1.0 + fabs(jnum(clip, "input_sum"))));
+    // (Slack for inputs made on another CPU, whose soxr may round differently in the last bit.)
+    CHECK_NEAR(sum, jnum(clip, "input_sum"), 1e-6 * (1.0 + fabs(jnum(clip, "input_sum"))) + 1e-8 * (double)n);
     CHECK_NEAR(sumsq, jnum(clip, "input_sumsq"), 1e-6 * (1.0 + jnum(clip, "input_sumsq")));
 
     mel_compute(ctx, x, n, feats, mask);
