@@ -137,7 +137,7 @@ int mel_compute(const MelContext *ctx, const float *x, int64_t n, float *feature
         float *buf = fftwf_malloc(MEL_N_FFT * sizeof(float));
         fftwf_complex *spec = fftwf_malloc(MEL_N_BINS * sizeof(fftwf_complex));
         if (!buf || !spec) fatal("fftwf_malloc failed");
-        MEL_OMP("omp for schedule(static)")
+        MEL_OMP("omp for schedule(dynamic, 50)")
         for (int t = 0; t < MEL_FRAMES; t++) frame_max[t] = mel_frame(ctx, x, n_used, t, buf, spec, features);
         fftwf_free(buf);
         fftwf_free(spec);
@@ -146,7 +146,7 @@ int mel_compute(const MelContext *ctx, const float *x, int64_t n, float *feature
     float top = -INFINITY;
     for (int t = 0; t < MEL_FRAMES; t++) top = frame_max[t] > top ? frame_max[t] : top;
     float floor_ = top - 8.0f;
-    MEL_OMP("omp parallel for schedule(static)")
+    MEL_OMP("omp parallel for schedule(dynamic, 4096)")
     for (int i = 0; i < MEL_N_MELS * MEL_FRAMES; i++) {
         float v = features[i] > floor_ ? features[i] : floor_;
         features[i] = (v + 4.0f) / 4.0f;
