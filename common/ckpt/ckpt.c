@@ -16,7 +16,8 @@
 enum { CKPT_PATH_CAP = 4096 };
 
 char *ckpt_dir_name(char *out, int64_t step, bool tmp) {
-    if (step < 0 || step > CKPT_MAX_STEP) fatal("checkpoint step %" PRId64 " outside [0, %d]", step, CKPT_MAX_STEP);
+    if (step < 0 || step > CKPT_MAX_STEP)
+        fatal("checkpoint step %" PRId64 " outside [0, %d]", step, CKPT_MAX_STEP);
     snprintf(out, CKPT_NAME_CAP, "step-%08" PRId64 "%s", step, tmp ? ".tmp" : "");
     return out;
 }
@@ -31,7 +32,9 @@ char *ckpt_path(char *out, size_t cap, const char *run_dir, int64_t step, bool t
     return path_join(out, cap, ckpt_root(root, sizeof root, run_dir), ckpt_dir_name(name, step, tmp));
 }
 
-char *ckpt_model_path(char *out, size_t cap, const char *ckpt_dir) { return path_join(out, cap, ckpt_dir, "model"); }
+char *ckpt_model_path(char *out, size_t cap, const char *ckpt_dir) {
+    return path_join(out, cap, ckpt_dir, "model");
+}
 
 char *ckpt_trainer_path(char *out, size_t cap, const char *ckpt_dir, int rank, int n_ranks) {
     char name[64];
@@ -102,7 +105,8 @@ static int ckpt_rm_contents(int dfd, const char *path, dev_t dev, Err *e) {
         if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
             rc = err_set(e, "%s: stat: %s", child, strerror(errno));
         } else if (S_ISDIR(st.st_mode)) {
-            int sub = st.st_dev != dev ? -1 : openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+            int sub =
+                st.st_dev != dev ? -1 : openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
             if (st.st_dev != dev)
                 rc = err_set(e, "%s: a mount point inside a checkpoint; not removing it", child);
             else if (sub < 0)
@@ -125,7 +129,8 @@ static int ckpt_remove(const char *root, const char *name, Err *e) {
     bool tmp;
     char path[CKPT_PATH_CAP];
     path_join(path, sizeof path, root, name);
-    if (!ckpt_parse_name(name, &step, &tmp)) return err_set(e, "%s: not a checkpoint name; refusing to remove", path);
+    if (!ckpt_parse_name(name, &step, &tmp))
+        return err_set(e, "%s: not a checkpoint name; refusing to remove", path);
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (fd < 0) return err_set(e, "%s: not a directory (%s); refusing to remove", path, strerror(errno));
     struct stat st;
@@ -152,7 +157,8 @@ int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, Err
     ckpt_root(root, sizeof root, run_dir);
     if (dir_make(root, e)) return -1;
     ckpt_path(final, sizeof final, run_dir, step, false);
-    if (ckpt_is_complete(final)) return err_set(e, "%s: checkpoint already exists; not overwriting it", final);
+    if (ckpt_is_complete(final))
+        return err_set(e, "%s: checkpoint already exists; not overwriting it", final);
     // Left by a crash in an earlier run (after the rename, before the marker): never a checkpoint.
     if (path_exists(final)) {
         log_info("removing incomplete checkpoint %s", final);
@@ -178,9 +184,11 @@ static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, Err *e) 
         int64_t got = st.step;
         int ranks = st.shard.n_ranks, rank = st.shard.rank;
         trainer_state_free(&st);
-        if (got != step) return err_set(e, "%s: holds step %" PRId64 ", checkpoint is step %" PRId64, path, got, step);
+        if (got != step)
+            return err_set(e, "%s: holds step %" PRId64 ", checkpoint is step %" PRId64, path, got, step);
         if (ranks != n_ranks || rank != r)
-            return err_set(e, "%s: written as rank %d of %d, expected rank %d of %d", path, rank, ranks, r, n_ranks);
+            return err_set(e, "%s: written as rank %d of %d, expected rank %d of %d", path, rank, ranks, r,
+                           n_ranks);
     }
     return 0;
 }
@@ -188,17 +196,20 @@ static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, Err *e) 
 int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, Err *e) {
     if (step < 0 || step > CKPT_MAX_STEP)
         return err_set(e, "checkpoint step %" PRId64 ": outside [0, %d]", step, CKPT_MAX_STEP);
-    if (n_ranks < 1) return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be >= 1", step, n_ranks);
+    if (n_ranks < 1)
+        return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be >= 1", step, n_ranks);
     char root[CKPT_PATH_CAP], tmp[CKPT_PATH_CAP], final[CKPT_PATH_CAP], path[CKPT_PATH_CAP];
     ckpt_root(root, sizeof root, run_dir);
     ckpt_path(tmp, sizeof tmp, run_dir, step, true);
     ckpt_path(final, sizeof final, run_dir, step, false);
     if (!ckpt_is_dir(tmp)) return err_set(e, "%s: no such checkpoint in progress (ckpt_begin first)", tmp);
-    if (ckpt_check_parts(tmp, step, n_ranks, e)) return err_prefix(e, "checkpoint step %" PRId64 " incomplete", step);
+    if (ckpt_check_parts(tmp, step, n_ranks, e))
+        return err_prefix(e, "checkpoint step %" PRId64 " incomplete", step);
     // The trainer files were fsynced when written (AtomicFile); their directory entries are made durable
     // here, before the rename can publish them.
     if (ckpt_fsync_dir(path_join(path, sizeof path, tmp, "trainer"), e) || ckpt_fsync_dir(tmp, e)) return -1;
-    if (rename(tmp, final) != 0) return err_set(e, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
+    if (rename(tmp, final) != 0)
+        return err_set(e, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
     if (ckpt_fsync_dir(root, e)) return -1;
     char marker[128];
     int n = snprintf(marker, sizeof marker, "{\"step\": %" PRId64 ", \"n_ranks\": %d}\n", step, n_ranks);
@@ -222,7 +233,8 @@ static int ckpt_cmp_step(const void *a, const void *b) {
 
 // Scans checkpoints/: complete steps (sorted) into *steps; with stale non-NULL, also the names of
 // *.tmp and marker-less directories into *stale (n_stale entries of CKPT_NAME_CAP bytes).
-static int ckpt_scan(const char *run_dir, int64_t **steps, char (**stale)[CKPT_NAME_CAP], int *n_stale, Err *e) {
+static int ckpt_scan(const char *run_dir, int64_t **steps, char (**stale)[CKPT_NAME_CAP], int *n_stale,
+                     Err *e) {
     char root[CKPT_PATH_CAP];
     ckpt_root(root, sizeof root, run_dir);
     *steps = NULL;
@@ -241,13 +253,20 @@ static int ckpt_scan(const char *run_dir, int64_t **steps, char (**stale)[CKPT_N
         char path[CKPT_PATH_CAP];
         path_join(path, sizeof path, root, de->d_name);
         if (!tmp && ckpt_is_complete(path)) {
-            if (n == cap) *steps = reallocCheck(*steps, sizeof **steps * (size_t)(cap = cap ? 2 * cap : 16));
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                *steps = reallocCheck(*steps, sizeof **steps * (size_t)cap);
+            }
             (*steps)[n++] = step;
             continue;
         }
-        log_debug("skipping %s: %s", path, tmp ? "unfinished checkpoint (*.tmp)" : "no " CKPT_MARKER " marker");
+        log_debug("skipping %s: %s", path,
+                  tmp ? "unfinished checkpoint (*.tmp)" : "no " CKPT_MARKER " marker");
         if (!stale || !ckpt_is_dir(path)) continue;
-        if (*n_stale == stale_cap) *stale = reallocCheck(*stale, sizeof **stale * (size_t)(stale_cap = stale_cap ? 2 * stale_cap : 8));
+        if (*n_stale == stale_cap) {
+            stale_cap = stale_cap ? 2 * stale_cap : 8;
+            *stale = reallocCheck(*stale, sizeof **stale * (size_t)stale_cap);
+        }
         snprintf((*stale)[(*n_stale)++], CKPT_NAME_CAP, "%.*s", CKPT_NAME_CAP - 1, de->d_name);
     }
     closedir(d);
@@ -255,7 +274,9 @@ static int ckpt_scan(const char *run_dir, int64_t **steps, char (**stale)[CKPT_N
     return n;
 }
 
-int ckpt_list(const char *run_dir, int64_t **steps, Err *e) { return ckpt_scan(run_dir, steps, NULL, NULL, e); }
+int ckpt_list(const char *run_dir, int64_t **steps, Err *e) {
+    return ckpt_scan(run_dir, steps, NULL, NULL, e);
+}
 
 int ckpt_latest(const char *run_dir, char *out, size_t cap, int64_t *step, Err *e) {
     int64_t *steps;

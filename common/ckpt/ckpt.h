@@ -20,8 +20,8 @@
 // The marker file, the same name model_save_dir uses for model/.
 #define CKPT_MARKER ".complete"
 enum {
-    CKPT_NAME_CAP = 32,          // "step-00000120.tmp" and its NUL fit
-    CKPT_MAX_STEP = 99999999,    // eight digits
+    CKPT_NAME_CAP = 32,        // "step-00000120.tmp" and its NUL fit
+    CKPT_MAX_STEP = 99999999,  // eight digits
 };
 
 // "step-00000120" (tmp: "step-00000120.tmp") into out[CKPT_NAME_CAP]. step must be in

@@ -52,16 +52,16 @@ static int ts_name_ok(const char *s) {
     size_t n = strlen(s);
     if (n == 0 || n >= TRAINER_NAME_CAP) return 0;
     for (const char *p = s; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-              *p == '_' || *p == '.' || *p == '-'))
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_' ||
+              *p == '.' || *p == '-'))
             return 0;
     return 1;
 }
 
 static int ts_check_name(const char *what, const char *name, Err *e) {
     if (!name || !ts_name_ok(name))
-        return err_set(e, "%s name \"%s\": must be 1-%d characters of [A-Za-z0-9_.-]", what, name ? name : "(null)",
-                       TRAINER_NAME_CAP - 1);
+        return err_set(e, "%s name \"%s\": must be 1-%d characters of [A-Za-z0-9_.-]", what,
+                       name ? name : "(null)", TRAINER_NAME_CAP - 1);
     return 0;
 }
 
@@ -73,7 +73,8 @@ int trainer_state_set_rng(TrainerState *st, const char *name, const Rng *r, Err 
             st->rngs[i].rng = *r;
             return 0;
         }
-    if (st->n_rngs >= TRAINER_MAX_RNGS) return err_set(e, "rng \"%s\": more than %d rngs", name, TRAINER_MAX_RNGS);
+    if (st->n_rngs >= TRAINER_MAX_RNGS)
+        return err_set(e, "rng \"%s\": more than %d rngs", name, TRAINER_MAX_RNGS);
     TrainerRng *t = &st->rngs[st->n_rngs++];
     snprintf(t->name, sizeof t->name, "%s", name);
     t->rng = *r;
@@ -124,7 +125,8 @@ static int ts_check_state(const TrainerState *st, Err *e) {
     if (st->version < 0) return err_set(e, "version = %" PRId64 ", must be >= 0", st->version);
     if (!st->config_json) return err_set(e, "config: missing (config_json is NULL)");
     const OrderCursor *c = &st->cursor;
-    if (c->n_questions < 1) return err_set(e, "cursor.n_questions = %" PRId64 ", must be >= 1", c->n_questions);
+    if (c->n_questions < 1)
+        return err_set(e, "cursor.n_questions = %" PRId64 ", must be >= 1", c->n_questions);
     if (c->epoch < 0) return err_set(e, "cursor.epoch = %" PRId64 ", must be >= 0", c->epoch);
     if (c->position < 0 || c->position >= c->n_questions)
         return err_set(e, "cursor.position = %" PRId64 ", must be in [0, %" PRId64 ")", c->position,
@@ -137,8 +139,8 @@ static int ts_check_state(const TrainerState *st, Err *e) {
     if (s->rank < 0 || s->rank >= s->n_ranks)
         return err_set(e, "optimizer.rank = %d, must be in [0, %d)", s->rank, s->n_ranks);
     if (s->offset < 0 || s->count < 0 || s->offset > s->n_params - s->count)
-        return err_set(e, "optimizer shard [%" PRId64 ", +%" PRId64 ") does not fit n_params = %" PRId64, s->offset,
-                       s->count, s->n_params);
+        return err_set(e, "optimizer shard [%" PRId64 ", +%" PRId64 ") does not fit n_params = %" PRId64,
+                       s->offset, s->count, s->n_params);
     if (st->n_rngs < 0 || st->n_rngs > TRAINER_MAX_RNGS)
         return err_set(e, "n_rngs = %d, must be in [0, %d]", st->n_rngs, TRAINER_MAX_RNGS);
     for (int i = 0; i < st->n_rngs; i++) {
@@ -165,8 +167,10 @@ static int ts_check_arrays(const TrainerArray *arrays, int n_arrays, Err *e) {
         return err_set(e, "n_arrays = %d, must be in [0, %d]", n_arrays, TRAINER_MAX_ARRAYS);
     for (int i = 0; i < n_arrays; i++) {
         if (ts_check_name("array", arrays[i].name, e)) return -1;
-        if (arrays[i].n < 0) return err_set(e, "array \"%s\": n = %" PRId64 ", must be >= 0", arrays[i].name, arrays[i].n);
-        if (arrays[i].n > 0 && !arrays[i].data) return err_set(e, "array \"%s\": data is NULL", arrays[i].name);
+        if (arrays[i].n < 0)
+            return err_set(e, "array \"%s\": n = %" PRId64 ", must be >= 0", arrays[i].name, arrays[i].n);
+        if (arrays[i].n > 0 && !arrays[i].data)
+            return err_set(e, "array \"%s\": data is NULL", arrays[i].name);
         for (int j = 0; j < i; j++)
             if (strcmp(arrays[i].name, arrays[j].name) == 0)
                 return err_set(e, "array \"%s\": appears twice", arrays[i].name);
@@ -275,7 +279,8 @@ static void ts_write_zeros(FILE *f, int64_t n) {
 
 int trainer_state_save(const char *path, const TrainerState *st, const TrainerArray *arrays, int n_arrays,
                        Err *e) {
-    if (ts_check_state(st, e) || ts_check_arrays(arrays, n_arrays, e)) return err_prefix(e, "%s: cannot save", path);
+    if (ts_check_state(st, e) || ts_check_arrays(arrays, n_arrays, e))
+        return err_prefix(e, "%s: cannot save", path);
     // json_string refuses invalid UTF-8; say so rather than report it as out of memory.
     json_t *probe = json_string(st->config_json);
     if (!probe) return err_set(e, "%s: cannot save: config is not valid UTF-8", path);
@@ -336,8 +341,8 @@ static int jint(json_t *obj, const char *ctx, const char *key, int64_t lo, int64
     if (!json_is_integer(v)) return err_set(e, "%s%s%s: not an integer", ctx, *ctx ? "." : "", key);
     *out = json_integer_value(v);
     if (*out < lo || *out > hi)
-        return err_set(e, "%s%s%s = %" PRId64 ", must be in [%" PRId64 ", %" PRId64 "]", ctx, *ctx ? "." : "", key, *out,
-                       lo, hi);
+        return err_set(e, "%s%s%s = %" PRId64 ", must be in [%" PRId64 ", %" PRId64 "]", ctx, *ctx ? "." : "",
+                       key, *out, lo, hi);
     return 0;
 }
 
@@ -363,7 +368,8 @@ static int jdigits(json_t *obj, const char *ctx, const char *key, int hex, uint6
     if (jstr(obj, ctx, key, &s, e)) return -1;
     size_t n = strlen(s);
     int ok = hex ? n == 16 : n >= 1 && n <= 20;
-    for (size_t i = 0; ok && i < n; i++) ok = hex ? strchr("0123456789abcdef", s[i]) != NULL : s[i] >= '0' && s[i] <= '9';
+    for (size_t i = 0; ok && i < n; i++)
+        ok = hex ? strchr("0123456789abcdef", s[i]) != NULL : s[i] >= '0' && s[i] <= '9';
     errno = 0;
     if (ok) *out = strtoull(s, NULL, hex ? 16 : 10);
     if (!ok || errno == ERANGE)
@@ -375,7 +381,8 @@ static int jdigits(json_t *obj, const char *ctx, const char *key, int hex, uint6
 static int jlist(json_t *obj, const char *key, int max, json_t **out, Err *e) {
     if (jget(obj, "", key, out, e)) return -1;
     if (!json_is_array(*out)) return err_set(e, "%s: not a list", key);
-    if ((int64_t)json_array_size(*out) > max) return err_set(e, "%s: %zu entries, at most %d", key, json_array_size(*out), max);
+    if ((int64_t)json_array_size(*out) > max)
+        return err_set(e, "%s: %zu entries, at most %d", key, json_array_size(*out), max);
     return 0;
 }
 
@@ -394,7 +401,8 @@ static int ts_parse_rngs(json_t *root, TrainerState *st, Err *e) {
             jint(o, ctx, "used", 0, 4, &used, e) || jget(o, ctx, "buf", &buf, e))
             return -1;
         r->used = (uint32_t)used;
-        if (!json_is_array(buf) || json_array_size(buf) != 4) return err_set(e, "%s.buf: not a list of 4", ctx);
+        if (!json_is_array(buf) || json_array_size(buf) != 4)
+            return err_set(e, "%s.buf: not a list of 4", ctx);
         for (int k = 0; k < 4; k++) {
             json_t *w = json_array_get(buf, (size_t)k);
             if (!json_is_integer(w) || json_integer_value(w) < 0 || json_integer_value(w) > UINT32_MAX)
@@ -434,35 +442,44 @@ static int ts_parse_arrays(json_t *root, int64_t data_bytes, TsEntry *ent, int *
         int64_t crc;
         if (jname(o, ctx, "name", ent[i].name, e) || jstr(o, ctx, "dtype", &dtype, e) ||
             jint(o, ctx, "offset", end, data_bytes, &ent[i].offset, e) ||
-            jint(o, ctx, "count", 0, (data_bytes - ent[i].offset) / (int64_t)sizeof(float), &ent[i].count, e) ||
+            jint(o, ctx, "count", 0, (data_bytes - ent[i].offset) / (int64_t)sizeof(float), &ent[i].count,
+                 e) ||
             jint(o, ctx, "crc32", 0, UINT32_MAX, &crc, e))
             return -1;
-        if (strcmp(dtype, "f32") != 0) return err_set(e, "%s.dtype = \"%s\", only \"f32\" is known", ctx, dtype);
-        if (ent[i].offset % TS_ALIGN) return err_set(e, "%s.offset = %" PRId64 ": not %d-byte aligned", ctx, ent[i].offset, TS_ALIGN);
+        if (strcmp(dtype, "f32") != 0)
+            return err_set(e, "%s.dtype = \"%s\", only \"f32\" is known", ctx, dtype);
+        if (ent[i].offset % TS_ALIGN)
+            return err_set(e, "%s.offset = %" PRId64 ": not %d-byte aligned", ctx, ent[i].offset, TS_ALIGN);
         ent[i].crc = (uint32_t)crc;
         end = ent[i].offset + ent[i].count * (int64_t)sizeof(float);
         for (int j = 0; j < i; j++)
-            if (strcmp(ent[i].name, ent[j].name) == 0) return err_set(e, "%s: name \"%s\" appears twice", ctx, ent[i].name);
+            if (strcmp(ent[i].name, ent[j].name) == 0)
+                return err_set(e, "%s: name \"%s\" appears twice", ctx, ent[i].name);
     }
     return 0;
 }
 
-static int ts_parse_meta(json_t *root, TrainerState *st, int64_t *data_bytes, TsEntry *ent, int *n_ent, Err *e) {
+static int ts_parse_meta(json_t *root, TrainerState *st, int64_t *data_bytes, TsEntry *ent, int *n_ent,
+                         Err *e) {
     const char *format, *config, *kind;
     json_t *cur, *opt;
     int64_t n_ranks, rank;
     if (jstr(root, "", "format", &format, e)) return -1;
-    if (strcmp(format, "aqa-trainer-state") != 0) return err_set(e, "format = \"%s\", expected \"aqa-trainer-state\"", format);
-    if (jint(root, "", "step", 0, INT64_MAX, &st->step, e) || jint(root, "", "version", 0, INT64_MAX, &st->version, e) ||
-        jstr(root, "", "config", &config, e) || jget(root, "", "cursor", &cur, e) ||
+    if (strcmp(format, "aqa-trainer-state") != 0)
+        return err_set(e, "format = \"%s\", expected \"aqa-trainer-state\"", format);
+    if (jint(root, "", "step", 0, INT64_MAX, &st->step, e) ||
+        jint(root, "", "version", 0, INT64_MAX, &st->version, e) || jstr(root, "", "config", &config, e) ||
+        jget(root, "", "cursor", &cur, e) ||
         jint(cur, "cursor", "epoch", 0, INT64_MAX, &st->cursor.epoch, e) ||
         jint(cur, "cursor", "n_questions", 1, INT64_MAX, &st->cursor.n_questions, e) ||
         jint(cur, "cursor", "position", 0, st->cursor.n_questions - 1, &st->cursor.position, e) ||
         jdigits(cur, "cursor", "seed", 0, &st->cursor.seed, e) || jget(root, "", "optimizer", &opt, e) ||
-        jstr(opt, "optimizer", "kind", &kind, e) || jint(opt, "optimizer", "step", 0, INT64_MAX, &st->optim_step, e) ||
+        jstr(opt, "optimizer", "kind", &kind, e) ||
+        jint(opt, "optimizer", "step", 0, INT64_MAX, &st->optim_step, e) ||
         jint(opt, "optimizer", "n_params", 0, INT64_MAX, &st->shard.n_params, e) ||
         jint(opt, "optimizer", "shard_offset", 0, st->shard.n_params, &st->shard.offset, e) ||
-        jint(opt, "optimizer", "shard_count", 0, st->shard.n_params - st->shard.offset, &st->shard.count, e) ||
+        jint(opt, "optimizer", "shard_count", 0, st->shard.n_params - st->shard.offset, &st->shard.count,
+             e) ||
         jint(opt, "optimizer", "n_ranks", 1, INT32_MAX, &n_ranks, e) ||
         jint(opt, "optimizer", "rank", 0, n_ranks - 1, &rank, e) ||
         jint(root, "", "data_bytes", 0, INT64_MAX, data_bytes, e))
@@ -472,7 +489,8 @@ static int ts_parse_meta(json_t *root, TrainerState *st, int64_t *data_bytes, Ts
     snprintf(st->optim_kind, sizeof st->optim_kind, "%.*s", TRAINER_KIND_CAP - 1, kind);
     st->shard.n_ranks = (int)n_ranks;
     st->shard.rank = (int)rank;
-    if (ts_parse_rngs(root, st, e) || ts_parse_scalars(root, st, e) || ts_parse_arrays(root, *data_bytes, ent, n_ent, e))
+    if (ts_parse_rngs(root, st, e) || ts_parse_scalars(root, st, e) ||
+        ts_parse_arrays(root, *data_bytes, ent, n_ent, e))
         return -1;
     st->config_json = strdupCheck(config);
     return ts_check_state(st, e);
@@ -480,7 +498,8 @@ static int ts_parse_meta(json_t *root, TrainerState *st, int64_t *data_bytes, Ts
 
 // Opens path and reads everything before the arrays. On success *f is positioned after the metadata
 // and *data_start is the file offset of the array section.
-static int ts_open(const char *path, FILE **f, TrainerState *st, TsEntry *ent, int *n_ent, int64_t *data_start, Err *e) {
+static int ts_open(const char *path, FILE **f, TrainerState *st, TsEntry *ent, int *n_ent,
+                   int64_t *data_start, Err *e) {
     memset(st, 0, sizeof *st);
     *f = fopen(path, "rb");
     if (!*f) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
@@ -502,7 +521,8 @@ static int ts_open(const char *path, FILE **f, TrainerState *st, TsEntry *ent, i
     // The version comes before the header CRC: a later format may lay out the rest of the header anew.
     uint32_t version = get_u32(hdr + 8);
     if (version != TRAINER_STATE_VERSION) {
-        err_set(e, "%s: format version %u, this build reads version %d", path, version, TRAINER_STATE_VERSION);
+        err_set(e, "%s: format version %u, this build reads version %d", path, version,
+                TRAINER_STATE_VERSION);
         goto fail;
     }
     if (get_u32(hdr + 28) != crc32_update(0, hdr, 28) || get_u32(hdr + 12) != 0) {
@@ -511,8 +531,8 @@ static int ts_open(const char *path, FILE **f, TrainerState *st, TsEntry *ent, i
     }
     uint64_t meta_len = get_u64(hdr + 16);
     if (meta_len > (uint64_t)(size - TS_HEADER_BYTES)) {
-        err_set(e, "%s: truncated: metadata length %" PRIu64 " but only %" PRId64 " bytes follow the header", path,
-                meta_len, size - TS_HEADER_BYTES);
+        err_set(e, "%s: truncated: metadata length %" PRIu64 " but only %" PRId64 " bytes follow the header",
+                path, meta_len, size - TS_HEADER_BYTES);
         goto fail;
     }
     meta = mallocCheck(meta_len + 1);
@@ -537,7 +557,8 @@ static int ts_open(const char *path, FILE **f, TrainerState *st, TsEntry *ent, i
     *data_start = ts_align(TS_HEADER_BYTES + (int64_t)meta_len);
     if (*data_start > INT64_MAX - data_bytes || *data_start + data_bytes != size) {
         err_set(e, "%s: %s: file has %" PRId64 " bytes, metadata says %" PRId64, path,
-                size < *data_start + data_bytes ? "truncated" : "trailing bytes", size, *data_start + data_bytes);
+                size < *data_start + data_bytes ? "truncated" : "trailing bytes", size,
+                *data_start + data_bytes);
         goto fail;
     }
     json_decref(root);
@@ -564,31 +585,37 @@ int trainer_state_peek(const char *path, TrainerState *st, Err *e) {
 
 static int ts_check_layout(const TrainerShard *have, const TrainerShard *want, Err *e) {
     if (have->n_params != want->n_params)
-        return err_set(e, "optimizer.n_params = %" PRId64 ", the model has %" PRId64, have->n_params, want->n_params);
+        return err_set(e, "optimizer.n_params = %" PRId64 ", the model has %" PRId64, have->n_params,
+                       want->n_params);
     if (have->n_ranks != want->n_ranks)
-        return err_set(e, "optimizer.n_ranks = %d: written by %d learner ranks, this run has %d", have->n_ranks,
-                       have->n_ranks, want->n_ranks);
-    if (have->rank != want->rank) return err_set(e, "optimizer.rank = %d, expected rank %d", have->rank, want->rank);
+        return err_set(e, "optimizer.n_ranks = %d: written by %d learner ranks, this run has %d",
+                       have->n_ranks, have->n_ranks, want->n_ranks);
+    if (have->rank != want->rank)
+        return err_set(e, "optimizer.rank = %d, expected rank %d", have->rank, want->rank);
     if (have->offset != want->offset || have->count != want->count)
-        return err_set(e, "optimizer shard [%" PRId64 ", +%" PRId64 ") differs from this rank's [%" PRId64 ", +%" PRId64 ")",
+        return err_set(e,
+                       "optimizer shard [%" PRId64 ", +%" PRId64 ") differs from this rank's [%" PRId64
+                       ", +%" PRId64 ")",
                        have->offset, have->count, want->offset, want->count);
     return 0;
 }
 
 // Reads array a (file entry ent) into its buffer and verifies its CRC.
-static int ts_read_array(const char *path, FILE *f, int64_t data_start, const TsEntry *ent, const TrainerArray *a, Err *e) {
-    if (fseeko(f, (off_t)(data_start + ent->offset), SEEK_SET) != 0) fatal("%s: seek: %s", path, strerror(errno));
+static int ts_read_array(const char *path, FILE *f, int64_t data_start, const TsEntry *ent,
+                         const TrainerArray *a, Err *e) {
+    if (fseeko(f, (off_t)(data_start + ent->offset), SEEK_SET) != 0)
+        fatal("%s: seek: %s", path, strerror(errno));
     size_t bytes = (size_t)ent->count * sizeof(float);
     if (bytes) freadCheck(a->data, 1, bytes, f);
     uint32_t got = crc32_update(0, a->data, bytes);
     if (got != ent->crc)
-        return err_set(e, "%s: array \"%s\": CRC mismatch (stored %08x, computed %08x): corrupted file", path, ent->name,
-                       ent->crc, got);
+        return err_set(e, "%s: array \"%s\": CRC mismatch (stored %08x, computed %08x): corrupted file", path,
+                       ent->name, ent->crc, got);
     return 0;
 }
 
-int trainer_state_load(const char *path, const TrainerShard *expect, TrainerState *st, const TrainerArray *arrays,
-                       int n_arrays, Err *e) {
+int trainer_state_load(const char *path, const TrainerShard *expect, TrainerState *st,
+                       const TrainerArray *arrays, int n_arrays, Err *e) {
     if (ts_check_arrays(arrays, n_arrays, e)) return err_prefix(e, "%s: cannot load", path);
     FILE *f;
     TsEntry ent[TRAINER_MAX_ARRAYS];
@@ -607,8 +634,8 @@ int trainer_state_load(const char *path, const TrainerShard *expect, TrainerStat
         if (k == n_ent)
             rc = err_set(e, "%s: array \"%s\": not in the file", path, arrays[i].name);
         else if (ent[k].count != arrays[i].n)
-            rc = err_set(e, "%s: array \"%s\": %" PRId64 " floats in the file, expected %" PRId64, path, arrays[i].name,
-                         ent[k].count, arrays[i].n);
+            rc = err_set(e, "%s: array \"%s\": %" PRId64 " floats in the file, expected %" PRId64, path,
+                         arrays[i].name, ent[k].count, arrays[i].n);
         else {
             used[k] = 1;
             rc = ts_read_array(path, f, data_start, &ent[k], &arrays[i], e);
@@ -616,7 +643,8 @@ int trainer_state_load(const char *path, const TrainerShard *expect, TrainerStat
     }
     // Leaving an array behind would silently drop state (e.g. master weights) from the resumed run.
     for (int k = 0; k < n_ent && !rc; k++)
-        if (!used[k]) rc = err_set(e, "%s: array \"%s\": in the file but not loaded by this run", path, ent[k].name);
+        if (!used[k])
+            rc = err_set(e, "%s: array \"%s\": in the file but not loaded by this run", path, ent[k].name);
 done:
     fcloseCheck(f);
     if (rc) trainer_state_free(st);

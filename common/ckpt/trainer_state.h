@@ -20,7 +20,7 @@
 #define TRAINER_STATE_MAGIC "AQATRST"  // 8 bytes with the NUL
 enum {
     TRAINER_STATE_VERSION = 1,
-    TRAINER_NAME_CAP = 48,     // names of RNGs, scalars, arrays (bytes incl. NUL): [A-Za-z0-9_.-]+
+    TRAINER_NAME_CAP = 48,  // names of RNGs, scalars, arrays (bytes incl. NUL): [A-Za-z0-9_.-]+
     TRAINER_MAX_RNGS = 16,
     TRAINER_MAX_SCALARS = 64,
     TRAINER_MAX_ARRAYS = 16,
@@ -42,17 +42,17 @@ typedef struct {
 typedef struct {
     int64_t n_params;  // parameters of the whole model
     int64_t offset;
-    int64_t count;     // n_params when unsharded
+    int64_t count;  // n_params when unsharded
     int rank, n_ranks;
 } TrainerShard;
 
 typedef struct {
-    int64_t step;         // training steps completed
-    int64_t version;      // weights version (rollout workers tag their samples with it)
-    char *config_json;    // the effective config (config_to_json); the loader allocates it
-    OrderCursor cursor;   // where the data order continues
+    int64_t step;                       // training steps completed
+    int64_t version;                    // weights version (rollout workers tag their samples with it)
+    char *config_json;                  // the effective config (config_to_json); the loader allocates it
+    OrderCursor cursor;                 // where the data order continues
     char optim_kind[TRAINER_KIND_CAP];  // "adamw"
-    int64_t optim_step;   // optimizer updates applied (AdamW's t for bias correction)
+    int64_t optim_step;                 // optimizer updates applied (AdamW's t for bias correction)
     TrainerShard shard;
     int n_rngs;
     TrainerRng rngs[TRAINER_MAX_RNGS];

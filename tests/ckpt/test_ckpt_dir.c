@@ -50,7 +50,8 @@ static int write_trainer(const char *ckpt_dir, int64_t step, int rank, int n_ran
     st.config_json = config;
     st.cursor = (OrderCursor){.epoch = 0, .position = 0, .n_questions = 8, .seed = 1};
     snprintf(st.optim_kind, sizeof st.optim_kind, "adamw");
-    st.shard = (TrainerShard){.n_params = n_ranks, .offset = rank, .count = 1, .rank = rank, .n_ranks = n_ranks};
+    st.shard =
+        (TrainerShard){.n_params = n_ranks, .offset = rank, .count = 1, .rank = rank, .n_ranks = n_ranks};
     float m = (float)step;
     TrainerArray a = {"adam.m", &m, 1};
     char path[4096];
@@ -141,8 +142,8 @@ static void test_commit_and_list(void) {
     TrainerArray a = {"adam.m", &m, 1};
     TrainerShard want = {.n_params = 3, .offset = 2, .count = 1, .rank = 2, .n_ranks = 3};
     ckpt_path(path, sizeof path, run, 10, false);
-    CHECKF(trainer_state_load(ckpt_trainer_path(sub, sizeof sub, path, 2, 3), &want, &st, &a, 1, &e) == 0, "%s",
-           e.msg);
+    CHECKF(trainer_state_load(ckpt_trainer_path(sub, sizeof sub, path, 2, 3), &want, &st, &a, 1, &e) == 0,
+           "%s", e.msg);
     CHECK(m == 10.0f && st.step == 10);
     trainer_state_free(&st);
 }
@@ -202,10 +203,10 @@ static void test_prune(void) {
     char path[4096], root[4096], tmp[4096], outside[4096], link[4200];
     for (int s = 1; s <= 5; s++) CHECK(save_checkpoint(run, 10 * s, 1) == 0);
     path_join(root, sizeof root, run, "checkpoints");
-    CHECK(ckpt_begin(run, 60, tmp, sizeof tmp, &e) == 0);                        // crashed writer
-    CHECK(dir_make(ckpt_path(path, sizeof path, run, 55, false), &e) == 0);      // no marker
-    CHECK(dir_make(path_join(path, sizeof path, root, "keep-me"), &e) == 0);     // not ours
-    write_text(path_join(path, sizeof path, root, "step-00000001"), "a file");   // not a directory
+    CHECK(ckpt_begin(run, 60, tmp, sizeof tmp, &e) == 0);                       // crashed writer
+    CHECK(dir_make(ckpt_path(path, sizeof path, run, 55, false), &e) == 0);     // no marker
+    CHECK(dir_make(path_join(path, sizeof path, root, "keep-me"), &e) == 0);    // not ours
+    write_text(path_join(path, sizeof path, root, "step-00000001"), "a file");  // not a directory
     // Data outside the run, reachable through symlinks: one named like a stale checkpoint, one inside
     // a checkpoint that will be pruned. Neither target may be touched.
     const char *out_dir = fresh_run("ckpt_prune_outside");

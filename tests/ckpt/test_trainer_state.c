@@ -34,7 +34,9 @@ static void test_crc32(void) {
             uint32_t want = crc32_bitwise(buf + start, (size_t)n);
             if (crc32_update(0, buf + start, (size_t)n) != want) bad++;
             int cut = n / 3;
-            if (crc32_update(crc32_update(0, buf + start, (size_t)cut), buf + start + cut, (size_t)(n - cut)) != want) bad++;
+            if (crc32_update(crc32_update(0, buf + start, (size_t)cut), buf + start + cut,
+                             (size_t)(n - cut)) != want)
+                bad++;
         }
     CHECK_INT(bad, 0);
 }
@@ -45,11 +47,13 @@ static void make_state(TrainerState *st, Rng *sampler) {
     Err e;
     st->step = 120;
     st->version = 121;
-    st->config_json = strdupCheck("{\"train\": {\"seed\": 7, \"run_dir\": \"runs/\\u00e9t\\u00e9\"}, \"optim\": {\"lr\": 1e-06}}");
+    st->config_json = strdupCheck(
+        "{\"train\": {\"seed\": 7, \"run_dir\": \"runs/\\u00e9t\\u00e9\"}, \"optim\": {\"lr\": 1e-06}}");
     st->cursor = (OrderCursor){.epoch = 3, .position = 17, .n_questions = 40, .seed = 0xFFFFFFFFFFFFFFF1ull};
     snprintf(st->optim_kind, sizeof st->optim_kind, "adamw");
     st->optim_step = 119;
-    st->shard = (TrainerShard){.n_params = N_PARAMS, .offset = SHARD_OFF, .count = SHARD_N, .rank = 1, .n_ranks = 4};
+    st->shard =
+        (TrainerShard){.n_params = N_PARAMS, .offset = SHARD_OFF, .count = SHARD_N, .rank = 1, .n_ranks = 4};
     rng_init(sampler, 0xDEADBEEFCAFEF00Dull, 0x8000000000000003ull);
     for (int i = 0; i < 7; i++) rng_u32(sampler);  // block 2 of the stream, 1 word left
     Rng fresh, full;
@@ -155,7 +159,8 @@ static void test_roundtrip(void) {
     char *f1 = file_read_all(path, &n1, &e), *f2 = file_read_all(path2, &n2, &e);
     CHECK(f1 && f2 && n1 == n2 && memcmp(f1, f2, n1) == 0);
     // Self-describing: the metadata is plain JSON right after the header; arrays start 64-aligned.
-    CHECK(f1 && memcmp(f1, "AQATRST", 8) == 0 && strstr(f1 + 32, "\"format\": \"aqa-trainer-state\"") != NULL);
+    CHECK(f1 && memcmp(f1, "AQATRST", 8) == 0 &&
+          strstr(f1 + 32, "\"format\": \"aqa-trainer-state\"") != NULL);
     CHECK(n1 % 64 == 0);
     free(f1);
     free(f2);
@@ -207,8 +212,10 @@ static const char *load_edited(const char *ref, Edit edit, const TrainerShard *e
     TrainerArray a[3];
     float *dst = make_arrays(a, 9);
     e.msg[0] = 0;
-    if (trainer_state_load(path, expect, &st, a, 3, &e) == 0) trainer_state_free(&st);
-    else CHECK(st.config_json == NULL);
+    if (trainer_state_load(path, expect, &st, a, 3, &e) == 0)
+        trainer_state_free(&st);
+    else
+        CHECK(st.config_json == NULL);
     free(dst);
     return e.msg;
 }
@@ -251,24 +258,33 @@ static void ed_meta_byte(char *b, size_t *n) { (void)n, b[60] ^= 0x20; }
 static void ed_adam_v(char *b, size_t *n) { b[array_start(*n, 1) + 123] ^= 0x04; }
 static void ed_master(char *b, size_t *n) { b[array_start(*n, 2) + SHARD_N * 4 - 1] ^= 0x80; }
 static void ed_used(char *b, size_t *n) { (void)n, meta_replace(b, "\"used\": 3", "\"used\": 7"); }
-static void ed_position(char *b, size_t *n) { (void)n, meta_replace(b, "\"position\": 17", "\"position\": 40"); }
-static void ed_format(char *b, size_t *n) { (void)n, meta_replace(b, "aqa-trainer-state", "aqa-trainer-stat_"); }
+static void ed_position(char *b, size_t *n) {
+    (void)n, meta_replace(b, "\"position\": 17", "\"position\": 40");
+}
+static void ed_format(char *b, size_t *n) {
+    (void)n, meta_replace(b, "aqa-trainer-state", "aqa-trainer-stat_");
+}
 static void ed_dtype(char *b, size_t *n) { (void)n, meta_replace(b, "\"f32\"", "\"f16\""); }
-static void ed_seed(char *b, size_t *n) { (void)n, meta_replace(b, "\"seed\": \"18446744073709551601\"", "\"seed\": \"1844674407370955160x\""); }
-static void ed_rename(char *b, size_t *n) { (void)n, meta_replace(b, "\"name\": \"adam.v\"", "\"name\": \"adam.w\""); }
+static void ed_seed(char *b, size_t *n) {
+    (void)n, meta_replace(b, "\"seed\": \"18446744073709551601\"", "\"seed\": \"1844674407370955160x\"");
+}
+static void ed_rename(char *b, size_t *n) {
+    (void)n, meta_replace(b, "\"name\": \"adam.v\"", "\"name\": \"adam.w\"");
+}
 static void ed_json(char *b, size_t *n) { (void)n, meta_replace(b, "{\n \"format\"", "[\n \"format\""); }
 static void ed_key(char *b, size_t *n) { (void)n, meta_replace(b, "\"format\"", "\"formax\""); }
 static void ed_step(char *b, size_t *n) { (void)n, meta_replace(b, "\"step\": 120", "\"step\": -12"); }
 
 static void test_corruption(void) {
     const char *ref = save_reference();
-    TrainerShard want = {.n_params = N_PARAMS, .offset = SHARD_OFF, .count = SHARD_N, .rank = 1, .n_ranks = 4};
+    TrainerShard want = {
+        .n_params = N_PARAMS, .offset = SHARD_OFF, .count = SHARD_N, .rank = 1, .n_ranks = 4};
     const char *msg;
-#define EXPECT(edit, expect, ...)                                                      \
-    do {                                                                               \
-        msg = load_edited(ref, edit, expect);                                          \
-        const char *subs_[] = {__VA_ARGS__};                                           \
-        for (size_t i_ = 0; i_ < sizeof subs_ / sizeof *subs_; i_++)                   \
+#define EXPECT(edit, expect, ...)                                                                      \
+    do {                                                                                               \
+        msg = load_edited(ref, edit, expect);                                                          \
+        const char *subs_[] = {__VA_ARGS__};                                                           \
+        for (size_t i_ = 0; i_ < sizeof subs_ / sizeof *subs_; i_++)                                   \
             CHECKF(strstr(msg, subs_[i_]) != NULL, "%s: \"%s\" not in \"%s\"", #edit, subs_[i_], msg); \
     } while (0)
     msg = load_edited(ref, ed_none, &want);
@@ -338,11 +354,21 @@ static void test_array_mismatch(void) {
 
 // Bad input to save is refused with the field named, and no file appears. Case i breaks one field.
 static const char *const bad_save_msgs[] = {
-    "step = -1", "cursor.position = 40", "cursor.n_questions = 0", "optimizer.rank = 4",
-    "does not fit n_params", "rng \"sampler\": used = 5", "rng \"fresh\": appears twice",
-    "scalar name \"bad name\"", "array \"adam.m\": appears twice", "array name \"\"",
-    "array \"adam.v\": n = -1", "array \"adam.v\": data is NULL", "config: missing",
-    "config is not valid UTF-8", "optimizer kind name",
+    "step = -1",
+    "cursor.position = 40",
+    "cursor.n_questions = 0",
+    "optimizer.rank = 4",
+    "does not fit n_params",
+    "rng \"sampler\": used = 5",
+    "rng \"fresh\": appears twice",
+    "scalar name \"bad name\"",
+    "array \"adam.m\": appears twice",
+    "array name \"\"",
+    "array \"adam.v\": n = -1",
+    "array \"adam.v\": data is NULL",
+    "config: missing",
+    "config is not valid UTF-8",
+    "optimizer kind name",
 };
 static void bad_save_edit(int i, TrainerState *s, TrainerArray *x) {
     switch (i) {
@@ -377,8 +403,8 @@ static void test_save_bad_input(void) {
         Err e = {{0}};
         unlink(path);
         CHECK(trainer_state_save(path, &st, x, 3, &e) == -1);
-        CHECKF(strstr(e.msg, bad_save_msgs[i]) && strstr(e.msg, "ts_bad.bin"), "case %d: \"%s\" not in \"%s\"", i,
-               bad_save_msgs[i], e.msg);
+        CHECKF(strstr(e.msg, bad_save_msgs[i]) && strstr(e.msg, "ts_bad.bin"),
+               "case %d: \"%s\" not in \"%s\"", i, bad_save_msgs[i], e.msg);
         CHECK(!path_exists(path));
         trainer_state_free(&st);
     }
