@@ -279,5 +279,5 @@ int main(void) {
     RUN(test_commit_checks);
     RUN(test_prune);
     RUN(test_crash);
-    return test_summary("test_ckpt_dir");
+    return test_summary("test_dir");
 }
