@@ -27,6 +27,8 @@ enum {
     TRAINER_KIND_CAP = 16,
 };
 
+// A saved stream continues draw for draw. Words of rng.buf already consumed (index < used) are stored
+// as 0: they are never read again, and the file stays a function of the stream's state.
 typedef struct {
     char name[TRAINER_NAME_CAP];
     Rng rng;
