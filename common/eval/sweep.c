@@ -101,13 +101,13 @@ void sweep_print(const Sweep *sw, FILE *f) {
     }
     fprintf(f, "%d checkpoints, %d complete, %d evaluated\n", sw->n, complete, complete - missing);
     if (missing > 0) {
-        fprintf(f, "%d complete checkpoints have no %s (not evaluated yet):\n", missing, MMAU_RESULT_NAME);
+        fprintf(f, "%d complete checkpoint(s) without %s (not evaluated yet):\n", missing, MMAU_RESULT_NAME);
         for (int i = 0; i < sw->n; i++)
             if (sw->entry[i].complete && !sw->entry[i].has_result)
                 fprintf(f, "  step %ld: %s\n", sw->entry[i].step, sw->entry[i].dir);
     }
     if (complete < sw->n) {
-        fprintf(f, "%d checkpoints have no %s marker (being written, or crashed) and are ignored:\n",
+        fprintf(f, "%d checkpoint(s) without a %s marker (being written, or crashed), ignored:\n",
                 sw->n - complete, SWEEP_COMPLETE_MARKER);
         for (int i = 0; i < sw->n; i++)
             if (!sw->entry[i].complete) fprintf(f, "  step %ld: %s\n", sw->entry[i].step, sw->entry[i].dir);
