@@ -59,9 +59,12 @@ int mmau_score_add(MmauScore *s, const MmauItem *it, Err *e) {
     if (task < 0) return err_set(e, "task \"%s\" is not sound, music or speech", it->task);
     if (diff < 0) return err_set(e, "difficulty \"%s\" is not easy, medium or hard", it->difficulty);
     int ok = 0;
-    if (it->audio_error) s->audio_errors++;
-    else if (!it->prediction) s->no_prediction++;
-    else ok = mmau_is_correct(it->prediction, it->answer, it->choices, it->n_choices);
+    if (it->audio_error)
+        s->audio_errors++;
+    else if (!it->prediction)
+        s->no_prediction++;
+    else
+        ok = mmau_is_correct(it->prediction, it->answer, it->choices, it->n_choices);
     tally(&s->task[task], ok);
     tally(&s->difficulty[diff], ok);
     if (it->sub_category) tally(sub_tally(s, it->sub_category), ok);
@@ -198,8 +201,8 @@ char *mmau_score_to_json(const MmauScore *s) {
     json_group(&buf, &len, &cap, "task", mmau_task_names, s->task, MMAU_NUM_TASKS);
     json_group(&buf, &len, &cap, "difficulty", mmau_difficulty_names, s->difficulty, MMAU_NUM_DIFFICULTIES);
     json_group(&buf, &len, &cap, "sub_category", (const char *const *)s->sub_name, s->sub, s->n_sub);
-    jsonout_printf(&buf, &len, &cap, "  \"no_prediction\": %d,\n  \"audio_errors\": %d\n}\n", s->no_prediction,
-                   s->audio_errors);
+    jsonout_printf(&buf, &len, &cap, "  \"no_prediction\": %d,\n  \"audio_errors\": %d\n}\n",
+                   s->no_prediction, s->audio_errors);
     return buf;
 }
 

@@ -25,7 +25,7 @@ typedef struct {
 } MmauTally;
 
 typedef struct {
-    MmauTally task[MMAU_NUM_TASKS];              // indexed as mmau_task_names
+    MmauTally task[MMAU_NUM_TASKS];               // indexed as mmau_task_names
     MmauTally difficulty[MMAU_NUM_DIFFICULTIES];  // indexed as mmau_difficulty_names
     char **sub_name;                              // [n_sub] sub-category names, first-seen order
     MmauTally *sub;                               // [n_sub]

@@ -169,8 +169,9 @@ int sweep_plot(const Sweep *sw, const char *png_path, Err *e) {
     FILE *gp = popen("gnuplot", "w");
     if (!gp) fatal("popen gnuplot: %s", strerror(errno));
     fprintf(gp, "set terminal png size 960,600\nset output '%s'\n", af.tmp);
-    fprintf(gp, "set title 'MMAU test-mini accuracy by checkpoint'\nset xlabel 'step'\n"
-                "set ylabel 'accuracy (%%)'\nset grid\nset key outside right\n$acc << EOD\n");
+    fprintf(gp,
+            "set title 'MMAU test-mini accuracy by checkpoint'\nset xlabel 'step'\n"
+            "set ylabel 'accuracy (%%)'\nset grid\nset key outside right\n$acc << EOD\n");
     for (int i = 0; i < sw->n; i++) {  // by step: the lines join checkpoints in training order
         const SweepEntry *en = &sw->entry[i];
         if (!en->has_result) continue;

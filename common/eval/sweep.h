@@ -13,9 +13,9 @@
 
 typedef struct {
     long step;
-    char *dir;         // the checkpoint directory
-    int complete;      // the .complete marker exists
-    int has_result;    // complete and eval-mmau.json exists; score is valid
+    char *dir;       // the checkpoint directory
+    int complete;    // the .complete marker exists
+    int has_result;  // complete and eval-mmau.json exists; score is valid
     MmauScore score;
 } SweepEntry;
 

@@ -29,10 +29,10 @@ static int parse_args(int argc, char **argv, Args *a, Err *e) {
     memset(a, 0, sizeof *a);
     for (int i = 1; i < argc; i++) {
         const char **slot = !strcmp(argv[i], "--score-only") ? &a->score_file
-                             : !strcmp(argv[i], "--out-json") ? &a->out_json
-                             : !strcmp(argv[i], "--sweep")    ? &a->sweep_dir
-                             : !strcmp(argv[i], "--plot")     ? &a->plot
-                                                              : NULL;
+                            : !strcmp(argv[i], "--out-json") ? &a->out_json
+                            : !strcmp(argv[i], "--sweep")    ? &a->sweep_dir
+                            : !strcmp(argv[i], "--plot")     ? &a->plot
+                                                             : NULL;
         if (!slot) return err_set(e, "unknown argument %s", argv[i]);
         if (i + 1 == argc) return err_set(e, "%s needs a value", argv[i]);
         if (*slot) return err_set(e, "%s given twice", argv[i]);
@@ -44,14 +44,17 @@ static int parse_args(int argc, char **argv, Args *a, Err *e) {
     return 0;
 }
 
+// Prints a score in the official layout and, when asked, writes it as JSON (every scoring mode ends here).
+static int report(const MmauScore *s, const char *out_json, Err *e) {
+    mmau_score_print(s, stdout);
+    return out_json ? mmau_score_write_json(s, out_json, e) : 0;
+}
+
 static int run_score(const Args *a, Err *e) {
     MmauScore s;
     mmau_score_init(&s);
     int rc = mmau_score_file(&s, a->score_file, e);
-    if (rc == 0) {
-        mmau_score_print(&s, stdout);
-        if (a->out_json) rc = mmau_score_write_json(&s, a->out_json, e);
-    }
+    if (rc == 0) rc = report(&s, a->out_json, e);
     mmau_score_free(&s);
     return rc;
 }
@@ -66,8 +69,10 @@ static int run_sweep(const Args *a, Err *e) {
     char png[4096];
     const char *plot = a->plot ? a->plot : path_join(png, sizeof png, a->sweep_dir, "eval-mmau-sweep.png");
     int rc = sweep_plot(&sw, plot, e);
-    if (rc == 0) printf("plot: %s\n", plot);
-    else if (rc == SWEEP_PLOT_SKIPPED) printf("plot skipped: %s\n", e->msg);
+    if (rc == 0)
+        printf("plot: %s\n", plot);
+    else if (rc == SWEEP_PLOT_SKIPPED)
+        printf("plot skipped: %s\n", e->msg);
     sweep_free(&sw);
     return rc < 0 ? -1 : 0;
 }

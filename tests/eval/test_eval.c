@@ -4,8 +4,6 @@
 // The rule: tokens(s) = set of lowercase \b\w+\b; correct iff tokens(pred) is non-empty, contains
 // tokens(answer), and meets none of the incorrect tokens = union over choices c with tokens(c) !=
 // tokens(answer) of tokens(c) - tokens(answer).
-#include "test.h"
-
 #include <ctype.h>
 #include <jansson.h>
 #include <sys/stat.h>
@@ -14,6 +12,7 @@
 
 #include "eval/mmau_score.h"
 #include "eval/sweep.h"
+#include "test.h"
 #include "util/fileio.h"
 
 static const char *aqa_eval_exe;
@@ -80,7 +79,9 @@ static char *pred_case_punct(const json_t *it, size_t i) {
 
 // Two extra words that appear in no choice of the file (checked in test_extra_words): they are not
 // incorrect tokens, so the prediction is right iff the answer alone is.
-static char *pred_extra_words(const json_t *it, size_t i) { return concat("xyzzy ", field(it, "answer"), " qwfp"); }
+static char *pred_extra_words(const json_t *it, size_t i) {
+    return concat("xyzzy ", field(it, "answer"), " qwfp");
+}
 
 // The answer followed by every choice whose text differs from it: tokens(pred) then hold the tokens of
 // every choice, so the prediction is right only when the incorrect-token set is empty.
@@ -109,7 +110,9 @@ static char *pred_by_task(const json_t *it, size_t i) {
     return strdupCheck("");
 }
 
-static char *pred_not_speech(const json_t *it, size_t i) { return is_task(it, "speech") ? NULL : pred_exact(it, i); }
+static char *pred_not_speech(const json_t *it, size_t i) {
+    return is_task(it, "speech") ? NULL : pred_exact(it, i);
+}
 
 static void check_denominators(const MmauScore *s) {
     for (int t = 0; t < MMAU_NUM_TASKS; t++) CHECK_INT(s->task[t].total, n_task[t]);
@@ -232,15 +235,18 @@ static void test_by_task(void) {
     mmau_score_print(&s, f);
     fclose(f);
     // The official layout, line for line.
-    const char *head = "******************************\nTask-wise Accuracy:\n"
-                       "sound : 100.00% over 333 samples\nmusic : 0.00% over 334 samples\n"
-                       "speech : 0.00% over 333 samples\n******************************\n"
-                       "Difficulty-wise Accuracy:\neasy : ";
+    const char *head =
+        "******************************\nTask-wise Accuracy:\n"
+        "sound : 100.00% over 333 samples\nmusic : 0.00% over 334 samples\n"
+        "speech : 0.00% over 333 samples\n******************************\n"
+        "Difficulty-wise Accuracy:\neasy : ";
     CHECKF(strncmp(text, head, strlen(head)) == 0, "%s", text);
-    CHECK(strstr(text, "******************************\nSub-category-wise Accuracy:\n"
-                       "Acoustic Source Inference : 100.00% over 48 samples\n") != NULL);
-    const char *tail = "******************************\nTotal Accuracy: 33.30% over 1000 samples\n"
-                       "******************************\nNo prediction count: 0\n";
+    CHECK(strstr(text,
+                 "******************************\nSub-category-wise Accuracy:\n"
+                 "Acoustic Source Inference : 100.00% over 48 samples\n") != NULL);
+    const char *tail =
+        "******************************\nTotal Accuracy: 33.30% over 1000 samples\n"
+        "******************************\nNo prediction count: 0\n";
     CHECK(len >= strlen(tail) && strcmp(text + len - strlen(tail), tail) == 0);
     int lines = 0;
     for (char *p = text; *p; p++) lines += *p == '\n';
@@ -311,7 +317,7 @@ static int judge(size_t index, const char *prediction) {
     const char *choices[16];
     int n = (int)json_array_size(ch);
     for (int c = 0; c < n; c++) choices[c] = json_string_value(json_array_get(ch, c));
-    MmauItem item = {field(it, "answer"), choices, n, field(it, "task"), field(it, "difficulty"),
+    MmauItem item = {field(it, "answer"),       choices,    n,   field(it, "task"), field(it, "difficulty"),
                      field(it, "sub-category"), prediction, NULL};
     MmauScore s;
     Err e;
@@ -417,8 +423,9 @@ static int score_text(const char *text, Err *e) {
 }
 
 static void test_bad_input(void) {
-    const char *good = "\"answer\": \"a\", \"choices\": [\"a\", \"b\"], \"task\": \"sound\", "
-                       "\"difficulty\": \"easy\"";
+    const char *good =
+        "\"answer\": \"a\", \"choices\": [\"a\", \"b\"], \"task\": \"sound\", "
+        "\"difficulty\": \"easy\"";
     char buf[1024];
     Err e;
     CHECK_INT(score_text("not json", &e), -1);
@@ -462,7 +469,8 @@ static void test_bad_input(void) {
         {"\"sub-category\": 2", "\"sub-category\" is not a string"},
     };
     for (size_t k = 0; k < sizeof badfield / sizeof badfield[0]; k++) {
-        snprintf(buf, sizeof buf, "[{%s, \"model_prediction\": \"a\"}, {%s, %s}]", good, good, badfield[k].extra);
+        snprintf(buf, sizeof buf, "[{%s, \"model_prediction\": \"a\"}, {%s, %s}]", good, good,
+                 badfield[k].extra);
         CHECK_INT(score_text(buf, &e), -1);
         CHECKF(strstr(e.msg, "item 1: ") && strstr(e.msg, badfield[k].want), "%s", e.msg);
     }
@@ -497,8 +505,8 @@ static void test_cli_score(void) {
     fclose(f);
     static char out[65536], cmd[8192];
     unlink(outj);
-    snprintf(cmd, sizeof cmd, "'%s' --score-only '%s' --out-json '%s' --set grpo.beta=0.02 2>&1", aqa_eval_exe,
-             pred, outj);
+    snprintf(cmd, sizeof cmd, "'%s' --score-only '%s' --out-json '%s' --set grpo.beta=0.02 2>&1",
+             aqa_eval_exe, pred, outj);
     CHECK_INT(run_cmd(cmd, out, sizeof out), 0);
     CHECK_STR(out, want);
     size_t n;
@@ -566,12 +574,12 @@ static void test_sweep(void) {
     CHECK_INT(sweep_scan(&sw, run, &e), -1);  // no checkpoints folder
     CHECK(strstr(e.msg, "eval_run/checkpoints") != NULL);
     sweep_free(&sw);
-    make_ckpt(run, "step-000100", 1, 150);      // total 50%
-    make_ckpt(run, "step-000200", 1, 210);      // 70%: best
-    make_ckpt(run, "step-000300", 1, 150);      // 50%: ties step 100, ranks after it
-    make_ckpt(run, "step-000400", 1, -1);       // complete, not evaluated
-    make_ckpt(run, "step-000500", 0, 300);      // no marker: ignored even with a result
-    make_ckpt(run, "step-000050", 1, 30);       // 10%: worst; listed first by step
+    make_ckpt(run, "step-000100", 1, 150);         // total 50%
+    make_ckpt(run, "step-000200", 1, 210);         // 70%: best
+    make_ckpt(run, "step-000300", 1, 150);         // 50%: ties step 100, ranks after it
+    make_ckpt(run, "step-000400", 1, -1);          // complete, not evaluated
+    make_ckpt(run, "step-000500", 0, 300);         // no marker: ignored even with a result
+    make_ckpt(run, "step-000050", 1, 30);          // 10%: worst; listed first by step
     make_ckpt(run, "step-000600.tmp.42", 1, 300);  // a temporary name: not a checkpoint
     char path[4200];
     snprintf(path, sizeof path, "%s/checkpoints/step-000700", run);  // a file, not a directory
@@ -597,15 +605,18 @@ static void test_sweep(void) {
     sweep_print(&sw, f);
     fclose(f);
     CHECKF(strstr(text, "6 checkpoints, 5 complete, 4 evaluated\n"), "%s", text);
-    CHECKF(strstr(text, "1 complete checkpoint(s) without eval-mmau.json (not evaluated yet):\n"
-                        "  step 400: "), "%s", text);
+    CHECKF(strstr(text,
+                  "1 complete checkpoint(s) without eval-mmau.json (not evaluated yet):\n"
+                  "  step 400: "),
+           "%s", text);
     CHECKF(strstr(text, "1 checkpoint(s) without a .complete marker"), "%s", text);
     // step 200: sound 70/100 (210 = 70 * 3), music 70, speech 70, total 210/300.
-    const char *table = "      step   sound   music  speech   total\n"
-                        "       200   70.00   70.00   70.00   70.00\n"
-                        "       100   50.00   50.00   50.00   50.00\n"
-                        "       300   50.00   50.00   50.00   50.00\n"
-                        "        50   10.00   10.00   10.00   10.00\n";
+    const char *table =
+        "      step   sound   music  speech   total\n"
+        "       200   70.00   70.00   70.00   70.00\n"
+        "       100   50.00   50.00   50.00   50.00\n"
+        "       300   50.00   50.00   50.00   50.00\n"
+        "        50   10.00   10.00   10.00   10.00\n";
     CHECKF(len >= strlen(table) && strcmp(text + len - strlen(table), table) == 0, "%s", text);
     free(text);
     // The plot: a PNG when gnuplot is installed; skipped (with the reason) when it is not on PATH.
