@@ -8,7 +8,8 @@ build=${1:-build}
 shift || true
 
 pkgs=(build-essential meson ninja-build pkg-config libjansson-dev libuv1-dev libsndfile1-dev
-      libhdf5-dev libopenmpi-dev openmpi-bin libfftw3-dev libsoxr-dev libpcre2-dev libutf8proc-dev)
+      libhdf5-dev libopenmpi-dev openmpi-bin libfftw3-dev libsoxr-dev libpcre2-dev libutf8proc-dev
+      gnuplot-nox)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # Node.js may come from elsewhere (e.g. a nodesource build that bundles npm): ask for the commands.
