@@ -388,7 +388,9 @@ static int load_tokenizer_json(Tokenizer *tok, const char *path, json_t *root, c
     json_t *split = json_array_get(seq, 0), *bl = json_array_get(seq, 1);
     json_t *regex = json_object_get(json_object_get(split, "pattern"), "Regex");
     json_t *behavior = json_object_get(split, "behavior");
-    if (!json_is_array(seq) || json_array_size(seq) != 2 || !json_is_string(regex) ||
+    if (strcmp(json_string_value(json_object_get(pre, "type")) ?: "", "Sequence") ||
+        strcmp(json_string_value(json_object_get(split, "type")) ?: "", "Split") || !json_is_array(seq) ||
+        json_array_size(seq) != 2 || !json_is_string(regex) ||
         !json_is_string(behavior) || strcmp(json_string_value(behavior), "Isolated") ||
         json_is_true(json_object_get(split, "invert")) ||
         strcmp(json_string_value(json_object_get(bl, "type")) ?: "", "ByteLevel") ||
