@@ -29,10 +29,20 @@ enum { CACHE_MAX_ENTRIES = 1 << 18 };
 // Hash maps (open addressing, power-of-two capacity, load <= 1/2).
 
 static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a, then a final mix so the low bits are usable
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 0x100000001b3ull;
-    h ^= h >> 32;
-    h *= 0xd6e8feb86659fd93ull;
+    // Eight bytes at a time, multiply-xorshift mixing (pieces are short; this is the cache's hot path).
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+        s += 8, n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    h = (h ^ w) * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 29;
+    h *= 0xff51afd7ed558ccdull;
     h ^= h >> 32;
     return h | 1;  // 0 marks an empty slot
 }
@@ -765,9 +775,25 @@ static void encode_piece(Tokenizer *tok, const char *p, size_t n, TokenIds *out)
     tok->cache_n += (size_t)count;
 }
 
-static int is_ascii(const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        if ((uint8_t)s[i] >= 0x80) return 0;
+// Whether NFC leaves s unchanged for certain, judged per code point: below U+0300 nothing decomposes or
+// combines; above, a character is inert unless it has a combining class, a decomposition, can be the
+// second half of a composition, or is a Hangul vowel/trailing jamo. Only uncertain text pays for
+// utf8proc's full normalisation.
+static int nfc_inert(const char *s, size_t n) {
+    const uint8_t *u = (const uint8_t *)s;
+    for (size_t i = 0; i < n;) {
+        if (u[i] < 0xCC) {  // lead bytes below 0xCC encode code points below U+0300
+            i += u[i] < 0x80 ? 1 : 2;
+            continue;
+        }
+        int len = utf8_seq_len(u + i, n - i);
+        uint32_t cp = utf8_get(u + i, len);
+        const utf8proc_property_t *p = utf8proc_get_property((utf8proc_int32_t)cp);
+        if (p->combining_class || p->decomp_seqindex != UINT16_MAX ||
+            (p->comb_index != UINT16_MAX && p->comb_index >= 0x8000) || (cp >= 0x1160 && cp <= 0x11FF))
+            return 0;
+        i += (size_t)len;
+    }
     return 1;
 }
 
@@ -776,7 +802,7 @@ static int is_ascii(const char *s, size_t n) {
 static int encode_segment(Tokenizer *tok, const char *s, size_t n, TokenIds *out, Err *e) {
     if (n == 0) return 0;
     utf8proc_uint8_t *nfc = NULL;
-    if (tok->nfc && !is_ascii(s, n)) {  // ASCII is NFC already
+    if (tok->nfc && !nfc_inert(s, n)) {
         utf8proc_ssize_t m =
             utf8proc_map((const utf8proc_uint8_t *)s, (utf8proc_ssize_t)n, &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
         if (m < 0) return err_set(e, "NFC normalisation failed: %s", utf8proc_errmsg(m));
