@@ -23,7 +23,9 @@ static const char WHITE_SPACE_SET[] =
     "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"
     "\\x{205F}\\x{3000}";
 
-enum { CACHE_MAX_ENTRIES = 1 << 18 };
+// The piece cache holds up to CACHE_MAX_ENTRIES pieces of at most CACHE_MAX_PIECE bytes (longer pieces
+// rarely repeat, and would let one huge input fill memory).
+enum { CACHE_MAX_ENTRIES = 1 << 18, CACHE_MAX_PIECE = 256 };
 
 // ---------------------------------------------------------------------------------------------------
 // Hash maps (open addressing, power-of-two capacity, load <= 1/2).
@@ -245,12 +247,13 @@ static int add_merge(Tokenizer *tok, const char *a, const char *b, int32_t rank,
     int32_t ia = vocab_id(tok, a, la), ib = vocab_id(tok, b, lb);
     if (ia < 0) return err_set(e, "%s: \"%s\" is not in the vocabulary", where, a);
     if (ib < 0) return err_set(e, "%s: \"%s\" is not in the vocabulary", where, b);
-    char buf[1024];
-    if (la + lb >= sizeof buf) return err_set(e, "%s: merged token longer than %zu bytes", where, sizeof buf);
-    memcpy(buf, a, la);
-    memcpy(buf + la, b, lb);
-    int32_t im = vocab_id(tok, buf, la + lb);
-    if (im < 0) return err_set(e, "%s: merged \"%.*s\" is not in the vocabulary", where, (int)(la + lb), buf);
+    char *ab = mallocCheck(la + lb);
+    memcpy(ab, a, la);
+    memcpy(ab + la, b, lb);
+    int32_t im = vocab_id(tok, ab, la + lb);
+    if (im < 0) err_set(e, "%s: merged \"%.*s\" is not in the vocabulary", where, (int)(la + lb), ab);
+    free(ab);
+    if (im < 0) return -1;
     PairMap *m = &tok->merges;
     if (2 * (m->n + 1) > m->cap) {
         PairSlot *old = m->slots;
@@ -325,9 +328,10 @@ static int load_merges_txt(Tokenizer *tok, const char *path, Err *e) {
     if (!text) return -1;
     int rank = 0, line_no = 0, rc = 0;
     char where[4200];
-    for (char *line = text, *next; line && *line; line = next) {
-        next = strchr(line, '\n');
+    for (char *line = text, *end = text + n, *next; line < end; line = next) {
+        next = memchr(line, '\n', (size_t)(end - line));
         if (next) *next++ = 0;
+        else next = end;
         line_no++;
         size_t len = strlen(line);
         if (len && line[len - 1] == '\r') line[--len] = 0;
@@ -763,6 +767,7 @@ static void encode_piece(Tokenizer *tok, const char *p, size_t n, TokenIds *out)
     }
     int start = out->n;
     bpe_piece(tok, (const uint8_t *)p, n, out);
+    if (n > CACHE_MAX_PIECE) return;
     int count = out->n - start;
     // Bounded cache: emptied when full (pieces repeat heavily, so it refills with the common ones).
     if (tok->cache.n >= CACHE_MAX_ENTRIES) tokenizer_cache_clear(tok);

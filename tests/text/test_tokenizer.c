@@ -323,6 +323,29 @@ static void test_merge_encodings(void) {
     }
     tokenizer_free(a);
     tokenizer_free(b);
+    // The same BPE as vocab.json + merges.txt, with an empty line and a CRLF line in merges.txt.
+    const char *dir = TMP_PATH("tok_tiny_vm");
+    char path[4096];
+    CHECK(dir_make(dir, &e) == 0);
+    json_error_t je;
+    json_t *root = json_loads(strs, 0, &je);
+    char *vocab = json_dumps(json_object_get(json_object_get(root, "model"), "vocab"), JSON_COMPACT);
+    CHECK(file_write_atomic(path_join(path, sizeof path, dir, "vocab.json"), vocab, strlen(vocab), &e) == 0);
+    const char *merges = "#version: 0.2\na b\n\nab c\r\n";
+    CHECK(file_write_atomic(path_join(path, sizeof path, dir, "merges.txt"), merges, strlen(merges), &e) == 0);
+    Tokenizer *c = tokenizer_load(dir, &e);
+    CHECKF(c != NULL, "%s", e.msg);
+    if (c) {
+        TokenIds z = {0};
+        encode_ok(c, "abcd ab", &z);
+        const int32_t want[] = {257, 'd', ' ', 256};
+        CHECK(ids_eq(&z, want, 4));
+        CHECK_INT(tokenizer_token_id(c, "<|x|>"), -1);  // no tokenizer_config.json: no added tokens
+        token_ids_free(&z);
+    }
+    tokenizer_free(c);
+    free(vocab);
+    json_decref(root);
     free(strs);
     free(pairs);
 }
