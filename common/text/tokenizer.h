@@ -27,8 +27,11 @@ void token_ids_push(TokenIds *t, int32_t id);
 void token_ids_free(TokenIds *t);
 
 // path: a tokenizer.json file, or a model directory holding tokenizer.json, or else vocab.json +
-// merges.txt (+ tokenizer_config.json for added tokens, `added_tokens_decoder`). Returns NULL and sets
-// e (naming the file and what is wrong) on bad input.
+// merges.txt (+ tokenizer_config.json for added tokens, `added_tokens_decoder`; read only in this
+// layout: tokenizer.json carries its own added_tokens). Supported: byte-level BPE with an NFC (or no)
+// normalizer, a Split(regex, Isolated) + ByteLevel pre-tokenizer, added tokens without
+// lstrip/rstrip/single_word. Anything else, and malformed files, return NULL with e set (naming the
+// file and what is wrong).
 Tokenizer *tokenizer_load(const char *path, Err *e);
 void tokenizer_free(Tokenizer *tok);
 

@@ -104,6 +104,10 @@ int main(int argc, char **argv) {
         fputc('\n', stdout);
     }
     if (rc) fprintf(stderr, "aqa-tokenize: stdin:%ld: %s\n", line_no, e.msg);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "aqa-tokenize: writing stdout failed\n");
+        rc = 1;
+    }
     free(line);
     token_ids_free(&ids);
     tokenizer_free(tok);
