@@ -612,7 +612,7 @@ static int finish_tables(Tokenizer *tok, const char *path, Err *e) {
             return err_set(e, "%s: the vocabulary lacks the byte-level token U+%04X of byte 0x%02X", path,
                            byte_to_cp(b), b);
     }
-    qsort(tok->added, (size_t)tok->n_added, sizeof(AddedToken), cmp_added_len);
+    if (tok->n_added) qsort(tok->added, (size_t)tok->n_added, sizeof(AddedToken), cmp_added_len);
     for (int i = 0; i < tok->n_added; i++) tok->added_first[(uint8_t)tok->added[i].content[0]] = 1;
     return 0;
 }
