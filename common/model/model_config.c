@@ -13,6 +13,7 @@ ModelConfig model_config_qwen2_audio_7b(void) {
         .a_ln_eps = 1e-5f, .dim = 4096, .layers = 32, .heads = 32, .kv_heads = 32, .head_dim = 128,
         .ffn = 11008, .vocab = 156032, .max_pos = 8192, .rope_theta = 10000.0f, .rms_eps = 1e-5f,
         .tie_embeddings = 0, .audio_token_id = 151646, .bos_id = 151643, .eos_id = 151645,
+        .init_std = 0.02f,
     };
     return c;
 }

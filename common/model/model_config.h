@@ -31,6 +31,8 @@ typedef struct {
     int audio_token_id; // 151646
     int bos_id;         // 151643
     int eos_id;         // 151645
+    // random initialisation only (config.json initializer_range)
+    float init_std;     // 0.02
 } ModelConfig;
 
 // The exact Qwen2-Audio-7B-Instruct shape.

@@ -1,0 +1,32 @@
+// checkpoint.h: a model directory in the Hugging Face layout <-> (ModelConfig, ParamTable, flat fp32 params).
+// Loading reads config.json, builds the parameter table and converts every tensor (BF16/F16/F32) into one
+// fp32 allocation, checking that the files hold exactly the table's tensors with the table's shapes.
+// Saving writes config.json, generation_config.json, preprocessor_config.json, the safetensors shards +
+// index and the tokenizer files into "<dir>.tmp.<pid>", fsyncs, writes the ".complete" marker last and
+// renames the whole directory into place: a crash leaves either the old directory or the new one, never a
+// half-written directory under the final name.
+#pragma once
+#include <stddef.h>
+
+#include "model/model_config.h"
+#include "util/check.h"
+
+typedef enum { SAVE_BF16, SAVE_F32 } SaveDtype;
+
+// The marker written last into a saved directory.
+#define CHECKPOINT_MARKER ".complete"
+
+// Loads dir. On success *cfg and *t are filled (param_table_free(t) and free(*params) release them) and
+// *params holds t->numel floats. Missing, unexpected and mis-shaped tensors are errors naming the tensor;
+// with tie_word_embeddings a stored lm_head is ignored and a missing one is fine.
+int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **params, Err *e);
+
+// Saves the model to dir atomically (see above); replaces an existing dir. tokenizer_dir (may be NULL)
+// is where tokenizer.json / tokenizer_config.json / vocab.json / merges.txt / special_tokens_map.json /
+// added_tokens.json / chat_template.json are copied from (those present; at least tokenizer.json or
+// vocab.json must be). max_shard_bytes as in st_write_sharded.
+int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
+                   SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e);
+
+// 1 if dir holds the completion marker (a checkpoint reader skips directories without it).
+int checkpoint_is_complete(const char *dir);
