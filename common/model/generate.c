@@ -48,6 +48,12 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
             free(base);
             return err_set(e, "generate: result %d sized for G=%d, %d tokens", q, out[q].G, out[q].max_new);
         }
+        int n_audio_tok = 0;
+        for (int i = 0; i < prompts[q].n_ids; i++) n_audio_tok += prompts[q].ids[i] == m->cfg.audio_token_id;
+        if (n_audio_tok && !prompts[q].features) {
+            free(base);
+            return err_set(e, "generate: question %d has %d <|AUDIO|> tokens but no audio features", q, n_audio_tok);
+        }
         base[q] = rows;
         rows += prompts[q].n_ids + G * N;
         n_prompt += prompts[q].n_ids;

@@ -250,7 +250,9 @@ static int batch_check(Model *m, const ModelBatch *b, ModelActs *a, const KVCach
         if (b->pos[i] < 0) return err_set(e, "token %d: negative position %d", i, b->pos[i]);
         if (kv && (b->kv_row[i] < 0 || b->kv_row[i] >= kv->rows))
             return err_set(e, "token %d: cache row %d outside [0, %d)", i, b->kv_row[i], kv->rows);
-        int is_audio = b->ids[i] == c->audio_token_id;
+        // without clips (decode steps, text-only batches) <|AUDIO|> is a plain embedding, as in HF when
+        // input_features is None
+        int is_audio = b->n_audio > 0 && b->ids[i] == c->audio_token_id;
         if (is_audio) a->h_audio_pos[n_audio_tok++] = i;
         a->h_emb_idx[i] = is_audio ? -1 : b->ids[i];
     }
@@ -390,7 +392,6 @@ static int forward_impl(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv
 
 // The lm_head runs on target rows only, a chunk of rows at a time, so [tokens, vocab] never exists.
 int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e) {
-    if (!a->train) return err_set(e, "model_forward needs training activations (train=1)");
     if (forward_impl(m, b, a, NULL, e)) return -1;
     Ops *o = m->ops;
     const int D = m->cfg.dim, V = m->cfg.vocab;

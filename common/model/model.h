@@ -63,7 +63,8 @@ int mbatch_add_seq(ModelBatch *b, const int *ids, int n, int first_target);
 int mbatch_add_group(ModelBatch *b, const int *prefix, int P, const int *const *comp, const int *comp_len,
                      int G, int with_targets, int *comp_row);
 // One audio clip: features [n_mels, audio_frames] (copied) with `valid` frames; clips are consumed in
-// order by the <|AUDIO|> tokens of the batch.
+// order by the <|AUDIO|> tokens of the batch, whose count must match the clips' kept rows exactly. A batch
+// without clips embeds <|AUDIO|> like any token (HF without input_features).
 void mbatch_add_audio(ModelBatch *b, const float *features, int valid);
 void mbatch_add_target(ModelBatch *b, int row, int id);
 // Low level (decode steps): one token with its position and cache row, and a segment.
@@ -79,7 +80,8 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
 void model_acts_free(Model *m, ModelActs *a);
 size_t model_acts_bytes(const ModelActs *a);
 
-// Forward over the batch, saving activations; lp (host, [b->n_tgt]) gets the targets' log-probs.
+// Forward over the batch; lp (host, [b->n_tgt]) gets the targets' log-probs. With train=1 activations it
+// saves what model_backward needs; with train=0 it only scores (reference-model log-probs).
 int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e);
 // Logits [n, vocab] (host) of rows of the last model_forward (or model_infer) batch.
 void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits);

@@ -24,8 +24,12 @@ int sampler_check(const SamplerParams *p, int vocab, char *msg, int msg_size) {
     else if (!(p->repetition_penalty > 0)) bad = "repetition_penalty must be > 0";
     else if (p->max_new_tokens < 1) bad = "max_new_tokens must be >= 1";
     else if (p->n_eos < 0 || p->n_eos > SAMPLER_MAX_EOS) bad = "too many eos ids";
+    else if (p->n_suppress < 0 || p->n_suppress > SAMPLER_MAX_SUPPRESS) bad = "too many suppressed ids";
     for (int i = 0; !bad && i < p->n_eos; i++)
         if (p->eos[i] < 0 || p->eos[i] >= vocab) bad = "eos id outside the vocabulary";
+    for (int i = 0; !bad && i < p->n_suppress; i++)
+        if (p->suppress[i] < 0 || p->suppress[i] >= vocab) bad = "suppressed id outside the vocabulary";
+    if (!bad && p->n_suppress >= vocab) bad = "every id suppressed";
     if (bad) snprintf(msg, (size_t)msg_size, "sampler: %s", bad);
     return bad ? -1 : 0;
 }
@@ -61,6 +65,7 @@ static void penalize(float *logits, int V, const int *hist, int n_hist, float pe
 }
 
 void sampler_process(const SamplerParams *p, float *logits, int V, const int *hist, int n_hist) {
+    for (int i = 0; i < p->n_suppress; i++) logits[p->suppress[i]] = -INFINITY;
     if (p->repetition_penalty != 1.0f) penalize(logits, V, hist, n_hist, p->repetition_penalty);
     if (p->greedy) return;
     for (int i = 0; i < V; i++) logits[i] /= p->temperature;

@@ -6,7 +6,7 @@
 #pragma once
 #include <stdint.h>
 
-enum { SAMPLER_MAX_EOS = 8 };
+enum { SAMPLER_MAX_EOS = 8, SAMPLER_MAX_SUPPRESS = 8 };
 
 typedef struct {
     int greedy;                // argmax after the repetition penalty (temperature/top-k/top-p unused)
@@ -17,6 +17,9 @@ typedef struct {
     int max_new_tokens;
     int n_eos;
     int eos[SAMPLER_MAX_EOS];  // any of these ends a sample (it is kept, and counted in the mask)
+    int n_suppress;
+    int suppress[SAMPLER_MAX_SUPPRESS];  // never sampled (e.g. <|AUDIO|>: a completion holding it could not
+                                         // be trained on, its count would not match the clip)
     uint64_t seed;
 } SamplerParams;
 
@@ -25,7 +28,8 @@ SamplerParams sampler_defaults(int eos_id, int max_new_tokens, uint64_t seed);
 // Checks value ranges; returns -1 with a message naming the field.
 int sampler_check(const SamplerParams *p, int vocab, char *msg, int msg_size);
 
-// Applies penalty, temperature, top-k and top-p to logits[V] in place (filtered entries become -inf).
+// Applies suppression, penalty, temperature, top-k and top-p to logits[V] in place (filtered entries
+// become -inf).
 // hist[n_hist]: the ids of the sequence so far (prompt and generated).
 void sampler_process(const SamplerParams *p, float *logits, int V, const int *hist, int n_hist);
 // Chooses the next id from logits[V] (overwritten by sampler_process). *lp_model (may be NULL) gets the

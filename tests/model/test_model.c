@@ -259,6 +259,13 @@ static void test_shared_prefix_training(void) {
            gb.n_tokens, nb.n_tokens, elp, eg, worst);
     CHECK(elp < 1e-5);
     CHECK(eg < 1e-4);
+    // scoring only (train=0 activations, as for reference log-probs) gives the same log-probs
+    ModelActs *as = model_acts_create(&M, gb.n_tokens, 1, 9, 0);
+    float lps[9];
+    CHECK(model_forward(&M, &gb, as, lps, &e) == 0);
+    CHECK(rel_err(lps, lpg, 9) < 1e-6);
+    CHECK(model_acts_bytes(as) < model_acts_bytes(ag));
+    model_acts_free(&M, as);
     M.ops->free(M.ops, gg);
     M.ops->free(M.ops, gn);
     model_acts_free(&M, ag);

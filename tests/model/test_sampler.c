@@ -78,6 +78,11 @@ static void test_repetition_penalty_and_temperature(void) {
     int id = sampler_pick(&p, y, 3, NULL, 0, 0, 0, 0, &lp);
     CHECK_INT(id, 2);
     CHECK_NEAR(lp, 2.0 - log(exp(0.0) + exp(1.0) + exp(2.0)), 1e-6);
+    // a suppressed id is never chosen, even when it is the argmax
+    float w[3] = {0.0f, 1.0f, 5.0f};
+    p.n_suppress = 1;
+    p.suppress[0] = 2;
+    CHECK_INT(sampler_pick(&p, w, 3, NULL, 0, 0, 0, 0, NULL), 1);
     char msg[128];
     p.top_p = 0;
     CHECK(sampler_check(&p, 3, msg, sizeof msg) == -1 && strstr(msg, "top_p"));
@@ -201,7 +206,7 @@ static void test_generate_batch_independent(void) {
     for (int g = 0; g < 3; g++) CHECK(both[0].len[g] >= 1 && both[0].len[g] <= 5);
     // a bad prompt is reported, not run
     GenPrompt bad = {PROMPT_A, 7, NULL, 0, 0};  // audio tokens without a clip
-    CHECK(model_generate(&M, &bad, 1, 1, &p, &one, &e) == -1 && strstr(e.msg, "do not match"));
+    CHECK(model_generate(&M, &bad, 1, 1, &p, &one, &e) == -1 && strstr(e.msg, "no audio features"));
     gen_result_free(&both[0]);
     gen_result_free(&both[1]);
     gen_result_free(&alone);
