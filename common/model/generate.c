@@ -69,6 +69,8 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
     float *row = mallocCheck((size_t)V * sizeof(float));
     int *lrows = mallocCheck((size_t)(n_q > n_s ? n_q : n_s) * sizeof(int));
     Sample *s = callocCheck((size_t)n_s, sizeof(Sample));
+    int *step_rows = mallocCheck((size_t)n_s * sizeof(int));  // a decode step's logits: all its rows
+    for (int i = 0; i < n_s; i++) step_rows[i] = i;
 
     // prefill every prompt once
     for (int q = 0; q < n_q; q++) {
@@ -120,13 +122,11 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
             lrows[i] = n++;
         }
         if (n == 0) break;
-        int *qrows = mallocCheck((size_t)n * sizeof(int));
-        for (int i = 0; i < n; i++) qrows[i] = i;
-        rc = model_infer(m, &b, a, &kv, qrows, n, logits, e);
-        free(qrows);
+        rc = model_infer(m, &b, a, &kv, step_rows, n, logits, e);
     }
     for (int i = 0; i < n_s; i++) free(s[i].hist);
     free(s);
+    free(step_rows);
     free(lrows);
     free(row);
     free(logits);
