@@ -100,7 +100,7 @@ def main():
     model = Qwen2AudioForConditionalGeneration(cfg).to(torch.float32)
     randomize(model)
     os.makedirs(MODEL_DIR, exist_ok=True)
-    model.save_pretrained(MODEL_DIR, safe_serialization=True)
+    model.save_pretrained(MODEL_DIR)  # safetensors is the default format in 4.35+ and 5.x
 
     # the checkpoint as written by HF must hold exactly the canonical names
     want = {canonical(n) for n, _ in model.named_parameters()}
@@ -113,12 +113,9 @@ def main():
         sd = {canonical(n): p.detach().contiguous() for n, p in model.named_parameters()}
         save_file(sd, os.path.join(MODEL_DIR, "model.safetensors"), metadata={"format": "pt"})
 
-    try:
-        ref = Qwen2AudioForConditionalGeneration.from_pretrained(MODEL_DIR, attn_implementation="eager",
-                                                                 dtype=torch.float32)
-    except TypeError:
-        ref = Qwen2AudioForConditionalGeneration.from_pretrained(MODEL_DIR, attn_implementation="eager",
-                                                                 torch_dtype=torch.float32)
+    # 5.x spells the dtype argument `dtype` (4.x `torch_dtype`); the file is fp32 and .float() makes sure
+    ref = Qwen2AudioForConditionalGeneration.from_pretrained(MODEL_DIR, attn_implementation="eager",
+                                                             dtype=torch.float32).float()
     ref.train()  # dropouts are 0; train mode only to be explicit that gradients are wanted
     features, mask, input_ids, tgt_row, tgt_id, tgt_w = inputs()
     out = ref(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), input_features=features,
