@@ -10,15 +10,18 @@
 
 #include "audio/audio_len.h"
 
-#define PW(i) (m->params + m->t.specs[(i)].offset)
-#define GW(i) (grads + m->t.specs[(i)].offset)
+#define AT(t, n) ops_at(m->ops, (t), (size_t)(n))
+#define PW(i) AT(m->params, m->t.specs[(i)].offset)
+#define GW(i) AT(grads, m->t.specs[(i)].offset)
 
 typedef struct {
-    float *a1, *mean1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *a2, *mean2, *rstd2, *f1, *f1g;
+    Tensor *a1, *q, *k, *v, *att, *xmid, *a2, *f1, *f1g;
+    float *mean1, *rstd1, *lse, *mean2, *rstd2;
 } AudioLayerActs;
 
 typedef struct {
-    float *ln1, *rstd1, *q, *k, *v, *att, *lse, *xmid, *ln2, *rstd2, *g, *u, *s;
+    Tensor *ln1, *q, *k, *v, *att, *xmid, *ln2, *g, *u, *s;
+    float *rstd1, *lse, *rstd2;
 } TextLayerActs;
 
 typedef struct {
@@ -34,28 +37,30 @@ struct ModelActs {
     size_t bytes;
     void *mem;  // one backend allocation carved by the slots
     // audio encoder
-    float *features;  // [nA, n_mels, F]
-    float *cols1;     // [nA*F, n_mels*3]
-    float *c1, *c1g;  // [nA*F, A] conv1 output before / after GELU
-    float *cols2;     // [Ta, 3A]
-    float *c2;        // [Ta, A] conv2 output before GELU
-    float **ax;       // [n_ax] residual stream [Ta, A], ax[l] = input of layer l
+    Tensor *features;  // [nA, n_mels, F]
+    Tensor *cols1;     // [nA*F, n_mels*3]
+    Tensor *c1, *c1g;  // [nA*F, A] conv1 output before / after GELU
+    Tensor *cols2;     // [Ta, 3A]
+    Tensor *c2;        // [Ta, A] conv2 output before GELU
+    Tensor **ax;       // [n_ax] residual stream [Ta, A], ax[l] = input of layer l
     AudioLayerActs *al;
-    float *pool, *af, *af_mean, *af_rstd;  // [Tp, A], [Tp]
-    float *proj;                           // [Tp, D]
+    Tensor *pool, *af;            // [Tp, A]
+    float *af_mean, *af_rstd;     // [Tp]
+    Tensor *proj;                 // [Tp, D]
     // decoder
-    float **x;  // [n_x] residual stream [T, D]
+    Tensor **x;  // [n_x] residual stream [T, D]
     TextLayerActs *tl;
-    float *lnf, *rstdf;            // [T, D], [T]
-    float *hsel;                   // [max_tgt, D] final hidden of target rows
+    Tensor *lnf;                   // [T, D]
+    float *rstdf;                  // [T]
+    Tensor *hsel;                  // [max_tgt, D] final hidden of target rows
     float *lp, *lse_lp, *dlp;      // [max_tgt]
-    float *logits;                 // [chunk, V]
-    float *gsel;                   // [chunk, D]
+    Tensor *logits;                // [chunk, V]
+    Tensor *gsel;                  // [chunk, D]
     int *ids, *pos, *kv_row, *emb_idx, *audio_pos, *audio_src, *tgt_row, *tgt_id, *rows;
     // gradients (train only)
-    float *dx, *dln, *datt, *dq, *dk, *dv, *dff1, *dff2, *dhsel;       // decoder
-    float *dxa, *dlna, *datta, *dqa, *dka, *dva, *dfa;                 // audio layers
-    float *dproj, *daf, *dpool, *dcols2, *dc1;                          // audio ends
+    Tensor *dx, *dln, *datt, *dq, *dk, *dv, *dff1, *dff2, *dhsel;  // decoder
+    Tensor *dxa, *dlna, *datta, *dqa, *dka, *dva, *dfa;            // audio layers
+    Tensor *dproj, *daf, *dpool, *dcols2, *dc1;                     // audio ends
     // host state of the last batch
     AttnSeg *aseg;  // [max_audio] encoder segments (host)
     int *h_emb_idx, *h_audio_pos, *h_audio_src;  // [max_tokens] host staging
@@ -83,8 +88,8 @@ void model_init(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_pa
     m->cfg = *cfg;
     m->ops = ops;
     param_table_build(&m->t, cfg);
-    m->params = ops->alloc(ops, m->t.numel * sizeof(float));
-    ops->upload(ops, m->params, host_params, m->t.numel * sizeof(float));
+    m->params = ops->alloc(ops, m->t.numel * ops->act_size);
+    ops->upload_act(ops, m->params, host_params, m->t.numel);
 }
 
 void model_free(Model *m) {
@@ -102,6 +107,7 @@ static void slot(ModelActs *a, void *dst, size_t bytes) {
     }
     a->slots[a->n_slots++] = (ActSlot){(void **)dst, (bytes + 63) & ~(size_t)63};
 }
+#define ACT(dst, n) slot(a, &(dst), (size_t)(n) * m->ops->act_size)
 #define F32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(float))
 #define I32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(int))
 
@@ -121,50 +127,50 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
     a->n_x = train ? c->layers + 1 : 2;
     a->n_al = train ? c->a_layers : 1;
     a->n_tl = train ? c->layers : 1;
-    a->ax = callocCheck((size_t)a->n_ax, sizeof(float *));
-    a->x = callocCheck((size_t)a->n_x, sizeof(float *));
+    a->ax = callocCheck((size_t)a->n_ax, sizeof(Tensor *));
+    a->x = callocCheck((size_t)a->n_x, sizeof(Tensor *));
     a->al = callocCheck((size_t)a->n_al, sizeof(AudioLayerActs));
     a->tl = callocCheck((size_t)a->n_tl, sizeof(TextLayerActs));
 
     if (nA) {
-        F32(a->features, nA * c->n_mels * F);
-        F32(a->cols1, nA * F * c->n_mels * 3);
-        F32(a->c1, nA * F * A);
-        F32(a->c1g, nA * F * A);
-        F32(a->cols2, Ta * 3 * A);
-        F32(a->c2, Ta * A);
-        for (int l = 0; l < a->n_ax; l++) F32(a->ax[l], Ta * A);
+        ACT(a->features, nA * c->n_mels * F);
+        ACT(a->cols1, nA * F * c->n_mels * 3);
+        ACT(a->c1, nA * F * A);
+        ACT(a->c1g, nA * F * A);
+        ACT(a->cols2, Ta * 3 * A);
+        ACT(a->c2, Ta * A);
+        for (int l = 0; l < a->n_ax; l++) ACT(a->ax[l], Ta * A);
         for (int l = 0; l < a->n_al; l++) {
             AudioLayerActs *s = &a->al[l];
-            F32(s->a1, Ta * A), F32(s->mean1, Ta), F32(s->rstd1, Ta);
-            F32(s->q, Ta * A), F32(s->k, Ta * A), F32(s->v, Ta * A), F32(s->att, Ta * A);
-            F32(s->lse, Ta * c->a_heads), F32(s->xmid, Ta * A);
-            F32(s->a2, Ta * A), F32(s->mean2, Ta), F32(s->rstd2, Ta), F32(s->f1, Ta * AF), F32(s->f1g, Ta * AF);
+            ACT(s->a1, Ta * A), F32(s->mean1, Ta), F32(s->rstd1, Ta);
+            ACT(s->q, Ta * A), ACT(s->k, Ta * A), ACT(s->v, Ta * A), ACT(s->att, Ta * A);
+            F32(s->lse, Ta * c->a_heads), ACT(s->xmid, Ta * A);
+            ACT(s->a2, Ta * A), F32(s->mean2, Ta), F32(s->rstd2, Ta), ACT(s->f1, Ta * AF), ACT(s->f1g, Ta * AF);
         }
-        F32(a->pool, Tp * A), F32(a->af, Tp * A), F32(a->af_mean, Tp), F32(a->af_rstd, Tp);
-        F32(a->proj, Tp * D);
+        ACT(a->pool, Tp * A), ACT(a->af, Tp * A), F32(a->af_mean, Tp), F32(a->af_rstd, Tp);
+        ACT(a->proj, Tp * D);
     }
-    for (int l = 0; l < a->n_x; l++) F32(a->x[l], T * D);
+    for (int l = 0; l < a->n_x; l++) ACT(a->x[l], T * D);
     for (int l = 0; l < a->n_tl; l++) {
         TextLayerActs *s = &a->tl[l];
-        F32(s->ln1, T * D), F32(s->rstd1, T), F32(s->q, T * Q), F32(s->k, T * KV), F32(s->v, T * KV);
-        F32(s->att, T * Q), F32(s->lse, T * c->heads), F32(s->xmid, T * D), F32(s->ln2, T * D);
-        F32(s->rstd2, T), F32(s->g, T * FF), F32(s->u, T * FF), F32(s->s, T * FF);
+        ACT(s->ln1, T * D), F32(s->rstd1, T), ACT(s->q, T * Q), ACT(s->k, T * KV), ACT(s->v, T * KV);
+        ACT(s->att, T * Q), F32(s->lse, T * c->heads), ACT(s->xmid, T * D), ACT(s->ln2, T * D);
+        F32(s->rstd2, T), ACT(s->g, T * FF), ACT(s->u, T * FF), ACT(s->s, T * FF);
     }
-    F32(a->lnf, T * D), F32(a->rstdf, T), F32(a->hsel, (size_t)max_tgt * D);
+    ACT(a->lnf, T * D), F32(a->rstdf, T), ACT(a->hsel, (size_t)max_tgt * D);
     F32(a->lp, max_tgt), F32(a->lse_lp, max_tgt), F32(a->dlp, max_tgt);
-    F32(a->logits, (size_t)a->chunk * V), F32(a->gsel, (size_t)a->chunk * D);
+    ACT(a->logits, (size_t)a->chunk * V), ACT(a->gsel, (size_t)a->chunk * D);
     I32(a->ids, T), I32(a->pos, T), I32(a->kv_row, T), I32(a->emb_idx, T), I32(a->audio_pos, T);
     I32(a->audio_src, T), I32(a->tgt_row, max_tgt), I32(a->tgt_id, max_tgt), I32(a->rows, Tl);
     if (train) {
-        F32(a->dx, T * D), F32(a->dln, T * D), F32(a->datt, T * Q), F32(a->dq, T * Q);
-        F32(a->dk, T * KV), F32(a->dv, T * KV), F32(a->dff1, T * FF), F32(a->dff2, T * FF);
-        F32(a->dhsel, (size_t)max_tgt * D);
+        ACT(a->dx, T * D), ACT(a->dln, T * D), ACT(a->datt, T * Q), ACT(a->dq, T * Q);
+        ACT(a->dk, T * KV), ACT(a->dv, T * KV), ACT(a->dff1, T * FF), ACT(a->dff2, T * FF);
+        ACT(a->dhsel, (size_t)max_tgt * D);
         if (nA) {
-            F32(a->dxa, Ta * A), F32(a->dlna, Ta * A), F32(a->datta, Ta * A), F32(a->dqa, Ta * A);
-            F32(a->dka, Ta * A), F32(a->dva, Ta * A), F32(a->dfa, Ta * AF);
-            F32(a->dproj, Tp * D), F32(a->daf, Tp * A), F32(a->dpool, Tp * A);
-            F32(a->dcols2, Ta * 3 * A), F32(a->dc1, nA * F * A);
+            ACT(a->dxa, Ta * A), ACT(a->dlna, Ta * A), ACT(a->datta, Ta * A), ACT(a->dqa, Ta * A);
+            ACT(a->dka, Ta * A), ACT(a->dva, Ta * A), ACT(a->dfa, Ta * AF);
+            ACT(a->dproj, Tp * D), ACT(a->daf, Tp * A), ACT(a->dpool, Tp * A);
+            ACT(a->dcols2, Ta * 3 * A), ACT(a->dc1, nA * F * A);
         }
     }
     for (int i = 0; i < a->n_slots; i++) a->bytes += a->slots[i].bytes;
@@ -180,6 +186,7 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
     a->h_audio_src = callocCheck(T ? T : 1, sizeof(int));
     return a;
 }
+#undef ACT
 #undef F32
 #undef I32
 
@@ -201,8 +208,8 @@ void model_acts_free(Model *m, ModelActs *a) {
 size_t model_acts_bytes(const ModelActs *a) { return a->bytes; }
 
 // Residual stream inputs: every layer's in training, two alternating buffers in inference.
-static float *ax_at(ModelActs *a, int l) { return a->ax[a->train ? l : l % 2]; }
-static float *x_at(ModelActs *a, int l) { return a->x[a->train ? l : l % 2]; }
+static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->train ? l : l % 2]; }
+static Tensor *x_at(ModelActs *a, int l) { return a->x[a->train ? l : l % 2]; }
 
 // ---------------------------------------------------------------- validation
 
@@ -294,32 +301,35 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
     const int A = c->a_dim, P = c->a_max_pos, F = 2 * P, M3 = c->n_mels * 3, Ta = nA * P, Tp = Ta / 2;
     const int H = c->a_heads, hd = A / H;
     for (int i = 0; i < nA; i++)  // features [n_mels, F] are channel-major
-        o->im2col(o, a->cols1 + (size_t)i * F * M3, a->features + (size_t)i * c->n_mels * F, c->n_mels, F, F, 1, 3,
-                  1, 1, F);
+        o->im2col(o, AT(a->cols1, (size_t)i * F * M3), AT(a->features, (size_t)i * c->n_mels * F), c->n_mels, F, F, 1,
+                  3, 1, 1, F);
     o->matmul(o, a->c1, a->cols1, PW(t->conv1_w), PW(t->conv1_b), nA * F, A, M3, 0, 1, 0);
     o->gelu(o, a->c1g, a->c1, (size_t)nA * F * A);
     for (int i = 0; i < nA; i++)  // conv1 output [F, A] is time-major
-        o->im2col(o, a->cols2 + (size_t)i * P * 3 * A, a->c1g + (size_t)i * F * A, A, F, 1, A, 3, 2, 1, P);
+        o->im2col(o, AT(a->cols2, (size_t)i * P * 3 * A), AT(a->c1g, (size_t)i * F * A), A, F, 1, A, 3, 2, 1, P);
     o->matmul(o, a->c2, a->cols2, PW(t->conv2_w), PW(t->conv2_b), Ta, A, 3 * A, 0, 1, 0);
-    float *x0 = ax_at(a, 0);
+    Tensor *x0 = ax_at(a, 0);
     o->gelu(o, x0, a->c2, (size_t)Ta * A);
-    for (int i = 0; i < nA; i++) o->add(o, x0 + (size_t)i * P * A, x0 + (size_t)i * P * A, PW(t->embed_pos), (size_t)P * A);
+    for (int i = 0; i < nA; i++) {
+        Tensor *xi = AT(x0, (size_t)i * P * A);
+        o->add(o, xi, xi, PW(t->embed_pos), (size_t)P * A);
+    }
 
     for (int l = 0; l < c->a_layers; l++) {
         const AudioLayerParams *p = &t->alayer[l];
         AudioLayerActs *s = &a->al[a->train ? l : 0];
-        float *x = ax_at(a, l), *xn = ax_at(a, l + 1);
+        Tensor *x = ax_at(a, l), *xn = ax_at(a, l + 1);
         o->layernorm(o, s->a1, s->mean1, s->rstd1, x, PW(p->ln1_w), PW(p->ln1_b), Ta, A, c->a_ln_eps);
         o->matmul(o, s->q, s->a1, PW(p->q_w), PW(p->q_b), Ta, A, A, 0, 1, 0);
         o->matmul(o, s->k, s->a1, PW(p->k_w), NULL, Ta, A, A, 0, 1, 0);
         o->matmul(o, s->v, s->a1, PW(p->v_w), PW(p->v_b), Ta, A, A, 0, 1, 0);
         o->attention(o, s->att, s->lse, s->q, s->k, s->v, a->aseg, nA, H, H, hd, 1.0f / sqrtf((float)hd));
-        o->copy(o, s->xmid, x, (size_t)Ta * A * sizeof(float));
+        o->copy(o, s->xmid, x, (size_t)Ta * A * o->act_size);
         o->matmul(o, s->xmid, s->att, PW(p->o_w), PW(p->o_b), Ta, A, A, 0, 1, 1);
         o->layernorm(o, s->a2, s->mean2, s->rstd2, s->xmid, PW(p->ln2_w), PW(p->ln2_b), Ta, A, c->a_ln_eps);
         o->matmul(o, s->f1, s->a2, PW(p->fc1_w), PW(p->fc1_b), Ta, c->a_ffn, A, 0, 1, 0);
         o->gelu(o, s->f1g, s->f1, (size_t)Ta * c->a_ffn);
-        o->copy(o, xn, s->xmid, (size_t)Ta * A * sizeof(float));
+        o->copy(o, xn, s->xmid, (size_t)Ta * A * o->act_size);
         o->matmul(o, xn, s->f1g, PW(p->fc2_w), PW(p->fc2_b), Ta, A, c->a_ffn, 0, 1, 1);
     }
     o->avgpool2(o, a->pool, ax_at(a, c->a_layers), Tp, A);
@@ -336,29 +346,29 @@ static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCa
     TextLayerActs *s = &a->tl[a->train ? l : 0];
     const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
     const int FF = c->ffn;
-    float *x = x_at(a, l), *xn = x_at(a, l + 1);
+    Tensor *x = x_at(a, l), *xn = x_at(a, l + 1);
     o->rmsnorm(o, s->ln1, s->rstd1, x, PW(p->in_norm), T, D, c->rms_eps);
     o->matmul(o, s->q, s->ln1, PW(p->q_w), PW(p->q_b), T, Q, D, 0, 1, 0);
     o->matmul(o, s->k, s->ln1, PW(p->k_w), PW(p->k_b), T, KV, D, 0, 1, 0);
     o->matmul(o, s->v, s->ln1, PW(p->v_w), PW(p->v_b), T, KV, D, 0, 1, 0);
     o->rope(o, s->q, a->pos, T, c->heads, c->head_dim, c->rope_theta, 0);
     o->rope(o, s->k, a->pos, T, c->kv_heads, c->head_dim, c->rope_theta, 0);
-    const float *K = s->k, *V = s->v;
+    const Tensor *K = s->k, *V = s->v;
     if (kv) {
-        float *kc = kv->k + (size_t)l * kv->rows * KV, *vc = kv->v + (size_t)l * kv->rows * KV;
+        Tensor *kc = AT(kv->k, (size_t)l * kv->rows * KV), *vc = AT(kv->v, (size_t)l * kv->rows * KV);
         o->copy_rows(o, kc, a->kv_row, s->k, NULL, T, KV, 0);
         o->copy_rows(o, vc, a->kv_row, s->v, NULL, T, KV, 0);
         K = kc, V = vc;
     }
     o->attention(o, s->att, s->lse, s->q, K, V, b->segs, b->n_segs, c->heads, c->kv_heads, c->head_dim,
                  1.0f / sqrtf((float)c->head_dim));
-    o->copy(o, s->xmid, x, (size_t)T * D * sizeof(float));
+    o->copy(o, s->xmid, x, (size_t)T * D * o->act_size);
     o->matmul(o, s->xmid, s->att, PW(p->o_w), NULL, T, D, Q, 0, 1, 1);
     o->rmsnorm(o, s->ln2, s->rstd2, s->xmid, PW(p->post_norm), T, D, c->rms_eps);
     o->matmul(o, s->g, s->ln2, PW(p->gate_w), NULL, T, FF, D, 0, 1, 0);
     o->matmul(o, s->u, s->ln2, PW(p->up_w), NULL, T, FF, D, 0, 1, 0);
     o->silu_mul(o, s->s, s->g, s->u, (size_t)T * FF);
-    o->copy(o, xn, s->xmid, (size_t)T * D * sizeof(float));
+    o->copy(o, xn, s->xmid, (size_t)T * D * o->act_size);
     o->matmul(o, xn, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
 }
 
@@ -378,10 +388,10 @@ static int forward_impl(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv
     o->upload(o, a->tgt_row, b->tgt_row, (size_t)b->n_tgt * sizeof(int));
     o->upload(o, a->tgt_id, b->tgt_id, (size_t)b->n_tgt * sizeof(int));
 
-    float *x0 = x_at(a, 0);  // [T, D]
+    Tensor *x0 = x_at(a, 0);  // [T, D]
     o->copy_rows(o, x0, NULL, PW(m->t.embed), a->ids, T, D, 0);
     if (nA) {
-        o->upload(o, a->features, b->features, (size_t)nA * c->n_mels * b->audio_frames * sizeof(float));
+        o->upload_act(o, a->features, b->features, (size_t)nA * c->n_mels * b->audio_frames);
         audio_forward(m, a, nA);
         o->copy_rows(o, x0, a->audio_pos, a->proj, a->audio_src, a->n_audio_tok, D, 0);
     }
@@ -398,7 +408,7 @@ int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e
     o->copy_rows(o, a->hsel, NULL, a->lnf, a->tgt_row, b->n_tgt, D, 0);
     for (int r0 = 0; r0 < b->n_tgt; r0 += a->chunk) {
         int R = b->n_tgt - r0 < a->chunk ? b->n_tgt - r0 : a->chunk;
-        o->matmul(o, a->logits, a->hsel + (size_t)r0 * D, PW(m->t.lm_head), NULL, R, V, D, 0, 1, 0);
+        o->matmul(o, a->logits, AT(a->hsel, (size_t)r0 * D), PW(m->t.lm_head), NULL, R, V, D, 0, 1, 0);
         o->logprob(o, a->lp + r0, a->lse_lp + r0, a->logits, a->tgt_id + r0, R, V);
     }
     o->download(o, lp, a->lp, (size_t)b->n_tgt * sizeof(float));
@@ -415,7 +425,7 @@ void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits)
         o->upload(o, a->rows, rows + r0, (size_t)R * sizeof(int));
         o->copy_rows(o, a->gsel, NULL, a->lnf, a->rows, R, D, 0);
         o->matmul(o, a->logits, a->gsel, PW(m->t.lm_head), NULL, R, V, D, 0, 1, 0);
-        o->download(o, logits + (size_t)r0 * V, a->logits, (size_t)R * V * sizeof(float));
+        o->download_act(o, logits + (size_t)r0 * V, a->logits, (size_t)R * V);
     }
 }
 
@@ -425,7 +435,7 @@ void kv_cache_init(KVCache *kv, Model *m, int rows) {
     kv->layers = m->cfg.layers;
     kv->rows = rows;
     kv->kv_dim = m->cfg.kv_heads * m->cfg.head_dim;
-    size_t bytes = (size_t)kv->layers * rows * kv->kv_dim * sizeof(float);
+    size_t bytes = (size_t)kv->layers * rows * kv->kv_dim * m->ops->act_size;
     kv->k = m->ops->alloc(m->ops, bytes);
     kv->v = m->ops->alloc(m->ops, bytes);
 }
@@ -446,7 +456,7 @@ int model_infer(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv, const 
 // ---------------------------------------------------------------- backward
 
 // a->dx holds d loss / d x_at(l+1); leaves d loss / d x_at(l).
-static void text_layer_backward(Model *m, ModelActs *a, const ModelBatch *b, int l, float *grads) {
+static void text_layer_backward(Model *m, ModelActs *a, const ModelBatch *b, int l, Tensor *grads) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const TextLayerParams *p = &m->t.tlayer[l];
@@ -465,9 +475,9 @@ static void text_layer_backward(Model *m, ModelActs *a, const ModelBatch *b, int
     // attention: xmid = x + o_proj(attn(rope(q), rope(k), v))
     o->matmul(o, a->datt, a->dx, PW(p->o_w), NULL, T, Q, D, 0, 0, 0);
     o->matmul(o, GW(p->o_w), a->dx, s->att, NULL, D, Q, T, 1, 0, 1);
-    o->zero(o, a->dq, (size_t)T * Q * sizeof(float));
-    o->zero(o, a->dk, (size_t)T * KV * sizeof(float));
-    o->zero(o, a->dv, (size_t)T * KV * sizeof(float));
+    o->zero(o, a->dq, (size_t)T * Q * o->act_size);
+    o->zero(o, a->dk, (size_t)T * KV * o->act_size);
+    o->zero(o, a->dv, (size_t)T * KV * o->act_size);
     o->attention_bwd(o, a->dq, a->dk, a->dv, a->datt, s->att, s->lse, s->q, s->k, s->v, b->segs, b->n_segs,
                      c->heads, c->kv_heads, c->head_dim, 1.0f / sqrtf((float)c->head_dim));
     o->rope(o, a->dq, a->pos, T, c->heads, c->head_dim, c->rope_theta, 1);
@@ -485,7 +495,7 @@ static void text_layer_backward(Model *m, ModelActs *a, const ModelBatch *b, int
 }
 
 // a->dxa holds d loss / d ax_at(l+1); leaves d loss / d ax_at(l).
-static void audio_layer_backward(Model *m, ModelActs *a, int l, float *grads) {
+static void audio_layer_backward(Model *m, ModelActs *a, int l, Tensor *grads) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const AudioLayerParams *p = &m->t.alayer[l];
@@ -504,9 +514,9 @@ static void audio_layer_backward(Model *m, ModelActs *a, int l, float *grads) {
     o->matmul(o, a->datta, a->dxa, PW(p->o_w), NULL, Ta, A, A, 0, 0, 0);
     o->matmul(o, GW(p->o_w), a->dxa, s->att, NULL, A, A, Ta, 1, 0, 1);
     o->bias_grad(o, GW(p->o_b), a->dxa, Ta, A);
-    o->zero(o, a->dqa, (size_t)Ta * A * sizeof(float));
-    o->zero(o, a->dka, (size_t)Ta * A * sizeof(float));
-    o->zero(o, a->dva, (size_t)Ta * A * sizeof(float));
+    o->zero(o, a->dqa, (size_t)Ta * A * o->act_size);
+    o->zero(o, a->dka, (size_t)Ta * A * o->act_size);
+    o->zero(o, a->dva, (size_t)Ta * A * o->act_size);
     o->attention_bwd(o, a->dqa, a->dka, a->dva, a->datta, s->att, s->lse, s->q, s->k, s->v, a->aseg, a->nA, H, H, hd,
                      1.0f / sqrtf((float)hd));
     o->matmul(o, a->dlna, a->dqa, PW(p->q_w), NULL, Ta, A, A, 0, 0, 0);
@@ -522,7 +532,7 @@ static void audio_layer_backward(Model *m, ModelActs *a, int l, float *grads) {
 }
 
 // a->dproj [Tp, D] holds d loss / d projector output; accumulates the whole tower's gradients.
-static void audio_backward(Model *m, ModelActs *a, float *grads) {
+static void audio_backward(Model *m, ModelActs *a, Tensor *grads) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const ParamTable *t = &m->t;
@@ -530,7 +540,7 @@ static void audio_backward(Model *m, ModelActs *a, float *grads) {
     o->matmul(o, GW(t->proj_w), a->dproj, a->af, NULL, c->dim, A, Tp, 1, 0, 1);
     o->bias_grad(o, GW(t->proj_b), a->dproj, Tp, c->dim);
     o->matmul(o, a->daf, a->dproj, PW(t->proj_w), NULL, Tp, A, c->dim, 0, 0, 0);
-    o->zero(o, a->dpool, (size_t)Tp * A * sizeof(float));
+    o->zero(o, a->dpool, (size_t)Tp * A * o->act_size);
     o->layernorm_bwd(o, a->dpool, GW(t->a_norm_w), GW(t->a_norm_b), a->daf, a->pool, PW(t->a_norm_w), a->af_mean,
                      a->af_rstd, Tp, A);
     o->avgpool2_bwd(o, a->dxa, a->dpool, Tp, A);
@@ -540,15 +550,15 @@ static void audio_backward(Model *m, ModelActs *a, float *grads) {
     o->matmul(o, GW(t->conv2_w), a->dxa, a->cols2, NULL, A, 3 * A, Ta, 1, 0, 1);
     o->bias_grad(o, GW(t->conv2_b), a->dxa, Ta, A);
     o->matmul(o, a->dcols2, a->dxa, PW(t->conv2_w), NULL, Ta, 3 * A, A, 0, 0, 0);
-    o->zero(o, a->dc1, (size_t)nA * F * A * sizeof(float));
+    o->zero(o, a->dc1, (size_t)nA * F * A * o->act_size);
     for (int i = 0; i < nA; i++)
-        o->col2im(o, a->dc1 + (size_t)i * F * A, a->dcols2 + (size_t)i * P * 3 * A, A, F, 1, A, 3, 2, 1, P);
+        o->col2im(o, AT(a->dc1, (size_t)i * F * A), AT(a->dcols2, (size_t)i * P * 3 * A), A, F, 1, A, 3, 2, 1, P);
     o->gelu_bwd(o, a->dc1, a->dc1, a->c1, (size_t)nA * F * A);
     o->matmul(o, GW(t->conv1_w), a->dc1, a->cols1, NULL, A, M3, nA * F, 1, 0, 1);
     o->bias_grad(o, GW(t->conv1_b), a->dc1, nA * F, A);
 }
 
-void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dlp, float *grads) {
+void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dlp, Tensor *grads) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const int T = a->T, D = c->dim, V = c->vocab, n = a->n_tgt;
@@ -557,21 +567,21 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     // lm_head and log-softmax, recomputing each chunk's logits
     for (int r0 = 0; r0 < n; r0 += a->chunk) {
         int R = n - r0 < a->chunk ? n - r0 : a->chunk;
-        const float *h = a->hsel + (size_t)r0 * D;
+        const Tensor *h = AT(a->hsel, (size_t)r0 * D);
         o->matmul(o, a->logits, h, PW(m->t.lm_head), NULL, R, V, D, 0, 1, 0);
         o->logprob_bwd(o, a->logits, a->lse_lp + r0, a->tgt_id + r0, a->dlp + r0, R, V);
-        o->matmul(o, a->dhsel + (size_t)r0 * D, a->logits, PW(m->t.lm_head), NULL, R, D, V, 0, 0, 0);
+        o->matmul(o, AT(a->dhsel, (size_t)r0 * D), a->logits, PW(m->t.lm_head), NULL, R, D, V, 0, 0, 0);
         o->matmul(o, GW(m->t.lm_head), a->logits, h, NULL, V, D, R, 1, 0, 1);
     }
-    o->zero(o, a->dln, (size_t)T * D * sizeof(float));
+    o->zero(o, a->dln, (size_t)T * D * o->act_size);
     o->copy_rows(o, a->dln, a->tgt_row, a->dhsel, NULL, n, D, 1);
-    o->zero(o, a->dx, (size_t)T * D * sizeof(float));
+    o->zero(o, a->dx, (size_t)T * D * o->act_size);
     o->rmsnorm_bwd(o, a->dx, GW(m->t.norm), a->dln, x_at(a, c->layers), PW(m->t.norm), a->rstdf, T, D);
     for (int l = c->layers - 1; l >= 0; l--) text_layer_backward(m, a, b, l, grads);
     // x_0 = embed[ids] with audio rows replaced: the replaced rows send no gradient to the table
     o->copy_rows(o, GW(m->t.embed), a->emb_idx, a->dx, NULL, T, D, 1);
     if (a->nA) {
-        o->zero(o, a->dproj, (size_t)a->nA * c->a_max_pos / 2 * D * sizeof(float));
+        o->zero(o, a->dproj, (size_t)a->nA * c->a_max_pos / 2 * D * o->act_size);
         o->copy_rows(o, a->dproj, a->audio_src, a->dx, a->audio_pos, a->n_audio_tok, D, 0);
         audio_backward(m, a, grads);
     }

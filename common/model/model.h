@@ -23,7 +23,7 @@ typedef struct {
     ModelConfig cfg;
     ParamTable t;
     Ops *ops;
-    float *params;  // backend buffer [t.numel]
+    Tensor *params;  // backend buffer [t.numel]
 } Model;
 
 // Builds the table for cfg and uploads host_params ([t.numel], ParamTable layout).
@@ -87,13 +87,13 @@ int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e
 void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits);
 // Backward of the last model_forward: dlp (host, [n_tgt]) = d loss / d lp; grads (backend buffer
 // [t.numel], ParamTable layout) += d loss / d params for every trainable tensor.
-void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dlp, float *grads);
+void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dlp, Tensor *grads);
 
 // ---- inference with a KV cache ----
 
 typedef struct {
     int layers, rows, kv_dim;
-    float *k, *v;  // backend buffers [layers, rows, kv_dim], keys after RoPE
+    Tensor *k, *v;  // backend buffers [layers, rows, kv_dim], keys after RoPE
 } KVCache;
 
 void kv_cache_init(KVCache *kv, Model *m, int rows);

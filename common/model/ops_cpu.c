@@ -19,8 +19,12 @@ static void cpu_zero(Ops *o, void *dst, size_t bytes) {
 }
 static void cpu_sync(Ops *o) {}
 
-static void cpu_matmul(Ops *o, float *C, const float *A, const float *B, const float *bias, int M, int N,
+static void cpu_matmul(Ops *o, Tensor *C_, const Tensor *A_, const Tensor *B_, const Tensor *bias_, int M, int N,
                        int K, int ta, int tb, int accumulate) {
+    float *C = C_;
+    const float *A = A_;
+    const float *B = B_;
+    const float *bias = bias_;
     // element accessors of op(A)[i,k] and op(B)[k,j]
     const size_t sa_i = ta ? 1 : (size_t)K, sa_k = ta ? (size_t)M : 1;
     const size_t sb_k = tb ? 1 : (size_t)N, sb_j = tb ? (size_t)K : 1;
@@ -62,7 +66,9 @@ static void cpu_matmul(Ops *o, float *C, const float *A, const float *B, const f
     }
 }
 
-static void cpu_bias_grad(Ops *o, float *db, const float *dy, int M, int N) {
+static void cpu_bias_grad(Ops *o, Tensor *db_, const Tensor *dy_, int M, int N) {
+    float *db = db_;
+    const float *dy = dy_;
 #pragma omp parallel for schedule(static)
     for (int j = 0; j < N; j++) {
         float s = 0.0f;
@@ -71,8 +77,10 @@ static void cpu_bias_grad(Ops *o, float *db, const float *dy, int M, int N) {
     }
 }
 
-static void cpu_im2col(Ops *o, float *cols, const float *x, int C, int Tin, int sc, int st, int K, int stride,
+static void cpu_im2col(Ops *o, Tensor *cols_, const Tensor *x_, int C, int Tin, int sc, int st, int K, int stride,
                        int pad, int Tout) {
+    float *cols = cols_;
+    const float *x = x_;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < Tout; t++) {
         float *row = cols + (size_t)t * C * K;
@@ -84,8 +92,10 @@ static void cpu_im2col(Ops *o, float *cols, const float *x, int C, int Tin, int 
     }
 }
 
-static void cpu_col2im(Ops *o, float *dx, const float *dcols, int C, int Tin, int sc, int st, int K,
+static void cpu_col2im(Ops *o, Tensor *dx_, const Tensor *dcols_, int C, int Tin, int sc, int st, int K,
                        int stride, int pad, int Tout) {
+    float *dx = dx_;
+    const float *dcols = dcols_;
     // each channel is owned by one thread
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < C; c++)
@@ -96,8 +106,12 @@ static void cpu_col2im(Ops *o, float *dx, const float *dcols, int C, int Tin, in
             }
 }
 
-static void cpu_layernorm(Ops *o, float *y, float *mean, float *rstd, const float *x, const float *w,
-                          const float *b, int T, int C, float eps) {
+static void cpu_layernorm(Ops *o, Tensor *y_, float *mean, float *rstd, const Tensor *x_, const Tensor *w_,
+                          const Tensor *b_, int T, int C, float eps) {
+    float *y = y_;
+    const float *x = x_;
+    const float *w = w_;
+    const float *b = b_;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C;
@@ -115,8 +129,14 @@ static void cpu_layernorm(Ops *o, float *y, float *mean, float *rstd, const floa
     }
 }
 
-static void cpu_layernorm_bwd(Ops *o, float *dx, float *dw, float *db, const float *dy, const float *x,
-                              const float *w, const float *mean, const float *rstd, int T, int C) {
+static void cpu_layernorm_bwd(Ops *o, Tensor *dx_, Tensor *dw_, Tensor *db_, const Tensor *dy_, const Tensor *x_,
+                              const Tensor *w_, const float *mean, const float *rstd, int T, int C) {
+    float *dx = dx_;
+    float *dw = dw_;
+    float *db = db_;
+    const float *dy = dy_;
+    const float *x = x_;
+    const float *w = w_;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C, *dyr = dy + (size_t)t * C;
@@ -145,7 +165,10 @@ static void cpu_layernorm_bwd(Ops *o, float *dx, float *dw, float *db, const flo
     }
 }
 
-static void cpu_rmsnorm(Ops *o, float *y, float *rstd, const float *x, const float *w, int T, int C, float eps) {
+static void cpu_rmsnorm(Ops *o, Tensor *y_, float *rstd, const Tensor *x_, const Tensor *w_, int T, int C, float eps) {
+    float *y = y_;
+    const float *x = x_;
+    const float *w = w_;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C;
@@ -158,8 +181,13 @@ static void cpu_rmsnorm(Ops *o, float *y, float *rstd, const float *x, const flo
     }
 }
 
-static void cpu_rmsnorm_bwd(Ops *o, float *dx, float *dw, const float *dy, const float *x, const float *w,
+static void cpu_rmsnorm_bwd(Ops *o, Tensor *dx_, Tensor *dw_, const Tensor *dy_, const Tensor *x_, const Tensor *w_,
                             const float *rstd, int T, int C) {
+    float *dx = dx_;
+    float *dw = dw_;
+    const float *dy = dy_;
+    const float *x = x_;
+    const float *w = w_;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * C, *dyr = dy + (size_t)t * C;
@@ -178,7 +206,8 @@ static void cpu_rmsnorm_bwd(Ops *o, float *dx, float *dw, const float *dy, const
     }
 }
 
-static void cpu_rope(Ops *o, float *x, const int *pos, int T, int H, int hd, float theta, int inverse) {
+static void cpu_rope(Ops *o, Tensor *x_, const int *pos, int T, int H, int hd, float theta, int inverse) {
+    float *x = x_;
     const int half = hd / 2;
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
@@ -203,8 +232,12 @@ static int seg_own_visible(const AttnSeg *s, int j) { return s->causal ? s->k_le
 // Row index of the n-th visible key of a query (prefix keys first, then own keys).
 static int seg_key_row(const AttnSeg *s, int n) { return n < s->pre_len ? s->pre_start + n : s->k_start + n - s->pre_len; }
 
-static void cpu_attention(Ops *o, float *out, float *lse, const float *q, const float *k, const float *v,
+static void cpu_attention(Ops *o, Tensor *out_, float *lse, const Tensor *q_, const Tensor *k_, const Tensor *v_,
                           const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale) {
+    float *out = out_;
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
     const int group = H / KVH;
     for (int si = 0; si < nseg; si++) {
         const AttnSeg *s = &segs[si];
@@ -239,9 +272,17 @@ static void cpu_attention(Ops *o, float *out, float *lse, const float *q, const 
     }
 }
 
-static void cpu_attention_bwd(Ops *o, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                              const float *lse, const float *q, const float *k, const float *v,
+static void cpu_attention_bwd(Ops *o, Tensor *dq_, Tensor *dk_, Tensor *dv_, const Tensor *dout_, const Tensor *out_,
+                              const float *lse, const Tensor *q_, const Tensor *k_, const Tensor *v_,
                               const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale) {
+    float *dq = dq_;
+    float *dk = dk_;
+    float *dv = dv_;
+    const float *dout = dout_;
+    const float *out = out_;
+    const float *q = q_;
+    const float *k = k_;
+    const float *v = v_;
     const int group = H / KVH;
     // dk/dv of one kv head are written only by its query heads, so threads split by kv head
 #pragma omp parallel for schedule(static)
@@ -277,12 +318,17 @@ static void cpu_attention_bwd(Ops *o, float *dq, float *dk, float *dv, const flo
         }
 }
 
-static void cpu_gelu(Ops *o, float *y, const float *x, size_t n) {
+static void cpu_gelu(Ops *o, Tensor *y_, const Tensor *x_, size_t n) {
+    float *y = y_;
+    const float *x = x_;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
 }
 
-static void cpu_gelu_bwd(Ops *o, float *dx, const float *dy, const float *x, size_t n) {
+static void cpu_gelu_bwd(Ops *o, Tensor *dx_, const Tensor *dy_, const Tensor *x_, size_t n) {
+    float *dx = dx_;
+    const float *dy = dy_;
+    const float *x = x_;
     const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
@@ -292,13 +338,21 @@ static void cpu_gelu_bwd(Ops *o, float *dx, const float *dy, const float *x, siz
     }
 }
 
-static void cpu_silu_mul(Ops *o, float *y, const float *g, const float *u, size_t n) {
+static void cpu_silu_mul(Ops *o, Tensor *y_, const Tensor *g_, const Tensor *u_, size_t n) {
+    float *y = y_;
+    const float *g = g_;
+    const float *u = u_;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static void cpu_silu_mul_bwd(Ops *o, float *dg, float *du, const float *dy, const float *g, const float *u,
+static void cpu_silu_mul_bwd(Ops *o, Tensor *dg_, Tensor *du_, const Tensor *dy_, const Tensor *g_, const Tensor *u_,
                              size_t n) {
+    float *dg = dg_;
+    float *du = du_;
+    const float *dy = dy_;
+    const float *g = g_;
+    const float *u = u_;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) {
         float sig = 1.0f / (1.0f + expf(-g[i]));
@@ -308,19 +362,26 @@ static void cpu_silu_mul_bwd(Ops *o, float *dg, float *du, const float *dy, cons
     }
 }
 
-static void cpu_add(Ops *o, float *y, const float *a, const float *b, size_t n) {
+static void cpu_add(Ops *o, Tensor *y_, const Tensor *a_, const Tensor *b_, size_t n) {
+    float *y = y_;
+    const float *a = a_;
+    const float *b = b_;
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
 }
 
-static void cpu_avgpool2(Ops *o, float *y, const float *x, int R, int C) {
+static void cpu_avgpool2(Ops *o, Tensor *y_, const Tensor *x_, int R, int C) {
+    float *y = y_;
+    const float *x = x_;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             y[(size_t)r * C + c] = (x[(size_t)2 * r * C + c] + x[(size_t)(2 * r + 1) * C + c]) * 0.5f;
 }
 
-static void cpu_avgpool2_bwd(Ops *o, float *dx, const float *dy, int R, int C) {
+static void cpu_avgpool2_bwd(Ops *o, Tensor *dx_, const Tensor *dy_, int R, int C) {
+    float *dx = dx_;
+    const float *dy = dy_;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++) {
@@ -330,8 +391,10 @@ static void cpu_avgpool2_bwd(Ops *o, float *dx, const float *dy, int R, int C) {
         }
 }
 
-static void cpu_copy_rows(Ops *o, float *dst, const int *dst_idx, const float *src, const int *src_idx, int n,
+static void cpu_copy_rows(Ops *o, Tensor *dst_, const int *dst_idx, const Tensor *src_, const int *src_idx, int n,
                           int C, int accumulate) {
+    float *dst = dst_;
+    const float *src = src_;
     // destination rows may repeat (the same token twice), so threads split the columns
 #pragma omp parallel for schedule(static)
     for (int c0 = 0; c0 < C; c0 += 64) {
@@ -346,7 +409,8 @@ static void cpu_copy_rows(Ops *o, float *dst, const int *dst_idx, const float *s
     }
 }
 
-static void cpu_logprob(Ops *o, float *lp, float *lse, const float *logits, const int *tgt, int R, int V) {
+static void cpu_logprob(Ops *o, float *lp, float *lse, const Tensor *logits_, const int *tgt, int R, int V) {
+    const float *logits = logits_;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < R; r++) {
         const float *x = logits + (size_t)r * V;
@@ -360,8 +424,9 @@ static void cpu_logprob(Ops *o, float *lp, float *lse, const float *logits, cons
     }
 }
 
-static void cpu_logprob_bwd(Ops *o, float *logits, const float *lse, const int *tgt, const float *dlp, int R,
+static void cpu_logprob_bwd(Ops *o, Tensor *logits_, const float *lse, const int *tgt, const float *dlp, int R,
                             int V) {
+    float *logits = logits_;
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < R; r++) {
         float *x = logits + (size_t)r * V;
@@ -373,6 +438,9 @@ static void cpu_logprob_bwd(Ops *o, float *logits, const float *lse, const int *
 
 static void cpu_upload(Ops *o, void *dst, const void *src, size_t bytes) { cpu_copy(o, dst, src, bytes); }
 static void cpu_download(Ops *o, void *dst, const void *src, size_t bytes) { cpu_copy(o, dst, src, bytes); }
+// Tensor storage is fp32 here, so conversion is a copy
+static void cpu_upload_act(Ops *o, Tensor *dst, const float *src, size_t n) { cpu_copy(o, dst, src, n * sizeof(float)); }
+static void cpu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) { cpu_copy(o, dst, src, n * sizeof(float)); }
 static void cpu_destroy(Ops *o) { free(o); }
 
 Ops *ops_cpu_create(void) {
@@ -380,10 +448,13 @@ Ops *ops_cpu_create(void) {
     *o = (Ops){
         .name = "cpu",
         .destroy = cpu_destroy,
+        .act_size = sizeof(float),
         .alloc = cpu_alloc,
         .free = cpu_free,
         .upload = cpu_upload,
         .download = cpu_download,
+        .upload_act = cpu_upload_act,
+        .download_act = cpu_download_act,
         .copy = cpu_copy,
         .zero = cpu_zero,
         .sync = cpu_sync,
