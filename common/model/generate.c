@@ -25,9 +25,9 @@ void gen_result_free(GenResult *r) {
 }
 
 typedef struct {
-    int q, g;       // question, sample
+    int q, g;  // question, sample
     int done;
-    int *hist;      // prompt + generated ids, for the repetition penalty
+    int *hist;  // prompt + generated ids, for the repetition penalty
     int n_hist;
 } Sample;
 
@@ -52,7 +52,8 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
         for (int i = 0; i < prompts[q].n_ids; i++) n_audio_tok += prompts[q].ids[i] == m->cfg.audio_token_id;
         if (n_audio_tok && !prompts[q].features) {
             free(base);
-            return err_set(e, "generate: question %d has %d <|AUDIO|> tokens but no audio features", q, n_audio_tok);
+            return err_set(e, "generate: question %d has %d <|AUDIO|> tokens but no audio features", q,
+                           n_audio_tok);
         }
         base[q] = rows;
         rows += prompts[q].n_ids + G * N;
@@ -77,8 +78,8 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
         const GenPrompt *p = &prompts[q];
         int r0 = b.n_tokens;
         for (int i = 0; i < p->n_ids; i++) mbatch_add_token(&b, p->ids[i], i, base[q] + i);
-        mbatch_add_seg(&b, (AttnSeg){.q_start = r0, .q_len = p->n_ids, .k_start = base[q], .k_len = p->n_ids,
-                                     .causal = 1});
+        mbatch_add_seg(
+            &b, (AttnSeg){.q_start = r0, .q_len = p->n_ids, .k_start = base[q], .k_len = p->n_ids, .causal = 1});
         if (p->features) mbatch_add_audio(&b, p->features, p->valid_frames);
         lrows[q] = r0 + p->n_ids - 1;
     }
@@ -117,8 +118,13 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
             if (x->done) continue;
             const int P = prompts[x->q].n_ids, blk = base[x->q] + P + x->g * N;
             mbatch_add_token(&b, x->hist[x->n_hist - 1], P + t, blk + t);
-            mbatch_add_seg(&b, (AttnSeg){.q_start = n, .q_len = 1, .pre_start = base[x->q], .pre_len = P,
-                                         .k_start = blk, .k_len = t + 1, .causal = 1});
+            mbatch_add_seg(&b, (AttnSeg){.q_start = n,
+                                         .q_len = 1,
+                                         .pre_start = base[x->q],
+                                         .pre_len = P,
+                                         .k_start = blk,
+                                         .k_len = t + 1,
+                                         .causal = 1});
             lrows[i] = n++;
         }
         if (n == 0) break;

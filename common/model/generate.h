@@ -9,7 +9,7 @@
 #include "model/sampler.h"
 
 typedef struct {
-    const int *ids;         // prompt ids, <|AUDIO|> already expanded
+    const int *ids;  // prompt ids, <|AUDIO|> already expanded
     int n_ids;
     const float *features;  // [n_mels, 2 * a_max_pos] or NULL when the prompt has no audio tokens
     int valid_frames;       // feature mask sum

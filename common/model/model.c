@@ -44,25 +44,25 @@ struct ModelActs {
     Tensor *c2;        // [Ta, A] conv2 output before GELU
     Tensor **ax;       // [n_ax] residual stream [Ta, A], ax[l] = input of layer l
     AudioLayerActs *al;
-    Tensor *pool, *af;            // [Tp, A]
-    float *af_mean, *af_rstd;     // [Tp]
-    Tensor *proj;                 // [Tp, D]
+    Tensor *pool, *af;         // [Tp, A]
+    float *af_mean, *af_rstd;  // [Tp]
+    Tensor *proj;              // [Tp, D]
     // decoder
     Tensor **x;  // [n_x] residual stream [T, D]
     TextLayerActs *tl;
-    Tensor *lnf;                   // [T, D]
-    float *rstdf;                  // [T]
-    Tensor *hsel;                  // [max_tgt, D] final hidden of target rows
-    float *lp, *lse_lp, *dlp;      // [max_tgt]
-    Tensor *logits;                // [chunk, V]
-    Tensor *gsel;                  // [chunk, D]
+    Tensor *lnf;               // [T, D]
+    float *rstdf;              // [T]
+    Tensor *hsel;              // [max_tgt, D] final hidden of target rows
+    float *lp, *lse_lp, *dlp;  // [max_tgt]
+    Tensor *logits;            // [chunk, V]
+    Tensor *gsel;              // [chunk, D]
     int *ids, *pos, *kv_row, *emb_idx, *audio_pos, *audio_src, *tgt_row, *tgt_id, *rows;
     // gradients (train only)
     Tensor *dx, *dln, *datt, *dq, *dk, *dv, *dff1, *dff2, *dhsel;  // decoder
     Tensor *dxa, *dlna, *datta, *dqa, *dka, *dva, *dfa;            // audio layers
-    Tensor *dproj, *daf, *dpool, *dcols2, *dc1;                     // audio ends
+    Tensor *dproj, *daf, *dpool, *dcols2, *dc1;                    // audio ends
     // host state of the last batch
-    AttnSeg *aseg;  // [max_audio] encoder segments (host)
+    AttnSeg *aseg;                               // [max_audio] encoder segments (host)
     int *h_emb_idx, *h_audio_pos, *h_audio_src;  // [max_tokens] host staging
     int T, nA, n_audio_tok, n_tgt;
 };
@@ -70,11 +70,14 @@ struct ModelActs {
 // ---------------------------------------------------------------- config and init
 
 int model_config_check(const ModelConfig *c, Err *e) {
-    if (c->a_heads <= 0 || c->a_dim % c->a_heads) return err_set(e, "a_dim %d not divisible by a_heads %d", c->a_dim, c->a_heads);
+    if (c->a_heads <= 0 || c->a_dim % c->a_heads)
+        return err_set(e, "a_dim %d not divisible by a_heads %d", c->a_dim, c->a_heads);
     if (c->heads <= 0 || c->kv_heads <= 0 || c->heads % c->kv_heads)
         return err_set(e, "heads %d not a multiple of kv_heads %d", c->heads, c->kv_heads);
-    if (c->head_dim <= 0 || c->head_dim % 2) return err_set(e, "head_dim %d must be even and positive", c->head_dim);
-    if (c->a_max_pos <= 0 || c->a_max_pos % 2) return err_set(e, "a_max_pos %d must be even and positive", c->a_max_pos);
+    if (c->head_dim <= 0 || c->head_dim % 2)
+        return err_set(e, "head_dim %d must be even and positive", c->head_dim);
+    if (c->a_max_pos <= 0 || c->a_max_pos % 2)
+        return err_set(e, "a_max_pos %d must be even and positive", c->a_max_pos);
     if (c->audio_token_id < 0 || c->audio_token_id >= c->vocab)
         return err_set(e, "audio_token_id %d outside vocab %d", c->audio_token_id, c->vocab);
     if (c->dim <= 0 || c->ffn <= 0 || c->a_ffn <= 0 || c->n_mels <= 0 || c->layers < 0 || c->a_layers < 0)
@@ -229,7 +232,8 @@ static int segs_check(const ModelBatch *b, int key_rows, Err *e) {
         else if (!s->causal && s->k_len + s->pre_len < 1)
             rc = err_set(e, "segment %d: no visible keys", i);
         for (int j = 0; j < s->q_len && !rc; j++) {
-            if (seen[s->q_start + j]) rc = err_set(e, "segment %d: row %d already in another segment", i, s->q_start + j);
+            if (seen[s->q_start + j])
+                rc = err_set(e, "segment %d: row %d already in another segment", i, s->q_start + j);
             seen[s->q_start + j] = 1;
         }
     }
@@ -246,7 +250,8 @@ static int batch_check(Model *m, const ModelBatch *b, ModelActs *a, const KVCach
         return err_set(e, "batch has %d tokens; activations hold 1..%d", b->n_tokens, a->max_tokens);
     if (b->n_audio > a->max_audio)
         return err_set(e, "batch has %d audio clips; activations hold %d", b->n_audio, a->max_audio);
-    if (b->n_tgt > a->max_tgt) return err_set(e, "batch has %d targets; activations hold %d", b->n_tgt, a->max_tgt);
+    if (b->n_tgt > a->max_tgt)
+        return err_set(e, "batch has %d targets; activations hold %d", b->n_tgt, a->max_tgt);
     if (b->n_audio && (b->audio_frames != 2 * c->a_max_pos || b->n_mels != c->n_mels))
         return err_set(e, "audio features are [%d, %d]; the model takes [%d, %d]", b->n_mels, b->audio_frames,
                        c->n_mels, 2 * c->a_max_pos);
@@ -271,13 +276,17 @@ static int batch_check(Model *m, const ModelBatch *b, ModelActs *a, const KVCach
         total += audio_token_count(L);
     }
     if (total != n_audio_tok)
-        return err_set(e, "audio features and audio tokens do not match: %d <|AUDIO|> tokens, %d rows from %d clips",
+        return err_set(e,
+                       "audio features and audio tokens do not match: %d <|AUDIO|> tokens, %d rows from %d clips",
                        n_audio_tok, total, b->n_audio);
     const int half = c->a_max_pos / 2;
     int kept = 0;
     for (int i = 0; i < b->n_audio; i++) {
-        a->aseg[i] = (AttnSeg){.q_start = i * c->a_max_pos, .q_len = c->a_max_pos, .k_start = i * c->a_max_pos,
-                               .k_len = audio_encoder_len(b->valid[i]), .causal = 0};
+        a->aseg[i] = (AttnSeg){.q_start = i * c->a_max_pos,
+                               .q_len = c->a_max_pos,
+                               .k_start = i * c->a_max_pos,
+                               .k_len = audio_encoder_len(b->valid[i]),
+                               .causal = 0};
         for (int r = 0; r < audio_token_count(b->valid[i]); r++) a->h_audio_src[kept++] = i * half + r;
     }
     for (int i = 0; i < b->n_tgt; i++) {
@@ -301,8 +310,8 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
     const int A = c->a_dim, P = c->a_max_pos, F = 2 * P, M3 = c->n_mels * 3, Ta = nA * P, Tp = Ta / 2;
     const int H = c->a_heads, hd = A / H;
     for (int i = 0; i < nA; i++)  // features [n_mels, F] are channel-major
-        o->im2col(o, AT(a->cols1, (size_t)i * F * M3), AT(a->features, (size_t)i * c->n_mels * F), c->n_mels, F, F, 1,
-                  3, 1, 1, F);
+        o->im2col(o, AT(a->cols1, (size_t)i * F * M3), AT(a->features, (size_t)i * c->n_mels * F), c->n_mels, F, F,
+                  1, 3, 1, 1, F);
     o->matmul(o, a->c1, a->cols1, PW(t->conv1_w), PW(t->conv1_b), nA * F, A, M3, 0, 1, 0);
     o->gelu(o, a->c1g, a->c1, (size_t)nA * F * A);
     for (int i = 0; i < nA; i++)  // conv1 output [F, A] is time-major
@@ -419,7 +428,8 @@ void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits)
     Ops *o = m->ops;
     const int D = m->cfg.dim, V = m->cfg.vocab;
     for (int i = 0; i < n; i++)
-        if (rows[i] < 0 || rows[i] >= a->T) fatal("model_logits: row %d outside the last batch's %d tokens", rows[i], a->T);
+        if (rows[i] < 0 || rows[i] >= a->T)
+            fatal("model_logits: row %d outside the last batch's %d tokens", rows[i], a->T);
     for (int r0 = 0; r0 < n; r0 += a->chunk) {
         int R = n - r0 < a->chunk ? n - r0 : a->chunk;
         o->upload(o, a->rows, rows + r0, (size_t)R * sizeof(int));
@@ -509,7 +519,8 @@ static void audio_layer_backward(Model *m, ModelActs *a, int l, Tensor *grads) {
     o->matmul(o, a->dlna, a->dfa, PW(p->fc1_w), NULL, Ta, A, AF, 0, 0, 0);
     o->matmul(o, GW(p->fc1_w), a->dfa, s->a2, NULL, AF, A, Ta, 1, 0, 1);
     o->bias_grad(o, GW(p->fc1_b), a->dfa, Ta, AF);
-    o->layernorm_bwd(o, a->dxa, GW(p->ln2_w), GW(p->ln2_b), a->dlna, s->xmid, PW(p->ln2_w), s->mean2, s->rstd2, Ta, A);
+    o->layernorm_bwd(o, a->dxa, GW(p->ln2_w), GW(p->ln2_b), a->dlna, s->xmid, PW(p->ln2_w), s->mean2, s->rstd2, Ta,
+                     A);
     // attention: xmid = x + out_proj(attn(q, k, v))
     o->matmul(o, a->datta, a->dxa, PW(p->o_w), NULL, Ta, A, A, 0, 0, 0);
     o->matmul(o, GW(p->o_w), a->dxa, s->att, NULL, A, A, Ta, 1, 0, 1);
@@ -517,8 +528,8 @@ static void audio_layer_backward(Model *m, ModelActs *a, int l, Tensor *grads) {
     o->zero(o, a->dqa, (size_t)Ta * A * o->act_size);
     o->zero(o, a->dka, (size_t)Ta * A * o->act_size);
     o->zero(o, a->dva, (size_t)Ta * A * o->act_size);
-    o->attention_bwd(o, a->dqa, a->dka, a->dva, a->datta, s->att, s->lse, s->q, s->k, s->v, a->aseg, a->nA, H, H, hd,
-                     1.0f / sqrtf((float)hd));
+    o->attention_bwd(o, a->dqa, a->dka, a->dva, a->datta, s->att, s->lse, s->q, s->k, s->v, a->aseg, a->nA, H, H,
+                     hd, 1.0f / sqrtf((float)hd));
     o->matmul(o, a->dlna, a->dqa, PW(p->q_w), NULL, Ta, A, A, 0, 0, 0);
     o->matmul(o, a->dlna, a->dka, PW(p->k_w), NULL, Ta, A, A, 0, 0, 1);
     o->matmul(o, a->dlna, a->dva, PW(p->v_w), NULL, Ta, A, A, 0, 0, 1);
@@ -562,7 +573,8 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const int T = a->T, D = c->dim, V = c->vocab, n = a->n_tgt;
-    if (!a->train || b->n_tokens != T || b->n_tgt != n) fatal("model_backward: batch differs from the last model_forward");
+    if (!a->train || b->n_tokens != T || b->n_tgt != n)
+        fatal("model_backward: batch differs from the last model_forward");
     o->upload(o, a->dlp, dlp, (size_t)n * sizeof(float));
     // lm_head and log-softmax, recomputing each chunk's logits
     for (int r0 = 0; r0 < n; r0 += a->chunk) {

@@ -60,8 +60,8 @@ int mbatch_add_seq(ModelBatch *b, const int *ids, int n, int first_target);
 // P.. attending to the prefix and causally to itself. With targets, adds every completion token, g by g
 // (token 0 is predicted by the prefix's last row). comp_row[g] (may be NULL) gets each completion's first
 // row. Returns the prefix's first row.
-int mbatch_add_group(ModelBatch *b, const int *prefix, int P, const int *const *comp, const int *comp_len,
-                     int G, int with_targets, int *comp_row);
+int mbatch_add_group(ModelBatch *b, const int *prefix, int P, const int *const *comp, const int *comp_len, int G,
+                     int with_targets, int *comp_row);
 // One audio clip: features [n_mels, audio_frames] (copied) with `valid` frames; clips are consumed in
 // order by the <|AUDIO|> tokens of the batch, whose count must match the clips' kept rows exactly. A batch
 // without clips embeds <|AUDIO|> like any token (HF without input_features).
@@ -102,5 +102,5 @@ void kv_cache_free(KVCache *kv, Model *m);
 // Forward of the batch's tokens writing their keys/values to rows b->kv_row of the cache; segment key
 // rows index the CACHE (prefix and earlier tokens already there). Logits of the batch rows `rows`
 // (host [n, vocab]). The activations need train=0 (or 1) capacity for the batch.
-int model_infer(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv, const int *rows, int n,
-                float *logits, Err *e);
+int model_infer(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv, const int *rows, int n, float *logits,
+                Err *e);

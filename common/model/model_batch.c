@@ -75,14 +75,19 @@ int mbatch_add_seq(ModelBatch *b, const int *ids, int n, int first_target) {
     return row;
 }
 
-int mbatch_add_group(ModelBatch *b, const int *prefix, int P, const int *const *comp, const int *comp_len,
-                     int G, int with_targets, int *comp_row) {
+int mbatch_add_group(ModelBatch *b, const int *prefix, int P, const int *const *comp, const int *comp_len, int G,
+                     int with_targets, int *comp_row) {
     int prow = mbatch_add_seq(b, prefix, P, P);
     for (int g = 0; g < G; g++) {
         int n = comp_len[g];
         int row = add_run(b, comp[g], n, P);
-        mbatch_add_seg(b, (AttnSeg){.q_start = row, .q_len = n, .pre_start = prow, .pre_len = P,
-                                    .k_start = row, .k_len = n, .causal = 1});
+        mbatch_add_seg(b, (AttnSeg){.q_start = row,
+                                    .q_len = n,
+                                    .pre_start = prow,
+                                    .pre_len = P,
+                                    .k_start = row,
+                                    .k_len = n,
+                                    .causal = 1});
         if (comp_row) comp_row[g] = row;
         for (int j = 0; with_targets && j < n; j++)
             mbatch_add_target(b, j == 0 ? prow + P - 1 : row + j - 1, comp[g][j]);

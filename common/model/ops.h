@@ -81,8 +81,8 @@ struct Ops {
                       const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale);
     // dq, dk, dv += ... (recomputes probabilities from q, k and the saved lse)
     void (*attention_bwd)(Ops *o, Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, const Tensor *out,
-                          const float *lse, const Tensor *q, const Tensor *k, const Tensor *v,
-                          const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale);
+                          const float *lse, const Tensor *q, const Tensor *k, const Tensor *v, const AttnSeg *segs,
+                          int nseg, int H, int KVH, int hd, float scale);
 
     // exact (erf) GELU: y = gelu(x); dx = dy * gelu'(x) (dx may alias dy)
     void (*gelu)(Ops *o, Tensor *y, const Tensor *x, size_t n);
@@ -100,15 +100,14 @@ struct Ops {
     // Row copy, the embedding gather/scatter and the audio merge: for i < n,
     // dst[di] (= or +=) src[si] with di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
     // rows with a negative di are skipped (no gradient into embedding rows replaced by audio).
-    void (*copy_rows)(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *src, const int *src_idx, int n,
-                      int C, int accumulate);
+    void (*copy_rows)(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *src, const int *src_idx, int n, int C,
+                      int accumulate);
 
     // Log-probability of one target per row of logits[R,V]: lp[r] = logits[r,tgt[r]] - logsumexp(row),
     // saving lse[R]. The model feeds row chunks so [tokens, vocab] is never held whole.
     void (*logprob)(Ops *o, float *lp, float *lse, const Tensor *logits, const int *tgt, int R, int V);
     // In place: logits[r,:] becomes d logits = dlp[r] * (onehot(tgt[r]) - softmax(row)).
-    void (*logprob_bwd)(Ops *o, Tensor *logits, const float *lse, const int *tgt, const float *dlp, int R,
-                        int V);
+    void (*logprob_bwd)(Ops *o, Tensor *logits, const float *lse, const int *tgt, const float *dlp, int R, int V);
 };
 
 // The CPU backend: fp32, OpenMP threads.

@@ -102,7 +102,8 @@ static void cpu_col2im(Ops *o, Tensor *dx_, const Tensor *dcols_, int C, int Tin
         for (int t = 0; t < Tout; t++)
             for (int k = 0; k < K; k++) {
                 int ti = t * stride + k - pad;
-                if (ti >= 0 && ti < Tin) dx[(size_t)c * sc + (size_t)ti * st] += dcols[((size_t)t * C + c) * K + k];
+                if (ti >= 0 && ti < Tin)
+                    dx[(size_t)c * sc + (size_t)ti * st] += dcols[((size_t)t * C + c) * K + k];
             }
 }
 
@@ -165,7 +166,8 @@ static void cpu_layernorm_bwd(Ops *o, Tensor *dx_, Tensor *dw_, Tensor *db_, con
     }
 }
 
-static void cpu_rmsnorm(Ops *o, Tensor *y_, float *rstd, const Tensor *x_, const Tensor *w_, int T, int C, float eps) {
+static void cpu_rmsnorm(Ops *o, Tensor *y_, float *rstd, const Tensor *x_, const Tensor *w_, int T, int C,
+                        float eps) {
     float *y = y_;
     const float *x = x_;
     const float *w = w_;
@@ -181,8 +183,8 @@ static void cpu_rmsnorm(Ops *o, Tensor *y_, float *rstd, const Tensor *x_, const
     }
 }
 
-static void cpu_rmsnorm_bwd(Ops *o, Tensor *dx_, Tensor *dw_, const Tensor *dy_, const Tensor *x_, const Tensor *w_,
-                            const float *rstd, int T, int C) {
+static void cpu_rmsnorm_bwd(Ops *o, Tensor *dx_, Tensor *dw_, const Tensor *dy_, const Tensor *x_,
+                            const Tensor *w_, const float *rstd, int T, int C) {
     float *dx = dx_;
     float *dw = dw_;
     const float *dy = dy_;
@@ -230,7 +232,9 @@ static void cpu_rope(Ops *o, Tensor *x_, const int *pos, int T, int H, int hd, f
 static int seg_own_visible(const AttnSeg *s, int j) { return s->causal ? s->k_len - s->q_len + j + 1 : s->k_len; }
 
 // Row index of the n-th visible key of a query (prefix keys first, then own keys).
-static int seg_key_row(const AttnSeg *s, int n) { return n < s->pre_len ? s->pre_start + n : s->k_start + n - s->pre_len; }
+static int seg_key_row(const AttnSeg *s, int n) {
+    return n < s->pre_len ? s->pre_start + n : s->k_start + n - s->pre_len;
+}
 
 static void cpu_attention(Ops *o, Tensor *out_, float *lse, const Tensor *q_, const Tensor *k_, const Tensor *v_,
                           const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale) {
@@ -272,9 +276,10 @@ static void cpu_attention(Ops *o, Tensor *out_, float *lse, const Tensor *q_, co
     }
 }
 
-static void cpu_attention_bwd(Ops *o, Tensor *dq_, Tensor *dk_, Tensor *dv_, const Tensor *dout_, const Tensor *out_,
-                              const float *lse, const Tensor *q_, const Tensor *k_, const Tensor *v_,
-                              const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale) {
+static void cpu_attention_bwd(Ops *o, Tensor *dq_, Tensor *dk_, Tensor *dv_, const Tensor *dout_,
+                              const Tensor *out_, const float *lse, const Tensor *q_, const Tensor *k_,
+                              const Tensor *v_, const AttnSeg *segs, int nseg, int H, int KVH, int hd,
+                              float scale) {
     float *dq = dq_;
     float *dk = dk_;
     float *dv = dv_;
@@ -346,8 +351,8 @@ static void cpu_silu_mul(Ops *o, Tensor *y_, const Tensor *g_, const Tensor *u_,
     for (size_t i = 0; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
-static void cpu_silu_mul_bwd(Ops *o, Tensor *dg_, Tensor *du_, const Tensor *dy_, const Tensor *g_, const Tensor *u_,
-                             size_t n) {
+static void cpu_silu_mul_bwd(Ops *o, Tensor *dg_, Tensor *du_, const Tensor *dy_, const Tensor *g_,
+                             const Tensor *u_, size_t n) {
     float *dg = dg_;
     float *du = du_;
     const float *dy = dy_;
@@ -439,8 +444,12 @@ static void cpu_logprob_bwd(Ops *o, Tensor *logits_, const float *lse, const int
 static void cpu_upload(Ops *o, void *dst, const void *src, size_t bytes) { cpu_copy(o, dst, src, bytes); }
 static void cpu_download(Ops *o, void *dst, const void *src, size_t bytes) { cpu_copy(o, dst, src, bytes); }
 // Tensor storage is fp32 here, so conversion is a copy
-static void cpu_upload_act(Ops *o, Tensor *dst, const float *src, size_t n) { cpu_copy(o, dst, src, n * sizeof(float)); }
-static void cpu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) { cpu_copy(o, dst, src, n * sizeof(float)); }
+static void cpu_upload_act(Ops *o, Tensor *dst, const float *src, size_t n) {
+    cpu_copy(o, dst, src, n * sizeof(float));
+}
+static void cpu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) {
+    cpu_copy(o, dst, src, n * sizeof(float));
+}
 static void cpu_destroy(Ops *o) { free(o); }
 
 Ops *ops_cpu_create(void) {

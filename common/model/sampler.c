@@ -11,20 +11,32 @@
 #include "util/rng.h"
 
 SamplerParams sampler_defaults(int eos_id, int max_new_tokens, uint64_t seed) {
-    SamplerParams p = {.temperature = 1.0f, .top_p = 1.0f, .repetition_penalty = 1.0f,
-                       .max_new_tokens = max_new_tokens, .n_eos = 1, .eos = {eos_id}, .seed = seed};
+    SamplerParams p = {.temperature = 1.0f,
+                       .top_p = 1.0f,
+                       .repetition_penalty = 1.0f,
+                       .max_new_tokens = max_new_tokens,
+                       .n_eos = 1,
+                       .eos = {eos_id},
+                       .seed = seed};
     return p;
 }
 
 int sampler_check(const SamplerParams *p, int vocab, char *msg, int msg_size) {
     const char *bad = NULL;
-    if (!p->greedy && !(p->temperature > 0)) bad = "temperature must be > 0";
-    else if (p->top_k < 0) bad = "top_k must be >= 0";
-    else if (!(p->top_p > 0 && p->top_p <= 1)) bad = "top_p must be in (0, 1]";
-    else if (!(p->repetition_penalty > 0)) bad = "repetition_penalty must be > 0";
-    else if (p->max_new_tokens < 1) bad = "max_new_tokens must be >= 1";
-    else if (p->n_eos < 0 || p->n_eos > SAMPLER_MAX_EOS) bad = "too many eos ids";
-    else if (p->n_suppress < 0 || p->n_suppress > SAMPLER_MAX_SUPPRESS) bad = "too many suppressed ids";
+    if (!p->greedy && !(p->temperature > 0))
+        bad = "temperature must be > 0";
+    else if (p->top_k < 0)
+        bad = "top_k must be >= 0";
+    else if (!(p->top_p > 0 && p->top_p <= 1))
+        bad = "top_p must be in (0, 1]";
+    else if (!(p->repetition_penalty > 0))
+        bad = "repetition_penalty must be > 0";
+    else if (p->max_new_tokens < 1)
+        bad = "max_new_tokens must be >= 1";
+    else if (p->n_eos < 0 || p->n_eos > SAMPLER_MAX_EOS)
+        bad = "too many eos ids";
+    else if (p->n_suppress < 0 || p->n_suppress > SAMPLER_MAX_SUPPRESS)
+        bad = "too many suppressed ids";
     for (int i = 0; !bad && i < p->n_eos; i++)
         if (p->eos[i] < 0 || p->eos[i] >= vocab) bad = "eos id outside the vocabulary";
     for (int i = 0; !bad && i < p->n_suppress; i++)
@@ -88,8 +100,10 @@ void sampler_process(const SamplerParams *p, float *logits, int V, const int *hi
         int drop = first;
         for (int i = first; i < V - 1; i++) {  // the last (most likely) token always stays
             cum += exp((double)e[i].v - m) / z;
-            if (cum <= 1.0 - p->top_p) drop = i + 1;
-            else break;
+            if (cum <= 1.0 - p->top_p)
+                drop = i + 1;
+            else
+                break;
         }
         first = drop;
     }

@@ -19,9 +19,26 @@ static double now(void) {
 
 static ModelConfig bench_config(void) {
     ModelConfig c = {
-        .n_mels = 128, .a_dim = 32, .a_layers = 2, .a_heads = 4, .a_ffn = 64, .a_max_pos = 1500, .a_ln_eps = 1e-5f,
-        .dim = 32, .layers = 2, .heads = 4, .kv_heads = 2, .head_dim = 8, .ffn = 64, .vocab = 512, .max_pos = 512,
-        .rope_theta = 10000.0f, .rms_eps = 1e-6f, .audio_token_id = 500, .bos_id = 1, .eos_id = 2,
+        .n_mels = 128,
+        .a_dim = 32,
+        .a_layers = 2,
+        .a_heads = 4,
+        .a_ffn = 64,
+        .a_max_pos = 1500,
+        .a_ln_eps = 1e-5f,
+        .dim = 32,
+        .layers = 2,
+        .heads = 4,
+        .kv_heads = 2,
+        .head_dim = 8,
+        .ffn = 64,
+        .vocab = 512,
+        .max_pos = 512,
+        .rope_theta = 10000.0f,
+        .rms_eps = 1e-6f,
+        .audio_token_id = 500,
+        .bos_id = 1,
+        .eos_id = 2,
     };
     return c;
 }
@@ -70,8 +87,8 @@ int main(void) {
         tf += t1 - t0;
     }
     printf("bench_model (CPU, tiny shape, %zu params, activations %.1f MB)\n", t.numel, model_acts_bytes(a) / 1e6);
-    printf("  group forward : %d tokens (prompt %d + %d x %d) + 1 clip: %.2f ms, %.0f tokens/s\n", b.n_tokens, P, G, L,
-           tf / reps * 1e3, b.n_tokens * reps / tf);
+    printf("  group forward : %d tokens (prompt %d + %d x %d) + 1 clip: %.2f ms, %.0f tokens/s\n", b.n_tokens, P,
+           G, L, tf / reps * 1e3, b.n_tokens * reps / tf);
     printf("  group backward: %.2f ms, %.0f tokens/s\n", tb / reps * 1e3, b.n_tokens * reps / tb);
 
     GenPrompt q = {prompt, P, feat, valid, 0};
@@ -84,8 +101,8 @@ int main(void) {
     double t0 = now();
     if (model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);
     double tg = now() - t0;
-    printf("  generate      : prefill %d + %d samples x 64 new tokens: %.2f ms, %.0f new tokens/s\n", P, G, tg * 1e3,
-           G * 64 / tg);
+    printf("  generate      : prefill %d + %d samples x 64 new tokens: %.2f ms, %.0f new tokens/s\n", P, G,
+           tg * 1e3, G * 64 / tg);
     gen_result_free(&res);
     o->free(o, grads);
     free(lp), free(dlp), free(feat), free(p);

@@ -10,10 +10,27 @@
 
 static inline ModelConfig tiny_config(void) {
     ModelConfig c = {
-        .n_mels = 4, .a_dim = 8, .a_layers = 2, .a_heads = 2, .a_ffn = 16, .a_max_pos = 8, .a_ln_eps = 1e-5f,
-        .dim = 16, .layers = 2, .heads = 4, .kv_heads = 2, .head_dim = 4, .ffn = 24, .vocab = 40,
-        .max_pos = 128, .rope_theta = 10000.0f, .rms_eps = 1e-5f, .tie_embeddings = 0,
-        .audio_token_id = 37, .bos_id = 38, .eos_id = 39,
+        .n_mels = 4,
+        .a_dim = 8,
+        .a_layers = 2,
+        .a_heads = 2,
+        .a_ffn = 16,
+        .a_max_pos = 8,
+        .a_ln_eps = 1e-5f,
+        .dim = 16,
+        .layers = 2,
+        .heads = 4,
+        .kv_heads = 2,
+        .head_dim = 4,
+        .ffn = 24,
+        .vocab = 40,
+        .max_pos = 128,
+        .rope_theta = 10000.0f,
+        .rms_eps = 1e-5f,
+        .tie_embeddings = 0,
+        .audio_token_id = 37,
+        .bos_id = 38,
+        .eos_id = 39,
     };
     return c;
 }

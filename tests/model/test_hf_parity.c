@@ -40,7 +40,8 @@ static void test_parity(void) {
     float *host;
     const char *dir = SRC_PATH("tests/fixtures/model/tiny-hf");
     int rc = model_load_dir(dir, &cfg, &t, &host, &e);
-    CHECKF(rc == 0, "%s\n     (the fixture comes from tests/reference/hf_model.py, run on the GPU machine)", e.msg);
+    CHECKF(rc == 0, "%s\n     (the fixture comes from tests/reference/hf_model.py, run on the GPU machine)",
+           e.msg);
     if (rc) return;
     StReader r;
     rc = st_open(&r, SRC_PATH("tests/fixtures/model/expected.safetensors"), &e);

@@ -6,7 +6,7 @@
 
 static ModelConfig C;
 static Model M;
-static float *FEAT;  // [n_mels, frames], one random clip
+static float *FEAT;           // [n_mels, frames], one random clip
 static const int VALID = 13;  // mel frames -> L1 = 7 encoder keys, N = 3 audio tokens
 
 enum { AU = 37 };  // audio token id of tiny_config
@@ -155,7 +155,8 @@ static void test_decode_matches_forward(void) {
         int n = 1;
         if (t2 < N2) {
             mbatch_add_token(&b, SEQ2[t2], t2, base2 + t2);
-            mbatch_add_seg(&b, (AttnSeg){.q_start = 1, .q_len = 1, .k_start = base2, .k_len = t2 + 1, .causal = 1});
+            mbatch_add_seg(&b,
+                           (AttnSeg){.q_start = 1, .q_len = 1, .k_start = base2, .k_len = t2 + 1, .causal = 1});
             n = 2;
         }
         int r2[2] = {0, 1};
@@ -201,12 +202,18 @@ static void test_shared_prefix_decode(void) {
         for (int g = 0; g < G; g++) {
             if (j >= len[g]) continue;
             mbatch_add_token(&b, comp[g][j], P + j, 8 + 8 * g + j);
-            mbatch_add_seg(&b, (AttnSeg){.q_start = n, .q_len = 1, .pre_start = 0, .pre_len = P, .k_start = 8 + 8 * g,
-                                         .k_len = j + 1, .causal = 1});
+            mbatch_add_seg(&b, (AttnSeg){.q_start = n,
+                                         .q_len = 1,
+                                         .pre_start = 0,
+                                         .pre_len = P,
+                                         .k_start = 8 + 8 * g,
+                                         .k_len = j + 1,
+                                         .causal = 1});
             rows[n] = n, who[n++] = g;
         }
         CHECK(model_infer(&M, &b, a, &kv, rows, n, lg, &e) == 0);
-        for (int i = 0; i < n; i++) worst = fmax(worst, rel_err(lg + i * V, full[who[i]] + (size_t)(P + j) * V, V));
+        for (int i = 0; i < n; i++)
+            worst = fmax(worst, rel_err(lg + i * V, full[who[i]] + (size_t)(P + j) * V, V));
     }
     printf("shared-prefix decode vs full forward: max rel logits error %.2e\n", worst);
     CHECK(worst < 1e-5);
@@ -246,7 +253,8 @@ static void test_shared_prefix_training(void) {
     Err e;
     CHECK(model_forward(&M, &gb, ag, lpg, &e) == 0);
     CHECK(model_forward(&M, &nb, an, lpn, &e) == 0);
-    float *gg = M.ops->alloc(M.ops, M.t.numel * sizeof(float)), *gn = M.ops->alloc(M.ops, M.t.numel * sizeof(float));
+    float *gg = M.ops->alloc(M.ops, M.t.numel * sizeof(float)),
+          *gn = M.ops->alloc(M.ops, M.t.numel * sizeof(float));
     model_backward(&M, &gb, ag, w, gg);
     model_backward(&M, &nb, an, w, gn);
     double elp = rel_err(lpg, lpn, 9), eg = 0;
@@ -256,8 +264,9 @@ static void test_shared_prefix_training(void) {
         double ei = rel_err(gg + s->offset, gn + s->offset, s->numel);
         if (ei > eg) eg = ei, worst = s->name;
     }
-    printf("shared prefix (G=3, %d tokens) vs naive (%d tokens): lp rel error %.2e, worst grad rel error %.2e (%s)\n",
-           gb.n_tokens, nb.n_tokens, elp, eg, worst);
+    printf(
+        "shared prefix (G=3, %d tokens) vs naive (%d tokens): lp rel error %.2e, worst grad rel error %.2e (%s)\n",
+        gb.n_tokens, nb.n_tokens, elp, eg, worst);
     CHECK(elp < 1e-5);
     CHECK(eg < 1e-4);
     // scoring only (train=0 activations, as for reference log-probs) gives the same log-probs

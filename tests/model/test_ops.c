@@ -23,7 +23,8 @@ static double dotw(const float *w, const float *y, size_t n) {
 
 static void test_matmul_forms(void) {
     const int M = 5, N = 7, K = 6;
-    float *A = randn(M * K, 1), *B = randn(K * N, 1), *bias = randn(N, 1), *C = randn(M * N, 1), *C0 = mallocCheck(M * N * 4);
+    float *A = randn(M * K, 1), *B = randn(K * N, 1), *bias = randn(N, 1), *C = randn(M * N, 1),
+          *C0 = mallocCheck(M * N * 4);
     double worst = 0;
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++)
@@ -36,7 +37,8 @@ static void test_matmul_forms(void) {
                             double s = acc ? C0[i * N + j] : 0;
                             s += hb ? bias[j] : 0;
                             for (int k = 0; k < K; k++)
-                                s += (double)(ta ? A[k * M + i] : A[i * K + k]) * (tb ? B[j * K + k] : B[k * N + j]);
+                                s += (double)(ta ? A[k * M + i] : A[i * K + k]) *
+                                     (tb ? B[j * K + k] : B[k * N + j]);
                             double d = fabs(s - C[i * N + j]);
                             worst = d > worst ? d : worst;
                         }
@@ -52,7 +54,8 @@ static void test_matmul_forms(void) {
 static void test_conv_im2col(void) {
     // conv1d k3 stride 2 pad 1 on a channel-major [C, T] input, against the direct sum
     const int C = 3, T = 10, K = 3, S = 2, Tout = 5, Co = 4;
-    float *x = randn(C * T, 1), *w = randn(Co * C * K, 1), *cols = mallocCheck(Tout * C * K * 4), *y = mallocCheck(Tout * Co * 4);
+    float *x = randn(C * T, 1), *w = randn(Co * C * K, 1), *cols = mallocCheck(Tout * C * K * 4),
+          *y = mallocCheck(Tout * Co * 4);
     O->im2col(O, cols, x, C, T, T, 1, K, S, 1, Tout);
     O->matmul(O, y, cols, w, NULL, Tout, Co, C * K, 0, 1, 0);
     double worst = 0;
@@ -90,8 +93,10 @@ typedef struct {
 
 static double norm_loss(void *p) {
     NormCtx *c = p;
-    if (c->rms) O->rmsnorm(O, c->y, c->rstd, c->x, c->w, c->T, c->C, 1e-5f);
-    else O->layernorm(O, c->y, c->mean, c->rstd, c->x, c->w, c->b, c->T, c->C, 1e-5f);
+    if (c->rms)
+        O->rmsnorm(O, c->y, c->rstd, c->x, c->w, c->T, c->C, 1e-5f);
+    else
+        O->layernorm(O, c->y, c->mean, c->rstd, c->x, c->w, c->b, c->T, c->C, 1e-5f);
     return dotw(c->dy, c->y, (size_t)c->T * c->C);
 }
 
@@ -109,16 +114,20 @@ static void test_norms(void) {
         m /= c.C;
         for (int i = 0; i < c.C; i++) v += (c.x[i] - m) * (c.x[i] - m);
         v /= c.C;
-        double y3 = rms ? c.w[3] * c.x[3] / sqrt(ss / c.C + 1e-5) : (c.x[3] - m) / sqrt(v + 1e-5) * c.w[3] + c.b[3];
+        double y3 =
+            rms ? c.w[3] * c.x[3] / sqrt(ss / c.C + 1e-5) : (c.x[3] - m) / sqrt(v + 1e-5) * c.w[3] + c.b[3];
         CHECK_NEAR(c.y[3], y3, 1e-5);
-        if (rms) O->rmsnorm_bwd(O, dx, dw, c.dy, c.x, c.w, c.rstd, c.T, c.C);
-        else O->layernorm_bwd(O, dx, dw, db, c.dy, c.x, c.w, c.mean, c.rstd, c.T, c.C);
+        if (rms)
+            O->rmsnorm_bwd(O, dx, dw, c.dy, c.x, c.w, c.rstd, c.T, c.C);
+        else
+            O->layernorm_bwd(O, dx, dw, db, c.dy, c.x, c.w, c.mean, c.rstd, c.T, c.C);
         double ex = fd_check(norm_loss, &c, c.x, dx, n, 1, 3e-2, 1e-2);
         double ew = fd_check(norm_loss, &c, c.w, dw, c.C, 1, 3e-2, 1e-2);
         double eb = rms ? 0 : fd_check(norm_loss, &c, c.b, db, c.C, 1, 3e-2, 1e-2);
         printf("%s: fd rel error x %.2e w %.2e b %.2e\n", rms ? "rmsnorm" : "layernorm", ex, ew, eb);
         CHECK(ex < TOL && ew < TOL && eb < TOL);
-        free(c.x), free(c.w), free(c.b), free(c.y), free(c.mean), free(c.rstd), free(c.dy), free(dx), free(dw), free(db);
+        free(c.x), free(c.w), free(c.b), free(c.y), free(c.mean), free(c.rstd), free(c.dy), free(dx), free(dw),
+            free(db);
     }
 }
 
@@ -178,8 +187,10 @@ static void test_attention(void) {
     // bidirectional with 2 visible keys (the audio mask); GQA 4 query heads over 2 kv heads.
     AttnCtx c = {.Tq = 12, .Tk = 12, .H = 4, .KVH = 2, .hd = 4, .nseg = 4};
     c.segs[0] = (AttnSeg){.q_start = 0, .q_len = 4, .k_start = 0, .k_len = 4, .causal = 1};
-    c.segs[1] = (AttnSeg){.q_start = 4, .q_len = 2, .pre_start = 0, .pre_len = 4, .k_start = 4, .k_len = 2, .causal = 1};
-    c.segs[2] = (AttnSeg){.q_start = 6, .q_len = 3, .pre_start = 0, .pre_len = 4, .k_start = 6, .k_len = 3, .causal = 1};
+    c.segs[1] =
+        (AttnSeg){.q_start = 4, .q_len = 2, .pre_start = 0, .pre_len = 4, .k_start = 4, .k_len = 2, .causal = 1};
+    c.segs[2] =
+        (AttnSeg){.q_start = 6, .q_len = 3, .pre_start = 0, .pre_len = 4, .k_start = 6, .k_len = 3, .causal = 1};
     c.segs[3] = (AttnSeg){.q_start = 9, .q_len = 3, .k_start = 9, .k_len = 2, .causal = 0};
     size_t nq = (size_t)c.Tq * c.H * c.hd, nk = (size_t)c.Tk * c.KVH * c.hd;
     c.q = randn(nq, 1), c.k = randn(nk, 1), c.v = randn(nk, 1), c.out = mallocCheck(nq * 4);
@@ -193,7 +204,8 @@ static void test_attention(void) {
             double sc[16], mx = -1e30, z = 0;
             for (int i = 0; i < n; i++) {
                 sc[i] = 0;
-                for (int d = 0; d < c.hd; d++) sc[i] += (double)c.q[(r * c.H + h) * c.hd + d] * c.k[(rows[i] * c.KVH + kvh) * c.hd + d];
+                for (int d = 0; d < c.hd; d++)
+                    sc[i] += (double)c.q[(r * c.H + h) * c.hd + d] * c.k[(rows[i] * c.KVH + kvh) * c.hd + d];
                 sc[i] *= 0.5;
                 mx = fmax(mx, sc[i]);
             }
@@ -227,9 +239,12 @@ typedef struct {
 
 static double pw_loss(void *p) {
     PwCtx *c = p;
-    if (c->kind == 0) O->gelu(O, c->y, c->x, c->n);
-    else if (c->kind == 1) O->silu_mul(O, c->y, c->x, c->u, c->n);
-    else O->avgpool2(O, c->y, c->x, (int)c->n / 2 / 3, 3);
+    if (c->kind == 0)
+        O->gelu(O, c->y, c->x, c->n);
+    else if (c->kind == 1)
+        O->silu_mul(O, c->y, c->x, c->u, c->n);
+    else
+        O->avgpool2(O, c->y, c->x, (int)c->n / 2 / 3, 3);
     return dotw(c->dy, c->y, c->kind == 2 ? c->n / 2 : c->n);
 }
 
@@ -243,9 +258,12 @@ static void test_pointwise(void) {
         if (kind == 1) CHECK_NEAR(c.y[2], c.x[2] / (1 + exp(-c.x[2])) * c.u[2], 1e-6);
         if (kind == 2) CHECK_NEAR(c.y[4], 0.5 * (c.x[7] + c.x[10]), 1e-6);  // row 1 col 1 = rows 2,3 col 1
         float *dx = callocCheck(c.n, 4), *du = callocCheck(c.n, 4);
-        if (kind == 0) O->gelu_bwd(O, dx, c.dy, c.x, c.n);
-        else if (kind == 1) O->silu_mul_bwd(O, dx, du, c.dy, c.x, c.u, c.n);
-        else O->avgpool2_bwd(O, dx, c.dy, (int)c.n / 6, 3);
+        if (kind == 0)
+            O->gelu_bwd(O, dx, c.dy, c.x, c.n);
+        else if (kind == 1)
+            O->silu_mul_bwd(O, dx, du, c.dy, c.x, c.u, c.n);
+        else
+            O->avgpool2_bwd(O, dx, c.dy, (int)c.n / 6, 3);
         double ex = fd_check(pw_loss, &c, c.x, dx, c.n, 1, 3e-2, 1e-2);
         double eu = kind == 1 ? fd_check(pw_loss, &c, c.u, du, c.n, 1, 3e-2, 1e-2) : 0;
         printf("%s: fd rel error %.2e %.2e\n", names[kind], ex, eu);

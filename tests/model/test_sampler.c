@@ -201,7 +201,8 @@ static void test_generate_batch_independent(void) {
     CHECK(rel_err(both[1].lp, alone.lp, 15) < 1e-5);
     CHECK(memcmp(one.tokens, alone.tokens, 5 * sizeof(int)) == 0);
     int differ = 0;
-    for (int i = 0; i < 5; i++) differ |= both[0].tokens[i] != both[0].tokens[5 + i] || both[0].tokens[i] != both[0].tokens[10 + i];
+    for (int i = 0; i < 5; i++)
+        differ |= both[0].tokens[i] != both[0].tokens[5 + i] || both[0].tokens[i] != both[0].tokens[10 + i];
     CHECK(differ);  // samples of one question differ
     for (int g = 0; g < 3; g++) CHECK(both[0].len[g] >= 1 && both[0].len[g] <= 5);
     // a bad prompt is reported, not run
