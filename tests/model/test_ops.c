@@ -49,6 +49,34 @@ static void test_matmul_forms(void) {
     free(A), free(B), free(bias), free(C), free(C0);
 }
 
+typedef struct {
+    int T, in, out;
+    float *x, *w, *b, *y, *dy;
+} LinCtx;
+
+static double lin_loss(void *p) {
+    LinCtx *c = p;
+    O->matmul(O, c->y, c->x, c->w, c->b, c->T, c->out, c->in, 0, 1, 0);
+    return dotw(c->dy, c->y, (size_t)c->T * c->out);
+}
+
+// The Linear backward as the model composes it: dx = dy W, dW += dy^T x, db += column sums of dy.
+static void test_linear_grad(void) {
+    LinCtx c = {.T = 4, .in = 5, .out = 3};
+    c.x = randn(c.T * c.in, 1), c.w = randn(c.out * c.in, 1), c.b = randn(c.out, 1);
+    c.y = mallocCheck(c.T * c.out * 4), c.dy = randn(c.T * c.out, 1);
+    float *dx = mallocCheck(c.T * c.in * 4), *dw = callocCheck(c.out * c.in, 4), *db = callocCheck(c.out, 4);
+    O->matmul(O, dx, c.dy, c.w, NULL, c.T, c.in, c.out, 0, 0, 0);
+    O->matmul(O, dw, c.dy, c.x, NULL, c.out, c.in, c.T, 1, 0, 1);
+    O->bias_grad(O, db, c.dy, c.T, c.out);
+    double ex = fd_check(lin_loss, &c, c.x, dx, c.T * c.in, 1, 3e-2, 1e-2);
+    double ew = fd_check(lin_loss, &c, c.w, dw, c.out * c.in, 1, 3e-2, 1e-2);
+    double eb = fd_check(lin_loss, &c, c.b, db, c.out, 1, 3e-2, 1e-2);
+    printf("linear: fd rel error x %.2e w %.2e b %.2e\n", ex, ew, eb);
+    CHECK(ex < TOL && ew < TOL && eb < TOL);
+    free(c.x), free(c.w), free(c.b), free(c.y), free(c.dy), free(dx), free(dw), free(db);
+}
+
 // ---------------------------------------------------------------- conv (im2col / col2im)
 
 static void test_conv_im2col(void) {
@@ -282,6 +310,13 @@ static void test_copy_rows(void) {
     CHECK(dst[6] == 6 && dst[7] == 8 && dst[2] == 0);
     O->copy_rows(O, dst, NULL, src, (int[]){2, 0}, 2, 2, 0);  // gather
     CHECK(dst[0] == 5 && dst[1] == 6 && dst[2] == 1 && dst[3] == 2);
+    // the embedding backward (scatter-add by id) is the gather's adjoint
+    int ids[5] = {3, 0, 3, 1, 0};
+    float *table = randn(4 * 3, 1), *g = randn(5 * 3, 1), *rows = mallocCheck(5 * 3 * 4), *dt = callocCheck(12, 4);
+    O->copy_rows(O, rows, NULL, table, ids, 5, 3, 0);
+    O->copy_rows(O, dt, ids, g, NULL, 5, 3, 1);
+    CHECK_NEAR(dotw(rows, g, 15), dotw(table, dt, 12), 1e-5);
+    free(table), free(g), free(rows), free(dt);
 }
 
 // ---------------------------------------------------------------- log-prob
@@ -318,6 +353,7 @@ int main(void) {
     O = ops_cpu_create();
     rng_init(&R, 1234, 0);
     RUN(test_matmul_forms);
+    RUN(test_linear_grad);
     RUN(test_conv_im2col);
     RUN(test_norms);
     RUN(test_rope);
