@@ -11,29 +11,40 @@
 #include "model/safetensors.h"
 #include "util/fileio.h"
 
-int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **params, Err *e) {
-    ModelConfig c;
-    if (hf_config_load(dir, &c, e)) return -1;
+int model_load_params(const char *dir, const ParamTable *t, float *params, Err *e) {
     StReader r;
     if (st_open(&r, dir, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < t->n && !rc; i++) {
+        const ParamSpec *s = &t->specs[i];
+        rc = st_read_f32(&r, s->name, s->ndim, s->shape, params + s->offset, e);
+    }
+    const ParamSpec *emb = &t->specs[t->embed];
+    for (int i = 0; i < r.n && !rc; i++) {
+        const StTensor *x = &r.tensors[i];
+        if (param_find(t, x->name) >= 0) continue;
+        // A tied checkpoint may still carry lm_head (a copy of embed_tokens); the table has no slot for it.
+        if (t->lm_head == t->embed && strcmp(x->name, "language_model.lm_head.weight") == 0) {
+            if (x->ndim != 2 || x->shape[0] != emb->shape[0] || x->shape[1] != emb->shape[1])
+                rc = err_set(e, "%s: tensor '%s' does not have embed_tokens' shape [%lld, %lld]", st_tensor_file(&r, x),
+                             x->name, (long long)emb->shape[0], (long long)emb->shape[1]);
+            continue;
+        }
+        rc = err_set(e, "%s: unexpected tensor '%s' (not part of the model this config.json describes)",
+                     st_tensor_file(&r, x), x->name);
+    }
+    st_close(&r);
+    return rc;
+}
+
+int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **params, Err *e) {
+    ModelConfig c;
+    char cfg_path[4096];
+    if (hf_config_load(path_join(cfg_path, sizeof cfg_path, dir, "config.json"), &c, e)) return -1;
     ParamTable tab;
     param_table_build(&tab, &c);
     float *p = mallocCheck(tab.numel * sizeof(float));  // [numel], carved by tab's offsets
-    int rc = 0;
-    for (int i = 0; i < tab.n && !rc; i++) {
-        const ParamSpec *s = &tab.specs[i];
-        rc = st_read_f32(&r, s->name, s->ndim, s->shape, p + s->offset, e);
-    }
-    for (int i = 0; i < r.n && !rc; i++) {
-        const char *name = r.tensors[i].name;
-        // A tied checkpoint may still carry lm_head (a copy of embed_tokens); the table has no slot for it.
-        if (param_find(&tab, name) >= 0 || (c.tie_embeddings && strcmp(name, "language_model.lm_head.weight") == 0))
-            continue;
-        rc = err_set(e, "%s: unexpected tensor '%s' (not part of the model this config.json describes)",
-                     st_tensor_file(&r, &r.tensors[i]), name);
-    }
-    st_close(&r);
-    if (rc) {
+    if (model_load_params(dir, &tab, p, e)) {
         free(p);
         param_table_free(&tab);
         return -1;
@@ -88,15 +99,22 @@ static int copy_tokenizer(const char *src, const char *dst, Err *e) {
     return 0;
 }
 
-// Everything but the final rename, into the temporary directory tmp.
-static int save_contents(const char *tmp, const ModelConfig *cfg, const ParamTable *t, const float *params,
-                         SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+int checkpoint_begin(CheckpointWriter *w, const char *dir, Err *e) {
+    if (snprintf(w->dir, sizeof w->dir, "%s", dir) >= (int)sizeof w->dir) return err_set(e, "%s: path too long", dir);
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", dir, (long)getpid());
+    remove_tree(w->tmp);  // a leftover of an earlier crashed save by a process with the same pid
+    if (dir_make(w->tmp, e)) return err_prefix(e, "saving %s", dir);
+    return 0;
+}
+
+int checkpoint_write_model(CheckpointWriter *w, const ModelConfig *cfg, const ParamTable *t, const float *params,
+                           SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
     char p[4096];
-    if (dir_make(tmp, e) ||
-        hf_config_save(path_join(p, sizeof p, tmp, "config.json"), cfg, dtype == SAVE_BF16 ? "bfloat16" : "float32",
+    const char *tmp = w->tmp;
+    if (hf_config_save(path_join(p, sizeof p, tmp, "config.json"), cfg, dtype == SAVE_BF16 ? "bfloat16" : "float32",
                        e) ||
         hf_aux_configs_save(tmp, cfg, e))
-        return -1;
+        return err_prefix(e, "saving %s", w->dir);
     StWriteTensor *ts = callocCheck((size_t)t->n, sizeof(StWriteTensor));
     for (int i = 0; i < t->n; i++) {
         const ParamSpec *s = &t->specs[i];
@@ -105,42 +123,51 @@ static int save_contents(const char *tmp, const ModelConfig *cfg, const ParamTab
     }
     int shards = st_write_sharded(tmp, ts, t->n, dtype == SAVE_BF16 ? ST_BF16 : ST_F32, max_shard_bytes, e);
     free(ts);
-    if (shards < 0) return -1;
-    if (tokenizer_dir && copy_tokenizer(tokenizer_dir, tmp, e)) return -1;
-    char marker[256];
-    int n = snprintf(marker, sizeof marker, "{\"tensors\": %d, \"shards\": %d}\n", t->n, shards);
-    if (file_write_atomic(path_join(p, sizeof p, tmp, CHECKPOINT_MARKER), marker, (size_t)n, e)) return -1;
-    fsync_dir(tmp);
+    if (shards < 0 || (tokenizer_dir && copy_tokenizer(tokenizer_dir, tmp, e))) return err_prefix(e, "saving %s", w->dir);
     return 0;
 }
 
-int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
-                   SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
-    char tmp[4200], old[4200], parent[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", dir, (long)getpid());
+int checkpoint_commit(CheckpointWriter *w, Err *e) {
+    char p[4096], old[4200], parent[4096];
+    const char *dir = w->dir;
+    static const char marker[] = "complete\n";
+    if (file_write_atomic(path_join(p, sizeof p, w->tmp, CHECKPOINT_MARKER), marker, sizeof marker - 1, e)) {
+        checkpoint_abort(w);
+        return -1;
+    }
+    fsync_dir(w->tmp);
     snprintf(old, sizeof old, "%s.old.%ld", dir, (long)getpid());
     snprintf(parent, sizeof parent, "%s", dir);
     char *slash = strrchr(parent, '/');
     if (slash && slash != parent) *slash = 0;
     else snprintf(parent, sizeof parent, "%s", slash ? "/" : ".");
-    remove_tree(tmp);
-    if (save_contents(tmp, cfg, t, params, dtype, max_shard_bytes, tokenizer_dir, e)) {
-        remove_tree(tmp);
-        return err_prefix(e, "saving %s", dir);
-    }
     // Replacing: move the old directory aside first (rename cannot replace a non-empty directory).
     int replaced = path_exists(dir);
     if (replaced && rename(dir, old) != 0) {
-        remove_tree(tmp);
-        return err_set(e, "%s: cannot move the previous directory aside: %s", dir, strerror(errno));
+        int saved = errno;
+        checkpoint_abort(w);
+        return err_set(e, "%s: cannot move the previous directory aside: %s", dir, strerror(saved));
     }
-    if (rename(tmp, dir) != 0) {
+    if (rename(w->tmp, dir) != 0) {
         int saved = errno;
         if (replaced) rename(old, dir);
-        remove_tree(tmp);
-        return err_set(e, "%s: cannot rename %s into place: %s", dir, tmp, strerror(saved));
+        checkpoint_abort(w);
+        return err_set(e, "%s: cannot rename %s into place: %s", dir, w->tmp, strerror(saved));
     }
     fsync_dir(parent);
     if (replaced) remove_tree(old);
     return 0;
+}
+
+void checkpoint_abort(CheckpointWriter *w) { remove_tree(w->tmp); }
+
+int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
+                   SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+    CheckpointWriter w;
+    if (checkpoint_begin(&w, dir, e)) return -1;
+    if (checkpoint_write_model(&w, cfg, t, params, dtype, max_shard_bytes, tokenizer_dir, e)) {
+        checkpoint_abort(&w);
+        return -1;
+    }
+    return checkpoint_commit(&w, e);
 }

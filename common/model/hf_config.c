@@ -134,8 +134,10 @@ static int parse_text(const Ctx *x, json_t *t, ModelConfig *c, int *tie_set) {
             if (!json_is_array(lt)) return ctx_err(x, "layer_types", "expected an array");
             size_t i;
             json_t *v;
-            json_array_foreach(lt, i, v) if (!json_is_string(v) || strcmp(json_string_value(v), "full_attention"))
-                return ctx_err(x, "layer_types", "only full_attention layers are supported");
+            json_array_foreach(lt, i, v) {
+                if (!json_is_string(v) || strcmp(json_string_value(v), "full_attention") != 0)
+                    return ctx_err(x, "layer_types", "only full_attention layers are supported");
+            }
         }
         if (json_object_get(t, "tie_word_embeddings")) {
             if (get_bool(x, t, "tie_word_embeddings", &c->tie_embeddings)) return -1;
