@@ -88,11 +88,11 @@ void comm_finalize(Comm *c) {
     MPI_Finalize();
 }
 
-int comm_learner_of(const Comm *c, int64_t question) { return (int)(question % c->n_learners); }
+int comm_learner_of(const Comm *c, int64_t slot) { return (int)(slot % c->n_learners); }
 
-int comm_rollout_of(const Comm *c, int64_t question) {
-    if (c->n_rollouts == 0) comm_abort("question %lld has no rollout rank to go to", (long long)question);
-    return (int)(question % c->n_rollouts);
+int comm_rollout_of(const Comm *c, int64_t slot) {
+    if (c->n_rollouts == 0) comm_abort("slot %lld has no rollout rank to go to", (long long)slot);
+    return (int)(slot % c->n_rollouts);
 }
 
 int comm_send_group(const Comm *c, const TrajGroup *g, Err *e) {
@@ -103,7 +103,7 @@ int comm_send_group(const Comm *c, const TrajGroup *g, Err *e) {
         free(buf);
         return err_set(e, "group of question %lld: %zu bytes exceed one MPI message", (long long)g->question, n);
     }
-    int dest = c->learner_ranks[comm_learner_of(c, g->question)];
+    int dest = c->learner_ranks[comm_learner_of(c, g->slot)];
     MPI_CHECK(MPI_Send(buf, (int)n, MPI_BYTE, dest, COMM_TAG_GROUP, c->world));
     free(buf);
     return 0;
@@ -132,12 +132,12 @@ int comm_recv_group(const Comm *c, TrajGroup *g, int *src_rollout, Err *e) {
         traj_group_free(g);
         return err_set(e, "group from world rank %d, which is not a rollout", st.MPI_SOURCE);
     }
-    int owner = comm_learner_of(c, g->question);
+    int owner = comm_learner_of(c, g->slot);
     if (c->role != ROLE_LEARNER || owner != c->role_rank) {
-        int64_t q = g->question;
+        int64_t q = g->question, slot = g->slot;
         traj_group_free(g);
-        return err_set(e, "group of question %lld from rollout %d belongs to learner %d, not to %s %d", (long long)q, src,
-                       owner, role_name(c->role), c->role_rank);
+        return err_set(e, "group of question %lld (slot %lld) from rollout %d belongs to learner %d, not to %s %d",
+                       (long long)q, (long long)slot, src, owner, role_name(c->role), c->role_rank);
     }
     return 0;
 }

@@ -1,7 +1,8 @@
 // comm.h: the MPI layer between roles. One MPMD job (`mpirun -np L learner : -np R rollout`); every
 // process calls comm_init with its role, which splits MPI_COMM_WORLD by role and learns where the other
-// role's ranks are. Questions are routed by global index: question q is produced by rollout q % R and
-// trained by learner q % L. Weights go from the learner root to every rollout as a versioned, bucketed
+// role's ranks are. Work is routed by global slot (step * questions_per_step + s, data/order.h): slot g
+// is produced by rollout g % R and trained by learner g % L (a question may fill several slots over the
+// epochs: the slot decides, not the question). Weights go from the learner root to every rollout as a versioned, bucketed
 // broadcast. Failure policy: MPI calls return errors (MPI_ERRORS_RETURN) and MPI_CHECK turns one into
 // comm_abort, which prints the rank, role and reason, then MPI_Abort's the whole job, so one dead rank
 // never leaves the others waiting.
@@ -54,14 +55,14 @@ int comm_mpi_err(int rc, const char *what, Err *e);
         }                                                         \
     } while (0)
 
-// Role rank of the learner that trains question q, and of the rollout that produces it.
-int comm_learner_of(const Comm *c, int64_t question);
-int comm_rollout_of(const Comm *c, int64_t question);
+// Role rank of the learner that trains global slot g, and of the rollout that produces it.
+int comm_learner_of(const Comm *c, int64_t slot);
+int comm_rollout_of(const Comm *c, int64_t slot);
 
-// Rollout -> learner of g->question. Invalid groups are refused (Err) before anything is sent.
+// Rollout -> learner of g->slot (failed groups too). Invalid groups are refused (Err) before anything is sent.
 int comm_send_group(const Comm *c, const TrajGroup *g, Err *e);
 // Learner: receives the next group from any rollout into g (traj_group_free it). *src_rollout: the
-// sender's rollout role rank (may be NULL). A corrupt message or a question routed to another learner
+// sender's rollout role rank (may be NULL). A corrupt message or a slot routed to another learner
 // -> -1 with Err naming the sender.
 int comm_recv_group(const Comm *c, TrajGroup *g, int *src_rollout, Err *e);
 

@@ -12,6 +12,7 @@
 #define MSG_MAX_FUNCS 64
 #define MSG_MAX_NAME 256
 #define MSG_MAX_PATH 4096
+#define MSG_MAX_REASON 4096
 
 // ---- CRC32 ----------------------------------------------------------------------------------------
 
@@ -69,6 +70,11 @@ static void w_f32(Writer *w, float f) {
     memcpy(&u, &f, 4);
     w_u32(w, u);
 }
+static void w_f64(Writer *w, double f) {
+    uint64_t u;
+    memcpy(&u, &f, 8);
+    w_u64(w, u);
+}
 static void w_str(Writer *w, const char *s) {
     size_t k = strlen(s);
     w_u32(w, (uint32_t)k);
@@ -112,6 +118,13 @@ static int r_u64(Reader *r, uint64_t *v, const char *field) {
     const uint8_t *at = r_take(r, 8, field);
     if (!at) return -1;
     *v = le_get(at, 8);
+    return 0;
+}
+
+static int r_f64(Reader *r, double *v, const char *field) {
+    uint64_t u;
+    if (r_u64(r, &u, field)) return -1;
+    memcpy(v, &u, 8);
     return 0;
 }
 
@@ -214,12 +227,22 @@ void traj_group_alloc(TrajGroup *g, int G, const int *len, int n_prompt, int n_f
     g->ref_lp = with_ref ? callocCheck(T, sizeof(float)) : NULL;
 }
 
+void traj_group_init_failed(TrajGroup *g, int64_t question, int64_t slot, const char *audio_path, const char *reason) {
+    traj_group_alloc(g, 0, NULL, 0, 0, 0);
+    g->question = question;
+    g->slot = slot;
+    g->failed = 1;
+    g->audio_path = strdupCheck(audio_path);
+    g->reason = strdupCheck(reason);
+}
+
 void traj_group_free(TrajGroup *g) {
     if (g->func_names)
         for (int i = 0; i < g->n_funcs; i++) free(g->func_names[i]);
     free(g->func_names);
     free(g->prompt_ids);
     free(g->audio_path);
+    free(g->reason);
     free(g->func_rewards);
     free(g->rewards);
     free(g->offset);
@@ -231,9 +254,34 @@ void traj_group_free(TrajGroup *g) {
     memset(g, 0, sizeof *g);
 }
 
+// A failed group carries its reason and nothing of the completions; a good one no reason.
+static int failure_check(const TrajGroup *g, Err *e) {
+    if (g->failed != 0 && g->failed != 1) return err_set(e, "failed flag %d not 0/1", g->failed);
+    if (!g->failed) {
+        if (g->reason) return err_set(e, "a group that did not fail carries a failure reason");
+        return 0;
+    }
+    if (!g->reason || !g->reason[0]) return err_set(e, "failed group without a reason");
+    if (strlen(g->reason) > MSG_MAX_REASON) return err_set(e, "failure reason longer than %d bytes", MSG_MAX_REASON);
+    if (g->G != 0 || g->n_prompt != 0 || g->n_funcs != 0 || g->n_tokens != 0 || g->ref_lp)
+        return err_set(e, "failed group holds data (G %d, n_prompt %d, n_funcs %d, n_tokens %d)", g->G, g->n_prompt,
+                       g->n_funcs, g->n_tokens);
+    return 0;
+}
+
+static int times_check(const TrajTimes *t, Err *e) {
+    const double v[4] = {t->data, t->generate, t->reward, t->reference};
+    static const char *const names[4] = {"data", "generate", "reward", "reference"};
+    for (int i = 0; i < 4; i++)
+        if (!isfinite(v[i]) || v[i] < 0) return err_set(e, "time.%s %g is not a finite number >= 0", names[i], v[i]);
+    return 0;
+}
+
 int traj_group_check(const TrajGroup *g, Err *e) {
     if (g->question < 0) return err_set(e, "question index %lld < 0", (long long)g->question);
-    if (g->G < 1 || g->G > MSG_MAX_G) return err_set(e, "G %d not in [1, %d]", g->G, MSG_MAX_G);
+    if (g->slot < 0) return err_set(e, "slot %lld < 0", (long long)g->slot);
+    if (failure_check(g, e) || times_check(&g->time, e)) return -1;
+    if (!g->failed && (g->G < 1 || g->G > MSG_MAX_G)) return err_set(e, "G %d not in [1, %d]", g->G, MSG_MAX_G);
     if (g->n_prompt < 0) return err_set(e, "n_prompt %d < 0", g->n_prompt);
     if (g->n_funcs < 0 || g->n_funcs > MSG_MAX_FUNCS) return err_set(e, "n_funcs %d not in [0, %d]", g->n_funcs, MSG_MAX_FUNCS);
     if (g->audio_samples < 0) return err_set(e, "audio_samples %lld < 0", (long long)g->audio_samples);
@@ -276,6 +324,13 @@ int msg_encode_group(const TrajGroup *g, uint8_t **out, size_t *out_bytes, Err *
     Writer w = {0};
     w_reserve(&w, MSG_HEADER_BYTES);
     w_u64(&w, (uint64_t)g->question);
+    w_u64(&w, (uint64_t)g->slot);
+    w_u8(&w, (uint8_t)g->failed);
+    if (g->failed) w_str(&w, g->reason);
+    w_f64(&w, g->time.data);
+    w_f64(&w, g->time.generate);
+    w_f64(&w, g->time.reward);
+    w_f64(&w, g->time.reference);
     w_u32(&w, (uint32_t)g->G);
     w_u32(&w, (uint32_t)g->n_prompt);
     for (int i = 0; i < g->n_prompt; i++) w_u32(&w, (uint32_t)g->prompt_ids[i]);
@@ -301,14 +356,23 @@ int msg_encode_group(const TrajGroup *g, uint8_t **out, size_t *out_bytes, Err *
 // Reads the payload after the header into g; the counts are bounded by the bytes that remain before
 // anything is allocated from them. Strings read before g is allocated are owned here until moved.
 static int group_read(Reader *r, TrajGroup *g) {
-    uint64_t question, audio_samples;
+    uint64_t question, slot, audio_samples;
     int G, n_prompt, n_funcs = 0, n_names = 0, len[MSG_MAX_G];
     int32_t *prompt = NULL;
-    char *path = NULL, *names[MSG_MAX_FUNCS] = {0};
-    uint8_t has_ref;
+    char *path = NULL, *reason = NULL, *names[MSG_MAX_FUNCS] = {0};
+    uint8_t has_ref, failed;
+    TrajTimes times;
     int64_t tokens = 0;
     int rc = -1;
-    if (r_u64(r, &question, "question") || r_count(r, &G, 1, MSG_MAX_G, "G") ||
+    if (r_u64(r, &question, "question") || r_u64(r, &slot, "slot") || r_u8(r, &failed, "failed")) goto done;
+    if (failed > 1) {
+        err_set(r->e, "field failed: %u not 0/1", failed);
+        goto done;
+    }
+    // A failed group has no samples; a good one at least one.
+    if ((failed && r_str(r, &reason, MSG_MAX_REASON, "reason")) || r_f64(r, &times.data, "time.data") ||
+        r_f64(r, &times.generate, "time.generate") || r_f64(r, &times.reward, "time.reward") ||
+        r_f64(r, &times.reference, "time.reference") || r_count(r, &G, failed ? 0 : 1, failed ? 0 : MSG_MAX_G, "G") ||
         r_count(r, &n_prompt, 0, (int64_t)((r->n - r->pos) / 4), "n_prompt"))
         goto done;
     prompt = mallocCheck(((size_t)n_prompt + 1) * sizeof(int32_t));
@@ -335,6 +399,11 @@ static int group_read(Reader *r, TrajGroup *g) {
     }
     traj_group_alloc(g, G, len, n_prompt, n_funcs, has_ref);
     g->question = (int64_t)question;
+    g->slot = (int64_t)slot;
+    g->failed = failed;
+    g->reason = reason;
+    reason = NULL;
+    g->time = times;
     g->audio_samples = (int64_t)audio_samples;
     memcpy(g->prompt_ids, prompt, (size_t)n_prompt * sizeof(int32_t));
     g->audio_path = path;
@@ -355,6 +424,7 @@ done:
     for (int f = 0; f <= n_names && f < MSG_MAX_FUNCS; f++) free(names[f]);
     free(prompt);
     free(path);
+    free(reason);
     return rc;
 }
 

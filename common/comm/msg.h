@@ -1,7 +1,8 @@
 // msg.h: the wire format of messages between roles. Every message is a 32-byte header (magic, protocol
 // version, type, payload bytes, weights version, CRC32 of the payload) followed by its payload, all
 // little-endian. Two payloads: a trajectory GROUP (rollout -> learner: one question's G completions with
-// their rewards and log-probs) and the WEIGHTS announcement that precedes a bucketed broadcast of the
+// their rewards and log-probs, or a FAILED group saying why the question could not be used, so the
+// learner's count of groups per step never depends on the data being good) and the WEIGHTS announcement that precedes a bucketed broadcast of the
 // flat fp32 parameter buffer. Decoding validates everything (never reads out of bounds, never trusts a
 // count) and names the offending field.
 #pragma once
@@ -11,7 +12,7 @@
 #include "util/check.h"
 
 #define MSG_MAGIC 0x4d514141u  // bytes "AAQM"
-#define MSG_PROTOCOL 1
+#define MSG_PROTOCOL 2  // 2: slot, failure flag + reason, per-phase timings in GROUP
 #define MSG_HEADER_BYTES 32
 
 typedef enum { MSG_GROUP = 1, MSG_WEIGHTS = 2 } MsgType;
@@ -32,11 +33,24 @@ uint32_t msg_crc32(const void *data, size_t n);
 // reserved bytes, CRC. Fills h.
 int msg_header_read(const uint8_t *buf, size_t n, MsgType type, MsgHeader *h, Err *e);
 
-// One question's completions, packed: sample i owns tokens [offset[i], offset[i] + len[i]) of the flat
-// arrays (the GrpoBatch layout).
+// Seconds one group spent in each rollout phase (for the step metrics).
 typedef struct {
-    int64_t question;       // global question index (decides the learner)
+    double data;       // audio load + features + prompt
+    double generate;   // prefill + decode
+    double reward;     // reward service round trip
+    double reference;  // reference-model forward (0 when beta = 0)
+} TrajTimes;
+
+// One question's completions, packed: sample i owns tokens [offset[i], offset[i] + len[i]) of the flat
+// arrays (the GrpoBatch layout). A failed group (failed = 1) has G = 0, no prompt, no functions, and a
+// reason; question, slot, version, audio_path and the timings are still set.
+typedef struct {
+    int64_t question;       // global question index (the dataset index)
+    int64_t slot;           // global slot, step * questions_per_step + s: decides the learner, orders groups
     int64_t version;        // weights version the completions were sampled with
+    int failed;             // 1: the question could not be prepared (audio or prompt); see reason
+    char *reason;           // why it failed (NULL unless failed)
+    TrajTimes time;
     int G;                  // completions
     int n_prompt;
     int32_t *prompt_ids;    // [n_prompt] shared prompt (chat template, audio pads included)
@@ -55,11 +69,14 @@ typedef struct {
 } TrajGroup;
 
 // Allocates every array of g for G samples of len[i] tokens (zeroed; offsets set; strings NULL,
-// func_names zeroed pointers). Sets question/version to 0; the caller fills the rest.
+// func_names zeroed pointers). Sets question/slot/version/timings to 0; the caller fills the rest.
 void traj_group_alloc(TrajGroup *g, int G, const int *len, int n_prompt, int n_funcs, int with_ref);
+// A failed group for (question, slot): G = 0, audio_path and reason copied; version and timings 0.
+void traj_group_init_failed(TrajGroup *g, int64_t question, int64_t slot, const char *audio_path, const char *reason);
 void traj_group_free(TrajGroup *g);
 // Semantic checks shared by encoder and decoder: counts, ids >= 0, mask 0/1 and prefix-shaped, finite
-// rewards and log-probs, names and path present without NUL, names unique.
+// rewards and log-probs, names and path present without NUL, names unique, slot >= 0, timings finite and
+// >= 0, a failed group empty with a reason and a good one without.
 int traj_group_check(const TrajGroup *g, Err *e);
 
 // Encodes g (checked first) into a malloc'd message; *out_bytes its size.

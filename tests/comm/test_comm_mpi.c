@@ -1,13 +1,15 @@
 // MPI test of common/comm, run under mpirun: the binary plays both roles by world rank (ranks below L
 // are learners, the rest rollouts). Usage: test_comm_mpi L | test_comm_mpi abort.
-// Checks the role split and rank maps, question routing, groups sent and received intact, the bucketed
+// Checks the role split and rank maps, slot routing, groups (and a failed group) sent and received intact, the bucketed
 // weight broadcast with its version check (stale and wrong-size receivers detected, the job still in
 // step afterwards), corrupt and misrouted messages rejected naming the sender, MPI errors returned
 // (not fatal), and role all-reduce. "abort": a rollout calls comm_abort and the whole job must end.
 #include "comm/comm.h"
 #include "test.h"
 
-enum { N_QUESTIONS = 12, N_WEIGHTS = 1000 };
+// Slots 0..N_SLOTS-1 carry questions N_SLOTS-1-slot (so routing by question would go astray); the last
+// slot is a failed group.
+enum { N_SLOTS = 13, N_WEIGHTS = 1000 };
 
 static Comm comm;
 static int n_learners;
@@ -18,13 +20,22 @@ static int n_learners;
         MPI_CHECK(MPI_Barrier(comm.world));      \
     } while (0)
 
-// The group rollouts produce for question q (deterministic, so the learner can rebuild and compare).
-static void make_group(TrajGroup *g, int64_t q) {
+// The group rollouts produce for slot `slot` (deterministic, so the learner can rebuild and compare).
+static void make_group(TrajGroup *g, int64_t slot) {
+    int64_t q = N_SLOTS - 1 - slot;
+    if (slot == N_SLOTS - 1) {
+        traj_group_init_failed(g, q, slot, "audio/bad.wav", "audio/bad.wav: not an audio file");
+        g->version = 5;
+        g->time.data = 0.25;
+        return;
+    }
     int G = 2 + (int)(q % 3), len[4];
     for (int i = 0; i < G; i++) len[i] = 1 + (int)((q + i) % 5);
     traj_group_alloc(g, G, len, 3 + (int)q, 1, q % 2 == 0);
     g->question = q;
+    g->slot = slot;
     g->version = 5;
+    g->time = (TrajTimes){.data = 0.5, .generate = 2.0 + (double)q, .reward = 0.125, .reference = 1.0};
     for (int i = 0; i < g->n_prompt; i++) g->prompt_ids[i] = (int32_t)(100 * q + i);
     g->audio_samples = 16000 * (q + 1);
     char path[64];
@@ -41,6 +52,8 @@ static void make_group(TrajGroup *g, int64_t q) {
 }
 
 static int group_equal(const TrajGroup *a, const TrajGroup *b) {
+    if (a->failed != b->failed || memcmp(&a->time, &b->time, sizeof a->time) || a->slot != b->slot) return 0;
+    if (a->failed) return a->question == b->question && !strcmp(a->reason, b->reason) && !strcmp(a->audio_path, b->audio_path);
     if (a->question != b->question || a->version != b->version || a->G != b->G || a->n_prompt != b->n_prompt ||
         a->n_tokens != b->n_tokens || a->audio_samples != b->audio_samples || strcmp(a->audio_path, b->audio_path) ||
         strcmp(a->func_names[0], b->func_names[0]) || !a->ref_lp != !b->ref_lp)
@@ -104,10 +117,10 @@ static void test_groups(void) {
     const Comm *c = &comm;
     Err e;
     if (c->role == ROLE_ROLLOUT) {
-        for (int64_t q = 0; q < N_QUESTIONS; q++) {
-            if (comm_rollout_of(c, q) != c->role_rank) continue;
+        for (int64_t slot = 0; slot < N_SLOTS; slot++) {
+            if (comm_rollout_of(c, slot) != c->role_rank) continue;
             TrajGroup g;
-            make_group(&g, q);
+            make_group(&g, slot);
             CHECK(comm_send_group(c, &g, &e) == 0);
             traj_group_free(&g);
         }
@@ -119,26 +132,26 @@ static void test_groups(void) {
         traj_group_free(&bad);
         return;
     }
-    int expected = 0, seen[N_QUESTIONS] = {0};
-    for (int64_t q = 0; q < N_QUESTIONS; q++) expected += comm_learner_of(c, q) == c->role_rank;
+    int expected = 0, seen[N_SLOTS] = {0};
+    for (int64_t slot = 0; slot < N_SLOTS; slot++) expected += comm_learner_of(c, slot) == c->role_rank;
     for (int k = 0; k < expected; k++) {
         TrajGroup g, want;
         int src = -1;
         CHECK(comm_recv_group(c, &g, &src, &e) == 0);
-        if (g.question < 0 || g.question >= N_QUESTIONS) {
-            CHECKF(0, "question %lld out of range", (long long)g.question);
+        if (g.slot < 0 || g.slot >= N_SLOTS) {
+            CHECKF(0, "slot %lld out of range", (long long)g.slot);
             traj_group_free(&g);
             continue;
         }
-        make_group(&want, g.question);
-        CHECKF(group_equal(&g, &want), "question %lld differs", (long long)g.question);
-        CHECK_INT(src, comm_rollout_of(c, g.question));
-        CHECK_INT(comm_learner_of(c, g.question), c->role_rank);
-        seen[g.question]++;
+        make_group(&want, g.slot);
+        CHECKF(group_equal(&g, &want), "slot %lld differs", (long long)g.slot);
+        CHECK_INT(src, comm_rollout_of(c, g.slot));
+        CHECK_INT(comm_learner_of(c, g.slot), c->role_rank);
+        seen[g.slot]++;
         traj_group_free(&g);
         traj_group_free(&want);
     }
-    for (int q = 0; q < N_QUESTIONS; q++) CHECK_INT(seen[q], comm_learner_of(c, q) == c->role_rank);
+    for (int slot = 0; slot < N_SLOTS; slot++) CHECK_INT(seen[slot], comm_learner_of(c, slot) == c->role_rank);
 }
 
 // Rollout 0 sends learner 0 a corrupt message and (with two learners) a group that belongs to learner 1.
@@ -150,7 +163,7 @@ static void test_bad_messages(void) {
         MPI_CHECK(MPI_Send(junk, sizeof junk, MPI_BYTE, c->learner_ranks[0], COMM_TAG_GROUP, c->world));
         if (c->n_learners > 1) {
             TrajGroup g;
-            make_group(&g, 1);  // question 1 -> learner 1
+            make_group(&g, 1);  // slot 1 (question 11) -> learner 1
             uint8_t *buf;
             size_t n;
             CHECK(msg_encode_group(&g, &buf, &n, &e) == 0);
@@ -167,7 +180,7 @@ static void test_bad_messages(void) {
         CHECK(g.ids == NULL);
         if (c->n_learners > 1) {
             CHECK(comm_recv_group(c, &g, NULL, &e) == -1);
-            CHECKF(strstr(e.msg, "question 1 from rollout 0 belongs to learner 1, not to learner 0"), "%s", e.msg);
+            CHECKF(strstr(e.msg, "question 11 (slot 1) from rollout 0 belongs to learner 1, not to learner 0"), "%s", e.msg);
         }
     }
 }

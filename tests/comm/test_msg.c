@@ -5,7 +5,8 @@
 #include "test.h"
 #include "util/rng.h"
 
-// Payload layout of a GROUP (see msg.c): question u64, G u32, n_prompt u32, prompt i32[n_prompt],
+// Payload layout of a GROUP (see msg.c): question u64, slot u64, failed u8, reason (u32 length + bytes,
+// failed groups only), times f64[4] (data, generate, reward, reference), G u32, n_prompt u32, prompt i32[n_prompt],
 // audio_samples u64, path (u32 length + bytes), n_funcs u32, names (u32 length + bytes each), has_ref u8,
 // len u32[G], rewards f32[G], func_rewards f32[G * n_funcs], ids i32[T], mask u8[T], sample_lp f32[T],
 // ref_lp f32[T] if has_ref. The header: magic @0, protocol @4, type @6, payload bytes @8, version @16,
@@ -26,7 +27,9 @@ static void make_group(TrajGroup *g, int with_ref) {
     const int len[3] = {4, 1, 2};
     traj_group_alloc(g, 3, len, 5, 2, with_ref);
     g->question = 17;
+    g->slot = 33;
     g->version = 42;
+    g->time = (TrajTimes){.data = 0.5, .generate = 12.25, .reward = 0.0625, .reference = 3.0};
     for (int i = 0; i < 5; i++) g->prompt_ids[i] = 151643 + i;
     g->audio_samples = 160000;
     g->audio_path = strdupCheck("/data/wavs/-HG3Omg_89c_30.wav");
@@ -49,6 +52,9 @@ static void make_group(TrajGroup *g, int with_ref) {
 static int same_float(float a, float b) { return (isnan(a) && isnan(b)) || a == b; }
 
 static int group_equal(const TrajGroup *a, const TrajGroup *b) {
+    if (a->slot != b->slot || a->failed != b->failed || memcmp(&a->time, &b->time, sizeof a->time) ||
+        !a->reason != !b->reason || (a->reason && strcmp(a->reason, b->reason)))
+        return 0;
     if (a->question != b->question || a->version != b->version || a->G != b->G || a->n_prompt != b->n_prompt ||
         a->audio_samples != b->audio_samples || strcmp(a->audio_path, b->audio_path) || a->n_funcs != b->n_funcs ||
         a->n_tokens != b->n_tokens || !a->ref_lp != !b->ref_lp)
@@ -81,11 +87,14 @@ static void test_group_round_trip(void) {
         uint8_t *buf;
         size_t n;
         CHECK(msg_encode_group(&g, &buf, &n, &e) == 0);
-        // 32 header + 8 + 4 + 4 + 20 + 8 + (4 + 29) + 4 + (4 + 8) + (4 + 6) + 1 + 12 + 12 + 24 + 7 * 13 (or 9).
-        CHECK_INT(n, 32 + 8 + 4 + 4 + 20 + 8 + 33 + 4 + 12 + 10 + 1 + 12 + 12 + 24 + 7 * (with_ref ? 13 : 9));
+        // 32 header + 8 + 8 + 1 + 32 + 4 + 4 + 20 + 8 + (4 + 29) + 4 + (4 + 8) + (4 + 6) + 1 + 12 + 12 + 24
+        // + 7 * 13 (or 9).
+        CHECK_INT(n, 32 + 8 + 8 + 1 + 32 + 4 + 4 + 20 + 8 + 33 + 4 + 12 + 10 + 1 + 12 + 12 + 24 + 7 * (with_ref ? 13 : 9));
         CHECK(msg_decode_group(buf, n, &d, &e) == 0);
         CHECK(group_equal(&g, &d));
         CHECK_INT(d.version, 42);
+        CHECK_INT(d.slot, 33);
+        CHECK(d.time.generate == 12.25 && d.time.reference == 3.0);
         CHECK_INT(d.offset[2], 5);
         CHECK(isnan(d.func_rewards[5]));
         traj_group_free(&d);
@@ -114,26 +123,36 @@ static void expect_bad(void (*edit)(uint8_t *payload, size_t n), const char *wan
 }
 #define EXPECT_BAD(edit, want) expect_bad(edit, want, __LINE__)
 
-// Offsets in the standard payload: prompt ids @16; audio_samples @36; path length @44, path @48 (29
-// bytes); n_funcs @77; names @81 ("accuracy" 4 + 8, "format" 4 + 6); has_ref @103; len @104; rewards
-// @116; func_rewards @128; ids @152; mask @180; sample_lp @187; ref_lp @215; end @243.
-static void edit_g0(uint8_t *p, size_t n) { put32(p + 8, 0); }
-static void edit_g_huge(uint8_t *p, size_t n) { put32(p + 8, 100000); }
-static void edit_n_prompt(uint8_t *p, size_t n) { put32(p + 12, 0x7fffffff); }
-static void edit_path_len(uint8_t *p, size_t n) { put32(p + 44, 4000); }
-static void edit_path_nul(uint8_t *p, size_t n) { p[50] = 0; }
-static void edit_n_funcs(uint8_t *p, size_t n) { put32(p + 77, 65); }
-static void edit_has_ref(uint8_t *p, size_t n) { p[103] = 2; }
-static void edit_len(uint8_t *p, size_t n) { put32(p + 104, 5); }
-static void edit_reward_inf(uint8_t *p, size_t n) { put32(p + 116 + 4, 0x7f800000u); }
-static void edit_func_inf(uint8_t *p, size_t n) { put32(p + 128 + 8, 0xff800000u); }
-static void edit_id(uint8_t *p, size_t n) { put32(p + 152 + 8, 0xffffffffu); }
-static void edit_mask2(uint8_t *p, size_t n) { p[180 + 1] = 2; }
-static void edit_mask_gap(uint8_t *p, size_t n) { p[180 + 1] = 0; }  // 1 0 1 0 in sample 0
-static void edit_lp_nan(uint8_t *p, size_t n) { put32(p + 187 + 4 * 4, 0x7fc00000u); }
-static void edit_ref_nan(uint8_t *p, size_t n) { put32(p + 215 + 4 * 6, 0x7fc00000u); }
+// Offsets in the standard payload: slot @8; failed @16; times @17; G @49; n_prompt @53; prompt ids @57;
+// audio_samples @77; path length @85, path @89 (29 bytes); n_funcs @118; names @122 ("accuracy" 4 + 8,
+// "format" 4 + 6); has_ref @144; len @145; rewards @157; func_rewards @169; ids @193; mask @221;
+// sample_lp @228; ref_lp @256; end @284.
+static void edit_g0(uint8_t *p, size_t n) { put32(p + 49, 0); }
+static void edit_g_huge(uint8_t *p, size_t n) { put32(p + 49, 100000); }
+static void edit_n_prompt(uint8_t *p, size_t n) { put32(p + 53, 0x7fffffff); }
+static void edit_path_len(uint8_t *p, size_t n) { put32(p + 85, 4000); }
+static void edit_path_nul(uint8_t *p, size_t n) { p[91] = 0; }
+static void edit_n_funcs(uint8_t *p, size_t n) { put32(p + 118, 65); }
+static void edit_has_ref(uint8_t *p, size_t n) { p[144] = 2; }
+static void edit_len(uint8_t *p, size_t n) { put32(p + 145, 5); }
+static void edit_reward_inf(uint8_t *p, size_t n) { put32(p + 157 + 4, 0x7f800000u); }
+static void edit_func_inf(uint8_t *p, size_t n) { put32(p + 169 + 8, 0xff800000u); }
+static void edit_id(uint8_t *p, size_t n) { put32(p + 193 + 8, 0xffffffffu); }
+static void edit_mask2(uint8_t *p, size_t n) { p[221 + 1] = 2; }
+static void edit_mask_gap(uint8_t *p, size_t n) { p[221 + 1] = 0; }  // 1 0 1 0 in sample 0
+static void edit_lp_nan(uint8_t *p, size_t n) { put32(p + 228 + 4 * 4, 0x7fc00000u); }
+static void edit_ref_nan(uint8_t *p, size_t n) { put32(p + 256 + 4 * 6, 0x7fc00000u); }
 static void edit_question(uint8_t *p, size_t n) { p[7] = 0x80; }  // negative index
-static void edit_audio_samples(uint8_t *p, size_t n) { p[36 + 7] = 0xff; }
+static void edit_audio_samples(uint8_t *p, size_t n) { p[77 + 7] = 0xff; }
+
+static void edit_slot(uint8_t *p, size_t n) { p[8 + 7] = 0x80; }  // negative slot
+static void edit_failed2(uint8_t *p, size_t n) { p[16] = 2; }
+static void edit_time_neg(uint8_t *p, size_t n) { p[17 + 8 + 7] ^= 0x80; }  // time.generate < 0
+static void edit_time_nan(uint8_t *p, size_t n) {  // time.reference = quiet NaN
+    memset(p + 17 + 24, 0, 6);
+    p[17 + 24 + 6] = 0xf8;
+    p[17 + 24 + 7] = 0x7f;
+}
 
 static void test_group_bad_payload(void) {
     EXPECT_BAD(edit_g0, "field G: 0 not in [1, 4096]");
@@ -153,6 +172,51 @@ static void test_group_bad_payload(void) {
     EXPECT_BAD(edit_ref_nan, "ref_lp of sample 2 position 1");
     EXPECT_BAD(edit_question, "question index");
     EXPECT_BAD(edit_audio_samples, "audio_samples");
+    EXPECT_BAD(edit_slot, "slot");
+    EXPECT_BAD(edit_failed2, "field failed: 2 not 0/1");
+    EXPECT_BAD(edit_time_neg, "time.generate -12.25 is not a finite number >= 0");
+    EXPECT_BAD(edit_time_nan, "time.reference nan is not a finite number >= 0");
+}
+
+// A failed group: round trip, its exact size, and what it may not carry.
+static void test_failed_group(void) {
+    Err e;
+    TrajGroup g, d;
+    traj_group_init_failed(&g, 9, 21, "audio/q9.wav", "audio/q9.wav: not an audio file");
+    g.version = 3;
+    g.time.data = 0.75;
+    uint8_t *buf;
+    size_t n;
+    CHECK(msg_encode_group(&g, &buf, &n, &e) == 0);
+    // header, question, slot, failed, reason (4 + 31), times, G, n_prompt, audio_samples, path (4 + 12),
+    // n_funcs, has_ref.
+    CHECK_INT(n, 32 + 8 + 8 + 1 + 35 + 32 + 4 + 4 + 8 + 16 + 4 + 1);
+    CHECK(msg_decode_group(buf, n, &d, &e) == 0);
+    CHECK(group_equal(&g, &d));
+    CHECK(d.failed == 1 && d.G == 0 && d.version == 3 && d.slot == 21 && d.time.data == 0.75);
+    CHECK_STR(d.reason, "audio/q9.wav: not an audio file");
+    traj_group_free(&d);
+    // G = 1 inside a failed group's payload (offset of G: 8 + 8 + 1 + 35 + 32 = 84).
+    put32(buf + MSG_HEADER_BYTES + 84, 1);
+    reseal(buf, n);
+    CHECK(msg_decode_group(buf, n, &d, &e) == -1 && strstr(e.msg, "field G: 1 not in [0, 0]"));
+    // An empty reason.
+    put32(buf + MSG_HEADER_BYTES + 84, 0);
+    put32(buf + MSG_HEADER_BYTES + 17, 0);
+    memmove(buf + MSG_HEADER_BYTES + 21, buf + MSG_HEADER_BYTES + 21 + 31, n - (MSG_HEADER_BYTES + 21 + 31));
+    reseal(buf, n - 31);
+    CHECK(msg_decode_group(buf, n - 31, &d, &e) == -1 && strstr(e.msg, "failed group without a reason"));
+    free(buf);
+    // The semantic checks both ways.
+    g.n_prompt = 2;
+    CHECK(traj_group_check(&g, &e) == -1 && strstr(e.msg, "failed group holds data (G 0, n_prompt 2"));
+    g.n_prompt = 0;
+    g.failed = 0;
+    CHECK(traj_group_check(&g, &e) == -1 && strstr(e.msg, "did not fail carries a failure reason"));
+    free(g.reason);
+    g.reason = NULL;
+    CHECK(traj_group_check(&g, &e) == -1 && strstr(e.msg, "G 0 not in [1, 4096]"));
+    traj_group_free(&g);
 }
 
 static void test_group_bad_header(void) {
@@ -169,7 +233,7 @@ static void test_group_bad_header(void) {
         const char *want;
     } cases[] = {
         {0, 'X', "magic"},
-        {4, 3, "protocol version 2, expected 1"},
+        {4, 3, "protocol version 1, expected 2"},
         {6, 3, "type 2 (WEIGHTS), expected 1 (GROUP)"},
         {29, 1, "reserved"},
         {8, 0xff, "payload length"},
@@ -313,6 +377,7 @@ int main(void) {
     RUN(test_crc);
     RUN(test_group_round_trip);
     RUN(test_group_bad_payload);
+    RUN(test_failed_group);
     RUN(test_group_bad_header);
     RUN(test_group_truncations_and_flips);
     RUN(test_group_encode_refuses);
