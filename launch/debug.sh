@@ -44,15 +44,19 @@ for n in "$learners" "$rollouts"; do
 done
 [ "$learners" -ge 1 ] || { echo "debug.sh: need at least one learner" >&2; exit 2; }
 
-for exe in common/tools/config_check reward/reward-server learner/learner rollout/rollout; do
-  [ -x "$build/$exe" ] || { echo "debug.sh: $build/$exe missing: build first (launch/setup.sh)" >&2; exit 2; }
-done
-
+need() {
+  for exe in "$@"; do
+    [ -x "$build/$exe" ] || { echo "debug.sh: $build/$exe missing: build first (launch/setup.sh)" >&2; exit 2; }
+  done
+}
+need common/tools/config_check
 # The effective config (also validates CONFIG and every --set before anything starts).
 effective=$("$build/common/tools/config_check" --config "$config" "${sets[@]}")
 mode=$(sed -n 's/^ *"mode": "\([a-z_]*\)".*/\1/p' <<<"$effective")
 run_dir=$(sed -n 's/^ *"run_dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$effective")
 [ -n "$mode" ] || { echo "debug.sh: could not read train.mode from the effective config" >&2; exit 2; }
+need learner/learner
+[ "$mode" = sft ] || need reward/reward-server rollout/rollout
 
 # Open MPI: allow root (containers), oversubscription (fewer cores than ranks), and no CMA single-copy
 # (ptrace is forbidden in containers); an explicit setting in the environment wins.
