@@ -1,5 +1,5 @@
 // rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
-// config for both). Synchronous step protocol, for steps k = start .. n_steps-1 (pipeline/schedule.h):
+// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps k = start .. n_steps-1 (pipeline/schedule.h):
 //   1. receive weights version k from the learner root (a different version is fatal: never sample with
 //      stale weights);
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
@@ -174,7 +174,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (rc) comm_abort("%s", e.msg);
-    if (argc > 1) comm_abort("unexpected argument \"%s\" (usage: rollout [--config F] [--set k=v]...)", argv[1]);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--resume") != 0)
+            comm_abort("unknown argument \"%s\" (usage: rollout [--config F] [--set k=v]... [--resume] [--help-config])",
+                       argv[i]);
+        r.cfg.train.resume = true;
+    }
     log_set_level(r.cfg.log.level);
     setup(&r);
     int64_t per_rank = order_rank_count(r.cfg.train.questions_per_step, 0, r.comm.n_rollouts);
