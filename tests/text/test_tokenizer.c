@@ -1,7 +1,7 @@
 // Tests of common/text: the 133-id Qwen2-Audio check (qwen2-audio.md section 6), chat rendering,
 // <|AUDIO|> expansion, both tokenizer file layouts and merge encodings, UTF-8 handling (invalid input,
-// lossy decode), special tokens, the piece cache, the splits where HF and the JavaScript port differ,
-// bad tokenizer files, and the aqa-tokenize tool (argv[1]).
+// lossy decode), special tokens, the piece cache and its hash map, the splits where HF and the
+// JavaScript port differ, bad tokenizer files, and the aqa-tokenize tool (argv[1]).
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +10,7 @@
 #include "audio/audio_len.h"
 #include "test.h"
 #include "text/processor.h"
+#include "text/strmap.h"
 #include "text/utf8.h"
 #include "text_fixture.h"
 
@@ -222,6 +223,33 @@ static void test_cache(void) {
     CHECK_INT(tokenizer_cache_size(tok), n);
     token_ids_free(&a);
     token_ids_free(&b);
+}
+
+static void test_strmap(void) {
+    StrMap m;
+    strmap_init(&m, 4);
+    char key[32];
+    for (int i = 0; i < 1000; i++) {  // grows from 4 slots
+        int n = snprintf(key, sizeof key, "k%d", i);
+        strmap_put(&m, key, (size_t)n, i, -i);
+    }
+    CHECK_INT(m.n, 1000);
+    int ok = 1;
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        const StrSlot *s = strmap_get(&m, key, (size_t)n);
+        ok &= s && s->a == i && s->b == -i;
+    }
+    CHECK(ok);
+    strmap_put(&m, "k7", 2, 70, 7);  // overwrite keeps one entry
+    CHECK_INT(m.n, 1000);
+    CHECK_INT(strmap_get(&m, "k7", 2)->a, 70);
+    CHECK(strmap_get(&m, "k", 1) == NULL && strmap_get(&m, "k7\0", 3) == NULL);
+    strmap_put(&m, "", 0, 5, 6);  // the empty key is a key
+    CHECK_INT(strmap_get(&m, "", 0)->b, 6);
+    strmap_clear(&m);
+    CHECK(m.n == 0 && strmap_get(&m, "k7", 2) == NULL);
+    strmap_free(&m);
 }
 
 static void copy_file(const char *from_dir, const char *to_dir, const char *name) {
@@ -466,6 +494,7 @@ int main(int argc, char **argv) {
     RUN(test_nfc);
     RUN(test_hf_whitespace);
     RUN(test_cache);
+    RUN(test_strmap);
     RUN(test_vocab_merges_layout);
     RUN(test_merge_encodings);
     RUN(test_bad_files);
