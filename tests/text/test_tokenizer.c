@@ -274,7 +274,8 @@ static void test_vocab_merges_layout(void) {
     Tokenizer *t2 = tokenizer_load(dir, &e);
     CHECKF(t2 != NULL, "%s", e.msg);
     if (!t2) return;
-    const char *texts[] = {"What's that sound?<|im_end|>\n", "Zürich 中文 1234 \r\n  x", "e\xCC\x81 \xF0\x9F\x98\x80"};
+    const char *texts[] = {"What's that sound?<|im_end|>\n", "Zürich 中文 1234 \r\n  x",
+                           "e\xCC\x81 \xF0\x9F\x98\x80"};
     TokenIds a = {0}, b = {0};
     for (int i = 0; i < 3; i++) {
         encode_ok(tok, texts[i], &a);
@@ -311,7 +312,8 @@ static char *tiny_json(int pair_merges, const char *pre_type, const char *extra_
         "{s:[{s:i,s:s,s:b}], s:{s:s}, s:{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b}]}, s:{s:s}, s:{s:s,s:o,s:o}}",
         "added_tokens", "id", 300, "content", "<|x|>", "special", 1, "normalizer", "type", "NFC", "pre_tokenizer",
         "type", "Sequence", "pretokenizers", "type", pre_type, "pattern", "Regex",
-        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
+        " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
         "\\s+(?!\\S)|\\s+",
         "behavior", "Isolated", "invert", 0, "type", "ByteLevel", "add_prefix_space", 0, "use_regex", 0, "decoder",
         "type", "ByteLevel", "model", "type", "BPE", "vocab", vocab, "merges", merges);
