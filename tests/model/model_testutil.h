@@ -1,0 +1,93 @@
+// model_testutil.h: shared pieces of the model tests: a tiny random Qwen2-Audio (every code path of the
+// 7B model at toy sizes, GQA included), random tensors, finite differences and error summaries.
+#pragma once
+#include <math.h>
+#include <stdio.h>
+
+#include "model/model.h"
+#include "util/check.h"
+#include "util/rng.h"
+
+static inline ModelConfig tiny_config(void) {
+    ModelConfig c = {
+        .n_mels = 4,
+        .a_dim = 8,
+        .a_layers = 2,
+        .a_heads = 2,
+        .a_ffn = 16,
+        .a_max_pos = 8,
+        .a_ln_eps = 1e-5f,
+        .dim = 16,
+        .layers = 2,
+        .heads = 4,
+        .kv_heads = 2,
+        .head_dim = 4,
+        .ffn = 24,
+        .vocab = 40,
+        .max_pos = 128,
+        .rope_theta = 10000.0f,
+        .rms_eps = 1e-5f,
+        .tie_embeddings = 0,
+        .audio_token_id = 37,
+        .bos_id = 38,
+        .eos_id = 39,
+    };
+    return c;
+}
+
+static inline void fill_normal(float *x, size_t n, float scale, Rng *r) {
+    for (size_t i = 0; i < n; i++) x[i] = (float)rng_normal(r) * scale;
+}
+
+// Random parameters: weights ~ N(0, 0.3^2), norm weights 1 + N(0, 0.1^2), so every path is active.
+static inline float *tiny_params(const ParamTable *t, uint64_t seed) {
+    float *p = mallocCheck(t->numel * sizeof(float));
+    Rng r;
+    rng_init(&r, seed, 0);
+    for (int i = 0; i < t->n; i++) {
+        const ParamSpec *s = &t->specs[i];
+        int is_norm = strstr(s->name, "norm") != NULL;
+        fill_normal(p + s->offset, s->numel, is_norm ? 0.1f : 0.3f, &r);
+        if (is_norm && strstr(s->name, "weight"))
+            for (size_t j = 0; j < s->numel; j++) p[s->offset + j] += 1.0f;
+    }
+    return p;
+}
+
+// Max |a-b| relative to max |b| (with a floor), the tolerance measure used for whole tensors.
+static inline double rel_err(const float *a, const float *b, size_t n) {
+    double md = 0, mb = 1e-6;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        md = d > md ? d : md;
+        mb = fabs(b[i]) > mb ? fabs(b[i]) : mb;
+    }
+    return md / mb;
+}
+
+// Finite-difference derivative of f at x[i] by the 4-point stencil (truncation O(h^4)).
+typedef double (*LossFn)(void *ctx);
+static inline double fd_deriv(LossFn f, void *ctx, float *x, double h) {
+    float x0 = *x;
+    double v[4];
+    const double k[4] = {2, 1, -1, -2};
+    for (int j = 0; j < 4; j++) {
+        *x = (float)(x0 + k[j] * h);
+        v[j] = f(ctx);
+    }
+    *x = x0;
+    return (8 * (v[1] - v[2]) - (v[0] - v[3])) / (12 * h);
+}
+
+// Compares analytic gradients of n entries (every `stride`-th) with finite differences; returns the
+// worst error |num - an| / (|num| + |an| + floor).
+static inline double fd_check(LossFn f, void *ctx, float *x, const float *an, size_t n, size_t stride, double h,
+                              double floor) {
+    double worst = 0;
+    for (size_t i = 0; i < n; i += stride) {
+        double num = fd_deriv(f, ctx, &x[i], h);
+        double e = fabs(num - an[i]) / (fabs(num) + fabs(an[i]) + floor);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
