@@ -339,6 +339,38 @@ static void test_drain_timeout(void) {
     free(line);
 }
 
+static void test_max_connections(void) {
+    ServerProc s;
+    const char *args[] = {"--max-connections", "2", NULL};
+    CHECK(server_start(&s, server_bin, 0, args) == 0);
+    int a = tcp_connect(s.port, 0), b = tcp_connect(s.port, 0), c = tcp_connect(s.port, 0);
+    LineReader lr;
+    lr_init(&lr, c);
+    int eof = 0;
+    char *line = lr_line(&lr, 5.0, NULL);
+    CHECK(line && strcmp(line, "{\"id\":null,\"error\":\"too many connections (limit 2)\"}") == 0);
+    free(line);
+    line = lr_line(&lr, 5.0, &eof);
+    CHECK(!line && eof);
+    free(line);
+    lr_free(&lr);
+    close(c);
+    // The admitted ones are served; once one leaves, a newcomer is admitted.
+    LineReader la;
+    lr_init(&la, a);
+    send_str(a, "{\"id\":1,\"completion\":\"a\",\"solution\":\"a\"}\n");
+    line = lr_line(&la, 5.0, NULL);
+    CHECK(line && strstr(line, "\"total\":1.0"));
+    free(line);
+    lr_free(&la);
+    close(b);
+    long long conns = -1;
+    for (int i = 0; i < 200 && (conns = stats_int(s.port, "connections")) != 2; i++) sp_sleep(0.01);
+    CHECK_INT(conns, 2);  // a and the stats connection
+    close(a);
+    CHECK_INT(server_stop(&s, SIGTERM, 5.0), 0);
+}
+
 static void test_bad_flags(void) {
     static const char *const BAD[][3] = {{"--max-line-bytes", "0", NULL}, {"--listen", "nowhere", NULL},
                                          {"--accuracy-weight", "-1", NULL}, {"--bogus", NULL, NULL},
@@ -407,6 +439,7 @@ int main(int argc, char **argv) {
     CHECK_INT(server_stop(&srv, SIGTERM, 5.0), 0);
     RUN(test_sigterm_graceful);
     RUN(test_drain_timeout);
+    RUN(test_max_connections);
     RUN(test_bad_flags);
     RUN(test_reward_score_filter);
     return test_summary("reward_server");
