@@ -119,7 +119,7 @@ static void test_client_survives_restart(void) {
     RewardClientOptions o = fast_options(60);
     RewardClient *c = reward_client_open(addr, &o, &e);
     CHECK(c != NULL);
-    int n = 20000;
+    int n = 50000;
     ItemText *t = mallocCheck((size_t)n * sizeof *t);
     RewardRequest *rq = mallocCheck((size_t)n * sizeof *rq);
     RewardResult *out = mallocCheck((size_t)n * sizeof *out);

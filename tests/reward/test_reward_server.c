@@ -266,17 +266,18 @@ static void test_sigterm_graceful(void) {
     ServerProc s2;
     const char *args[] = {"--max-line-bytes", "200000", NULL};
     CHECK(server_start(&s2, server_bin, 0, args) == 0);
-    // Client A: 30 requests with 100 kB answers, not read yet (they queue in the server).
+    // Client A: 60 requests with 100 kB answers, not read yet (more than the kernel buffers hold, so
+    // they queue in the server).
     size_t n = 100000;
     char *line = mallocCheck(n + 200);
     int k = snprintf(line, n + 200, "{\"id\":7,\"solution\":\"a\",\"answer\":\"a\",\"completion\":\"");
     memset(line + k, 'q', n);
     strcpy(line + k + n, "\"}\n");
     int a = tcp_connect(s2.port, 4096);
-    for (int i = 0; i < 30; i++) CHECK(send_all(a, line, strlen(line)) == 0);
+    for (int i = 0; i < 60; i++) CHECK(send_all(a, line, strlen(line)) == 0);
     long long items = 0;
-    for (int i = 0; i < 500 && (items = stats_int(s2.port, "items")) < 30; i++) sp_sleep(0.01);
-    CHECK_INT(items, 30);
+    for (int i = 0; i < 500 && (items = stats_int(s2.port, "items")) < 60; i++) sp_sleep(0.01);
+    CHECK_INT(items, 60);
     // Client B: connected and served once, then sends a request immediately before the signal.
     int b = tcp_connect(s2.port, 0);
     LineReader lrb;
@@ -300,16 +301,16 @@ static void test_sigterm_graceful(void) {
     r = lr_line(&lrb, 5.0, &eof);  // the partial line is not answered; the server closes
     CHECK(!r && eof);
     free(r);
-    // A reads all 30 answers, then EOF; then the server exits 0.
+    // A reads all 60 answers, then EOF; then the server exits 0.
     LineReader lra;
     lr_init(&lra, a);
     int got = 0;
-    for (int i = 0; i < 30; i++) {
+    for (int i = 0; i < 60; i++) {
         r = lr_line(&lra, 5.0, NULL);
         got += r && strstr(r, "\"mmau_correct\":false") && strlen(r) > n;
         free(r);
     }
-    CHECK_INT(got, 30);
+    CHECK_INT(got, 60);
     r = lr_line(&lra, 5.0, &eof);
     CHECK(!r && eof);
     free(r);
