@@ -1,6 +1,5 @@
 #include "server.h"
 
-#include <errno.h>
 #include <netdb.h>
 #include <stdint.h>
 #include <stdlib.h>

@@ -15,7 +15,6 @@ static const unsigned PY_SPACE[] = {0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x
                                     0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029,
                                     0x202f, 0x205f, 0x3000};
 
-
 // The tag patterns are matched by hand, in linear time: as regexes (PCRE2 or Python re) they are
 // quadratic on adversarial text such as 100k unclosed "<answer>" tags, which would stall the
 // single-threaded server. Their equivalence to the Python patterns is argued at each function and
