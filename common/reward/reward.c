@@ -213,10 +213,11 @@ char *reward_extract_answer(const char *text) {
     return out;
 }
 
-// Parses s[0..n) fully as a number (strtod, C locale); returns 0 on success.
+// Parses s[0..n) fully as a number (strtod, C locale); returns 0 on success. Hexadecimal is refused,
+// as Python's float() refuses it.
 static int parse_number(const char *s, size_t n, double *v) {
     char buf[128];
-    if (n == 0 || n >= sizeof buf) return -1;
+    if (n == 0 || n >= sizeof buf || memchr(s, 'x', n) || memchr(s, 'X', n)) return -1;
     memcpy(buf, s, n);
     buf[n] = 0;
     char *end;

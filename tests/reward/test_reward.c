@@ -90,6 +90,8 @@ static const NumericCase NUMERIC_CASES[] = {
     {"<answer></answer>", "0", 0, 0},
     {"<answer>-0</answer>", "0", 0, 1},
     {"<answer>0.1</answer>", "0.10", 0, 1},
+    {"<answer>0x10</answer>", "16", 0, 0},
+    {"<answer>inf</answer>", "Infinity", 0, 1},
 };
 
 static void test_numeric_equivalence(void) {
