@@ -149,6 +149,35 @@ static void test_mmau_table(void) {
     }
 }
 
+// On the real MMAU test-mini items: the answer text itself is judged correct, and every other choice
+// with a different token set is judged incorrect (it either misses an answer token or adds a token
+// only a wrong choice has).
+static void test_mmau_real_items(void) {
+    json_error_t jerr;
+    json_t *items = json_load_file(SHARED_PATH("data/mmau/mmau-test-mini.json"), 0, &jerr);
+    CHECKF(json_array_size(items) == 1000, "mmau-test-mini.json: %s", items ? "not 1000 items" : jerr.text);
+    int right = 0, wrong = 0, n_wrong = 0;
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        json_t *it = json_array_get(items, i), *ch = json_object_get(it, "choices");
+        const char *answer = json_string_value(json_object_get(it, "answer"));
+        const char *choices[16];
+        int n = (int)json_array_size(ch);
+        if (!answer || n > 16) continue;
+        for (int k = 0; k < n; k++) choices[k] = json_string_value(json_array_get(ch, k));
+        right += mmau_is_correct(answer, answer, choices, n);
+        for (int k = 0; k < n; k++) {
+            // The same token set as the answer (each holds the other's tokens): not a wrong choice.
+            if (mmau_is_correct(choices[k], answer, NULL, 0) && mmau_is_correct(answer, choices[k], NULL, 0)) continue;
+            n_wrong++;
+            wrong += !mmau_is_correct(choices[k], answer, choices, n);
+        }
+    }
+    CHECK_INT(right, 1000);
+    CHECK_INT(wrong, n_wrong);
+    CHECK(n_wrong > 2000);
+    json_decref(items);
+}
+
 static void test_weights_and_modes(void) {
     RewardOptions opt;
     reward_options_default(&opt);
@@ -433,6 +462,7 @@ int main(void) {
     RUN(test_score_table);
     RUN(test_numeric_equivalence);
     RUN(test_mmau_table);
+    RUN(test_mmau_real_items);
     RUN(test_matchers_against_regex_oracle);
     RUN(test_adversarial_inputs_are_fast);
     RUN(test_weights_and_modes);
