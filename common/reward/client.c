@@ -184,18 +184,22 @@ static void batch_fill(RewardClient *c, Batch *b) {
 }
 
 // Handles one response line: it answers the oldest request on the wire. Returns 0, 1 when the line
-// does not fit the protocol (treated as a lost connection), or -1 when the server rejected a request.
-static int batch_answer(RewardClient *c, Batch *b, const char *line, size_t len, Err *e) {
-    if (b->count == 0) return 1;
-    int i = b->fifo[b->head];
+// does not fit the protocol (treated as a lost connection; why says what came), or -1 when the server
+// rejected a request.
+static int batch_answer(RewardClient *c, Batch *b, const char *line, size_t len, char *why, size_t cap, Err *e) {
     json_t *resp = json_loadb(line, len, 0, NULL);
-    json_t *id = json_object_get(resp, "id");
-    int rc = 0;
-    if (!json_is_object(resp) || (id && !json_is_null(id) && (!json_is_integer(id) ||
-                                                             json_integer_value(id) != b->base_id + i)))
-        rc = 1;  // out of step: resend everything unanswered on a fresh connection
-    else if (reward_proto_result(resp, &b->out[i], e) != 0)
+    json_t *id = json_object_get(resp, "id"), *error = json_object_get(resp, "error");
+    int i = b->count ? b->fifo[b->head] : -1, rc = 0;
+    if (i < 0 || !json_is_object(resp) || json_is_true(json_object_get(resp, "retry")) ||
+        (id && !json_is_null(id) && (!json_is_integer(id) || json_integer_value(id) != b->base_id + i))) {
+        // Out of step, or a refusal of the connection ("retry": too many connections): resend what
+        // is unanswered on a fresh connection.
+        if (json_is_string(error)) snprintf(why, cap, "unexpected response: %.200s", json_string_value(error));
+        else snprintf(why, cap, "unexpected response: %.*s", (int)(len < 200 ? len : 200), line);
+        rc = 1;
+    } else if (reward_proto_result(resp, &b->out[i], e) != 0) {
         rc = err_prefix(e, "item %d", i);
+    }
     json_decref(resp);
     if (rc == 0) {
         b->done[i] = 1;
@@ -228,9 +232,8 @@ static int batch_read(RewardClient *c, Batch *b, char *why, size_t cap, Err *e) 
     size_t start = 0;
     char *nl;
     while ((nl = memchr(c->in + start, '\n', c->in_len - start))) {
-        int rc = batch_answer(c, b, c->in + start, (size_t)(nl - c->in - start), e);
+        int rc = batch_answer(c, b, c->in + start, (size_t)(nl - c->in - start), why, cap, e);
         start = (size_t)(nl - c->in) + 1;
-        if (rc == 1) snprintf(why, cap, "unexpected response line");
         if (rc) return rc;
     }
     memmove(c->in, c->in + start, c->in_len - start);

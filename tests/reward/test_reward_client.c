@@ -175,6 +175,34 @@ static void test_client_gives_up(void) {
     CHECKF(strstr(e.msg, "consecutive failures") && strstr(e.msg, "connect"), "%s", e.msg);
 }
 
+static void test_client_refused_by_full_server(void) {
+    // The server's only slot is taken: the client is told so on each attempt and gives up with that
+    // message.
+    ServerProc s;
+    const char *args[] = {"--max-connections", "1", NULL};
+    CHECK(server_start(&s, server_bin, 0, args) == 0);
+    int hog = tcp_connect(s.port, 0);
+    char addr[64];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    Err e;
+    RewardClientOptions o = fast_options(3);
+    RewardClient *c = reward_client_open(addr, &o, &e);
+    CHECK(c != NULL);
+    ItemText t[2];
+    RewardRequest rq[2];
+    RewardResult out[2];
+    make_items(t, rq, 2);
+    CHECK(reward_client_score_batch(c, rq, 2, out, &e) == -1);
+    CHECKF(strstr(e.msg, "3 consecutive failures") && strstr(e.msg, "too many connections (limit 1)"), "%s", e.msg);
+    // Once the slot is free, the same client succeeds.
+    close(hog);
+    sp_sleep(0.1);
+    CHECK(reward_client_score_batch(c, rq, 2, out, &e) == 0);
+    CHECK_INT(count_correct(rq, out, 2), 2);
+    reward_client_close(c);
+    CHECK_INT(server_stop(&s, SIGTERM, 5), 0);
+}
+
 static void test_client_timeout(void) {
     // A peer that accepts connections (backlog) but never answers: every request times out.
     int lfd = socket(AF_INET, SOCK_STREAM, 0);
@@ -250,6 +278,7 @@ int main(int argc, char **argv) {
     RUN(test_client_matches_in_process);
     RUN(test_client_survives_restart);
     RUN(test_client_gives_up);
+    RUN(test_client_refused_by_full_server);
     RUN(test_client_timeout);
     RUN(test_client_rejected_request);
     RUN(test_client_bad_options);

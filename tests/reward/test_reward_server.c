@@ -349,7 +349,7 @@ static void test_max_connections(void) {
     lr_init(&lr, c);
     int eof = 0;
     char *line = lr_line(&lr, 5.0, NULL);
-    CHECK(line && strcmp(line, "{\"id\":null,\"error\":\"too many connections (limit 2)\"}") == 0);
+    CHECK(line && strcmp(line, "{\"id\":null,\"error\":\"too many connections (limit 2)\",\"retry\":true}") == 0);
     free(line);
     line = lr_line(&lr, 5.0, &eof);
     CHECK(!line && eof);
