@@ -42,6 +42,9 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+// A poll timeout in ms; long waits are cut into hours (poll takes an int).
+static int poll_ms(double s) { return s > 3600 ? 3600 * 1000 : (int)(s * 1000) + 1; }
+
 static void sleep_s(double s) {
     struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&t, &t) != 0 && errno == EINTR) {}
@@ -86,7 +89,7 @@ static int client_connect_once(RewardClient *c, char *why, size_t cap) {
             err = errno;
             if (err == EINPROGRESS) {
                 struct pollfd p = {.fd = fd, .events = POLLOUT};
-                int n = poll(&p, 1, (int)(c->opt.connect_timeout_s * 1000));
+                int n = poll(&p, 1, poll_ms(c->opt.connect_timeout_s));
                 socklen_t len = sizeof err;
                 if (n == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
                 else err = ETIMEDOUT;
@@ -259,7 +262,7 @@ static int batch_step(RewardClient *c, Batch *b, char *why, size_t cap, Err *e) 
         return 1;
     }
     struct pollfd p = {.fd = c->fd, .events = POLLIN | (b->out_off < b->out_len ? POLLOUT : 0)};
-    int n = poll(&p, 1, (int)(wait * 1000) + 1);
+    int n = poll(&p, 1, poll_ms(wait));
     if (n < 0 && errno != EINTR) fatal("poll: %s", strerror(errno));
     if (n <= 0) return 0;
     if (p.revents & POLLOUT) {
