@@ -1,5 +1,6 @@
 // rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
-// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps k = start .. n_steps-1 (pipeline/schedule.h):
+// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps
+// k = start .. n_steps-1 (pipeline/schedule.h):
 //   1. receive weights version k from the learner root (a different version is fatal: never sample with
 //      stale weights);
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
@@ -121,7 +122,8 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     const Comm *c = &r->comm;
     Err e;
     double t0 = now_s();
-    if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e)) comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+    if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e))
+        comm_abort("weights for step %lld: %s", (long long)k, e.msg);
     r->ops->upload_act(r->ops, r->policy.params, r->weights, r->policy.t.numel);
     double t_sync = now_s() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
@@ -135,7 +137,8 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
         if (rollout_question(&r->w, q, slots[i], k, &g, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
         if (g.failed) {
             failed++;
-            log_warn("step %lld slot %lld: question %s skipped: %s", (long long)k, (long long)slots[i], q->id, g.reason);
+            log_warn("step %lld slot %lld: question %s skipped: %s", (long long)k, (long long)slots[i], q->id,
+                     g.reason);
         }
         log_debug("step %lld slot %lld question %s: data %.3fs generate %.3fs reward %.3fs reference %.3fs",
                   (long long)k, (long long)slots[i], q->id, g.time.data, g.time.generate, g.time.reward,
@@ -149,7 +152,8 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     }
     log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs generate %.3fs reward %.3fs "
               "reference %.3fs, total %.3fs",
-              (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference, now_s() - t0);
+              (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference,
+              now_s() - t0);
 }
 
 static void teardown(Rollout *r) {
@@ -176,7 +180,8 @@ int main(int argc, char **argv) {
     if (rc) comm_abort("%s", e.msg);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--resume") != 0)
-            comm_abort("unknown argument \"%s\" (usage: rollout [--config F] [--set k=v]... [--resume] [--help-config])",
+            comm_abort("unknown argument \"%s\" (usage: rollout [--config F] [--set k=v]... [--resume] "
+                       "[--help-config])",
                        argv[i]);
         r.cfg.train.resume = true;
     }

@@ -81,7 +81,8 @@ static int score_group(RolloutWorker *w, const PreparedQuestion *p, TrajGroup *g
     for (int i = 0; i < G && !rc; i++) {
         g->func_rewards[i * ROLLOUT_N_FUNCS + 0] = (float)res[i].accuracy;
         g->func_rewards[i * ROLLOUT_N_FUNCS + 1] = (float)res[i].format;
-        g->rewards[i] = (float)(w->reward_opt.accuracy_weight * res[i].accuracy + w->reward_opt.format_weight * res[i].format);
+        g->rewards[i] =
+            (float)(w->reward_opt.accuracy_weight * res[i].accuracy + w->reward_opt.format_weight * res[i].format);
     }
     for (int i = 0; i < G; i++) free(text[i]);
     free(text);
