@@ -26,7 +26,8 @@ static char model_dir[4096], tok_dir[4096], data_dir[4096], mmau_path[4200];
 static Model model;
 static PrepContext prep;
 static Dataset ds;
-enum { MAX_NEW = 6 };
+enum { MAX_NEW = 5 };
+static json_t *greedy_ref;  // greedy answers, batch 4 (test_generate); later cases compare with it
 
 static int setup(void) {
     Err e;
@@ -188,6 +189,7 @@ static void test_generate(void) {
     json_t *s1 = generate(&ds, mmau_path, 0, 4, &st), *s2 = generate(&ds, mmau_path, 0, 3, &st);
     CHECK(json_equal(s1, s2));
     CHECK(!json_equal(s1, g1));
+    greedy_ref = json_incref(g1);
     MmauScore s;
     mmau_score_init(&s);
     Err e;
@@ -213,10 +215,9 @@ static void test_audio_error(void) {
     json_decref(raw);
     Dataset d;
     if (!CHECK_OK(dataset_load(&d, path, NULL, &e) == 0, e)) return;
-    EvalGenStats st, st_want;
-    json_t *got = generate(&d, path, 1, 4, &st), *want = generate(&ds, mmau_path, 1, 4, &st_want);
+    EvalGenStats st;
+    json_t *got = generate(&d, path, 1, 4, &st), *want = greedy_ref;
     CHECK_INT(st.audio_errors, 1);
-    CHECK_INT(st_want.audio_errors, 0);
     const json_t *bad = json_array_get(got, 1);
     const char *msg = json_string_value(json_object_get(bad, "audio_error"));
     CHECKF(msg && strstr(msg, "missing.wav"), "%s", msg ? msg : "(none)");
@@ -232,7 +233,6 @@ static void test_audio_error(void) {
     CHECK_INT(s.all.total, d.n);
     mmau_score_free(&s);
     json_decref(got);
-    json_decref(want);
     dataset_free(&d);
 }
 
@@ -257,13 +257,10 @@ static void test_cli(void) {
     CHECK_INT(run_cmd(cmd, out, sizeof out), 0);
     CHECKF(strstr(out, "Total Accuracy: ") && strstr(out, "greedy"), "%s", out);
     // The prediction file is what the library gives, and its score is the one written.
-    EvalGenStats st;
-    json_t *want = generate(&ds, mmau_path, 1, 4, &st);
     json_error_t je;
     json_t *got = json_load_file(pred, 0, &je);
-    CHECKF(got && json_equal(got, want), "%s", pred);
+    CHECKF(got && json_equal(got, greedy_ref), "%s", pred);
     json_decref(got);
-    json_decref(want);
     Err e;
     MmauScore a, b;
     mmau_score_init(&a);
@@ -328,6 +325,7 @@ int main(int argc, char **argv) {
     RUN(test_generate);
     RUN(test_audio_error);
     RUN(test_cli);
+    json_decref(greedy_ref);
     dataset_free(&ds);
     prep_context_free(&prep);
     Ops *ops = model.ops;
