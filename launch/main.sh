@@ -10,16 +10,17 @@
 #      checkpoint, then the held-out accuracy after it
 #   6. a summary: accuracy before / after SFT / after GRPO, the training accuracy reward over GRPO, and
 #      where metrics and checkpoints are.
-# Knobs (environment): SFT_STEPS, GRPO_STEPS, SFT_LR, GRPO_LR, N_QUESTIONS, AQA_BUILD.
+# Knobs (environment): SFT_STEPS, GRPO_STEPS, SFT_LR, GRPO_LR, GRPO_G, N_QUESTIONS, AQA_BUILD.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build=${AQA_BUILD:-build}
 export AQA_BUILD=$root/$build
-sft_steps=${SFT_STEPS:-30}
+sft_steps=${SFT_STEPS:-20}
 grpo_steps=${GRPO_STEPS:-40}
-sft_lr=${SFT_LR:-3e-3}
-grpo_lr=${GRPO_LR:-1e-3}
+sft_lr=${SFT_LR:-1e-2}
+grpo_lr=${GRPO_LR:-2e-3}
+grpo_g=${GRPO_G:-8}
 n_questions=${N_QUESTIONS:-400}
 assets=runs/assets
 out=runs/main
@@ -64,7 +65,7 @@ evaluate sft "$sft_model"
 
 step "GRPO (debug mode: reward service + 1 learner + 1 rollout): $grpo_steps steps from $sft_model"
 launch/debug.sh "$config" --set "model.path=$sft_model" --set "train.max_steps=$grpo_steps" \
-  --set "optim.lr=$grpo_lr" --set "train.run_dir=$out/grpo" --set "train.save_every=$((grpo_steps / 2))"
+  --set "optim.lr=$grpo_lr" --set "rollout.num_generations=$grpo_g" --set "train.run_dir=$out/grpo" --set "train.save_every=$((grpo_steps / 2))"
 grpo_model=$(latest_model "$out/grpo")
 evaluate after "$grpo_model"
 
