@@ -16,8 +16,8 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 build=${AQA_BUILD:-build}
 export AQA_BUILD=$root/$build
-sft_steps=${SFT_STEPS:-20}
-grpo_steps=${GRPO_STEPS:-40}
+sft_steps=${SFT_STEPS:-60}
+grpo_steps=${GRPO_STEPS:-60}
 sft_lr=${SFT_LR:-1e-2}
 grpo_lr=${GRPO_LR:-2e-3}
 grpo_g=${GRPO_G:-8}
