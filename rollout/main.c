@@ -11,7 +11,6 @@
 // comm_abort with the rank and the reason.
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "comm/comm.h"
 #include "config/config.h"
@@ -35,12 +34,6 @@ typedef struct {
     RolloutWorker w;
     int64_t start, n_steps;
 } Rollout;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // Config checks specific to this role; each failure names the key.
 static void check_config(const Rollout *r) {
@@ -121,11 +114,11 @@ static void setup(Rollout *r) {
 static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
-    double t0 = now_s();
+    double t0 = log_elapsed();
     if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e))
         comm_abort("weights for step %lld: %s", (long long)k, e.msg);
     r->ops->upload_act(r->ops, r->policy.params, r->weights, r->policy.t.numel);
-    double t_sync = now_s() - t0;
+    double t_sync = log_elapsed() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
     int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
                                      questions, slots);
@@ -135,10 +128,11 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
         const Question *q = &r->ds.q[questions[i]];
         TrajGroup g;
         if (rollout_question(&r->w, q, slots[i], k, &g, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        // The learner reports and counts failed questions; here they only show in the debug log.
         if (g.failed) {
             failed++;
-            log_warn("step %lld slot %lld: question %s skipped: %s", (long long)k, (long long)slots[i], q->id,
-                     g.reason);
+            log_debug("step %lld slot %lld: question %s failed: %s", (long long)k, (long long)slots[i], q->id,
+                      g.reason);
         }
         log_debug("step %lld slot %lld question %s: data %.3fs generate %.3fs reward %.3fs reference %.3fs",
                   (long long)k, (long long)slots[i], q->id, g.time.data, g.time.generate, g.time.reward,
@@ -153,7 +147,7 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs generate %.3fs reward %.3fs "
               "reference %.3fs, total %.3fs",
               (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference,
-              now_s() - t0);
+              log_elapsed() - t0);
 }
 
 static void teardown(Rollout *r) {
