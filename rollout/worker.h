@@ -29,7 +29,7 @@ typedef struct {
     PrepContext *prep;
     RewardClient *reward;    // NULL: score in process with reward_score (tests, runs without a service)
     RewardOptions reward_opt;  // mode of the requests and weights of the totals; numeric equivalence applies
-                               // in process only (the service has its own: reward-server --numeric-equivalence)
+                               // in process only (the service takes it from the run config it was started with)
     SamplerParams sampler;   // .seed: the step's sampling seed (rollout_step_seed)
     int G;                   // completions per question
 } RolloutWorker;
