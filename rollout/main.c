@@ -82,6 +82,13 @@ static void setup(Rollout *r) {
     const Config *cfg = &r->cfg;
     Err e;
     check_config(r);
+    // The service first: a missing one is reported before the slow model loading.
+    RewardClientOptions ropt;
+    reward_client_options_default(&ropt);
+    ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
+    ropt.max_failures = cfg->reward.max_failures;
+    r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
+    if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
     DataOptions dopt = prep_data_options(cfg);
     if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
     if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
@@ -90,12 +97,6 @@ static void setup(Rollout *r) {
     PrepOptions popt = prep_options_from_config(cfg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
     load_models(r);
-    RewardClientOptions ropt;
-    reward_client_options_default(&ropt);
-    ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
-    ropt.max_failures = cfg->reward.max_failures;
-    r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
-    if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
     r->w = (RolloutWorker){.policy = &r->policy,
                            .ref = cfg->grpo.beta > 0 ? &r->ref : NULL,
                            .prep = &r->prep,

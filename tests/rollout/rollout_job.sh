@@ -4,7 +4,8 @@
 #             version, its slot's question and rollout, full or (missing audio) failed
 #   ahead     the learner root sends version 1 at step 0: the rollouts end the job naming the mismatch
 #   refuse    a rollout refuses bad settings before any work, naming them: rollout.async, train.mode=sft,
-#             model.backend=cuda, a missing data.train, an unknown argument
+#             model.backend=cuda, a missing data.train, an unknown argument; and with no reward service at
+#             reward.server it retries, then ends the job naming the address
 # Environment (meson): ROLLOUT ROLLOUT_JOB REWARD_SERVER MPIRUN AQA_SRC AQA_TMP.
 set -eu
 case_name=$1
@@ -79,6 +80,7 @@ refuse)
     refused "model.backend" --set model.backend=cuda
     refused "data.train" --set data.train=
     refused "unknown argument \"--bogus\"" --bogus
+    refused "reward.server 127.0.0.1:1: " --set reward.server=127.0.0.1:1
     ;;
 *)
     echo "unknown case $case_name"
