@@ -1,0 +1,884 @@
+// ops_cuda.cu: the CUDA backend of ops.h. Tensors are bf16; every reduction (GEMM, norms, softmax,
+// log-sum-exp) accumulates in fp32 and the saved statistics (mean, rstd, lse) are fp32. GEMMs go through
+// cuBLASLt with the bias fused as an epilogue (plans cached per shape, so a decode step pays no heuristic
+// search); attention is a flash-style kernel (key tiles in shared memory, online softmax, no [T x T]
+// matrix) whose blocks hold every query row of a group that shares a prefix, so a decode step reads the
+// shared prompt's keys once for all G samples. Everything runs in order on one stream.
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "model/cuda/ops_cuda.h"
+#include "util/check.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+#define CUDA_CHECK(x)                                                                 \
+    do {                                                                              \
+        cudaError_t err_ = (x);                                                       \
+        if (err_ != cudaSuccess) fatal("CUDA: %s: %s", #x, cudaGetErrorString(err_)); \
+    } while (0)
+#define BLAS_CHECK(x)                                                               \
+    do {                                                                            \
+        int st_ = (int)(x);                                                         \
+        if (st_ != 0) fatal("cuBLAS: %s: status %d", #x, st_);                      \
+    } while (0)
+
+// ---------------------------------------------------------------- backend state
+
+enum { PLAN_CAP = 512, ATT_CACHE = 2 };
+
+typedef struct {
+    int M, N, K, ta, tb, bias, beta, align;  // key
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+    int ok;  // 0: cuBLASLt found no plan, use cublasGemmEx
+} GemmPlan;
+
+// Device copy of one attention call's work list (see attention below), reused while the host segments
+// are unchanged: every layer of a forward passes the same list.
+typedef struct {
+    AttnSeg *segs;  // host copy of the key
+    int nseg, cap_seg, group;
+    void *rows, *items;  // device
+    size_t cap_rows, cap_items;
+    int n_items, max_vec;
+    unsigned long long stamp;
+} AttnCache;
+
+typedef struct {
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    void *lt_ws;
+    size_t lt_ws_bytes;
+    GemmPlan plans[PLAN_CAP];
+    int n_plans;
+    float *scratch;  // fp32 staging for upload_act / download_act
+    size_t scratch_n;
+    AttnCache att[ATT_CACHE];
+    unsigned long long att_clock;
+    void **blk_ptr;  // live allocations and their sizes, for the peak
+    size_t *blk_size;
+    int n_blk, cap_blk;
+    size_t cur_bytes, peak_bytes;
+} Cuda;
+
+static Cuda *impl(Ops *o) { return (Cuda *)o->impl; }
+
+static unsigned grid_for(size_t n, int threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b > 65535 * 16 ? 65535 * 16 : (b ? b : 1));
+}
+
+// ---------------------------------------------------------------- memory
+
+
+static void *cu_alloc(Ops *o, size_t bytes) {
+    Cuda *c = impl(o);
+    void *p;
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, c->stream));
+    if (c->n_blk == c->cap_blk) {
+        c->cap_blk = c->cap_blk ? 2 * c->cap_blk : 64;
+        c->blk_ptr = (void **)reallocCheck(c->blk_ptr, (size_t)c->cap_blk * sizeof(void *));
+        c->blk_size = (size_t *)reallocCheck(c->blk_size, (size_t)c->cap_blk * sizeof(size_t));
+    }
+    c->blk_ptr[c->n_blk] = p, c->blk_size[c->n_blk++] = bytes;
+    c->cur_bytes += bytes;
+    if (c->cur_bytes > c->peak_bytes) c->peak_bytes = c->cur_bytes;
+    return p;
+}
+
+static void cu_free(Ops *o, void *p) {
+    Cuda *c = impl(o);
+    if (!p) return;
+    for (int i = 0; i < c->n_blk; i++)
+        if (c->blk_ptr[i] == p) {
+            c->cur_bytes -= c->blk_size[i];
+            c->blk_ptr[i] = c->blk_ptr[c->n_blk - 1], c->blk_size[i] = c->blk_size[c->n_blk - 1];
+            c->n_blk--;
+            break;
+        }
+    CUDA_CHECK(cudaFree(p));
+}
+
+static void cu_upload(Ops *o, void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl(o)->stream));
+}
+
+static void cu_download(Ops *o, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl(o)->stream));
+    CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream));
+}
+
+static void cu_copy(Ops *o, void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl(o)->stream));
+}
+
+static void cu_zero(Ops *o, void *dst, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, impl(o)->stream));
+}
+
+static void cu_sync(Ops *o) { CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream)); }
+
+__global__ void f32_to_bf16_kernel(bf16 *y, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(x[i]);
+}
+
+__global__ void bf16_to_f32_kernel(float *y, const bf16 *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __bfloat162float(x[i]);
+}
+
+// fp32 <-> bf16 conversion goes through a fixed device scratch, chunk by chunk, so a 7B upload never
+// needs a device fp32 copy of the whole model.
+static void cu_upload_act(Ops *o, Tensor *dst, const float *src, size_t n) {
+    Cuda *c = impl(o);
+    for (size_t i = 0; i < n; i += c->scratch_n) {
+        size_t k = n - i < c->scratch_n ? n - i : c->scratch_n;
+        CUDA_CHECK(cudaMemcpyAsync(c->scratch, src + i, k * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+        f32_to_bf16_kernel<<<grid_for(k, 256), 256, 0, c->stream>>>((bf16 *)dst + i, c->scratch, k);
+    }
+    CUDA_CHECK(cudaGetLastError());
+}
+
+static void cu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) {
+    Cuda *c = impl(o);
+    for (size_t i = 0; i < n; i += c->scratch_n) {
+        size_t k = n - i < c->scratch_n ? n - i : c->scratch_n;
+        bf16_to_f32_kernel<<<grid_for(k, 256), 256, 0, c->stream>>>(c->scratch, (const bf16 *)src + i, k);
+        CUDA_CHECK(cudaMemcpyAsync(dst + i, c->scratch, k * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+// ---------------------------------------------------------------- GEMM
+
+// Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T, so cuBLAS sees B first.
+static int ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 2 && a % al) al /= 2;
+    return al;
+}
+
+static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias, int beta, int align) {
+    for (int i = 0; i < c->n_plans; i++) {
+        GemmPlan *p = &c->plans[i];
+        if (p->M == M && p->N == N && p->K == K && p->ta == ta && p->tb == tb && p->bias == bias &&
+            p->beta == beta && p->align == align)
+            return p;
+    }
+    if (c->n_plans == PLAN_CAP) {  // a workload with this many shapes is unusual: start over
+        for (int i = 0; i < c->n_plans; i++) {
+            GemmPlan *p = &c->plans[i];
+            cublasLtMatmulDescDestroy(p->desc);
+            cublasLtMatrixLayoutDestroy(p->la), cublasLtMatrixLayoutDestroy(p->lb);
+            cublasLtMatrixLayoutDestroy(p->lc);
+        }
+        c->n_plans = 0;
+    }
+    GemmPlan *p = &c->plans[c->n_plans++];
+    memset(p, 0, sizeof *p);
+    p->M = M, p->N = N, p->K = K, p->ta = ta, p->tb = tb, p->bias = bias, p->beta = beta, p->align = align;
+    BLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bt = CUDA_R_16BF;
+        BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+    // Lt "A" = op(B)^T [N,K], "B" = op(A)^T [K,M], "C" = C^T [N,M]; layouts are the stored matrices
+    BLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, tb ? K : N, tb ? N : K, tb ? K : N));
+    BLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, ta ? M : K, ta ? K : M, ta ? M : K));
+    BLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_16BF, N, M, N));
+    cublasLtMatmulPreference_t pref;
+    BLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_bytes,
+                                                    sizeof c->lt_ws_bytes));
+    uint32_t al = (uint32_t)align;
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found) ==
+            CUBLAS_STATUS_SUCCESS &&
+        found > 0) {
+        p->algo = res.algo;
+        p->ok = 1;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    return p;
+}
+
+__global__ void add_bias_kernel(bf16 *C, const bf16 *bias, size_t MN, int N) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < MN; i += (size_t)gridDim.x * blockDim.x)
+        C[i] = __float2bfloat16(__bfloat162float(C[i]) + __bfloat162float(bias[i % N]));
+}
+
+static void cu_matmul(Ops *o, Tensor *C, const Tensor *A, const Tensor *B, const Tensor *bias, int M, int N, int K,
+                      int ta, int tb, int accumulate) {
+    Cuda *c = impl(o);
+    if (M <= 0 || N <= 0) return;
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (K <= 0) {  // empty sum: C = bias (+ C)
+        if (!accumulate) cu_zero(o, C, (size_t)M * N * sizeof(bf16));
+        if (bias) add_bias_kernel<<<grid_for((size_t)M * N, 256), 256, 0, c->stream>>>((bf16 *)C, (const bf16 *)bias,
+                                                                                       (size_t)M * N, N);
+        return;
+    }
+    int align = ptr_align(A), ab = ptr_align(B), ac = ptr_align(C);
+    align = ab < align ? ab : align;
+    align = ac < align ? ac : align;
+    // the fused epilogue reads the bias with vector loads: only an aligned bias goes through it
+    const int fuse = bias && ptr_align(bias) >= 16;
+    GemmPlan *p = plan_get(c, M, N, K, ta, tb, fuse, accumulate, align);
+    int done = 0;
+    if (p->ok) {
+        if (fuse)
+            BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        done = cublasLtMatmul(c->lt, p->desc, &one, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc, &p->algo, c->lt_ws,
+                              c->lt_ws_bytes, c->stream) == CUBLAS_STATUS_SUCCESS;
+    }
+    if (!done)
+        BLAS_CHECK(cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one,
+                                B, CUDA_R_16BF, tb ? K : N, A, CUDA_R_16BF, ta ? M : K, &beta, C, CUDA_R_16BF, N,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (bias && !(done && fuse))
+        add_bias_kernel<<<grid_for((size_t)M * N, 256), 256, 0, c->stream>>>((bf16 *)C, (const bf16 *)bias,
+                                                                             (size_t)M * N, N);
+}
+
+// ---------------------------------------------------------------- reductions
+
+// Sum over the block of one float per thread (blockDim.x a multiple of 32, <= 1024).
+__device__ float block_sum(float v, float *sh) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int w = threadIdx.x / 32, nw = blockDim.x / 32;
+    __syncthreads();  // sh may still be read by a previous call
+    if (threadIdx.x % 32 == 0) sh[w] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int i = 0; i < nw; i++) t += sh[i];
+    return t;
+}
+
+__global__ void layernorm_kernel(bf16 *y, float *mean, float *rstd, const bf16 *x, const bf16 *w, const bf16 *b,
+                                 int C, float eps) {
+    __shared__ float sh[32];
+    const size_t row = blockIdx.x;
+    const bf16 *xr = x + row * C;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s += __bfloat162float(xr[i]);
+    const float m = block_sum(s, sh) / C;
+    float v = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float d = __bfloat162float(xr[i]) - m;
+        v += d * d;
+    }
+    const float r = rsqrtf(block_sum(v, sh) / C + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x)
+        y[row * C + i] = __float2bfloat16((__bfloat162float(xr[i]) - m) * r * __bfloat162float(w[i]) +
+                                          __bfloat162float(b[i]));
+    if (threadIdx.x == 0) mean[row] = m, rstd[row] = r;
+}
+
+// As Qwen2RMSNorm in bf16: the normalised row is rounded to bf16 before the weight multiplies it.
+__global__ void rmsnorm_kernel(bf16 *y, float *rstd, const bf16 *x, const bf16 *w, int C, float eps) {
+    __shared__ float sh[32];
+    const size_t row = blockIdx.x;
+    const bf16 *xr = x + row * C;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float v = __bfloat162float(xr[i]);
+        s += v * v;
+    }
+    const float r = rsqrtf(block_sum(s, sh) / C + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float xn = __bfloat162float(__float2bfloat16(__bfloat162float(xr[i]) * r));
+        y[row * C + i] = __float2bfloat16(__bfloat162float(w[i]) * xn);
+    }
+    if (threadIdx.x == 0) rstd[row] = r;
+}
+
+static int row_threads(int C) {
+    int t = 32;
+    while (t < 1024 && t < C / 4) t *= 2;
+    return t;
+}
+
+static void cu_layernorm(Ops *o, Tensor *y, float *mean, float *rstd, const Tensor *x, const Tensor *w,
+                         const Tensor *b, int T, int C, float eps) {
+    if (T <= 0) return;
+    layernorm_kernel<<<T, row_threads(C), 0, impl(o)->stream>>>((bf16 *)y, mean, rstd, (const bf16 *)x,
+                                                                (const bf16 *)w, (const bf16 *)b, C, eps);
+}
+
+static void cu_rmsnorm(Ops *o, Tensor *y, float *rstd, const Tensor *x, const Tensor *w, int T, int C, float eps) {
+    if (T <= 0) return;
+    rmsnorm_kernel<<<T, row_threads(C), 0, impl(o)->stream>>>((bf16 *)y, rstd, (const bf16 *)x, (const bf16 *)w, C,
+                                                              eps);
+}
+
+// log-sum-exp of a row by an online (max, sum) pair per thread, merged across the block.
+__global__ void logprob_kernel(float *lp, float *lse, const bf16 *logits, const int *tgt, int V) {
+    __shared__ float shm[32], shs[32];
+    const size_t row = blockIdx.x;
+    const bf16 *x = logits + row * V;
+    float m = -INFINITY, s = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = __bfloat162float(x[i]);
+        if (v > m) s = s * expf(m - v) + 1.0f, m = v;
+        else s += expf(v - m);
+    }
+    for (int o = 16; o; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        float mm = fmaxf(m, m2);
+        s = (m == -INFINITY ? 0.0f : s * expf(m - mm)) + (m2 == -INFINITY ? 0.0f : s2 * expf(m2 - mm));
+        m = mm;
+    }
+    const int w = threadIdx.x / 32, nw = blockDim.x / 32;
+    if (threadIdx.x % 32 == 0) shm[w] = m, shs[w] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float M = -INFINITY, S = 0.0f;
+        for (int i = 0; i < nw; i++) M = fmaxf(M, shm[i]);
+        for (int i = 0; i < nw; i++)
+            if (shm[i] != -INFINITY) S += shs[i] * expf(shm[i] - M);
+        const float L = M + logf(S);
+        lse[row] = L;
+        lp[row] = __bfloat162float(x[tgt[row]]) - L;
+    }
+}
+
+static void cu_logprob(Ops *o, float *lp, float *lse, const Tensor *logits, const int *tgt, int R, int V) {
+    if (R <= 0) return;
+    logprob_kernel<<<R, 1024, 0, impl(o)->stream>>>(lp, lse, (const bf16 *)logits, tgt, V);
+}
+
+// ---------------------------------------------------------------- element-wise and data movement
+
+__global__ void im2col_kernel(bf16 *cols, const bf16 *x, int C, int Tin, int sc, int st, int K, int stride, int pad,
+                              int Tout) {
+    const size_t n = (size_t)Tout * C * K;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int k = (int)(i % K), ch = (int)(i / K % C), t = (int)(i / ((size_t)K * C));
+        const int ti = t * stride + k - pad;
+        cols[i] = (ti >= 0 && ti < Tin) ? x[(size_t)ch * sc + (size_t)ti * st] : __float2bfloat16(0.0f);
+    }
+}
+
+static void cu_im2col(Ops *o, Tensor *cols, const Tensor *x, int C, int Tin, int sc, int st, int K, int stride,
+                      int pad, int Tout) {
+    size_t n = (size_t)Tout * C * K;
+    if (!n) return;
+    im2col_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)cols, (const bf16 *)x, C, Tin, sc, st, K,
+                                                                 stride, pad, Tout);
+}
+
+// HF computes inv_freq and the angle in fp32; cos/sin here are full-precision sincosf of that angle.
+__global__ void rope_kernel(bf16 *x, const int *pos, int T, int H, int hd, float theta, int inverse) {
+    const int half = hd / 2;
+    const size_t n = (size_t)T * H * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int d = (int)(i % half);
+        const size_t th = i / half, t = th / H;
+        const float inv_freq = 1.0f / powf(theta, (float)(2 * d) / (float)hd);
+        float s, c;
+        sincosf(inv_freq * (float)pos[t], &s, &c);
+        if (inverse) s = -s;
+        bf16 *xh = x + th * hd;
+        const float a = __bfloat162float(xh[d]), b = __bfloat162float(xh[d + half]);
+        xh[d] = __float2bfloat16(a * c - b * s);
+        xh[d + half] = __float2bfloat16(b * c + a * s);
+    }
+}
+
+static void cu_rope(Ops *o, Tensor *x, const int *pos, int T, int H, int hd, float theta, int inverse) {
+    size_t n = (size_t)T * H * (hd / 2);
+    if (!n) return;
+    rope_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)x, pos, T, H, hd, theta, inverse);
+}
+
+__global__ void gelu_kernel(bf16 *y, const bf16 *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float v = __bfloat162float(x[i]);
+        y[i] = __float2bfloat16(0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
+    }
+}
+
+__global__ void silu_mul_kernel(bf16 *y, const bf16 *g, const bf16 *u, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float a = __bfloat162float(g[i]);
+        y[i] = __float2bfloat16(a / (1.0f + expf(-a)) * __bfloat162float(u[i]));
+    }
+}
+
+__global__ void add_kernel(bf16 *y, const bf16 *a, const bf16 *b, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
+}
+
+__global__ void avgpool2_kernel(bf16 *y, const bf16 *x, int R, int C) {
+    const size_t n = (size_t)R * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / C, c = i % C;
+        y[i] = __float2bfloat16((__bfloat162float(x[2 * r * C + c]) + __bfloat162float(x[(2 * r + 1) * C + c])) *
+                                0.5f);
+    }
+}
+
+static void cu_gelu(Ops *o, Tensor *y, const Tensor *x, size_t n) {
+    if (n) gelu_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)x, n);
+}
+static void cu_silu_mul(Ops *o, Tensor *y, const Tensor *g, const Tensor *u, size_t n) {
+    if (n)
+        silu_mul_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)g, (const bf16 *)u,
+                                                                       n);
+}
+static void cu_add(Ops *o, Tensor *y, const Tensor *a, const Tensor *b, size_t n) {
+    if (n) add_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)a, (const bf16 *)b, n);
+}
+static void cu_avgpool2(Ops *o, Tensor *y, const Tensor *x, int R, int C) {
+    size_t n = (size_t)R * C;
+    if (n) avgpool2_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)x, R, C);
+}
+
+// One block per row: rows are independent when no destination repeats (gathers, the audio merge).
+__global__ void copy_rows_kernel(bf16 *dst, const int *dst_idx, const bf16 *src, const int *src_idx, int C) {
+    const int i = blockIdx.x;
+    const int di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
+    if (di < 0) return;
+    bf16 *d = dst + (size_t)di * C;
+    const bf16 *s = src + (size_t)si * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) d[c] = s[c];
+}
+
+// Accumulation: a destination row may repeat (the same token twice), so each thread owns columns and
+// walks every row in order, as the CPU backend does.
+__global__ void copy_rows_acc_kernel(bf16 *dst, const int *dst_idx, const bf16 *src, const int *src_idx, int n,
+                                     int C) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    for (int i = 0; i < n; i++) {
+        const int di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
+        if (di < 0) continue;
+        bf16 *d = dst + (size_t)di * C + c;
+        *d = __float2bfloat16(__bfloat162float(*d) + __bfloat162float(src[(size_t)si * C + c]));
+    }
+}
+
+static void cu_copy_rows(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *src, const int *src_idx, int n,
+                         int C, int accumulate) {
+    if (n <= 0 || C <= 0) return;
+    if (accumulate)
+        copy_rows_acc_kernel<<<(C + 127) / 128, 128, 0, impl(o)->stream>>>((bf16 *)dst, dst_idx, (const bf16 *)src,
+                                                                         src_idx, n, C);
+    else
+        copy_rows_kernel<<<n, C < 256 ? 32 * ((C + 31) / 32) : 256, 0, impl(o)->stream>>>(
+            (bf16 *)dst, dst_idx, (const bf16 *)src, src_idx, C);
+}
+
+// ---------------------------------------------------------------- attention
+
+// Work list: an item is up to ATT_MAXV / group query rows, all seeing the same prefix keys; a block
+// handles one item for one kv head, so the prefix tiles it loads serve every row and every query head of
+// the GQA group. Rows of one segment share their own keys (a "run"); a decode step packs the G one-row
+// segments of a group into one item, reading the prompt's keys once for all samples.
+enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128 };
+
+typedef struct {
+    int q, own_start, own_vis, pad;
+} AttRow;
+typedef struct {
+    int row0, nrows, pre_start, pre_len;
+} AttItem;
+
+// Loads key/value rows key_row(j), j < nk, of kv head kvh into the shared tiles as fp32.
+template <typename RowFn>
+__device__ void att_load_tile(float *Ks, float *Vs, const bf16 *k, const bf16 *v, int nk, int KVH, int kvh, int hd,
+                              RowFn key_row) {
+    const int ldk = hd + 1;
+    for (int idx = threadIdx.x; idx < nk * hd; idx += blockDim.x) {
+        const int j = idx / hd, d = idx % hd;
+        const size_t off = ((size_t)key_row(j) * KVH + kvh) * hd + d;
+        Ks[j * ldk + d] = __bfloat162float(k[off]);
+        Vs[j * hd + d] = __bfloat162float(v[off]);
+    }
+}
+
+// One warp's update for its ATT_VPW query vectors over a tile of nk keys (lane = key). active[i]: the
+// vector takes part; vis[i]: keys of this tile it may see (a count from the tile start).
+template <int DPL>
+__device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int hd, int nk, float scale, int warp,
+                         const int *active, const int *vis, float (*o)[DPL], float *m, float *l) {
+    const int lane = threadIdx.x % 32, ldk = hd + 1;
+    float s[ATT_VPW];
+    for (int i = 0; i < ATT_VPW; i++) s[i] = 0.0f;
+    if (lane < nk)
+        for (int d = 0; d < hd; d++) {
+            const float kd = Ks[lane * ldk + d];
+#pragma unroll
+            for (int i = 0; i < ATT_VPW; i++) s[i] += Qs[(warp * ATT_VPW + i) * hd + d] * kd;
+        }
+#pragma unroll
+    for (int i = 0; i < ATT_VPW; i++) {
+        if (!active[i]) continue;  // warp-uniform
+        const float sc = lane < vis[i] && lane < nk ? s[i] * scale : -INFINITY;
+        float mx = sc;
+        for (int off = 16; off; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+        const float mn = fmaxf(m[i], mx);
+        if (mn == -INFINITY) continue;  // nothing visible yet
+        const float corr = expf(m[i] - mn), p = expf(sc - mn);
+        float ps = p;
+        for (int off = 16; off; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+        l[i] = l[i] * corr + ps;
+#pragma unroll
+        for (int e = 0; e < DPL; e++) o[i][e] *= corr;
+        const int nv = vis[i] < nk ? vis[i] : nk;
+        for (int j = 0; j < nv; j++) {
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+            for (int e = 0; e < DPL; e++) {
+                const int d = lane + 32 * e;
+                if (d < hd) o[i][e] += pj * Vs[j * hd + d];
+            }
+        }
+        m[i] = mn;
+    }
+}
+
+template <int DPL>
+__global__ void attention_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+                                 const AttRow *rows, const AttItem *items, int H, int KVH, int hd, float scale) {
+    extern __shared__ float sm[];
+    __shared__ AttRow rs[ATT_MAXV];
+    float *Qs = sm, *Ks = Qs + ATT_MAXV * hd, *Vs = Ks + ATT_KT * (hd + 1);
+    const int group = H / KVH, kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const AttItem it = items[blockIdx.x];
+    const int nvec = it.nrows * group;
+    for (int i = threadIdx.x; i < it.nrows; i += blockDim.x) rs[i] = rows[it.row0 + i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nvec * hd; idx += blockDim.x) {
+        const int vi = idx / hd, d = idx % hd, r = vi / group, h = kvh * group + vi % group;
+        Qs[idx] = __bfloat162float(q[((size_t)rs[r].q * H + h) * hd + d]);
+    }
+    // vector vi = warp * ATT_VPW + i is (row vi / group, head kvh * group + vi % group)
+    int vrow[ATT_VPW];
+    float o[ATT_VPW][DPL], m[ATT_VPW], l[ATT_VPW];
+    for (int i = 0; i < ATT_VPW; i++) {
+        const int vi = warp * ATT_VPW + i;
+        vrow[i] = vi < nvec ? vi / group : -1;
+        m[i] = -INFINITY, l[i] = 0.0f;
+        for (int e = 0; e < DPL; e++) o[i][e] = 0.0f;
+    }
+    int active[ATT_VPW], vis[ATT_VPW];
+    // shared prefix: every vector sees every key
+    for (int t0 = 0; t0 < it.pre_len; t0 += ATT_KT) {
+        const int nk = it.pre_len - t0 < ATT_KT ? it.pre_len - t0 : ATT_KT, base = it.pre_start + t0;
+        __syncthreads();
+        att_load_tile(Ks, Vs, k, v, nk, KVH, kvh, hd, [=](int j) { return base + j; });
+        __syncthreads();
+        for (int i = 0; i < ATT_VPW; i++) active[i] = vrow[i] >= 0, vis[i] = nk;
+        att_tile<DPL>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
+    }
+    // own keys, one run of rows sharing them at a time
+    for (int ra = 0, rb; ra < it.nrows; ra = rb) {
+        int nmax = rs[ra].own_vis;
+        for (rb = ra + 1; rb < it.nrows && rs[rb].own_start == rs[ra].own_start; rb++)
+            nmax = rs[rb].own_vis > nmax ? rs[rb].own_vis : nmax;
+        const int own = rs[ra].own_start;
+        for (int t0 = 0; t0 < nmax; t0 += ATT_KT) {
+            const int nk = nmax - t0 < ATT_KT ? nmax - t0 : ATT_KT, base = own + t0;
+            __syncthreads();
+            att_load_tile(Ks, Vs, k, v, nk, KVH, kvh, hd, [=](int j) { return base + j; });
+            __syncthreads();
+            for (int i = 0; i < ATT_VPW; i++) {
+                active[i] = vrow[i] >= ra && vrow[i] < rb;
+                vis[i] = active[i] ? rs[vrow[i]].own_vis - t0 : 0;
+            }
+            att_tile<DPL>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
+        }
+    }
+    for (int i = 0; i < ATT_VPW; i++) {
+        if (vrow[i] < 0) continue;
+        const int vi = warp * ATT_VPW + i, h = kvh * group + vi % group;
+        const size_t row = rs[vrow[i]].q;
+        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        for (int e = 0; e < DPL; e++) {
+            const int d = lane + 32 * e;
+            if (d < hd) out[(row * H + h) * hd + d] = __float2bfloat16(o[i][e] * inv);
+        }
+        if (lane == 0) lse[row * H + h] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
+    }
+}
+
+static size_t att_smem(int hd) { return ((size_t)ATT_MAXV * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4; }
+
+// The device work list of segs (cached: the same list serves every layer of a forward).
+static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
+    for (int i = 0; i < ATT_CACHE; i++) {
+        AttnCache *a = &c->att[i];
+        if (a->nseg == nseg && a->group == group && a->segs && !memcmp(a->segs, segs, (size_t)nseg * sizeof *segs)) {
+            a->stamp = ++c->att_clock;
+            return a;
+        }
+    }
+    AttnCache *a = &c->att[0];
+    for (int i = 1; i < ATT_CACHE; i++)
+        if (c->att[i].stamp < a->stamp) a = &c->att[i];
+    if (nseg > a->cap_seg) {
+        a->cap_seg = nseg;
+        a->segs = (AttnSeg *)reallocCheck(a->segs, (size_t)nseg * sizeof *segs);
+    }
+    memcpy(a->segs, segs, (size_t)nseg * sizeof *segs);
+    a->nseg = nseg, a->group = group, a->stamp = ++c->att_clock;
+    const int R = ATT_MAXV / group;
+    size_t nrows = 0;
+    for (int i = 0; i < nseg; i++) nrows += segs[i].q_len;
+    AttRow *rows = (AttRow *)mallocCheck((nrows ? nrows : 1) * sizeof(AttRow));
+    AttItem *items = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
+    int n_items = 0, nr = 0;
+    for (int i = 0; i < nseg; i++) {
+        const AttnSeg *s = &segs[i];
+        for (int j0 = 0; j0 < s->q_len; j0 += R) {
+            const int n = s->q_len - j0 < R ? s->q_len - j0 : R;
+            AttItem *last = n_items ? &items[n_items - 1] : NULL;
+            // segments sharing a non-empty prefix join one item while rows fit
+            if (!(last && s->pre_len > 0 && last->pre_len == s->pre_len && last->pre_start == s->pre_start &&
+                  last->nrows + n <= R))
+                last = &items[n_items++], *last = (AttItem){nr, 0, s->pre_start, s->pre_len};
+            for (int j = j0; j < j0 + n; j++)
+                rows[nr++] = (AttRow){s->q_start + j, s->k_start, s->causal ? s->k_len - s->q_len + j + 1 : s->k_len, 0};
+            last->nrows += n;
+        }
+    }
+    if ((size_t)nr > a->cap_rows) {
+        if (a->rows) CUDA_CHECK(cudaFree(a->rows));
+        CUDA_CHECK(cudaMalloc(&a->rows, (size_t)nr * sizeof(AttRow)));
+        a->cap_rows = nr;
+    }
+    if ((size_t)n_items > a->cap_items) {
+        if (a->items) CUDA_CHECK(cudaFree(a->items));
+        CUDA_CHECK(cudaMalloc(&a->items, (size_t)n_items * sizeof(AttItem)));
+        a->cap_items = n_items;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(a->rows, rows, (size_t)nr * sizeof(AttRow), cudaMemcpyHostToDevice, c->stream));
+    CUDA_CHECK(cudaMemcpyAsync(a->items, items, (size_t)n_items * sizeof(AttItem), cudaMemcpyHostToDevice, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));  // the host arrays go now
+    a->max_vec = 0;
+    for (int i = 0; i < n_items; i++) a->max_vec = items[i].nrows * group > a->max_vec ? items[i].nrows * group : a->max_vec;
+    a->n_items = n_items;
+    free(rows);
+    free(items);
+    return a;
+}
+
+static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const Tensor *k, const Tensor *v,
+                         const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale) {
+    Cuda *c = impl(o);
+    if (nseg <= 0) return;
+    const int group = H / KVH;
+    if (hd > ATT_MAXD || group > ATT_MAXV)
+        fatal("cuda attention: head_dim %d (max %d) or GQA group %d (max %d) unsupported", hd, ATT_MAXD, group,
+              ATT_MAXV);
+    AttnCache *a = att_plan(c, segs, nseg, group);
+    if (!a->n_items) return;
+    const int threads = 32 * ((a->max_vec + ATT_VPW - 1) / ATT_VPW);
+    const dim3 grid(a->n_items, KVH);
+    const size_t sh = att_smem(hd);
+    const AttRow *rows = (const AttRow *)a->rows;
+    const AttItem *items = (const AttItem *)a->items;
+    if (hd <= 32)
+        attention_kernel<1><<<grid, threads, sh, c->stream>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
+                                                             (const bf16 *)v, rows, items, H, KVH, hd, scale);
+    else if (hd <= 64)
+        attention_kernel<2><<<grid, threads, sh, c->stream>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
+                                                             (const bf16 *)v, rows, items, H, KVH, hd, scale);
+    else
+        attention_kernel<4><<<grid, threads, sh, c->stream>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
+                                                             (const bf16 *)v, rows, items, H, KVH, hd, scale);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- Philox, fills and sampling
+
+// Philox4x32-10 (Salmon et al. 2011): counter (i, 0, key_hi, key_lo-mixed) under a seed key.
+__device__ uint4 philox(uint4 ctr, uint2 key) {
+    for (int r = 0; r < 10; r++) {
+        const uint32_t hi0 = __umulhi(0xD2511F53u, ctr.x), lo0 = 0xD2511F53u * ctr.x;
+        const uint32_t hi1 = __umulhi(0xCD9E8D57u, ctr.z), lo1 = 0xCD9E8D57u * ctr.z;
+        ctr = make_uint4(hi1 ^ ctr.y ^ key.x, lo1, hi0 ^ ctr.w ^ key.y, lo0);
+        key.x += 0x9E3779B9u, key.y += 0xBB67AE85u;
+    }
+    return ctr;
+}
+
+__device__ float u01(uint32_t x) { return ((x >> 8) + 0.5f) * (1.0f / 16777216.0f); }  // (0, 1)
+
+__global__ void fill_kernel(bf16 *x, size_t n, float std, float value, uint2 key, uint32_t khi, uint32_t klo) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float val = value;
+        if (std != 0.0f) {
+            const uint4 r = philox(make_uint4((uint32_t)i, (uint32_t)(i >> 32), khi, klo), key);
+            val = std * sqrtf(-2.0f * logf(u01(r.x))) * cospif(2.0f * u01(r.y));
+        }
+        x[i] = __float2bfloat16(val);
+    }
+}
+
+extern "C" void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float value, uint64_t seed, uint64_t key) {
+    if (!n) return;
+    fill_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)x, n, std, value,
+                                                               make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)),
+                                                               (uint32_t)(key >> 32), (uint32_t)key);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+extern "C" void ops_cuda_upload_bf16(Ops *o, Tensor *dst, const void *src, size_t n) {
+    cu_upload(o, dst, src, n * sizeof(bf16));
+}
+
+// Gumbel-max: argmax(logit / T + G), G = -log(-log(u)), is a draw from softmax(logits / T).
+__global__ void sample_kernel(int *ids, const bf16 *logits, int V, float inv_t, uint2 key, const uint32_t *rkey,
+                              uint32_t step) {
+    __shared__ float shv[32];
+    __shared__ int shi[32];
+    const size_t row = blockIdx.x;
+    const bf16 *x = logits + row * V;
+    float best = -INFINITY;
+    int bi = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float s = __bfloat162float(x[i]);
+        if (inv_t > 0.0f) {
+            const uint4 r = philox(make_uint4((uint32_t)i, step, rkey[row], 0x5A4D504Cu), key);
+            s = s * inv_t - logf(-logf(u01(r.x)));
+        }
+        if (s > best) best = s, bi = i;
+    }
+    for (int off = 16; off; off >>= 1) {
+        const float b2 = __shfl_xor_sync(0xffffffffu, best, off);
+        const int i2 = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (b2 > best || (b2 == best && i2 < bi)) best = b2, bi = i2;
+    }
+    if (threadIdx.x % 32 == 0) shv[threadIdx.x / 32] = best, shi[threadIdx.x / 32] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)blockDim.x / 32; w++)
+            if (shv[w] > best || (shv[w] == best && shi[w] < bi)) best = shv[w], bi = shi[w];
+        ids[row] = bi;
+    }
+}
+
+extern "C" void ops_cuda_sample(Ops *o, int *ids, const Tensor *logits, int R, int V, float temperature,
+                                uint64_t seed, const uint32_t *key_host, uint32_t step) {
+    Cuda *c = impl(o);
+    if (R <= 0) return;
+    uint32_t *rkey = (uint32_t *)c->scratch;  // R keys, ahead of nothing else in flight
+    CUDA_CHECK(cudaMemcpyAsync(rkey, key_host, (size_t)R * sizeof(uint32_t), cudaMemcpyHostToDevice, c->stream));
+    sample_kernel<<<R, 1024, 0, c->stream>>>(ids, (const bf16 *)logits, V, temperature > 0.0f ? 1.0f / temperature : 0.0f,
+                                             make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)), rkey, step);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- create / destroy
+
+static void cu_destroy(Ops *o) {
+    Cuda *c = impl(o);
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    for (int i = 0; i < c->n_plans; i++) {
+        GemmPlan *p = &c->plans[i];
+        cublasLtMatmulDescDestroy(p->desc);
+        cublasLtMatrixLayoutDestroy(p->la), cublasLtMatrixLayoutDestroy(p->lb);
+        cublasLtMatrixLayoutDestroy(p->lc);
+    }
+    for (int i = 0; i < ATT_CACHE; i++) {
+        free(c->att[i].segs);
+        if (c->att[i].rows) cudaFree(c->att[i].rows);
+        if (c->att[i].items) cudaFree(c->att[i].items);
+    }
+    cudaFree(c->lt_ws);
+    cudaFree(c->scratch);
+    cublasLtDestroy(c->lt);
+    cublasDestroy(c->blas);
+    cudaStreamDestroy(c->stream);
+    free(c->blk_ptr);
+    free(c->blk_size);
+    free(c);
+    free(o);
+}
+
+extern "C" int ops_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky "no device" error
+        return 0;
+    }
+    return n;
+}
+
+extern "C" size_t ops_cuda_peak_bytes(const Ops *o) {
+    const Cuda *c = (const Cuda *)o->impl;
+    return c->peak_bytes + c->lt_ws_bytes + c->scratch_n * sizeof(float);
+}
+
+extern "C" Ops *ops_cuda_create(void) {
+    if (ops_cuda_device_count() < 1) fatal("ops_cuda_create: no CUDA device");
+    Cuda *c = (Cuda *)callocCheck(1, sizeof(Cuda));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    BLAS_CHECK(cublasCreate(&c->blas));
+    BLAS_CHECK(cublasSetStream(c->blas, c->stream));
+    BLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
+    BLAS_CHECK(cublasLtCreate(&c->lt));
+    c->lt_ws_bytes = (size_t)32 << 20;
+    CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
+    c->scratch_n = (size_t)16 << 20;
+    CUDA_CHECK(cudaMalloc((void **)&c->scratch, c->scratch_n * sizeof(float)));
+    const int sh = (int)att_smem(ATT_MAXD);
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    Ops *o = (Ops *)callocCheck(1, sizeof(Ops));
+    o->name = "cuda";
+    o->impl = c;
+    o->destroy = cu_destroy;
+    o->act_size = sizeof(bf16);
+    o->alloc = cu_alloc;
+    o->free = cu_free;
+    o->upload = cu_upload;
+    o->download = cu_download;
+    o->upload_act = cu_upload_act;
+    o->download_act = cu_download_act;
+    o->copy = cu_copy;
+    o->zero = cu_zero;
+    o->sync = cu_sync;
+    o->matmul = cu_matmul;
+    o->im2col = cu_im2col;
+    o->layernorm = cu_layernorm;
+    o->rmsnorm = cu_rmsnorm;
+    o->rope = cu_rope;
+    o->attention = cu_attention;
+    o->gelu = cu_gelu;
+    o->silu_mul = cu_silu_mul;
+    o->add = cu_add;
+    o->avgpool2 = cu_avgpool2;
+    o->copy_rows = cu_copy_rows;
+    o->logprob = cu_logprob;
+    // backward entries stay NULL (see ops_cuda.h)
+    return o;
+}
