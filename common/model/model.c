@@ -439,6 +439,8 @@ void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits)
     }
 }
 
+const Tensor *model_final_hidden(const ModelActs *a) { return a->lnf; }
+
 // ---------------------------------------------------------------- KV-cache inference
 
 void kv_cache_init(KVCache *kv, Model *m, int rows) {

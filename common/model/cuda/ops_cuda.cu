@@ -680,7 +680,7 @@ static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
     }
     CUDA_CHECK(cudaMemcpyAsync(a->rows, rows, (size_t)nr * sizeof(AttRow), cudaMemcpyHostToDevice, c->stream));
     CUDA_CHECK(cudaMemcpyAsync(a->items, items, (size_t)n_items * sizeof(AttItem), cudaMemcpyHostToDevice, c->stream));
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));  // the host arrays go now
+    // pageable sources are staged before cudaMemcpyAsync returns, so the host arrays may go now
     a->max_vec = 0;
     for (int i = 0; i < n_items; i++) a->max_vec = items[i].nrows * group > a->max_vec ? items[i].nrows * group : a->max_vec;
     a->n_items = n_items;
