@@ -53,6 +53,7 @@ typedef struct {
     Tensor *logits;  // [G, V]
     int *ids_dev, *last_dev;
     int tokens[G][NEW];
+    double t_prefill;  // seconds of the last run's prefill (audio encoder + prompt)
 } Rollout;
 
 // Prefill once, then G samples decode together over the shared cached prompt.
@@ -62,6 +63,7 @@ static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const fl
     Err e;
     uint32_t keys[G];
     for (int g = 0; g < G; g++) keys[g] = (uint32_t)g;
+    const double t0 = now();
     mbatch_clear(&r->b);
     for (int i = 0; i < P; i++) mbatch_add_token(&r->b, prompt[i], i, i);
     mbatch_add_seg(&r->b, (AttnSeg){.q_start = 0, .q_len = P, .k_start = 0, .k_len = P, .causal = 1});
@@ -72,6 +74,8 @@ static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const fl
     o->matmul(o, r->logits, ops_at(o, x, (size_t)(P - 1) * D), ops_at(o, m->params, m->t.specs[m->t.lm_head].offset),
               NULL, 1, V, D, 0, 1, 0);
     o->copy_rows(o, r->logits, NULL, r->logits, r->last_dev, G, V, 0);
+    o->sync(o);
+    r->t_prefill = now() - t0;
     for (int t = 0; t < NEW; t++) {
         ops_cuda_sample(o, r->ids_dev, r->logits, G, V, 1.0f, 42, keys, (uint32_t)t);
         int ids[G];
@@ -89,6 +93,63 @@ static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const fl
         o->matmul(o, r->logits, model_final_hidden(r->a), ops_at(o, m->params, m->t.specs[m->t.lm_head].offset),
                   NULL, G, V, D, 0, 1, 0);
     }
+}
+
+
+// Seconds per call of fn over reps calls (synchronised), after one warm-up call.
+#define TIME_OP(o, reps, call)                    \
+    ({                                            \
+        call;                                     \
+        (o)->sync(o);                             \
+        double t0_ = now();                       \
+        for (int i_ = 0; i_ < (reps); i_++) call; \
+        (o)->sync(o);                             \
+        (now() - t0_) / (reps);                   \
+    })
+
+// Where a rollout's time goes: the decode-step GEMMs (M = G rows) against the weight-streaming bound,
+// a prefill GEMM, and attention at the decode, decoder-prefill and encoder shapes.
+static void components(Model *m, int P) {
+    Ops *o = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const int D = c->dim, FF = c->ffn, V = c->vocab, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+    const TextLayerParams *lp = &m->t.tlayer[0];
+#define W(i) ops_at(o, m->params, m->t.specs[(i)].offset)
+    Tensor *x = o->alloc(o, (size_t)P * (FF > V / 8 ? FF : V / 8) * 2 * o->act_size);
+    Tensor *y = o->alloc(o, (size_t)P * (FF > V / 8 ? FF : V / 8) * 2 * o->act_size);
+    struct {
+        const char *name;
+        int M, N, K, w, b;
+    } g[] = {{"q_proj +bias", G, Q, D, lp->q_w, lp->q_b}, {"gate_proj", G, FF, D, lp->gate_w, -1},
+             {"down_proj", G, D, FF, lp->down_w, -1},      {"lm_head", G, V, D, m->t.lm_head, -1},
+             {"q_proj +bias (prefill)", P, Q, D, lp->q_w, lp->q_b}, {"gate_proj (prefill)", P, FF, D, lp->gate_w, -1}};
+    for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
+        double t = TIME_OP(o, 20, o->matmul(o, y, x, W(g[i].w), g[i].b >= 0 ? W(g[i].b) : NULL, g[i].M, g[i].N,
+                                             g[i].K, 0, 1, 0));
+        printf("    gemm %-24s [%d x %d x %d]: %8.1f us, %6.0f GB/s weights, %6.1f TFLOP/s\n", g[i].name, g[i].M,
+               g[i].N, g[i].K, t * 1e6, (double)g[i].N * g[i].K * 2 / t / 1e9,
+               2.0 * g[i].M * g[i].N * g[i].K / t / 1e12);
+    }
+    float *lse = o->alloc(o, (size_t)P * c->heads * 2 * sizeof(float));
+    AttnSeg dec[G];
+    for (int s = 0; s < G; s++)
+        dec[s] = (AttnSeg){.q_start = s, .q_len = 1, .pre_start = 0, .pre_len = P, .k_start = P + s * NEW,
+                           .k_len = NEW / 2, .causal = 1};
+    // keys/values of P + G * NEW rows fit in x / y
+    double t = TIME_OP(o, 20, o->attention(o, y, lse, x, x, x, dec, G, c->heads, c->kv_heads, c->head_dim, 0.088f));
+    printf("    attention decode (%d samples, prefix %d): %.1f us per layer\n", G, P, t * 1e6);
+    AttnSeg pre = {.q_start = 0, .q_len = P, .k_start = 0, .k_len = P, .causal = 1};
+    t = TIME_OP(o, 5, o->attention(o, y, lse, x, x, x, &pre, 1, c->heads, c->kv_heads, c->head_dim, 0.088f));
+    printf("    attention prefill causal %d: %.1f us per layer\n", P, t * 1e6);
+    const int Pa = c->a_max_pos, ah = c->a_heads, ahd = c->a_dim / c->a_heads;
+    AttnSeg enc = {.q_start = 0, .q_len = Pa, .k_start = 0, .k_len = Pa, .causal = 0};
+    if ((size_t)Pa * c->a_dim <= (size_t)P * FF) {
+        t = TIME_OP(o, 5, o->attention(o, y, lse, x, x, x, &enc, 1, ah, ah, ahd, 0.125f));
+        printf("    attention encoder %d bidirectional (%d heads x %d): %.1f us per layer\n", Pa, ah, ahd, t * 1e6);
+    }
+    (void)KV;
+#undef W
+    o->free(o, x), o->free(o, y), o->free(o, lse);
 }
 
 int main(int argc, char **argv) {
@@ -141,6 +202,8 @@ int main(int argc, char **argv) {
     const double t_roll = sum / REPS;
     printf("  rollout (GPU sampling): prompt %d (%d audio) + %d x %d new tokens: mean %.4f s (best %.4f), "
            "%.0f new tokens/s\n", P, na, G, NEW, t_roll, best, G * NEW / t_roll);
+    printf("    prefill (encoder + %d-token prompt) %.4f s, decode %.2f ms per step\n", P, r.t_prefill,
+           (best - r.t_prefill) / (NEW - 1) * 1e3);
     printf("    sample 0 tokens 0..7:");
     for (int j = 0; j < 8; j++) printf(" %d", r.tokens[0][j]);
     printf("\n");
@@ -201,6 +264,8 @@ int main(int argc, char **argv) {
     }
     const double peak = ops_cuda_peak_bytes(o) / 1073741824.0;
     printf("  peak device memory (backend allocations): %.2f GiB\n", peak);
+    printf("  components:\n");
+    components(&m, P);
     if (json) {
         FILE *f = fopenCheck(json, "w");
         fprintf(f,

@@ -73,12 +73,13 @@ static void test_norms(void) {
     P.c->layernorm(P.c, yc, mc, rc, xc, wc, bc, T, C, 1e-5f);
     P.g->layernorm(P.g, yg, mg, rg, xg, wg, bg, T, C, 1e-5f);
     CHECK(cmp_act(&P, "layernorm y", yc, yg, (size_t)T * C) < 1e-2);
-    CHECK(cmp_f32(&P, "layernorm mean", mc, mg, T) < 1e-4);
-    CHECK(cmp_f32(&P, "layernorm rstd", rc, rg, T) < 1e-4);
+    // means up to 6 summed over 1280 fp32 terms in another order: ~1e-4 relative
+    CHECK(cmp_f32(&P, "layernorm mean", mc, mg, T) < 1e-3);
+    CHECK(cmp_f32(&P, "layernorm rstd", rc, rg, T) < 1e-3);
     P.c->rmsnorm(P.c, yc, rc, xc, wc, T, C, 1e-6f);
     P.g->rmsnorm(P.g, yg, rg, xg, wg, T, C, 1e-6f);
     CHECK(cmp_act(&P, "rmsnorm y", yc, yg, (size_t)T * C) < 1e-2);
-    CHECK(cmp_f32(&P, "rmsnorm rstd", rc, rg, T) < 1e-4);
+    CHECK(cmp_f32(&P, "rmsnorm rstd", rc, rg, T) < 1e-3);
     free_pair(&P, xc, xg), free_pair(&P, wc, wg), free_pair(&P, bc, bg), free_pair(&P, yc, yg);
     free_pair(&P, mc, mg), free_pair(&P, rc, rg);
     free(x), free(w), free(b);
@@ -146,6 +147,12 @@ static void test_attention(void) {
         dec[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 70, .k_start = 70 + 40 * g,
                            .k_len = 1 + 8 * g, .causal = 1};
     attn_case("decode 5 samples shared prefix", dec, 5, 5, 270, 4, 4, 128);
+    // decode with a long prefix: few blocks, so the prefix is split over blocks and merged (GQA group 4)
+    AttnSeg dl[8];
+    for (int g = 0; g < 8; g++)
+        dl[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 600, .k_start = 600 + 32 * g,
+                          .k_len = 1 + 4 * g, .causal = 1};
+    attn_case("decode 8 samples, 600-row prefix (split)", dl, 8, 8, 856, 8, 2, 128);
     // tiny heads (head_dim 4) as in the tiny test models
     AttnSeg small = {.q_start = 0, .q_len = 9, .k_start = 0, .k_len = 9, .causal = 1};
     attn_case("causal hd=4", &small, 1, 9, 9, 4, 2, 4);
@@ -184,6 +191,8 @@ static void test_copy_rows(void) {
     // accumulate with a repeated destination row, then a gather (distinct destinations)
     P.c->copy_rows(P.c, dc, dic, sc, sic, n, C, 1), P.g->copy_rows(P.g, dg, dig, sg, sig, n, C, 1);
     CHECK(cmp_act(&P, "copy_rows accumulate", dc, dg, (size_t)10 * C) < 1e-2);
+    // a gather into a fresh buffer moves bf16 values unchanged
+    P.c->zero(P.c, dc, (size_t)10 * C * P.c->act_size), P.g->zero(P.g, dg, (size_t)10 * C * P.g->act_size);
     P.c->copy_rows(P.c, dc, NULL, sc, sic, n, C, 0), P.g->copy_rows(P.g, dg, NULL, sg, sig, n, C, 0);
     CHECK(cmp_act(&P, "copy_rows gather", dc, dg, (size_t)10 * C) == 0);
     free_pair(&P, sc, sg), free_pair(&P, dc, dg), free_pair(&P, dic, dig), free_pair(&P, sic, sig);

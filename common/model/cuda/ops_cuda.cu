@@ -49,7 +49,7 @@ typedef struct {
     int nseg, cap_seg, group;
     void *rows, *items;  // device
     size_t cap_rows, cap_items;
-    int n_items, max_vec;
+    int n_items, n_rows, max_vec, nq, max_pre;  // nq: query rows spanned, max_pre: longest prefix
     unsigned long long stamp;
 } AttnCache;
 
@@ -65,6 +65,9 @@ typedef struct {
     size_t scratch_n;
     AttnCache att[ATT_CACHE];
     unsigned long long att_clock;
+    float *part;  // split-prefix attention states
+    size_t part_n;
+    int n_sm;
     void **blk_ptr;  // live allocations and their sizes, for the peak
     size_t *blk_size;
     int n_blk, cap_blk;
@@ -499,8 +502,10 @@ static void cu_copy_rows(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *
 // Work list: an item is up to ATT_MAXV / group query rows, all seeing the same prefix keys; a block
 // handles one item for one kv head, so the prefix tiles it loads serve every row and every query head of
 // the GQA group. Rows of one segment share their own keys (a "run"); a decode step packs the G one-row
-// segments of a group into one item, reading the prompt's keys once for all samples.
-enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128 };
+// segments of a group into one item, reading the prompt's keys once for all samples. When items are too
+// few to fill the GPU (decode), the prefix is split over grid.z blocks whose partial softmax states
+// (unnormalised output, max, sum) a second kernel merges, as in flash-decoding.
+enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128, ATT_MIN_THREADS = 256, ATT_MAX_SPLIT = 16 };
 
 typedef struct {
     int q, own_start, own_vis, pad;
@@ -509,14 +514,29 @@ typedef struct {
     int row0, nrows, pre_start, pre_len;
 } AttItem;
 
-// Loads key/value rows key_row(j), j < nk, of kv head kvh into the shared tiles as fp32.
-template <typename RowFn>
-__device__ void att_load_tile(float *Ks, float *Vs, const bf16 *k, const bf16 *v, int nk, int KVH, int kvh, int hd,
-                              RowFn key_row) {
+// Loads key/value rows base + j, j < nk, of kv head kvh into the shared tiles as fp32; 16-byte loads
+// when rows are 8-element aligned (vec8).
+__device__ void att_load_tile(float *Ks, float *Vs, const bf16 *k, const bf16 *v, int base, int nk, int KVH, int kvh,
+                              int hd, int vec8) {
     const int ldk = hd + 1;
+    if (vec8) {
+        const int per = hd / 8;
+        for (int idx = threadIdx.x; idx < nk * per; idx += blockDim.x) {
+            const int j = idx / per, d = (idx % per) * 8;
+            const size_t off = ((size_t)(base + j) * KVH + kvh) * hd + d;
+            const uint4 kr = *(const uint4 *)(k + off), vr = *(const uint4 *)(v + off);
+            const bf16 *kb = (const bf16 *)&kr, *vb = (const bf16 *)&vr;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                Ks[j * ldk + d + e] = __bfloat162float(kb[e]);
+                Vs[j * hd + d + e] = __bfloat162float(vb[e]);
+            }
+        }
+        return;
+    }
     for (int idx = threadIdx.x; idx < nk * hd; idx += blockDim.x) {
         const int j = idx / hd, d = idx % hd;
-        const size_t off = ((size_t)key_row(j) * KVH + kvh) * hd + d;
+        const size_t off = ((size_t)(base + j) * KVH + kvh) * hd + d;
         Ks[j * ldk + d] = __bfloat162float(k[off]);
         Vs[j * hd + d] = __bfloat162float(v[off]);
     }
@@ -563,13 +583,16 @@ __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int 
     }
 }
 
+// part (split > 1): [split][nq][H] states, each hd unnormalised outputs then (max, sum).
 template <int DPL>
-__global__ void attention_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-                                 const AttRow *rows, const AttItem *items, int H, int KVH, int hd, float scale) {
+__global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 *q, const bf16 *k, const bf16 *v,
+                                 const AttRow *rows, const AttItem *items, int H, int KVH, int hd, float scale,
+                                 int vec8, int nq) {
     extern __shared__ float sm[];
     __shared__ AttRow rs[ATT_MAXV];
     float *Qs = sm, *Ks = Qs + ATT_MAXV * hd, *Vs = Ks + ATT_KT * (hd + 1);
     const int group = H / KVH, kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int split = gridDim.z, z = blockIdx.z;
     const AttItem it = items[blockIdx.x];
     const int nvec = it.nrows * group;
     for (int i = threadIdx.x; i < it.nrows; i += blockDim.x) rs[i] = rows[it.row0 + i];
@@ -588,25 +611,26 @@ __global__ void attention_kernel(bf16 *out, float *lse, const bf16 *q, const bf1
         for (int e = 0; e < DPL; e++) o[i][e] = 0.0f;
     }
     int active[ATT_VPW], vis[ATT_VPW];
-    // shared prefix: every vector sees every key
-    for (int t0 = 0; t0 < it.pre_len; t0 += ATT_KT) {
-        const int nk = it.pre_len - t0 < ATT_KT ? it.pre_len - t0 : ATT_KT, base = it.pre_start + t0;
+    // this split's share of the shared prefix: every vector sees every key
+    const int ntile = (it.pre_len + ATT_KT - 1) / ATT_KT, per = (ntile + split - 1) / split;
+    const int t_end = (z + 1) * per * ATT_KT < it.pre_len ? (z + 1) * per * ATT_KT : it.pre_len;
+    for (int t0 = z * per * ATT_KT; t0 < t_end; t0 += ATT_KT) {
+        const int nk = t_end - t0 < ATT_KT ? t_end - t0 : ATT_KT;
         __syncthreads();
-        att_load_tile(Ks, Vs, k, v, nk, KVH, kvh, hd, [=](int j) { return base + j; });
+        att_load_tile(Ks, Vs, k, v, it.pre_start + t0, nk, KVH, kvh, hd, vec8);
         __syncthreads();
         for (int i = 0; i < ATT_VPW; i++) active[i] = vrow[i] >= 0, vis[i] = nk;
         att_tile<DPL>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
     }
-    // own keys, one run of rows sharing them at a time
-    for (int ra = 0, rb; ra < it.nrows; ra = rb) {
+    // own keys (the last split), one run of rows sharing them at a time
+    for (int ra = 0, rb; z == split - 1 && ra < it.nrows; ra = rb) {
         int nmax = rs[ra].own_vis;
         for (rb = ra + 1; rb < it.nrows && rs[rb].own_start == rs[ra].own_start; rb++)
             nmax = rs[rb].own_vis > nmax ? rs[rb].own_vis : nmax;
-        const int own = rs[ra].own_start;
         for (int t0 = 0; t0 < nmax; t0 += ATT_KT) {
-            const int nk = nmax - t0 < ATT_KT ? nmax - t0 : ATT_KT, base = own + t0;
+            const int nk = nmax - t0 < ATT_KT ? nmax - t0 : ATT_KT;
             __syncthreads();
-            att_load_tile(Ks, Vs, k, v, nk, KVH, kvh, hd, [=](int j) { return base + j; });
+            att_load_tile(Ks, Vs, k, v, rs[ra].own_start + t0, nk, KVH, kvh, hd, vec8);
             __syncthreads();
             for (int i = 0; i < ATT_VPW; i++) {
                 active[i] = vrow[i] >= ra && vrow[i] < rb;
@@ -619,6 +643,15 @@ __global__ void attention_kernel(bf16 *out, float *lse, const bf16 *q, const bf1
         if (vrow[i] < 0) continue;
         const int vi = warp * ATT_VPW + i, h = kvh * group + vi % group;
         const size_t row = rs[vrow[i]].q;
+        if (split > 1) {
+            float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
+            for (int e = 0; e < DPL; e++) {
+                const int d = lane + 32 * e;
+                if (d < hd) st[d] = o[i][e];
+            }
+            if (lane == 0) st[hd] = m[i], st[hd + 1] = l[i];
+            continue;
+        }
         const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
         for (int e = 0; e < DPL; e++) {
             const int d = lane + 32 * e;
@@ -626,6 +659,29 @@ __global__ void attention_kernel(bf16 *out, float *lse, const bf16 *q, const bf1
         }
         if (lane == 0) lse[row * H + h] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
     }
+}
+
+// Merges the split states of one (row, head) per block: out = sum_z o_z e^(m_z - M) / sum_z l_z e^(m_z - M).
+__global__ void attention_merge_kernel(bf16 *out, float *lse, const float *part, const AttRow *rows, int H, int hd,
+                                       int split, int nq) {
+    const size_t row = rows[blockIdx.x].q;
+    const int h = blockIdx.y;
+    float M = -INFINITY;
+    for (int z = 0; z < split; z++) M = fmaxf(M, part[(((size_t)z * nq + row) * H + h) * (hd + 2) + hd]);
+    float L = 0.0f;
+    for (int z = 0; z < split; z++) {
+        const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
+        if (st[hd + 1] > 0.0f) L += st[hd + 1] * expf(st[hd] - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int z = 0; z < split; z++) {
+            const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
+            if (st[hd + 1] > 0.0f) acc += st[d] * expf(st[hd] - M);
+        }
+        out[(row * H + h) * hd + d] = __float2bfloat16(L > 0.0f ? acc / L : 0.0f);
+    }
+    if (threadIdx.x == 0) lse[row * H + h] = L > 0.0f ? M + logf(L) : -INFINITY;
 }
 
 static size_t att_smem(int hd) { return ((size_t)ATT_MAXV * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4; }
@@ -654,8 +710,11 @@ static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
     AttRow *rows = (AttRow *)mallocCheck((nrows ? nrows : 1) * sizeof(AttRow));
     AttItem *items = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
     int n_items = 0, nr = 0;
+    a->nq = 0, a->max_pre = 0;
     for (int i = 0; i < nseg; i++) {
         const AttnSeg *s = &segs[i];
+        a->nq = s->q_start + s->q_len > a->nq ? s->q_start + s->q_len : a->nq;
+        a->max_pre = s->pre_len > a->max_pre ? s->pre_len : a->max_pre;
         for (int j0 = 0; j0 < s->q_len; j0 += R) {
             const int n = s->q_len - j0 < R ? s->q_len - j0 : R;
             AttItem *last = n_items ? &items[n_items - 1] : NULL;
@@ -678,12 +737,12 @@ static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
         CUDA_CHECK(cudaMalloc(&a->items, (size_t)n_items * sizeof(AttItem)));
         a->cap_items = n_items;
     }
+    // pageable sources are staged before cudaMemcpyAsync returns, so the host arrays may go now
     CUDA_CHECK(cudaMemcpyAsync(a->rows, rows, (size_t)nr * sizeof(AttRow), cudaMemcpyHostToDevice, c->stream));
     CUDA_CHECK(cudaMemcpyAsync(a->items, items, (size_t)n_items * sizeof(AttItem), cudaMemcpyHostToDevice, c->stream));
-    // pageable sources are staged before cudaMemcpyAsync returns, so the host arrays may go now
     a->max_vec = 0;
     for (int i = 0; i < n_items; i++) a->max_vec = items[i].nrows * group > a->max_vec ? items[i].nrows * group : a->max_vec;
-    a->n_items = n_items;
+    a->n_items = n_items, a->n_rows = nr;
     free(rows);
     free(items);
     return a;
@@ -699,20 +758,40 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
               ATT_MAXV);
     AttnCache *a = att_plan(c, segs, nseg, group);
     if (!a->n_items) return;
-    const int threads = 32 * ((a->max_vec + ATT_VPW - 1) / ATT_VPW);
-    const dim3 grid(a->n_items, KVH);
+    int threads = 32 * ((a->max_vec + ATT_VPW - 1) / ATT_VPW);
+    threads = threads < ATT_MIN_THREADS ? ATT_MIN_THREADS : threads;
+    // split long prefixes while the blocks would not fill two waves of the GPU
+    int split = 1;
+    const int blocks = a->n_items * KVH;
+    while (split < ATT_MAX_SPLIT && blocks * split < 2 * c->n_sm && a->max_pre / (2 * split) >= 2 * ATT_KT) split *= 2;
+    float *part = NULL;
+    if (split > 1) {
+        const size_t need = (size_t)split * a->nq * H * (hd + 2);
+        if (need > c->part_n) {
+            if (c->part) CUDA_CHECK(cudaFree(c->part));
+            CUDA_CHECK(cudaMalloc((void **)&c->part, need * sizeof(float)));
+            c->part_n = need;
+        }
+        part = c->part;
+    }
+    const int vec8 = hd % 8 == 0 && ((uintptr_t)k | (uintptr_t)v) % 16 == 0;
+    const dim3 grid(a->n_items, KVH, split);
     const size_t sh = att_smem(hd);
     const AttRow *rows = (const AttRow *)a->rows;
     const AttItem *items = (const AttItem *)a->items;
+    bf16 *ob = (bf16 *)out;
+    const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v;
     if (hd <= 32)
-        attention_kernel<1><<<grid, threads, sh, c->stream>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
-                                                             (const bf16 *)v, rows, items, H, KVH, hd, scale);
+        attention_kernel<1><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, hd, scale,
+                                                             vec8, a->nq);
     else if (hd <= 64)
-        attention_kernel<2><<<grid, threads, sh, c->stream>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
-                                                             (const bf16 *)v, rows, items, H, KVH, hd, scale);
+        attention_kernel<2><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, hd, scale,
+                                                             vec8, a->nq);
     else
-        attention_kernel<4><<<grid, threads, sh, c->stream>>>((bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k,
-                                                             (const bf16 *)v, rows, items, H, KVH, hd, scale);
+        attention_kernel<4><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, hd, scale,
+                                                             vec8, a->nq);
+    if (split > 1)
+        attention_merge_kernel<<<dim3(a->n_rows, H), 128, 0, c->stream>>>(ob, lse, part, rows, H, hd, split, a->nq);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -814,6 +893,7 @@ static void cu_destroy(Ops *o) {
     }
     cudaFree(c->lt_ws);
     cudaFree(c->scratch);
+    if (c->part) cudaFree(c->part);
     cublasLtDestroy(c->lt);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
@@ -841,6 +921,9 @@ extern "C" Ops *ops_cuda_create(void) {
     if (ops_cuda_device_count() < 1) fatal("ops_cuda_create: no CUDA device");
     Cuda *c = (Cuda *)callocCheck(1, sizeof(Cuda));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    int dev;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, dev));
     BLAS_CHECK(cublasCreate(&c->blas));
     BLAS_CHECK(cublasSetStream(c->blas, c->stream));
     BLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
