@@ -153,6 +153,12 @@ static void test_attention(void) {
         dl[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 600, .k_start = 600 + 32 * g,
                           .k_len = 1 + 4 * g, .causal = 1};
     attn_case("decode 8 samples, 600-row prefix (split)", dl, 8, 8, 856, 8, 2, 128);
+    // the 7B decode shape: 8 samples, MHA, one query vector a warp, 846-row prefix split over blocks
+    AttnSeg d7[8];
+    for (int g = 0; g < 8; g++)
+        d7[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 846, .k_start = 846 + 32 * g,
+                          .k_len = 1 + 3 * g, .causal = 1};
+    attn_case("decode 8 samples, 846-row prefix, MHA", d7, 8, 8, 1102, 4, 4, 128);
     // tiny heads (head_dim 4) as in the tiny test models
     AttnSeg small = {.q_start = 0, .q_len = 9, .k_start = 0, .k_len = 9, .causal = 1};
     attn_case("causal hd=4", &small, 1, 9, 9, 4, 2, 4);

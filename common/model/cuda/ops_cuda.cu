@@ -8,6 +8,7 @@
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,9 @@ typedef struct {
 typedef struct {
     AttnSeg *segs;  // host copy of the key
     int nseg, cap_seg, group;
-    void *rows, *items;  // device
-    size_t cap_rows, cap_items;
+    void *rows, *items, *fitems;  // device: rows, items, and the tensor-core path's one-segment items
+    size_t cap_rows, cap_items, cap_fitems;
+    int n_fitems;
     int n_items, n_rows, max_vec, nq, max_pre;  // nq: query rows spanned, max_pre: longest prefix
     unsigned long long stamp;
 } AttnCache;
@@ -544,20 +546,20 @@ __device__ void att_load_tile(float *Ks, float *Vs, const bf16 *k, const bf16 *v
 
 // One warp's update for its ATT_VPW query vectors over a tile of nk keys (lane = key). active[i]: the
 // vector takes part; vis[i]: keys of this tile it may see (a count from the tile start).
-template <int DPL>
+template <int DPL, int VPW>
 __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int hd, int nk, float scale, int warp,
                          const int *active, const int *vis, float (*o)[DPL], float *m, float *l) {
     const int lane = threadIdx.x % 32, ldk = hd + 1;
-    float s[ATT_VPW];
-    for (int i = 0; i < ATT_VPW; i++) s[i] = 0.0f;
+    float s[VPW];
+    for (int i = 0; i < VPW; i++) s[i] = 0.0f;
     if (lane < nk)
         for (int d = 0; d < hd; d++) {
             const float kd = Ks[lane * ldk + d];
 #pragma unroll
-            for (int i = 0; i < ATT_VPW; i++) s[i] += Qs[(warp * ATT_VPW + i) * hd + d] * kd;
+            for (int i = 0; i < VPW; i++) s[i] += Qs[(warp * VPW + i) * hd + d] * kd;
         }
 #pragma unroll
-    for (int i = 0; i < ATT_VPW; i++) {
+    for (int i = 0; i < VPW; i++) {
         if (!active[i]) continue;  // warp-uniform
         const float sc = lane < vis[i] && lane < nk ? s[i] * scale : -INFINITY;
         float mx = sc;
@@ -583,8 +585,9 @@ __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int 
     }
 }
 
-// part (split > 1): [split][nq][H] states, each hd unnormalised outputs then (max, sum).
-template <int DPL>
+// part (split > 1): [split][nq][H] states, each hd unnormalised outputs then (max, sum). VPW query vectors
+// per warp: 4 amortise the key reads in prefill, 1 spreads a decode step's few vectors over more warps.
+template <int DPL, int VPW>
 __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 *q, const bf16 *k, const bf16 *v,
                                  const AttRow *rows, const AttItem *items, int H, int KVH, int hd, float scale,
                                  int vec8, int nq) {
@@ -601,16 +604,16 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
         const int vi = idx / hd, d = idx % hd, r = vi / group, h = kvh * group + vi % group;
         Qs[idx] = __bfloat162float(q[((size_t)rs[r].q * H + h) * hd + d]);
     }
-    // vector vi = warp * ATT_VPW + i is (row vi / group, head kvh * group + vi % group)
-    int vrow[ATT_VPW];
-    float o[ATT_VPW][DPL], m[ATT_VPW], l[ATT_VPW];
-    for (int i = 0; i < ATT_VPW; i++) {
-        const int vi = warp * ATT_VPW + i;
+    // vector vi = warp * VPW + i is (row vi / group, head kvh * group + vi % group)
+    int vrow[VPW];
+    float o[VPW][DPL], m[VPW], l[VPW];
+    for (int i = 0; i < VPW; i++) {
+        const int vi = warp * VPW + i;
         vrow[i] = vi < nvec ? vi / group : -1;
         m[i] = -INFINITY, l[i] = 0.0f;
         for (int e = 0; e < DPL; e++) o[i][e] = 0.0f;
     }
-    int active[ATT_VPW], vis[ATT_VPW];
+    int active[VPW], vis[VPW];
     // this split's share of the shared prefix: every vector sees every key
     const int ntile = (it.pre_len + ATT_KT - 1) / ATT_KT, per = (ntile + split - 1) / split;
     const int t_end = (z + 1) * per * ATT_KT < it.pre_len ? (z + 1) * per * ATT_KT : it.pre_len;
@@ -619,8 +622,8 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
         __syncthreads();
         att_load_tile(Ks, Vs, k, v, it.pre_start + t0, nk, KVH, kvh, hd, vec8);
         __syncthreads();
-        for (int i = 0; i < ATT_VPW; i++) active[i] = vrow[i] >= 0, vis[i] = nk;
-        att_tile<DPL>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
+        for (int i = 0; i < VPW; i++) active[i] = vrow[i] >= 0, vis[i] = nk;
+        att_tile<DPL, VPW>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
     }
     // own keys (the last split), one run of rows sharing them at a time
     for (int ra = 0, rb; z == split - 1 && ra < it.nrows; ra = rb) {
@@ -632,16 +635,16 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
             __syncthreads();
             att_load_tile(Ks, Vs, k, v, rs[ra].own_start + t0, nk, KVH, kvh, hd, vec8);
             __syncthreads();
-            for (int i = 0; i < ATT_VPW; i++) {
+            for (int i = 0; i < VPW; i++) {
                 active[i] = vrow[i] >= ra && vrow[i] < rb;
                 vis[i] = active[i] ? rs[vrow[i]].own_vis - t0 : 0;
             }
-            att_tile<DPL>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
+            att_tile<DPL, VPW>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
         }
     }
-    for (int i = 0; i < ATT_VPW; i++) {
+    for (int i = 0; i < VPW; i++) {
         if (vrow[i] < 0) continue;
-        const int vi = warp * ATT_VPW + i, h = kvh * group + vi % group;
+        const int vi = warp * VPW + i, h = kvh * group + vi % group;
         const size_t row = rs[vrow[i]].q;
         if (split > 1) {
             float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
@@ -684,6 +687,130 @@ __global__ void attention_merge_kernel(bf16 *out, float *lse, const float *part,
     if (threadIdx.x == 0) lse[row * H + h] = L > 0.0f ? M + logf(L) : -INFINITY;
 }
 
+
+// Tensor-core path for runs of many query rows (prefill, the encoder, training groups): a block takes
+// 64 rows of one segment for one head; each of its 4 warps owns 16 rows. Per 64-key tile, S = Q K^T and
+// O += P V are bf16 WMMA products with fp32 accumulation; the online softmax (fp32 max/sum per row, two
+// lanes a row) rescales the warp's fp32 output tile in shared memory between the two products.
+enum { FA_BQ = 64, FA_BK = 64, FA_WARPS = 4 };
+
+template <int HD>
+struct FaSmem {
+    static constexpr int LQ = HD + 8, LS = FA_BK + 4, LP = FA_BK + 8, LO = HD + 4;  // leading dims (elements)
+    static constexpr size_t q = 0, k = q + (size_t)FA_BQ * LQ * 2, v = k + (size_t)FA_BK * LQ * 2;
+    static constexpr size_t warp0 = v + (size_t)FA_BK * LQ * 2;
+    static constexpr size_t s_off = 0, p_off = (size_t)16 * LS * 4, o_off = p_off + (size_t)16 * LP * 2;
+    static constexpr size_t per_warp = o_off + (size_t)16 * LO * 4;
+    static constexpr size_t bytes = warp0 + FA_WARPS * per_warp;
+};
+
+// Copies rows [base, base + n) of head `head` (row stride `stride` heads) into a [64][LQ] bf16 tile,
+// zero rows after n; 16-byte loads.
+template <int HD>
+__device__ void fa_load(bf16 *t, const bf16 *src, const AttRow *rs, int base, int n, int stride, int head) {
+    constexpr int per = HD / 8, L = FaSmem<HD>::LQ;
+    for (int idx = threadIdx.x; idx < 64 * per; idx += blockDim.x) {
+        const int j = idx / per, d = (idx % per) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (j < n) {
+            const size_t row = rs ? (size_t)rs[j].q : (size_t)(base + j);
+            val = *(const uint4 *)(src + (row * stride + head) * HD + d);
+        }
+        *(uint4 *)(t + j * L + d) = val;
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(128) flash_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                    const bf16 *v, const AttRow *rows, const AttItem *items, int H,
+                                                    int KVH, float scale) {
+    using namespace nvcuda;
+    typedef FaSmem<HD> SM;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    __shared__ AttRow rs[FA_BQ];
+    bf16 *Qs = (bf16 *)(smraw + SM::q), *Ks = (bf16 *)(smraw + SM::k), *Vs = (bf16 *)(smraw + SM::v);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, h = blockIdx.y, kvh = h / (H / KVH);
+    unsigned char *wb = smraw + SM::warp0 + warp * SM::per_warp;
+    float *Sw = (float *)(wb + SM::s_off), *Ow = (float *)(wb + SM::o_off);
+    bf16 *Pw = (bf16 *)(wb + SM::p_off);
+    const AttItem it = items[blockIdx.x];
+    for (int i = threadIdx.x; i < it.nrows; i += blockDim.x) rs[i] = rows[it.row0 + i];
+    __syncthreads();
+    fa_load<HD>(Qs, q, rs, 0, it.nrows, H, h);
+    for (int i = lane; i < 16 * SM::LO; i += 32) Ow[i] = 0.0f;
+    // two lanes per row: r = lane / 2 of this warp's 16, columns [32 * (lane % 2), +32) of a tile
+    const int r = lane / 2, half = lane % 2, grow = warp * 16 + r;
+    const int row_ok = grow < it.nrows, vis_own = row_ok ? rs[grow].own_vis : 0;
+    int wmax = 0;  // most own keys any row of this warp sees (causal tiles past it are skipped)
+    for (int i = warp * 16; i < warp * 16 + 16 && i < it.nrows; i++) wmax = rs[i].own_vis > wmax ? rs[i].own_vis : wmax;
+    const int own_start = rs[0].own_start;
+    int own_len = 0;
+    for (int i = 0; i < it.nrows; i++) own_len = rs[i].own_vis > own_len ? rs[i].own_vis : own_len;
+    float m = -INFINITY, l = 0.0f;
+    const int ntile_pre = (it.pre_len + FA_BK - 1) / FA_BK, ntile = ntile_pre + (own_len + FA_BK - 1) / FA_BK;
+    for (int ti = 0; ti < ntile; ti++) {
+        const int pre = ti < ntile_pre, t0 = (pre ? ti : ti - ntile_pre) * FA_BK;
+        const int len = pre ? it.pre_len : own_len, base = pre ? it.pre_start : own_start;
+        const int nk = len - t0 < FA_BK ? len - t0 : FA_BK;
+        __syncthreads();
+        fa_load<HD>(Ks, k, NULL, base + t0, nk, KVH, kvh);
+        fa_load<HD>(Vs, v, NULL, base + t0, nk, KVH, kvh);
+        __syncthreads();
+        if (warp * 16 >= it.nrows || (!pre && t0 >= wmax)) continue;  // warp-uniform
+        // S[16, 64] = Q[16, HD] K^T
+        for (int n = 0; n < FA_BK / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int kk = 0; kk < HD / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fq;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fk;
+                wmma::load_matrix_sync(fq, Qs + warp * 16 * SM::LQ + kk * 16, SM::LQ);
+                wmma::load_matrix_sync(fk, Ks + n * 16 * SM::LQ + kk * 16, SM::LQ);
+                wmma::mma_sync(acc, fq, fk, acc);
+            }
+            wmma::store_matrix_sync(Sw + n * 16, acc, SM::LS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        const int vis = pre ? nk : (vis_own - t0 < nk ? vis_own - t0 : nk);
+        float mx = -INFINITY;
+        for (int c = half * 32; c < half * 32 + 32; c++)
+            if (row_ok && c < vis) mx = fmaxf(mx, Sw[r * SM::LS + c] * scale);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        const float mn = fmaxf(m, mx);
+        const float corr = mn == -INFINITY ? 1.0f : expf(m - mn);
+        float ps = 0.0f;
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            const float p = (row_ok && c < vis && mn != -INFINITY) ? expf(Sw[r * SM::LS + c] * scale - mn) : 0.0f;
+            Pw[r * SM::LP + c] = __float2bfloat16(p);
+            ps += p;
+        }
+        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+        l = l * corr + ps, m = mn;
+        for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) Ow[r * SM::LO + d] *= corr;
+        __syncwarp();
+        // O[16, HD] += P[16, 64] V[64, HD]
+        for (int n = 0; n < HD / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, Ow + n * 16, SM::LO, wmma::mem_row_major);
+            for (int kk = 0; kk < FA_BK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fp;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fv;
+                wmma::load_matrix_sync(fp, Pw + kk * 16, SM::LP);
+                wmma::load_matrix_sync(fv, Vs + kk * 16 * SM::LQ + n * 16, SM::LQ);
+                wmma::mma_sync(acc, fp, fv, acc);
+            }
+            wmma::store_matrix_sync(Ow + n * 16, acc, SM::LO, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    if (!row_ok) return;
+    const size_t qrow = rs[grow].q;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++)
+        out[(qrow * H + h) * HD + d] = __float2bfloat16(Ow[r * SM::LO + d] * inv);
+    if (half == 0) lse[qrow * H + h] = l > 0.0f ? m + logf(l) : -INFINITY;
+}
+
 static size_t att_smem(int hd) { return ((size_t)ATT_MAXV * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4; }
 
 // The device work list of segs (cached: the same list serves every layer of a forward).
@@ -709,12 +836,15 @@ static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
     for (int i = 0; i < nseg; i++) nrows += segs[i].q_len;
     AttRow *rows = (AttRow *)mallocCheck((nrows ? nrows : 1) * sizeof(AttRow));
     AttItem *items = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
-    int n_items = 0, nr = 0;
+    AttItem *fitems = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
+    int n_items = 0, nr = 0, n_fitems = 0;
     a->nq = 0, a->max_pre = 0;
     for (int i = 0; i < nseg; i++) {
         const AttnSeg *s = &segs[i];
         a->nq = s->q_start + s->q_len > a->nq ? s->q_start + s->q_len : a->nq;
         a->max_pre = s->pre_len > a->max_pre ? s->pre_len : a->max_pre;
+        for (int j0 = 0; j0 < s->q_len; j0 += FA_BQ)
+            fitems[n_fitems++] = (AttItem){nr + j0, s->q_len - j0 < FA_BQ ? s->q_len - j0 : FA_BQ, s->pre_start, s->pre_len};
         for (int j0 = 0; j0 < s->q_len; j0 += R) {
             const int n = s->q_len - j0 < R ? s->q_len - j0 : R;
             AttItem *last = n_items ? &items[n_items - 1] : NULL;
@@ -737,6 +867,15 @@ static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
         CUDA_CHECK(cudaMalloc(&a->items, (size_t)n_items * sizeof(AttItem)));
         a->cap_items = n_items;
     }
+    if ((size_t)n_fitems > a->cap_fitems) {
+        if (a->fitems) CUDA_CHECK(cudaFree(a->fitems));
+        CUDA_CHECK(cudaMalloc(&a->fitems, (size_t)n_fitems * sizeof(AttItem)));
+        a->cap_fitems = n_fitems;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(a->fitems, fitems, (size_t)n_fitems * sizeof(AttItem), cudaMemcpyHostToDevice,
+                               c->stream));
+    a->n_fitems = n_fitems;
+    free(fitems);
     // pageable sources are staged before cudaMemcpyAsync returns, so the host arrays may go now
     CUDA_CHECK(cudaMemcpyAsync(a->rows, rows, (size_t)nr * sizeof(AttRow), cudaMemcpyHostToDevice, c->stream));
     CUDA_CHECK(cudaMemcpyAsync(a->items, items, (size_t)n_items * sizeof(AttItem), cudaMemcpyHostToDevice, c->stream));
@@ -758,7 +897,28 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
               ATT_MAXV);
     AttnCache *a = att_plan(c, segs, nseg, group);
     if (!a->n_items) return;
-    int threads = 32 * ((a->max_vec + ATT_VPW - 1) / ATT_VPW);
+    bf16 *ob = (bf16 *)out;
+    const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v;
+    const AttRow *rows = (const AttRow *)a->rows;
+    // runs of at least 16 rows a segment on average go to the tensor cores
+    if ((hd == 32 || hd == 64 || hd == 128) && ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % 16 == 0 &&
+        a->n_rows >= 16 * nseg) {
+        const dim3 grid(a->n_fitems, H);
+        const AttItem *fi = (const AttItem *)a->fitems;
+        if (hd == 32)
+            flash_kernel<32><<<grid, 32 * FA_WARPS, FaSmem<32>::bytes, c->stream>>>(ob, lse, qb, kb, vb, rows, fi, H,
+                                                                                     KVH, scale);
+        else if (hd == 64)
+            flash_kernel<64><<<grid, 32 * FA_WARPS, FaSmem<64>::bytes, c->stream>>>(ob, lse, qb, kb, vb, rows, fi, H,
+                                                                                     KVH, scale);
+        else
+            flash_kernel<128><<<grid, 32 * FA_WARPS, FaSmem<128>::bytes, c->stream>>>(ob, lse, qb, kb, vb, rows, fi,
+                                                                                       H, KVH, scale);
+        CUDA_CHECK(cudaGetLastError());
+        return;
+    }
+    const int vpw = a->max_vec <= 16 ? 1 : ATT_VPW;
+    int threads = 32 * ((a->max_vec + vpw - 1) / vpw);
     threads = threads < ATT_MIN_THREADS ? ATT_MIN_THREADS : threads;
     // split long prefixes while the blocks would not fill two waves of the GPU
     int split = 1;
@@ -777,19 +937,21 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
     const int vec8 = hd % 8 == 0 && ((uintptr_t)k | (uintptr_t)v) % 16 == 0;
     const dim3 grid(a->n_items, KVH, split);
     const size_t sh = att_smem(hd);
-    const AttRow *rows = (const AttRow *)a->rows;
     const AttItem *items = (const AttItem *)a->items;
-    bf16 *ob = (bf16 *)out;
-    const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v;
-    if (hd <= 32)
-        attention_kernel<1><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, hd, scale,
-                                                             vec8, a->nq);
-    else if (hd <= 64)
-        attention_kernel<2><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, hd, scale,
-                                                             vec8, a->nq);
-    else
-        attention_kernel<4><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, hd, scale,
-                                                             vec8, a->nq);
+#define ATT_LAUNCH(DPL, VPW)                                                                                 \
+    attention_kernel<DPL, VPW><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, \
+                                                                 hd, scale, vec8, a->nq)
+    const int dpl = hd <= 32 ? 1 : hd <= 64 ? 2 : 4;
+    if (vpw == 1) {
+        if (dpl == 1) ATT_LAUNCH(1, 1);
+        else if (dpl == 2) ATT_LAUNCH(2, 1);
+        else ATT_LAUNCH(4, 1);
+    } else {
+        if (dpl == 1) ATT_LAUNCH(1, ATT_VPW);
+        else if (dpl == 2) ATT_LAUNCH(2, ATT_VPW);
+        else ATT_LAUNCH(4, ATT_VPW);
+    }
+#undef ATT_LAUNCH
     if (split > 1)
         attention_merge_kernel<<<dim3(a->n_rows, H), 128, 0, c->stream>>>(ob, lse, part, rows, H, hd, split, a->nq);
     CUDA_CHECK(cudaGetLastError());
@@ -890,6 +1052,7 @@ static void cu_destroy(Ops *o) {
         free(c->att[i].segs);
         if (c->att[i].rows) cudaFree(c->att[i].rows);
         if (c->att[i].items) cudaFree(c->att[i].items);
+        if (c->att[i].fitems) cudaFree(c->att[i].fitems);
     }
     cudaFree(c->lt_ws);
     cudaFree(c->scratch);
@@ -933,9 +1096,18 @@ extern "C" Ops *ops_cuda_create(void) {
     c->scratch_n = (size_t)16 << 20;
     CUDA_CHECK(cudaMalloc((void **)&c->scratch, c->scratch_n * sizeof(float)));
     const int sh = (int)att_smem(ATT_MAXD);
-    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
-    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
-    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1, ATT_VPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2, ATT_VPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4, ATT_VPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)FaSmem<32>::bytes));
+    CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)FaSmem<64>::bytes));
+    CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)FaSmem<128>::bytes));
     Ops *o = (Ops *)callocCheck(1, sizeof(Ops));
     o->name = "cuda";
     o->impl = c;
