@@ -625,11 +625,13 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
         for (int i = 0; i < VPW; i++) active[i] = vrow[i] >= 0, vis[i] = nk;
         att_tile<DPL, VPW>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
     }
-    // own keys (the last split), one run of rows sharing them at a time
-    for (int ra = 0, rb; z == split - 1 && ra < it.nrows; ra = rb) {
+    // own keys, one run of rows sharing them at a time; runs are dealt round-robin to the splits (a decode
+    // step has one run per sample)
+    for (int ra = 0, rb, run = 0; ra < it.nrows; ra = rb, run++) {
         int nmax = rs[ra].own_vis;
         for (rb = ra + 1; rb < it.nrows && rs[rb].own_start == rs[ra].own_start; rb++)
             nmax = rs[rb].own_vis > nmax ? rs[rb].own_vis : nmax;
+        if (run % split != z) continue;  // block-uniform
         for (int t0 = 0; t0 < nmax; t0 += ATT_KT) {
             const int nk = nmax - t0 < ATT_KT ? nmax - t0 : ATT_KT;
             __syncthreads();
