@@ -993,10 +993,6 @@ extern "C" void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float valu
     CUDA_CHECK(cudaGetLastError());
 }
 
-extern "C" void ops_cuda_upload_bf16(Ops *o, Tensor *dst, const void *src, size_t n) {
-    cu_upload(o, dst, src, n * sizeof(bf16));
-}
-
 // Gumbel-max: argmax(logit / T + G), G = -log(-log(u)), is a draw from softmax(logits / T).
 __global__ void sample_kernel(int *ids, const bf16 *logits, int V, float inv_t, uint2 key, const uint32_t *rkey,
                               uint32_t step) {
