@@ -1,9 +1,11 @@
 // ops_cuda.cu: the CUDA backend of ops.h. Tensors are bf16; every reduction (GEMM, norms, softmax,
 // log-sum-exp) accumulates in fp32 and the saved statistics (mean, rstd, lse) are fp32. GEMMs go through
 // cuBLASLt with the bias fused as an epilogue (plans cached per shape, so a decode step pays no heuristic
-// search); attention is a flash-style kernel (key tiles in shared memory, online softmax, no [T x T]
-// matrix) whose blocks hold every query row of a group that shares a prefix, so a decode step reads the
-// shared prompt's keys once for all G samples. Everything runs in order on one stream.
+// search). Attention never forms a [T x T] matrix: runs of many query rows (prefill, encoder, training
+// groups) go to a tensor-core flash kernel (WMMA bf16 tiles, fp32 online softmax); short runs (decode)
+// go to a CUDA-core kernel whose blocks hold every query row of a group that shares a prefix, so a
+// decode step reads the shared prompt's keys once for all G samples, split over blocks when they are
+// few. Everything runs in order on one stream. Backward ops are not provided (ops_cuda.h).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
