@@ -439,6 +439,8 @@ void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits)
     }
 }
 
+const Tensor *model_final_hidden(const ModelActs *a) { return a->lnf; }
+
 // ---------------------------------------------------------------- KV-cache inference
 
 void kv_cache_init(KVCache *kv, Model *m, int rows) {
@@ -575,6 +577,10 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     const int T = a->T, D = c->dim, V = c->vocab, n = a->n_tgt;
     if (!a->train || b->n_tokens != T || b->n_tgt != n)
         fatal("model_backward: batch differs from the last model_forward");
+    // a backend may offer inference only (the CUDA backend until its backward kernels exist)
+    if (!o->bias_grad || !o->col2im || !o->layernorm_bwd || !o->rmsnorm_bwd || !o->attention_bwd || !o->gelu_bwd ||
+        !o->silu_mul_bwd || !o->avgpool2_bwd || !o->logprob_bwd)
+        fatal("model_backward: the %s backend has no backward ops (inference only)", o->name);
     o->upload(o, a->dlp, dlp, (size_t)n * sizeof(float));
     // lm_head and log-softmax, recomputing each chunk's logits
     for (int r0 = 0; r0 < n; r0 += a->chunk) {

@@ -85,6 +85,9 @@ size_t model_acts_bytes(const ModelActs *a);
 int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e);
 // Logits [n, vocab] (host) of rows of the last model_forward (or model_infer) batch.
 void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits);
+// Final hidden states [T, D] (after the last norm) of the last model_forward (or model_infer) batch, in
+// backend memory: a head that stays on the device (GPU sampling) multiplies its rows by lm_head itself.
+const Tensor *model_final_hidden(const ModelActs *a);
 // Backward of the last model_forward: dlp (host, [n_tgt]) = d loss / d lp; grads (backend buffer
 // [t.numel], ParamTable layout) += d loss / d params for every trainable tensor.
 void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dlp, Tensor *grads);
