@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt/ckpt.h"
 #include "comm/comm.h"
 #include "config/config.h"
 #include "grpo_step.h"
@@ -40,6 +41,20 @@ static void learner_check_world(const Config *cfg, const Comm *c) {
     if (cfg->train.mode == CFG_MODE_SFT && c->n_rollouts > 0)
         comm_abort("train.mode=sft runs learners only (mpirun -np L learner ARGS), but %d rollout ranks started",
                    c->n_rollouts);
+}
+
+// A run that does not resume must not meet another run's checkpoints (it could never write its own).
+static void learner_check_fresh(const Config *cfg) {
+    if (cfg->train.resume) return;
+    Err e;
+    char path[CFG_PATH_CAP + 64];
+    int64_t step;
+    int found = ckpt_latest(cfg->train.run_dir, path, sizeof path, &step, &e);
+    if (found < 0) comm_abort("train.run_dir: %s", e.msg);
+    if (found)
+        comm_abort("train.run_dir %s already holds checkpoints (newest: step %lld): pass --resume to continue it, or "
+                   "use another run directory",
+                   cfg->train.run_dir, (long long)step);
 }
 
 // Root: the run directory, its effective config and the metric files.
@@ -89,7 +104,9 @@ int main(int argc, char **argv) {
     Trainer t;
     if (trainer_init(&t, &cfg, &comm, &e)) comm_abort("%s", e.msg);
     int64_t start;
-    if (schedule_start_step(&cfg, &start, &e) || tckpt_restore(&t, start, &e)) comm_abort("%s", e.msg);
+    if (schedule_start_step(&cfg, &start, &e)) comm_abort("%s", e.msg);
+    learner_check_fresh(&cfg);
+    if (tckpt_restore(&t, start, &e)) comm_abort("%s", e.msg);
     int root = comm.role_rank == 0;
     Metrics *metrics = root ? learner_open_run(&cfg, start) : NULL;
     if (root)

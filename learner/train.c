@@ -25,18 +25,21 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     PrepOptions po = prep_options_from_config(cfg);
     if (prep_context_init(&t->prep, config_tokenizer_dir(cfg), &po, e)) return -1;
     prep_eos_ids(&t->prep, t->eos);
+    log_debug("tokenizer %s loaded", config_tokenizer_dir(cfg));
     DataOptions dopt = prep_data_options(cfg);
     if (dataset_load(&t->data, cfg->data.train, &dopt, e)) return err_prefix(e, "data.train");
     if (t->data.n_bad)
         log_warn("data.train %s: %lld bad records skipped (listed above)", cfg->data.train, (long long)t->data.n_bad);
     if (schedule_total_steps(cfg, t->data.n, &t->n_steps, e)) return -1;
     order_init(&t->order, (uint64_t)cfg->train.seed, t->data.n);
+    log_debug("data.train %s: %lld questions", cfg->data.train, (long long)t->data.n);
 
     ModelConfig mc;
     ParamTable table;
     float *params;
     if (model_load_dir(cfg->model.path, &mc, &table, &params, e)) return err_prefix(e, "model.path");
     param_table_free(&table);
+    log_debug("model %s loaded", cfg->model.path);
     if (model_config_check(&mc, e)) {
         free(params);
         return err_prefix(e, "%s", cfg->model.path);
