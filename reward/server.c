@@ -1,6 +1,5 @@
 #include "server.h"
 
-#include <errno.h>
 #include <netdb.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -260,7 +259,9 @@ static void on_connection(uv_stream_t *listener, int status) {
         s->conns_dropped++;
         char msg[96];
         snprintf(msg, sizeof msg, "too many connections (limit %d)", s->opt.max_connections);
-        conn_send_json(c, reward_proto_error(NULL, msg));
+        json_t *resp = reward_proto_error(NULL, msg);
+        json_object_set_new(resp, "retry", json_true());  // about the connection, not a request
+        conn_send_json(c, resp);
         conn_finish(c);
         return;
     }

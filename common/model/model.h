@@ -54,7 +54,7 @@ void mbatch_init(ModelBatch *b, const ModelConfig *c);
 void mbatch_free(ModelBatch *b);
 void mbatch_clear(ModelBatch *b);
 // A causal sequence at positions 0..n-1; adds targets ids[i] (predicted by row i-1) for i in
-// [first_target, n) (pass n for none). Returns the row of its first token.
+// [max(first_target, 1), n) (pass n for none). Returns the row of its first token.
 int mbatch_add_seq(ModelBatch *b, const int *ids, int n, int first_target);
 // A shared-prefix group: prefix[P] once, then completion g (comp[g], comp_len[g] tokens) at positions
 // P.. attending to the prefix and causally to itself. With targets, adds every completion token, g by g

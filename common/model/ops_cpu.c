@@ -29,21 +29,42 @@ static void cpu_matmul(Ops *o, Tensor *C_, const Tensor *A_, const Tensor *B_, c
     const size_t sa_i = ta ? 1 : (size_t)K, sa_k = ta ? (size_t)M : 1;
     const size_t sb_k = tb ? 1 : (size_t)N, sb_j = tb ? (size_t)K : 1;
     if (!ta && tb) {
-        // dot products of contiguous rows: the Linear forward
+        // dot products of contiguous rows (the Linear forward), four columns at a time so each load of
+        // a[k] feeds four accumulators
+        const int NB = (N + 3) / 4;
 #pragma omp parallel for collapse(2) schedule(static)
         for (int i = 0; i < M; i++)
-            for (int j = 0; j < N; j++) {
-                const float *a = A + (size_t)i * K, *b = B + (size_t)j * K;
-                float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-                for (int k = 0; k < K; k++) s += a[k] * b[k];
-                float *c = &C[(size_t)i * N + j];
-                s += bias ? bias[j] : 0.0f;
-                *c = accumulate ? *c + s : s;
+            for (int jb = 0; jb < NB; jb++) {
+                const float *a = A + (size_t)i * K;
+                const int j0 = 4 * jb, nj = N - j0 < 4 ? N - j0 : 4;
+                float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                if (nj == 4) {
+                    const float *b0 = B + (size_t)j0 * K, *b1 = b0 + K, *b2 = b1 + K, *b3 = b2 + K;
+                    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+#pragma omp simd reduction(+ : s0, s1, s2, s3)
+                    for (int k = 0; k < K; k++) {
+                        s0 += a[k] * b0[k];
+                        s1 += a[k] * b1[k];
+                        s2 += a[k] * b2[k];
+                        s3 += a[k] * b3[k];
+                    }
+                    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+                } else {
+                    for (int jj = 0; jj < nj; jj++) {
+                        const float *b = B + (size_t)(j0 + jj) * K;
+                        for (int k = 0; k < K; k++) s[jj] += a[k] * b[k];
+                    }
+                }
+                float *c = C + (size_t)i * N + j0;
+                for (int jj = 0; jj < nj; jj++) {
+                    float v = s[jj] + (bias ? bias[j0 + jj] : 0.0f);
+                    c[jj] = accumulate ? c[jj] + v : v;
+                }
             }
         return;
     }
-    // row updates: C[i,:] += op(A)[i,k] * B[k,:], with B rows contiguous unless tb
+    // row updates: C[i,:] += op(A)[i,k] * B[k,:], four k at a time when B rows are contiguous (one pass
+    // over the C row per four updates)
 #pragma omp parallel for schedule(static)
     for (int i = 0; i < M; i++) {
         float *c = C + (size_t)i * N;
@@ -52,16 +73,18 @@ static void cpu_matmul(Ops *o, Tensor *C_, const Tensor *A_, const Tensor *B_, c
         } else if (bias) {
             for (int j = 0; j < N; j++) c[j] += bias[j];
         }
-        for (int k = 0; k < K; k++) {
-            float a = A[i * sa_i + k * sa_k];
-            if (a == 0.0f) continue;
-            const float *b = B + k * sb_k;
-            if (sb_j == 1) {
+        int k = 0;
+        if (sb_j == 1)
+            for (; k + 4 <= K; k += 4) {
+                const float a0 = A[i * sa_i + k * sa_k], a1 = A[i * sa_i + (k + 1) * sa_k];
+                const float a2 = A[i * sa_i + (k + 2) * sa_k], a3 = A[i * sa_i + (k + 3) * sa_k];
+                const float *b0 = B + k * sb_k, *b1 = b0 + sb_k, *b2 = b1 + sb_k, *b3 = b2 + sb_k;
 #pragma omp simd
-                for (int j = 0; j < N; j++) c[j] += a * b[j];
-            } else {
-                for (int j = 0; j < N; j++) c[j] += a * b[j * sb_j];
+                for (int j = 0; j < N; j++) c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
             }
+        for (; k < K; k++) {
+            const float a = A[i * sa_i + k * sa_k], *b = B + k * sb_k;
+            for (int j = 0; j < N; j++) c[j] += a * b[j * sb_j];
         }
     }
 }

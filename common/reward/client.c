@@ -42,6 +42,9 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+// A poll timeout in ms; long waits are cut into hours (poll takes an int).
+static int poll_ms(double s) { return s > 3600 ? 3600 * 1000 : (int)(s * 1000) + 1; }
+
 static void sleep_s(double s) {
     struct timespec t = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     while (nanosleep(&t, &t) != 0 && errno == EINTR) {}
@@ -86,7 +89,7 @@ static int client_connect_once(RewardClient *c, char *why, size_t cap) {
             err = errno;
             if (err == EINPROGRESS) {
                 struct pollfd p = {.fd = fd, .events = POLLOUT};
-                int n = poll(&p, 1, (int)(c->opt.connect_timeout_s * 1000));
+                int n = poll(&p, 1, poll_ms(c->opt.connect_timeout_s));
                 socklen_t len = sizeof err;
                 if (n == 1) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
                 else err = ETIMEDOUT;
@@ -184,18 +187,22 @@ static void batch_fill(RewardClient *c, Batch *b) {
 }
 
 // Handles one response line: it answers the oldest request on the wire. Returns 0, 1 when the line
-// does not fit the protocol (treated as a lost connection), or -1 when the server rejected a request.
-static int batch_answer(RewardClient *c, Batch *b, const char *line, size_t len, Err *e) {
-    if (b->count == 0) return 1;
-    int i = b->fifo[b->head];
+// does not fit the protocol (treated as a lost connection; why says what came), or -1 when the server
+// rejected a request.
+static int batch_answer(RewardClient *c, Batch *b, const char *line, size_t len, char *why, size_t cap, Err *e) {
     json_t *resp = json_loadb(line, len, 0, NULL);
-    json_t *id = json_object_get(resp, "id");
-    int rc = 0;
-    if (!json_is_object(resp) || (id && !json_is_null(id) && (!json_is_integer(id) ||
-                                                             json_integer_value(id) != b->base_id + i)))
-        rc = 1;  // out of step: resend everything unanswered on a fresh connection
-    else if (reward_proto_result(resp, &b->out[i], e) != 0)
+    json_t *id = json_object_get(resp, "id"), *error = json_object_get(resp, "error");
+    int i = b->count ? b->fifo[b->head] : -1, rc = 0;
+    if (i < 0 || !json_is_object(resp) || json_is_true(json_object_get(resp, "retry")) ||
+        (id && !json_is_null(id) && (!json_is_integer(id) || json_integer_value(id) != b->base_id + i))) {
+        // Out of step, or a refusal of the connection ("retry": too many connections): resend what
+        // is unanswered on a fresh connection.
+        if (json_is_string(error)) snprintf(why, cap, "unexpected response: %.200s", json_string_value(error));
+        else snprintf(why, cap, "unexpected response: %.*s", (int)(len < 200 ? len : 200), line);
+        rc = 1;
+    } else if (reward_proto_result(resp, &b->out[i], e) != 0) {
         rc = err_prefix(e, "item %d", i);
+    }
     json_decref(resp);
     if (rc == 0) {
         b->done[i] = 1;
@@ -228,9 +235,8 @@ static int batch_read(RewardClient *c, Batch *b, char *why, size_t cap, Err *e) 
     size_t start = 0;
     char *nl;
     while ((nl = memchr(c->in + start, '\n', c->in_len - start))) {
-        int rc = batch_answer(c, b, c->in + start, (size_t)(nl - c->in - start), e);
+        int rc = batch_answer(c, b, c->in + start, (size_t)(nl - c->in - start), why, cap, e);
         start = (size_t)(nl - c->in) + 1;
-        if (rc == 1) snprintf(why, cap, "unexpected response line");
         if (rc) return rc;
     }
     memmove(c->in, c->in + start, c->in_len - start);
@@ -256,7 +262,7 @@ static int batch_step(RewardClient *c, Batch *b, char *why, size_t cap, Err *e) 
         return 1;
     }
     struct pollfd p = {.fd = c->fd, .events = POLLIN | (b->out_off < b->out_len ? POLLOUT : 0)};
-    int n = poll(&p, 1, (int)(wait * 1000) + 1);
+    int n = poll(&p, 1, poll_ms(wait));
     if (n < 0 && errno != EINTR) fatal("poll: %s", strerror(errno));
     if (n <= 0) return 0;
     if (p.revents & POLLOUT) {

@@ -23,7 +23,8 @@ typedef struct RewardClient RewardClient;
 void reward_client_options_default(RewardClientOptions *opt);
 // Connects to "HOST:PORT" (retrying as above); opt NULL means defaults. NULL and e set on failure.
 RewardClient *reward_client_open(const char *host_port, const RewardClientOptions *opt, Err *e);
-// Scores items[0..n) into out[0..n). Returns 0, or -1 with e set: the service failed max_failures times
+// Scores items[0..n) into out[0..n) (completion and solution non-NULL; any bytes, invalid UTF-8 is
+// repaired as in reward.h). Returns 0, or -1 with e set: the service failed max_failures times
 // in a row, or it rejected a request (its error message is passed on; not retried).
 int reward_client_score_batch(RewardClient *c, const RewardRequest *items, int n, RewardResult *out, Err *e);
 void reward_client_close(RewardClient *c);

@@ -121,7 +121,7 @@ json_t *reward_proto_answer(const RewardProtoOptions *opt, const char *line, siz
     if (!info) info = &local;
     memset(info, 0, sizeof *info);
     json_error_t jerr;
-    json_t *req = json_loadb(line, len, 0, &jerr);
+    json_t *req = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
     if (!req || !json_is_object(req)) {
         char msg[400];
         if (req) snprintf(msg, sizeof msg, "request must be a JSON object, not %s", json_kind(req));

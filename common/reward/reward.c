@@ -8,63 +8,47 @@
 #include <string.h>
 #include <utf8proc.h>
 
-// Python's str.isspace() set (identical to re's \s on str and to what str.strip() removes). PCRE2's own
-// \s differs: it lacks \x1c-\x1f, so the set is spelled out, both here and inside the think pattern.
+// Python's str.isspace() set (identical to re's \s on str and to what str.strip() removes; PCRE2's \s
+// lacks \x1c-\x1f).
 static const unsigned PY_SPACE[] = {0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x1c, 0x1d, 0x1e, 0x1f, 0x20,
                                     0x85, 0xa0, 0x1680, 0x2000, 0x2001, 0x2002, 0x2003, 0x2004,
                                     0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029,
                                     0x202f, 0x205f, 0x3000};
-#define PY_SPACE_CLASS "[\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}" \
-                       "\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]"
 
-// Python patterns and their PCRE2 spellings. `.` without DOTALL stops only at '\n' in Python, so it is
-// written [^\n] (PCRE2's `.` depends on the newline convention). re.fullmatch is \A...\z.
-// \w on a Python str is exactly [\p{L}\p{N}_] (checked over all code points for Unicode 14); PCRE2's
-// UCP \w may add marks, so the class is explicit. `\b\w+\b` under findall yields the maximal runs.
-enum { PAT_ANSWER, PAT_FORMAT, PAT_THINK, PAT_WORD, N_PAT };
-static const char *PAT_SRC[N_PAT] = {
-    "<answer>([^\\n]*?)</answer>",
-    "\\A<answer>.*?</answer>\\z",
-    "\\A<think>.*?</think>" PY_SPACE_CLASS "*<answer>.*?</answer>\\z",
-    "[\\p{L}\\p{N}_]+",
-};
-static const uint32_t PAT_FLAGS[N_PAT] = {0, PCRE2_DOTALL, PCRE2_DOTALL, 0};
-static pcre2_code *pat[N_PAT];
-static pthread_once_t pat_once = PTHREAD_ONCE_INIT;
+// The tag patterns are matched by hand, in linear time: as regexes (PCRE2 or Python re) they are
+// quadratic on adversarial text such as 100k unclosed "<answer>" tags, which would stall the
+// single-threaded server. Their equivalence to the Python patterns is argued at each function and
+// checked in tests/reward against PCRE2 spellings of the patterns on random strings.
+// The MMAU tokenizer is a PCRE2 class: \w on a Python str is exactly [\p{L}\p{N}_] (checked over all
+// code points for Unicode 14, PCRE2 10.42's version too); PCRE2's UCP \w may add marks, so the class is
+// spelled out. `\b\w+\b` under findall yields the maximal runs, which the greedy class finds.
+static pcre2_code *word_pat;
+static pthread_once_t word_once = PTHREAD_ONCE_INIT;
 static pthread_key_t md_key;  // per-thread pcre2_match_data, freed when the thread ends
 
 static void md_free(void *md) { pcre2_match_data_free(md); }
 
-static void patterns_compile(void) {
-    for (int i = 0; i < N_PAT; i++) {
-        int code;
-        PCRE2_SIZE off;
-        pat[i] = pcre2_compile((PCRE2_SPTR)PAT_SRC[i], PCRE2_ZERO_TERMINATED,
-                               PCRE2_UTF | PCRE2_UCP | PAT_FLAGS[i], &code, &off, NULL);
-        if (!pat[i]) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(code, msg, sizeof msg);
-            fatal("reward pattern %d at offset %zu: %s", i, (size_t)off, (char *)msg);
-        }
+static void word_compile(void) {
+    int code;
+    PCRE2_SIZE off;
+    word_pat = pcre2_compile((PCRE2_SPTR) "[\\p{L}\\p{N}_]+", PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &code,
+                             &off, NULL);
+    if (!word_pat) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof msg);
+        fatal("MMAU word pattern at offset %zu: %s", (size_t)off, (char *)msg);
     }
     if (pthread_key_create(&md_key, md_free) != 0) fatal("pthread_key_create failed");
 }
 
 static pcre2_match_data *match_data(void) {
-    pthread_once(&pat_once, patterns_compile);
+    pthread_once(&word_once, word_compile);
     pcre2_match_data *md = pthread_getspecific(md_key);
     if (!md) {
-        md = pcre2_match_data_create(4, NULL);
+        md = pcre2_match_data_create(1, NULL);
         if (!md || pthread_setspecific(md_key, md) != 0) fatal("out of memory for PCRE2 match data");
     }
     return md;
-}
-
-// Runs pattern p on s[0..len) from offset; returns 1 on a match (ovector in md). A PCRE2 failure other
-// than no-match (a resource limit on pathological input) counts as no match.
-static int pat_match(int p, const char *s, size_t len, size_t offset, pcre2_match_data *md) {
-    int rc = pcre2_match(pat[p], (PCRE2_SPTR)s, len, offset, PCRE2_NO_UTF_CHECK, md, NULL);
-    return rc > 0;
 }
 
 void reward_options_default(RewardOptions *opt) {
@@ -170,22 +154,58 @@ static const char *text_valid(const char *s, char **own) {
     return s;
 }
 
-// The accuracy answer of valid text s as a span [*start, *start + return).
-static size_t answer_span(const char *s, size_t *start, pcre2_match_data *md) {
-    size_t len = strlen(s);
-    if (pat_match(PAT_ANSWER, s, len, 0, md)) {
-        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-        size_t a, n = reward_py_strip(s + ov[2], ov[3] - ov[2], &a);
-        *start = ov[2] + a;
-        return n;
+// The accuracy answer of valid text s[0..len) as a span [*start, *start + return).
+// re.search(r'<answer>(.*?)</answer>') without DOTALL: the match must lie within one line, and the
+// leftmost start wins. In a line, only its first "<answer>" can start the match: a "</answer>" after a
+// later opening tag also follows the first one. The lazy group ends at the first "</answer>" after it.
+static size_t answer_span(const char *s, size_t len, size_t *start) {
+    size_t line = 0;
+    for (;;) {
+        const char *nl = memchr(s + line, '\n', len - line);
+        size_t end = nl ? (size_t)(nl - s) : len;  // this line is s[line, end)
+        const char *open = memmem(s + line, end - line, "<answer>", 8);
+        if (open) {
+            size_t g = (size_t)(open - s) + 8;
+            const char *close = memmem(s + g, end - g, "</answer>", 9);
+            if (close) {
+                size_t a, n = reward_py_strip(s + g, (size_t)(close - s) - g, &a);
+                *start = g + a;
+                return n;
+            }
+        }
+        if (!nl) break;
+        line = end + 1;
     }
     return reward_py_strip(s, len, start);
+}
+
+// re.fullmatch(r'<answer>.*?</answer>', s, re.DOTALL): the lazy .*? backtracks until "</answer>" ends
+// the text, so it holds iff the text starts with "<answer>" and ends with a "</answer>" after it.
+static int format_answer(const char *s, size_t len) {
+    return len >= 17 && memcmp(s, "<answer>", 8) == 0 && memcmp(s + len - 9, "</answer>", 9) == 0;
+}
+
+// re.fullmatch(r'<think>.*?</think>\s*<answer>.*?</answer>', s, re.DOTALL): some "</think>" after the
+// opening tag is followed by whitespace (all of it: a shorter \s* leaves a space where '<' must be),
+// then "<answer>", and the text ends with a "</answer>" after that. The whitespace runs after
+// different "</think>"s are disjoint, so the scan is linear.
+static int format_think(const char *s, size_t len) {
+    if (len < 7 + 8 + 8 + 9 || memcmp(s, "<think>", 7) != 0 || memcmp(s + len - 9, "</answer>", 9) != 0) return 0;
+    const char *p;
+    size_t from = 7, n;
+    while ((p = memmem(s + from, len - from, "</think>", 8))) {
+        size_t k = (size_t)(p - s) + 8;
+        while (k < len && reward_is_py_space(utf8_at(s, k, &n))) k += n;
+        if (k + 8 + 9 <= len && memcmp(s + k, "<answer>", 8) == 0) return 1;
+        from = (size_t)(p - s) + 1;
+    }
+    return 0;
 }
 
 char *reward_extract_answer(const char *text) {
     char *own;
     const char *s = text_valid(text, &own);
-    size_t start, n = answer_span(s, &start, match_data());
+    size_t start, n = answer_span(s, strlen(s), &start);
     char *out = mallocCheck(n + 1);
     memcpy(out, s + start, n);
     out[n] = 0;
@@ -193,10 +213,11 @@ char *reward_extract_answer(const char *text) {
     return out;
 }
 
-// Parses s[0..n) fully as a number (strtod, C locale); returns 0 on success.
+// Parses s[0..n) fully as a number (strtod, C locale); returns 0 on success. Hexadecimal is refused,
+// as Python's float() refuses it.
 static int parse_number(const char *s, size_t n, double *v) {
     char buf[128];
-    if (n == 0 || n >= sizeof buf) return -1;
+    if (n == 0 || n >= sizeof buf || memchr(s, 'x', n) || memchr(s, 'X', n)) return -1;
     memcpy(buf, s, n);
     buf[n] = 0;
     char *end;
@@ -208,15 +229,14 @@ void reward_score(const RewardOptions *opt, const char *completion, const char *
                   RewardResult *out) {
     char *own_c, *own_s;
     const char *c = text_valid(completion, &own_c), *s = text_valid(solution, &own_s);
-    pcre2_match_data *md = match_data();
-    size_t ca, sa;
-    size_t cn = answer_span(c, &ca, md), sn = answer_span(s, &sa, md);
+    size_t ca, sa, clen = strlen(c);
+    size_t cn = answer_span(c, clen, &ca), sn = answer_span(s, strlen(s), &sa);
     int acc = cn == sn && memcmp(c + ca, s + sa, cn) == 0;
     double x, y;
     if (!acc && opt->numeric_equivalence && parse_number(c + ca, cn, &x) == 0 &&
         parse_number(s + sa, sn, &y) == 0)
         acc = x == y;
-    int fmt = pat_match(opt->mode == REWARD_MODE_THINK ? PAT_THINK : PAT_FORMAT, c, strlen(c), 0, md);
+    int fmt = opt->mode == REWARD_MODE_THINK ? format_think(c, clen) : format_answer(c, clen);
     out->accuracy = acc;
     out->format = fmt;
     out->total = opt->accuracy_weight * out->accuracy + opt->format_weight * out->format;
@@ -300,7 +320,7 @@ static void tokenize(const char *text, TokenSet *ts) {
     int cap = 8;
     ts->tok = mallocCheck(cap * sizeof *ts->tok);
     ts->n = 0;
-    while (off < len && pat_match(PAT_WORD, s, len, off, md)) {
+    while (off < len && pcre2_match(word_pat, (PCRE2_SPTR)s, len, off, PCRE2_NO_UTF_CHECK, md, NULL) > 0) {
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
         if (ts->n == cap) ts->tok = reallocCheck(ts->tok, (cap *= 2) * sizeof *ts->tok);
         char *t = mallocCheck(ov[1] - ov[0] + 1);

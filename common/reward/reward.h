@@ -4,7 +4,8 @@
 // format: the completion fully matches `<answer>.*?</answer>` (DOTALL); in think mode
 // `<think>.*?</think>\s*<answer>.*?</answer>` (DOTALL). The total is the weighted sum of the two.
 // mmau_is_correct: the official MMAU string-match rule used in evaluation.
-// Patterns are compiled once (PCRE2, UTF); every function is thread-safe. Input text that is not valid
+// The tag rules run in linear time (no regex backtracking); the MMAU tokenizer is a PCRE2 Unicode class
+// compiled once. Every function is thread-safe. Input text that is not valid
 // UTF-8 is first repaired as Python's bytes.decode(errors="replace") does (a detokenized completion
 // can end inside a multi-byte character).
 #pragma once

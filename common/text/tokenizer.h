@@ -4,6 +4,8 @@
 // segment is NFC-normalised (utf8proc), split by the pre-tokenizer regex (PCRE2, UTF + UCP, JIT), mapped
 // byte-to-unicode and merged by BPE rank. BPE runs on token ids with a min-heap of candidate merges
 // (rank, then position, as HF's word.rs) and a piece cache keyed by the raw piece bytes.
+// The regex's \s is Unicode White_Space, as in HF (Oniguruma): U+0085 is whitespace and U+FEFF is not;
+// the JavaScript port used in CI differs on both (tests/text/test_tokenizer.c, test_hf_whitespace).
 // Decode: tokens back to bytes, then UTF-8 with U+FFFD for ill-formed subparts; never fails.
 // Text that is not valid UTF-8 is rejected with an error naming the byte offset (no silent repair: a
 // corrupt data line should be seen, not trained on).

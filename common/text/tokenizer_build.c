@@ -91,7 +91,8 @@ static int verify(const char *dir, Err *e) {
     for (int k = 0; k < QWEN2_AUDIO_N_ADDED && bad < 0; k++)
         if (tokenizer_token_id(tok, QWEN2_AUDIO_ADDED[k]) != QWEN2_AUDIO_FIRST_ADDED + k) bad = k;
     tokenizer_free(tok);
-    if (bad >= 0) return err_set(e, "%s: %s does not have id %d", path, QWEN2_AUDIO_ADDED[bad], QWEN2_AUDIO_FIRST_ADDED + bad);
+    if (bad >= 0)
+        return err_set(e, "%s: %s does not have id %d", path, QWEN2_AUDIO_ADDED[bad], QWEN2_AUDIO_FIRST_ADDED + bad);
     return 0;
 }
 

@@ -1,9 +1,15 @@
 // Tests of common/reward: the reward functions against a table of edge cases whose expected values
 // were computed with the Python reference (re + str.strip, the MMAU string_match), the UTF-8 repair,
 // and the wire protocol (answers, every error path, client encode/decode, address parsing).
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
 #include "test.h"
 #include "reward/protocol.h"
 #include "reward/reward.h"
+#include "util/rng.h"
+
+#include <time.h>
 
 typedef struct {
     const char *completion, *solution;
@@ -84,6 +90,8 @@ static const NumericCase NUMERIC_CASES[] = {
     {"<answer></answer>", "0", 0, 0},
     {"<answer>-0</answer>", "0", 0, 1},
     {"<answer>0.1</answer>", "0.10", 0, 1},
+    {"<answer>0x10</answer>", "16", 0, 0},
+    {"<answer>inf</answer>", "Infinity", 0, 1},
 };
 
 static void test_numeric_equivalence(void) {
@@ -139,6 +147,35 @@ static void test_mmau_table(void) {
         CHECKF(got == c->correct, "case %zu: prediction \"%s\" answer \"%s\": %d, expected %d", i,
                c->prediction, c->answer, got, c->correct);
     }
+}
+
+// On the real MMAU test-mini items: the answer text itself is judged correct, and every other choice
+// with a different token set is judged incorrect (it either misses an answer token or adds a token
+// only a wrong choice has).
+static void test_mmau_real_items(void) {
+    json_error_t jerr;
+    json_t *items = json_load_file(SHARED_PATH("data/mmau/mmau-test-mini.json"), 0, &jerr);
+    CHECKF(json_array_size(items) == 1000, "mmau-test-mini.json: %s", items ? "not 1000 items" : jerr.text);
+    int right = 0, wrong = 0, n_wrong = 0;
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        json_t *it = json_array_get(items, i), *ch = json_object_get(it, "choices");
+        const char *answer = json_string_value(json_object_get(it, "answer"));
+        const char *choices[16];
+        int n = (int)json_array_size(ch);
+        if (!answer || n > 16) continue;
+        for (int k = 0; k < n; k++) choices[k] = json_string_value(json_array_get(ch, k));
+        right += mmau_is_correct(answer, answer, choices, n);
+        for (int k = 0; k < n; k++) {
+            // The same token set as the answer (each holds the other's tokens): not a wrong choice.
+            if (mmau_is_correct(choices[k], answer, NULL, 0) && mmau_is_correct(answer, choices[k], NULL, 0)) continue;
+            n_wrong++;
+            wrong += !mmau_is_correct(choices[k], answer, choices, n);
+        }
+    }
+    CHECK_INT(right, 1000);
+    CHECK_INT(wrong, n_wrong);
+    CHECK(n_wrong > 2000);
+    json_decref(items);
 }
 
 static void test_weights_and_modes(void) {
@@ -201,6 +238,93 @@ static void test_utf8_repair(void) {
     reward_score(&opt, "<answer>a\xe2\x82</answer>", "a\xef\xbf\xbd", &r);
     CHECK(r.accuracy == 1 && r.format == 1);
     CHECK(mmau_is_correct("dog\xff", "dog", NULL, 0) == 1);
+}
+
+// The Python patterns spelled in PCRE2 (an independent oracle for the hand-written linear matchers):
+// `.` without DOTALL is [^\n]; \s is Python's whitespace set; fullmatch is \A...\z.
+#define PY_SPACE_CLASS "[\\t\\n\\x0b\\x0c\\r\\x1c-\\x1f \\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}]"
+static const char *const ORACLE_SRC[3] = {
+    "<answer>([^\\n]*?)</answer>",
+    "\\A<answer>.*?</answer>\\z",
+    "\\A<think>.*?</think>" PY_SPACE_CLASS "*<answer>.*?</answer>\\z",
+};
+
+static void test_matchers_against_regex_oracle(void) {
+    pcre2_code *re[3];
+    for (int i = 0; i < 3; i++) {
+        int code;
+        PCRE2_SIZE off;
+        re[i] = pcre2_compile((PCRE2_SPTR)ORACLE_SRC[i], PCRE2_ZERO_TERMINATED,
+                              PCRE2_UTF | PCRE2_UCP | (i ? PCRE2_DOTALL : 0), &code, &off, NULL);
+        CHECK(re[i] != NULL);
+    }
+    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    static const char *const PIECES[] = {"<answer>", "</answer>", "<think>", "</think>", "\n", " ", "\xe3\x80\x80",
+                                         "\x1c", "a", "b", "<", "/", "answer>", "\xe2\x80\x8b"};
+    const int n_pieces = sizeof PIECES / sizeof PIECES[0];
+    Rng rng;
+    rng_init(&rng, 1234, 0);
+    RewardOptions opt;
+    reward_options_default(&opt);
+    int mismatches = 0;
+    for (int t = 0; t < 20000; t++) {
+        char s[256] = "";
+        int n = (int)rng_below(&rng, 14);
+        for (int i = 0; i < n; i++) strcat(s, PIECES[rng_below(&rng, (uint64_t)n_pieces)]);
+        size_t len = strlen(s);
+        // accuracy extraction: first group stripped, else the whole text stripped.
+        char want[256];
+        size_t a, m;
+        if (pcre2_match(re[0], (PCRE2_SPTR)s, len, 0, 0, md, NULL) > 0) {
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+            m = reward_py_strip(s + ov[2], ov[3] - ov[2], &a);
+            a += ov[2];
+        } else {
+            m = reward_py_strip(s, len, &a);
+        }
+        memcpy(want, s + a, m);
+        want[m] = 0;
+        char *got = reward_extract_answer(s);
+        RewardResult ra, rt;
+        opt.mode = REWARD_MODE_ANSWER;
+        reward_score(&opt, s, want, &ra);
+        opt.mode = REWARD_MODE_THINK;
+        reward_score(&opt, s, want, &rt);
+        int fa = pcre2_match(re[1], (PCRE2_SPTR)s, len, 0, 0, md, NULL) > 0;
+        int ft = pcre2_match(re[2], (PCRE2_SPTR)s, len, 0, 0, md, NULL) > 0;
+        if (strcmp(got, want) != 0 || ra.accuracy != 1 || ra.format != fa || rt.format != ft) {
+            if (mismatches++ < 5)
+                CHECKF(0, "\"%s\": extract \"%s\" (oracle \"%s\"), format %g (%d), think %g (%d)", s, got, want,
+                       ra.format, fa, rt.format, ft);
+        }
+        free(got);
+    }
+    CHECK_INT(mismatches, 0);
+    pcre2_match_data_free(md);
+    for (int i = 0; i < 3; i++) pcre2_code_free(re[i]);
+}
+
+// Adversarial megabyte inputs (quadratic for a backtracking regex) are scored in linear time.
+static void test_adversarial_inputs_are_fast(void) {
+    size_t reps = 125000;
+    char *s = mallocCheck(8 * reps + 64);
+    strcpy(s, "<think>");
+    for (size_t i = 0; i < reps; i++) memcpy(s + 7 + 8 * i, i % 2 ? "</think>" : "<answer>", 8);
+    s[7 + 8 * reps] = 0;
+    RewardOptions opt;
+    reward_options_default(&opt);
+    RewardResult r;
+    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    opt.mode = REWARD_MODE_THINK;
+    reward_score(&opt, s, "a", &r);
+    CHECK(r.accuracy == 0 && r.format == 0);
+    opt.mode = REWARD_MODE_ANSWER;
+    reward_score(&opt, s + 7, "a", &r);
+    CHECK(r.accuracy == 0 && r.format == 0);
+    CHECK(mmau_is_correct(s, "answer", NULL, 0) == 1);
+    double dt = (double)clock() / CLOCKS_PER_SEC - t0;
+    CHECKF(dt < 1.0, "%.2f s of CPU for 1 MB inputs", dt);
+    free(s);
 }
 
 // Answers one line and returns its compact JSON (static buffer).
@@ -338,6 +462,9 @@ int main(void) {
     RUN(test_score_table);
     RUN(test_numeric_equivalence);
     RUN(test_mmau_table);
+    RUN(test_mmau_real_items);
+    RUN(test_matchers_against_regex_oracle);
+    RUN(test_adversarial_inputs_are_fast);
     RUN(test_weights_and_modes);
     RUN(test_extract_and_strip);
     RUN(test_utf8_repair);

@@ -1,7 +1,7 @@
 // Tests of common/text: the 133-id Qwen2-Audio check (qwen2-audio.md section 6), chat rendering,
 // <|AUDIO|> expansion, both tokenizer file layouts and merge encodings, UTF-8 handling (invalid input,
-// lossy decode), special tokens, the piece cache, the splits where HF and the JavaScript port differ,
-// bad tokenizer files, and the aqa-tokenize tool (argv[1]).
+// lossy decode), special tokens, the piece cache and its hash map, the splits where HF and the
+// JavaScript port differ, bad tokenizer files, and the aqa-tokenize tool (argv[1]).
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +10,7 @@
 #include "audio/audio_len.h"
 #include "test.h"
 #include "text/processor.h"
+#include "text/strmap.h"
 #include "text/utf8.h"
 #include "text_fixture.h"
 
@@ -224,6 +225,33 @@ static void test_cache(void) {
     token_ids_free(&b);
 }
 
+static void test_strmap(void) {
+    StrMap m;
+    strmap_init(&m, 4);
+    char key[32];
+    for (int i = 0; i < 1000; i++) {  // grows from 4 slots
+        int n = snprintf(key, sizeof key, "k%d", i);
+        strmap_put(&m, key, (size_t)n, i, -i);
+    }
+    CHECK_INT(m.n, 1000);
+    int ok = 1;
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(key, sizeof key, "k%d", i);
+        const StrSlot *s = strmap_get(&m, key, (size_t)n);
+        ok &= s && s->a == i && s->b == -i;
+    }
+    CHECK(ok);
+    strmap_put(&m, "k7", 2, 70, 7);  // overwrite keeps one entry
+    CHECK_INT(m.n, 1000);
+    CHECK_INT(strmap_get(&m, "k7", 2)->a, 70);
+    CHECK(strmap_get(&m, "k", 1) == NULL && strmap_get(&m, "k7\0", 3) == NULL);
+    strmap_put(&m, "", 0, 5, 6);  // the empty key is a key
+    CHECK_INT(strmap_get(&m, "", 0)->b, 6);
+    strmap_clear(&m);
+    CHECK(m.n == 0 && strmap_get(&m, "k7", 2) == NULL);
+    strmap_free(&m);
+}
+
 static void copy_file(const char *from_dir, const char *to_dir, const char *name) {
     char a[4096], b[4096];
     size_t n;
@@ -246,7 +274,8 @@ static void test_vocab_merges_layout(void) {
     Tokenizer *t2 = tokenizer_load(dir, &e);
     CHECKF(t2 != NULL, "%s", e.msg);
     if (!t2) return;
-    const char *texts[] = {"What's that sound?<|im_end|>\n", "Zürich 中文 1234 \r\n  x", "e\xCC\x81 \xF0\x9F\x98\x80"};
+    const char *texts[] = {"What's that sound?<|im_end|>\n", "Zürich 中文 1234 \r\n  x",
+                           "e\xCC\x81 \xF0\x9F\x98\x80"};
     TokenIds a = {0}, b = {0};
     for (int i = 0; i < 3; i++) {
         encode_ok(tok, texts[i], &a);
@@ -283,7 +312,8 @@ static char *tiny_json(int pair_merges, const char *pre_type, const char *extra_
         "{s:[{s:i,s:s,s:b}], s:{s:s}, s:{s:s,s:[{s:s,s:{s:s},s:s,s:b},{s:s,s:b,s:b}]}, s:{s:s}, s:{s:s,s:o,s:o}}",
         "added_tokens", "id", 300, "content", "<|x|>", "special", 1, "normalizer", "type", "NFC", "pre_tokenizer",
         "type", "Sequence", "pretokenizers", "type", pre_type, "pattern", "Regex",
-        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+        "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}|"
+        " ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
         "\\s+(?!\\S)|\\s+",
         "behavior", "Isolated", "invert", 0, "type", "ByteLevel", "add_prefix_space", 0, "use_regex", 0, "decoder",
         "type", "ByteLevel", "model", "type", "BPE", "vocab", vocab, "merges", merges);
@@ -466,6 +496,7 @@ int main(int argc, char **argv) {
     RUN(test_nfc);
     RUN(test_hf_whitespace);
     RUN(test_cache);
+    RUN(test_strmap);
     RUN(test_vocab_merges_layout);
     RUN(test_merge_encodings);
     RUN(test_bad_files);

@@ -1,0 +1,195 @@
+// rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
+// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps k = start .. n_steps-1 (pipeline/schedule.h):
+//   1. receive weights version k from the learner root (a different version is fatal: never sample with
+//      stale weights);
+//   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
+//      a TrajGroup (worker.h: prepare, generate G, reward, reference log-probs) and send it to the
+//      learner that owns the slot (slot % L). Unusable questions go as failed groups.
+// Rollouts keep no state between steps (sampling is keyed by seed, step, question, sample and position),
+// so a resumed run samples exactly what the uninterrupted one did. Any error ends the whole job through
+// comm_abort with the rank and the reason.
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "comm/comm.h"
+#include "config/config.h"
+#include "data/order.h"
+#include "model/checkpoint.h"
+#include "model/hf_config.h"
+#include "pipeline/schedule.h"
+#include "util/log.h"
+#include "worker.h"
+
+typedef struct {
+    Comm comm;
+    Config cfg;
+    Dataset ds;
+    Order order;
+    PrepContext prep;
+    Ops *ops;
+    Model policy, ref;
+    float *weights;  // [policy.t.numel] host copy the broadcast lands in
+    RewardClient *reward;
+    RolloutWorker w;
+    int64_t start, n_steps;
+} Rollout;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// Config checks specific to this role; each failure names the key.
+static void check_config(const Rollout *r) {
+    const Config *cfg = &r->cfg;
+    Err e;
+    if (cfg->train.mode == CFG_MODE_SFT)
+        comm_abort("train.mode=sft trains on the solutions without rollouts: launch it with learner ranks only");
+    if (cfg->rollout.async) comm_abort("rollout.async: only the synchronous mode is implemented; set it to false");
+    if (cfg->model.backend != CFG_BACKEND_CPU) comm_abort("model.backend: only cpu is built into the rollout");
+    if (config_require(cfg, "model.path", &e) || config_require(cfg, "data.train", &e) ||
+        config_check_world(cfg, r->comm.n_learners, &e))
+        comm_abort("config: %s", e.msg);
+}
+
+// The policy's shape from model.path (its weights arrive with the first broadcast) and, with beta > 0,
+// the frozen reference model, which must have the same parameter table.
+static void load_models(Rollout *r) {
+    const Config *cfg = &r->cfg;
+    Err e;
+    ModelConfig mc;
+    if (hf_config_load(cfg->model.path, &mc, &e) || model_config_check(&mc, &e)) comm_abort("model.path: %s", e.msg);
+    if (mc.n_mels != MEL_N_MELS || 2 * mc.a_max_pos != MEL_FRAMES)
+        comm_abort("model.path %s: audio input [%d, %d], the features are [%d, %d]", cfg->model.path, mc.n_mels,
+                   2 * mc.a_max_pos, MEL_N_MELS, MEL_FRAMES);
+    ParamTable t;
+    param_table_build(&t, &mc);
+    r->weights = callocCheck(t.numel, sizeof(float));
+    param_table_free(&t);
+    r->ops = ops_cpu_create();
+    model_init(&r->policy, &mc, r->ops, r->weights);
+    if (cfg->grpo.beta <= 0) return;
+    const char *dir = config_ref_model_dir(cfg);
+    ModelConfig rc;
+    ParamTable rt;
+    float *host;
+    if (model_load_dir(dir, &rc, &rt, &host, &e)) comm_abort("reference model: %s", e.msg);
+    if (rt.numel != r->policy.t.numel || rc.vocab != mc.vocab || rc.layers != mc.layers || rc.dim != mc.dim)
+        comm_abort("reference model %s (%zu parameters) does not have the policy's shape (%s, %zu parameters)", dir,
+                   rt.numel, cfg->model.path, r->policy.t.numel);
+    model_init(&r->ref, &rc, r->ops, host);
+    param_table_free(&rt);
+    free(host);
+}
+
+static void setup(Rollout *r) {
+    const Config *cfg = &r->cfg;
+    Err e;
+    check_config(r);
+    DataOptions dopt = prep_data_options(cfg);
+    if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
+    if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
+        comm_abort("%s", e.msg);
+    order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n);
+    PrepOptions popt = prep_options_from_config(cfg);
+    if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
+    load_models(r);
+    RewardClientOptions ropt;
+    reward_client_options_default(&ropt);
+    ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
+    ropt.max_failures = cfg->reward.max_failures;
+    r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
+    if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
+    r->w = (RolloutWorker){.policy = &r->policy,
+                           .ref = cfg->grpo.beta > 0 ? &r->ref : NULL,
+                           .prep = &r->prep,
+                           .reward = r->reward,
+                           .reward_opt = rollout_reward_options(cfg),
+                           .sampler = rollout_sampler_params(cfg, &r->prep),
+                           .G = cfg->rollout.num_generations};
+    char msg[256];
+    if (sampler_check(&r->w.sampler, r->policy.cfg.vocab, msg, sizeof msg)) comm_abort("rollout: %s", msg);
+    log_info("rollout %d of %d: %lld questions, steps %lld..%lld, G %d, %s reference model", r->comm.role_rank,
+             r->comm.n_rollouts, (long long)r->ds.n, (long long)r->start, (long long)r->n_steps - 1, r->w.G,
+             r->w.ref ? "with" : "no");
+}
+
+// One step: weights version k, then this rank's groups of step k to their learners.
+static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
+    const Comm *c = &r->comm;
+    Err e;
+    double t0 = now_s();
+    if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e)) comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+    r->ops->upload_act(r->ops, r->policy.params, r->weights, r->policy.t.numel);
+    double t_sync = now_s() - t0;
+    r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
+    int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
+                                     questions, slots);
+    TrajTimes sum = {0};
+    int failed = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const Question *q = &r->ds.q[questions[i]];
+        TrajGroup g;
+        if (rollout_question(&r->w, q, slots[i], k, &g, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        if (g.failed) {
+            failed++;
+            log_warn("step %lld slot %lld: question %s skipped: %s", (long long)k, (long long)slots[i], q->id, g.reason);
+        }
+        log_debug("step %lld slot %lld question %s: data %.3fs generate %.3fs reward %.3fs reference %.3fs",
+                  (long long)k, (long long)slots[i], q->id, g.time.data, g.time.generate, g.time.reward,
+                  g.time.reference);
+        sum.data += g.time.data;
+        sum.generate += g.time.generate;
+        sum.reward += g.time.reward;
+        sum.reference += g.time.reference;
+        if (comm_send_group(c, &g, &e)) comm_abort("step %lld slot %lld: %s", (long long)k, (long long)slots[i], e.msg);
+        traj_group_free(&g);
+    }
+    log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs generate %.3fs reward %.3fs "
+              "reference %.3fs, total %.3fs",
+              (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference, now_s() - t0);
+}
+
+static void teardown(Rollout *r) {
+    reward_client_close(r->reward);
+    if (r->w.ref) model_free(&r->ref);
+    model_free(&r->policy);
+    ops_destroy(r->ops);
+    free(r->weights);
+    prep_context_free(&r->prep);
+    order_free(&r->order);
+    dataset_free(&r->ds);
+}
+
+int main(int argc, char **argv) {
+    static Rollout r;
+    r.comm = comm_init(&argc, &argv, ROLE_ROLLOUT);
+    log_init("rollout", r.comm.role_rank);
+    Err e;
+    int rc = config_from_args(&r.cfg, &argc, argv, &e);
+    if (rc == CONFIG_ARGS_HELP) {
+        comm_finalize(&r.comm);
+        return 0;
+    }
+    if (rc) comm_abort("%s", e.msg);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--resume") != 0)
+            comm_abort("unknown argument \"%s\" (usage: rollout [--config F] [--set k=v]... [--resume] [--help-config])",
+                       argv[i]);
+        r.cfg.train.resume = true;
+    }
+    log_set_level(r.cfg.log.level);
+    setup(&r);
+    int64_t per_rank = order_rank_count(r.cfg.train.questions_per_step, 0, r.comm.n_rollouts);
+    int64_t *questions = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
+    int64_t *slots = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
+    for (int64_t k = r.start; k < r.n_steps; k++) run_step(&r, k, questions, slots);
+    log_info("rollout %d: done, steps %lld..%lld", r.comm.role_rank, (long long)r.start, (long long)r.n_steps - 1);
+    free(questions);
+    free(slots);
+    teardown(&r);
+    comm_finalize(&r.comm);
+    return 0;
+}
