@@ -14,10 +14,11 @@ mkdir -p "$sys"
 # ---- shared assets ----
 ASSET_N=16        # synthetic questions (the 90% train split is the training set)
 ASSET_SEED=7
+ASSET_VERSION=2  # bump when the set of assets changes
 # The tiny model with tied embeddings: the real vocabulary's embedding is most of its weights, and one
 # copy halves the optimizer, all-reduce and checkpoint work.
 model_config=$AQA_SRC/tests/system/model-tiny-tied.json
-key=$(printf 'n=%s seed=%s\n' $ASSET_N $ASSET_SEED | cat - "$model_config" | sha1sum | cut -c1-12)
+key=$(printf 'v%s n=%s seed=%s\n' $ASSET_VERSION $ASSET_N $ASSET_SEED | cat - "$model_config" | sha1sum | cut -c1-12)
 assets=$sys/assets-$key
 (
     flock 9
@@ -28,6 +29,7 @@ assets=$sys/assets-$key
             --out "$assets/tok" >/dev/null
         "$AQA_INIT" --config "$model_config" --out "$assets/model" --seed 1 \
             --tokenizer "$assets/tok" 2>/dev/null
+        "$AQA_INIT" --config "$model_config" --out "$assets/ref" --seed 2 --tokenizer "$assets/tok" 2>/dev/null
         "$AQA_SYNTH" --out "$assets/synth" --n $ASSET_N --seed $ASSET_SEED >/dev/null 2>&1
         touch "$assets/.complete"
     fi
@@ -51,17 +53,19 @@ make_bad_data() {
     echo '{"id": 902, "question_text": "What is heard?", "multi_choice": ["a", "b"], "answer": 0, "audio_path": "missing.wav"}' >>data/train.jsonl
 }
 
-# config FILE RUN_DIR MODE STEPS [DATA]: the tiny run's config.
+# config FILE RUN_DIR MODE STEPS [DATA]: the tiny run's config; $B questions per step (default 2) in
+# $ACC micro-steps (default 1). The reference model is a second random model, so the KL term (and with
+# it loss and gradient) is non-zero even while a random policy earns no reward.
 config() {
     cat >"$1" <<EOF
-{"model": {"path": "$assets/model"},
+{"model": {"path": "$assets/model", "ref_model": "$assets/ref"},
  "data": {"train": "${5:-$assets/synth/train.jsonl}"},
- "rollout": {"num_generations": 4, "max_new_tokens": 8},
+ "rollout": {"num_generations": 2, "max_new_tokens": 8},
  "reward": {"server": "127.0.0.1:${port:-7011}", "timeout_ms": 10000},
  "grpo": {"beta": 0.04},
  "optim": {"lr": 1e-3},
- "train": {"mode": "$3", "max_steps": $4, "questions_per_step": 4, "grad_accum": 2, "run_dir": "$2",
-           "save_every": 1, "keep_last": 0, "seed": 3},
+ "train": {"mode": "$3", "max_steps": $4, "questions_per_step": ${B:-2}, "grad_accum": ${ACC:-1},
+           "run_dir": "$2", "save_every": 1, "keep_last": 0, "seed": 3},
  "log": {"level": "info"}}
 EOF
 }
@@ -111,10 +115,10 @@ resume_test() {
     "$SYS_CHECK" params full-step2 run/checkpoints/step-00000002 0
 }
 
-# ranks_test MODE R1 L2 R2: one step with 1 learner vs L2 learners on the same global batch: same loss,
-# gradient norm and parameters within fp32 tolerance.
+# ranks_test MODE R1 L2 R2: one step of 1 learner (2 micro-steps) vs L2 learners (1 micro-step each) on
+# the same global batch: same loss, gradient norm and parameters within fp32 tolerance.
 ranks_test() {
-    config one.json "$dir/one" "$1" 1
+    ACC=2 config one.json "$dir/one" "$1" 1
     config two.json "$dir/two" "$1" 1
     run one.log 1 "$2" one.json
     run two.log "$3" "$4" two.json
@@ -127,8 +131,7 @@ sft_resume) resume_test sft 0 ;;
 sft_ranks) ranks_test sft 0 2 0 ;;
 sft_bad_data)
     make_bad_data
-    config run.json "$dir/run" sft 1 "$dir/data/train.jsonl"
-    sed -i 's/"questions_per_step": 4, "grad_accum": 2/"questions_per_step": 5, "grad_accum": 1/' run.json
+    B=5 config run.json "$dir/run" sft 1 "$dir/data/train.jsonl"
     run run.log 1 0 run.json
     grep -q "2 bad records skipped" run.log
     grep -q "missing.wav" run.log
@@ -145,8 +148,7 @@ grpo_ranks)
 grpo_bad_data)
     start_reward
     make_bad_data
-    config run.json "$dir/run" grpo 1 "$dir/data/train.jsonl"
-    sed -i 's/"questions_per_step": 4, "grad_accum": 2/"questions_per_step": 5, "grad_accum": 1/' run.json
+    B=5 config run.json "$dir/run" grpo 1 "$dir/data/train.jsonl"
     run run.log 1 1 run.json
     grep -q "2 bad records skipped" run.log
     grep -q "missing.wav" run.log
