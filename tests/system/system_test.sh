@@ -42,7 +42,7 @@ cd "$dir"
 
 # MPI on a small shared machine: root allowed, oversubscribed, no CMA; one thread per rank.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
 
 # Training data with bad records: two broken lines and a question whose audio file does not exist.
 make_bad_data() {
