@@ -78,7 +78,7 @@ const CfgKey config_keys[] = {
     KEY_BOOL(rollout.greedy, "false", "Take the most likely token instead of sampling"),
     KEY_BOOL(rollout.async, "false", "Generate step k+1 on weights k while learners train on step k"),
 
-    KEY_STRING(reward.server, "127.0.0.1:7011", "Reward service address, host:port"),
+    KEY_STRING(reward.server, "127.0.0.1:7700", "Reward service address, host:port"),
     KEY_FLOAT(reward.accuracy_weight, "1", '[', 0, INFINITY, ')', "Weight of the accuracy reward"),
     KEY_FLOAT(reward.format_weight, "1", '[', 0, INFINITY, ')', "Weight of the (think-)format reward"),
     KEY_BOOL(reward.numeric_equivalence, "false", "Accuracy also accepts equal numbers (\"2\" and \"2.0\")"),

@@ -123,13 +123,20 @@ static int save_model_files(SaveDir *w, const ModelConfig *cfg, const ParamTable
                        e) ||
         hf_aux_configs_save(tmp, cfg, e))
         return err_prefix(e, "saving %s", w->dir);
-    StWriteTensor *ts = callocCheck((size_t)t->n, sizeof(StWriteTensor));
+    // Tied embeddings are also written as lm_head: transformers 5.17 does not tie Qwen2-Audio's lm_head
+    // from the config and would otherwise initialise it at random (seen on the GPU machine).
+    int tied = t->lm_head == t->embed, n = t->n + tied;
+    StWriteTensor *ts = callocCheck((size_t)n, sizeof(StWriteTensor));
     for (int i = 0; i < t->n; i++) {
         const ParamSpec *s = &t->specs[i];
         ts[i] = (StWriteTensor){.name = s->name, .ndim = s->ndim, .data = params + s->offset};
         memcpy(ts[i].shape, s->shape, sizeof s->shape);
     }
-    int shards = st_write_sharded(tmp, ts, t->n, dtype == SAVE_BF16 ? ST_BF16 : ST_F32, max_shard_bytes, e);
+    if (tied) {
+        ts[t->n] = ts[t->embed];
+        ts[t->n].name = "language_model.lm_head.weight";
+    }
+    int shards = st_write_sharded(tmp, ts, n, dtype == SAVE_BF16 ? ST_BF16 : ST_F32, max_shard_bytes, e);
     free(ts);
     if (shards < 0 || (tokenizer_dir && copy_tokenizer(tokenizer_dir, tmp, e))) return err_prefix(e, "saving %s", w->dir);
     return 0;

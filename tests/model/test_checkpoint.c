@@ -222,6 +222,17 @@ static void save_load(SaveDtype dt, int tied, size_t shard, const char *name) {
         same &= memcmp(&q[i], &want, 4) == 0;
     }
     CHECKF(same, "%s: loaded values differ", name);
+    // A tied model also stores lm_head (equal to embed_tokens) so transformers, which does not tie it
+    // from the config, loads the same head.
+    StReader r;
+    if (CHECK_OK(st_open(&r, dir, &e) == 0, e)) {
+        const StTensor *head = st_find(&r, "language_model.lm_head.weight");
+        const StTensor *emb = st_find(&r, "language_model.model.embed_tokens.weight");
+        CHECK(head != NULL && emb != NULL);
+        if (tied && head && emb)
+            CHECK(head->nbytes == emb->nbytes && memcmp(head->data, emb->data, emb->nbytes) == 0);
+        st_close(&r);
+    }
     free(q);
     param_table_free(&t2);
 out:
