@@ -14,6 +14,7 @@
 #include "grpo_step.h"
 #include "metrics/metrics.h"
 #include "pipeline/schedule.h"
+#include "samples.h"
 #include "sft.h"
 #include "stats.h"
 #include "train.h"
@@ -39,7 +40,7 @@ static void learner_check_world(const Config *cfg, const Comm *c) {
     if (cfg->train.mode == CFG_MODE_GRPO && c->n_rollouts < 1)
         comm_abort("train.mode=grpo needs rollout ranks (mpirun -np L learner ARGS : -np R rollout ARGS)");
     if (cfg->train.mode == CFG_MODE_SFT && c->n_rollouts > 0)
-        comm_abort("train.mode=sft runs learners only (mpirun -np L learner ARGS), but %d rollout ranks started",
+        comm_abort("train.mode=sft runs learners only (mpirun -np L learner ARGS), but rollout ranks started (%d)",
                    c->n_rollouts);
 }
 
@@ -80,6 +81,7 @@ static int learner_step(Trainer *t, int64_t k, StepStats *st, Err *e) {
     int rc = grpo_recv_groups(t, k, groups, n, st, e);
     if (rc == 0) {
         rc = grpo_train_step(t, k, groups, n, st, e);
+        if (rc == 0 && t->cfg->log.samples) rc = samples_write(t, k, groups, n, e);
         for (int i = 0; i < n; i++) traj_group_free(&groups[i]);
     }
     free(groups);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
-#   system_test.sh TEST      TEST: sft_resume | sft_ranks | sft_bad_data | grpo_ranks | grpo_resume |
-#                                  grpo_kill | grpo_bad_data
+#   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_ranks | sft_bad_data | grpo_ranks |
+#                                  grpo_resume | grpo_kill | grpo_bad_data
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
@@ -126,7 +126,34 @@ ranks_test() {
     "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 1e-5
 }
 
+# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within 60 s, saying PATTERN.
+fails() {
+    log=$1 pattern=$2
+    shift 2
+    if timeout 60 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+        echo "FAIL: mpirun $* succeeded"
+        exit 1
+    fi
+    grep -q "$pattern" "$log" || { echo "FAIL: no \"$pattern\" in:"; cat "$log"; exit 1; }
+    grep -m1 "$pattern" "$log"
+}
+
 case $name in
+learner_errors)
+    config grpo.json "$dir/run" grpo 1
+    fails no_rollout.log "train.mode=grpo needs rollout ranks" -np 1 "$LEARNER" --config grpo.json
+    fails bad_arg.log 'unknown argument "--bogus"' -np 1 "$LEARNER" --config grpo.json --bogus
+    fails bad_world.log "must be a multiple of learners (2)" -np 2 "$LEARNER" --config grpo.json \
+        --set train.mode=sft --set train.questions_per_step=3
+    fails sft_rollout.log "sft" -np 1 "$LEARNER" --config grpo.json --set train.mode=sft : \
+        -np 1 "$ROLLOUT" --config grpo.json --set train.mode=sft
+    # A fresh run must not start in a run directory that holds another run's checkpoints.
+    mkdir -p run/checkpoints/step-00000001
+    echo complete >run/checkpoints/step-00000001/.complete
+    fails reuse.log "already holds checkpoints (newest: step 1)" -np 1 "$LEARNER" --config grpo.json \
+        --set train.mode=sft
+    fails bad_config.log "grpo.beta" -np 1 "$LEARNER" --config grpo.json --set grpo.beta=-1
+    ;;
 sft_resume) resume_test sft 0 ;;
 sft_ranks) ranks_test sft 0 2 0 ;;
 sft_bad_data)
@@ -149,10 +176,15 @@ grpo_bad_data)
     start_reward
     make_bad_data
     B=5 config run.json "$dir/run" grpo 1 "$dir/data/train.jsonl"
-    run run.log 1 1 run.json
+    run run.log 1 1 run.json --set log.samples=true
     grep -q "2 bad records skipped" run.log
     grep -q "missing.wav" run.log
     "$SYS_CHECK" sum run/metrics.jsonl bad_questions 1
+    # The step's samples: 5 groups, the failed one with its reason, the others with 2 completions.
+    samples=run/samples/step-00000000-learner-0.jsonl
+    [ "$(wc -l <$samples)" -eq 5 ]
+    [ "$(grep -c '"failed":".*missing.wav' $samples)" -eq 1 ]
+    [ "$(grep -o '"text":' $samples | wc -l)" -eq 8 ]
     ;;
 grpo_kill)
     start_reward
