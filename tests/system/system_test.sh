@@ -101,6 +101,18 @@ run() {
     grep -h "step \|checkpoint\|done" "$log" || true
 }
 
+# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within 60 s, saying PATTERN.
+fails() {
+    log=$1 pattern=$2
+    shift 2
+    if timeout 60 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+        echo "FAIL: mpirun $* succeeded"
+        exit 1
+    fi
+    grep -q "$pattern" "$log" || { echo "FAIL: no \"$pattern\" in:"; cat "$log"; exit 1; }
+    grep -m1 "$pattern" "$log"
+}
+
 # resume_test MODE R: a 2-step run, checkpoints at 1 and 2; drop the last checkpoint (as a crash before
 # it would) and resume: the metrics and the final weights must equal the uninterrupted run's bit for bit.
 resume_test() {
@@ -113,6 +125,11 @@ resume_test() {
     grep -q "resumed from .*step-00000001" resume.log
     "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl exact
     "$SYS_CHECK" params full-step2 run/checkpoints/step-00000002 0
+    # A checkpoint's data position only fits the step size it was made with.
+    if [ "$2" -eq 0 ]; then
+        fails cursor.log "data cursor at slot 4, step 2 x train.questions_per_step 4 says 8" -np 1 "$LEARNER" \
+            --config run.json --resume --set train.questions_per_step=4 --set train.max_steps=3
+    fi
 }
 
 # ranks_test MODE R1 L2 R2: one step of 1 learner (2 micro-steps) vs L2 learners (1 micro-step each) on
@@ -124,18 +141,6 @@ ranks_test() {
     run two.log "$3" "$4" two.json
     "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 1e-4
     "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 1e-5
-}
-
-# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within 60 s, saying PATTERN.
-fails() {
-    log=$1 pattern=$2
-    shift 2
-    if timeout 60 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
-        echo "FAIL: mpirun $* succeeded"
-        exit 1
-    fi
-    grep -q "$pattern" "$log" || { echo "FAIL: no \"$pattern\" in:"; cat "$log"; exit 1; }
-    grep -m1 "$pattern" "$log"
 }
 
 case $name in
