@@ -61,13 +61,14 @@ static void setup(void) {
     CHECK(ready);
 }
 
-// Group of question q at slot `slot`: the learner's own prompt, 2 completions of `len` tokens ending
-// with <|im_end|>, the given total rewards, reference log-probs -2 (when with_ref).
-static void make_group(TrajGroup *g, int64_t q, int64_t slot, float r0, float r1, int len, int with_ref) {
+// Group of question q at slot `slot`: the learner's own prompt, 2 completions of len0 and len1 tokens
+// ending with <|im_end|>, the given total rewards, reference log-probs -2 (when with_ref).
+static void make_group2(TrajGroup *g, int64_t q, int64_t slot, float r0, float r1, int len0, int len1,
+                        int with_ref) {
     PreparedQuestion pq;
     Err e;
     if (prep_question(&tr.prep, &tr.data.q[q], &pq, &e)) fatal("prep: %s", e.msg);
-    int lens[2] = {len, len};
+    int lens[2] = {len0, len1};
     traj_group_alloc(g, 2, lens, pq.prompt.n, 2, with_ref);
     memcpy(g->prompt_ids, pq.prompt.ids, (size_t)pq.prompt.n * sizeof(int32_t));
     g->question = q, g->slot = slot, g->version = 0;
@@ -79,15 +80,19 @@ static void make_group(TrajGroup *g, int64_t q, int64_t slot, float r0, float r1
     for (int s = 0; s < 2; s++) {
         g->rewards[s] = r[s];
         g->func_rewards[s * 2] = r[s] > 0, g->func_rewards[s * 2 + 1] = r[s] - (r[s] > 0);
-        for (int i = 0; i < len; i++) {
+        for (int i = 0; i < lens[s]; i++) {
             int k = g->offset[s] + i;
-            g->ids[k] = i == len - 1 ? tr.eos[0] : 1000 + 37 * s + i;
+            g->ids[k] = i == lens[s] - 1 ? tr.eos[0] : 1000 + 37 * s + i;
             g->mask[k] = 1;
             g->sample_lp[k] = -3;
             if (with_ref) g->ref_lp[k] = -2;
         }
     }
     prep_question_free(&pq);
+}
+
+static void make_group(TrajGroup *g, int64_t q, int64_t slot, float r0, float r1, int len, int with_ref) {
+    make_group2(g, q, slot, r0, r1, len, len, with_ref);
 }
 
 // Runs a step on groups[n]; returns 0/-1, copies the gradient to grad (if non-NULL) and the stats to st.
@@ -172,6 +177,39 @@ static void test_scale_rewards(void) {
     CHECK_INT(st.sum[ST_TRUNC], 0);  // every completion ends with <|im_end|>
     CHECK_INT(st.len_max, 3);
     cfg.grpo.scale_rewards = CFG_SCALE_GROUP;
+    traj_group_free(&g[0]);
+    traj_group_free(&g[1]);
+}
+
+// The four aggregations through a step of 2 micro-steps, by hand. beta 0 and one update per batch make
+// every token's loss -A (ratio 1). A: rewards {1, 0}, lengths {4, 2}: advantages +-a, a = 0.5 / (sqrt(0.5)
+// + eps), token sum -4a + 2a = -2a. B: rewards {0, 1}, lengths {2, 2}: token sum 0.
+static void test_loss_types(void) {
+    if (!ready) return;
+    TrajGroup g[2];
+    make_group2(&g[0], 0, 0, 1, 0, 4, 2, 0);
+    make_group2(&g[1], 1, 1, 0, 1, 2, 2, 0);
+    double a = 0.5 / (sqrt(0.5) + cfg.grpo.std_eps);
+    struct {
+        CfgLossType type;
+        double loss;
+    } cases[] = {
+        {CFG_LOSS_GRPO, 0},                   // mean of per-sequence means: mean(-A) = 0
+        {CFG_LOSS_BNPO, -2 * a / (6 * 2)},    // micro-step A: its 6 tokens, / 2 micro-steps
+        {CFG_LOSS_DR_GRPO, -2 * a / (2 * 8 * 2)},  // 2 sequences x max_new_tokens 8, / 2 micro-steps
+        {CFG_LOSS_DAPO, -2 * a / 10},         // all 10 tokens of the step
+    };
+    cfg.train.grad_accum = 2;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        StepStats st;
+        Err e;
+        cfg.grpo.loss_type = cases[i].type;
+        CHECK(step(g, 2, NULL, &st, &e) == 0);
+        CHECKF(fabs(st.sum[ST_LOSS] - cases[i].loss) <= 1e-7, "loss_type %d: %.9g, expected %.9g", (int)cases[i].type,
+               st.sum[ST_LOSS], cases[i].loss);
+    }
+    cfg.grpo.loss_type = CFG_LOSS_GRPO;
+    cfg.train.grad_accum = 1;
     traj_group_free(&g[0]);
     traj_group_free(&g[1]);
 }
@@ -275,6 +313,7 @@ int main(int argc, char **argv) {
     RUN(setup);
     RUN(test_dynamic_filter);
     RUN(test_scale_rewards);
+    RUN(test_loss_types);
     RUN(test_num_iterations);
     RUN(test_bad_groups);
     RUN(test_refused_config);
