@@ -27,9 +27,10 @@ static void learner_args(Config *cfg, int argc, char **argv) {
         if (strcmp(argv[i], "--resume") == 0)
             cfg->train.resume = true;
         else
-            comm_abort("unknown argument \"%s\" (usage: learner [--config FILE] [--set k=v]... [--resume] "
-                       "[--help-config])",
-                       argv[i]);
+            comm_abort(
+                "unknown argument \"%s\" (usage: learner [--config FILE] [--set k=v]... [--resume] "
+                "[--help-config])",
+                argv[i]);
     }
 }
 
@@ -53,9 +54,10 @@ static void learner_check_fresh(const Config *cfg) {
     int found = ckpt_latest(cfg->train.run_dir, path, sizeof path, &step, &e);
     if (found < 0) comm_abort("train.run_dir: %s", e.msg);
     if (found)
-        comm_abort("train.run_dir %s already holds checkpoints (newest: step %lld): pass --resume to continue it, or "
-                   "use another run directory",
-                   cfg->train.run_dir, (long long)step);
+        comm_abort(
+            "train.run_dir %s already holds checkpoints (newest: step %lld): pass --resume to continue it, or "
+            "use another run directory",
+            cfg->train.run_dir, (long long)step);
 }
 
 // Root: the run directory, its effective config and the metric files.
@@ -64,7 +66,8 @@ static Metrics *learner_open_run(const Config *cfg, int64_t start) {
     char path[CFG_PATH_CAP + 16];
     if (dir_make(cfg->train.run_dir, &e)) comm_abort("train.run_dir: %s", e.msg);
     if (config_write(cfg, path_join(path, sizeof path, cfg->train.run_dir, "config.json"), &e)) comm_abort("%s", e.msg);
-    Metrics *m = metrics_open(cfg->train.run_dir, cfg->log.jsonl, cfg->log.hdf5, start > 0 ? start - 1 : METRICS_FRESH, &e);
+    Metrics *m =
+        metrics_open(cfg->train.run_dir, cfg->log.jsonl, cfg->log.hdf5, start > 0 ? start - 1 : METRICS_FRESH, &e);
     if (!m) comm_abort("%s", e.msg);
     return m;
 }
@@ -112,11 +115,12 @@ int main(int argc, char **argv) {
     int root = comm.role_rank == 0;
     Metrics *metrics = root ? learner_open_run(&cfg, start) : NULL;
     if (root)
-        log_info("%s: %d learners, %d rollouts, %zu parameters, %lld questions, steps %lld..%lld of %d questions, run "
-                 "dir %s",
-                 cfg.train.mode == CFG_MODE_SFT ? "sft" : "grpo", comm.n_learners, comm.n_rollouts,
-                 t.model.t.numel, (long long)t.data.n, (long long)start, (long long)t.n_steps - 1,
-                 cfg.train.questions_per_step, cfg.train.run_dir);
+        log_info(
+            "%s: %d learners, %d rollouts, %zu parameters, %lld questions, steps %lld..%lld of %d questions, run "
+            "dir %s",
+            cfg.train.mode == CFG_MODE_SFT ? "sft" : "grpo", comm.n_learners, comm.n_rollouts, t.model.t.numel,
+            (long long)t.data.n, (long long)start, (long long)t.n_steps - 1, cfg.train.questions_per_step,
+            cfg.train.run_dir);
 
     for (int64_t k = start; k < t.n_steps; k++) {
         StepStats st;

@@ -53,14 +53,18 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     mbatch_init(&t->batch, &mc);
 
     adamw_init(&t->opt, n);
-    t->adamw = (AdamWConfig){.beta1 = cfg->optim.beta1, .beta2 = cfg->optim.beta2, .eps = cfg->optim.eps,
+    t->adamw = (AdamWConfig){.beta1 = cfg->optim.beta1,
+                             .beta2 = cfg->optim.beta2,
+                             .eps = cfg->optim.eps,
                              .weight_decay = cfg->optim.weight_decay};
-    static const LrKind kinds[] = {[CFG_SCHEDULE_LINEAR] = LR_LINEAR, [CFG_SCHEDULE_CONSTANT] = LR_CONSTANT,
-                                   [CFG_SCHEDULE_COSINE] = LR_COSINE};
+    static const LrKind kinds[] = {
+        [CFG_SCHEDULE_LINEAR] = LR_LINEAR, [CFG_SCHEDULE_CONSTANT] = LR_CONSTANT, [CFG_SCHEDULE_COSINE] = LR_COSINE};
     int64_t mu = cfg->train.mode == CFG_MODE_GRPO ? cfg->grpo.num_iterations : 1;
-    t->lr = (LrConfig){.kind = kinds[cfg->optim.schedule], .lr = cfg->optim.lr,
+    t->lr = (LrConfig){.kind = kinds[cfg->optim.schedule],
+                       .lr = cfg->optim.lr,
                        .warmup_steps = cfg->optim.warmup_steps * mu,
-                       .max_steps = t->n_steps * mu, .num_cycles = 0.5};
+                       .max_steps = t->n_steps * mu,
+                       .num_cycles = 0.5};
     if (lr_config_check(&t->lr, e)) return err_prefix(e, "optim");
     return 0;
 }

@@ -63,8 +63,7 @@ static void setup(void) {
 
 // Group of question q at slot `slot`: the learner's own prompt, 2 completions of len0 and len1 tokens
 // ending with <|im_end|>, the given total rewards, reference log-probs -2 (when with_ref).
-static void make_group2(TrajGroup *g, int64_t q, int64_t slot, float r0, float r1, int len0, int len1,
-                        int with_ref) {
+static void make_group2(TrajGroup *g, int64_t q, int64_t slot, float r0, float r1, int len0, int len1, int with_ref) {
     PreparedQuestion pq;
     Err e;
     if (prep_question(&tr.prep, &tr.data.q[q], &pq, &e)) fatal("prep: %s", e.msg);
@@ -112,7 +111,8 @@ static double max_abs(const float *x, size_t n) {
 static void test_dynamic_filter(void) {
     if (!ready) return;
     size_t n = tr.model.t.numel;
-    float *gA = mallocCheck(n * sizeof(float)), *gF = mallocCheck(n * sizeof(float)), *gN = mallocCheck(n * sizeof(float));
+    float *gA = mallocCheck(n * sizeof(float)), *gF = mallocCheck(n * sizeof(float)),
+          *gN = mallocCheck(n * sizeof(float));
     TrajGroup g[2];
     make_group(&g[0], 0, 0, 1, 0, 3, 0);  // A: rewards differ
     make_group(&g[1], 1, 1, 1, 1, 3, 0);  // Z: zero std
@@ -194,10 +194,10 @@ static void test_loss_types(void) {
         CfgLossType type;
         double loss;
     } cases[] = {
-        {CFG_LOSS_GRPO, 0},                   // mean of per-sequence means: mean(-A) = 0
-        {CFG_LOSS_BNPO, -2 * a / (6 * 2)},    // micro-step A: its 6 tokens, / 2 micro-steps
+        {CFG_LOSS_GRPO, 0},                        // mean of per-sequence means: mean(-A) = 0
+        {CFG_LOSS_BNPO, -2 * a / (6 * 2)},         // micro-step A: its 6 tokens, / 2 micro-steps
         {CFG_LOSS_DR_GRPO, -2 * a / (2 * 8 * 2)},  // 2 sequences x max_new_tokens 8, / 2 micro-steps
-        {CFG_LOSS_DAPO, -2 * a / 10},         // all 10 tokens of the step
+        {CFG_LOSS_DAPO, -2 * a / 10},              // all 10 tokens of the step
     };
     cfg.train.grad_accum = 2;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -295,8 +295,10 @@ static void test_refused_config(void) {
     if (!ready) return;
     struct {
         const char *set, *key;
-    } cases[] = {{"model.backend=cuda", "model.backend"}, {"model.recompute=true", "model.recompute"},
-                 {"rollout.async=true", "rollout.async"}, {"model.path=", "model.path"}};
+    } cases[] = {{"model.backend=cuda", "model.backend"},
+                 {"model.recompute=true", "model.recompute"},
+                 {"rollout.async=true", "rollout.async"},
+                 {"model.path=", "model.path"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Config c = cfg;
         Trainer t;

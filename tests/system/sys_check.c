@@ -71,8 +71,8 @@ static int check_metrics(const char *pa, const char *pb, const char *mode) {
             if (rc || wall_clock(key)) continue;
             json_t *vb = json_object_get(rb, key);
             if (!vb || !same_value(va, vb, strcmp(key, "step") == 0 ? -1 : tol)) {
-                fprintf(stderr, "sys_check: row %zu, %s: %.17g in %s, %.17g in %s\n", i, key, json_number_value(va),
-                        pa, vb ? json_number_value(vb) : NAN, pb);
+                fprintf(stderr, "sys_check: row %zu, %s: %.17g in %s, %.17g in %s\n", i, key, json_number_value(va), pa,
+                        vb ? json_number_value(vb) : NAN, pb);
                 rc = 1;
             }
         }
