@@ -1,5 +1,6 @@
 // rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
-// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps k = start .. n_steps-1 (pipeline/schedule.h):
+// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps
+// k = start .. n_steps-1 (pipeline/schedule.h):
 //   1. receive weights version k from the learner root (a different version is fatal: never sample with
 //      stale weights);
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
@@ -10,7 +11,6 @@
 // comm_abort with the rank and the reason.
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "comm/comm.h"
 #include "config/config.h"
@@ -34,12 +34,6 @@ typedef struct {
     RolloutWorker w;
     int64_t start, n_steps;
 } Rollout;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 // Config checks specific to this role; each failure names the key.
 static void check_config(const Rollout *r) {
@@ -88,6 +82,13 @@ static void setup(Rollout *r) {
     const Config *cfg = &r->cfg;
     Err e;
     check_config(r);
+    // The service first: a missing one is reported before the slow model loading.
+    RewardClientOptions ropt;
+    reward_client_options_default(&ropt);
+    ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
+    ropt.max_failures = cfg->reward.max_failures;
+    r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
+    if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
     DataOptions dopt = prep_data_options(cfg);
     if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
     if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
@@ -96,12 +97,6 @@ static void setup(Rollout *r) {
     PrepOptions popt = prep_options_from_config(cfg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
     load_models(r);
-    RewardClientOptions ropt;
-    reward_client_options_default(&ropt);
-    ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
-    ropt.max_failures = cfg->reward.max_failures;
-    r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
-    if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
     r->w = (RolloutWorker){.policy = &r->policy,
                            .ref = cfg->grpo.beta > 0 ? &r->ref : NULL,
                            .prep = &r->prep,
@@ -120,10 +115,11 @@ static void setup(Rollout *r) {
 static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
-    double t0 = now_s();
-    if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e)) comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+    double t0 = log_elapsed();
+    if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e))
+        comm_abort("weights for step %lld: %s", (long long)k, e.msg);
     r->ops->upload_act(r->ops, r->policy.params, r->weights, r->policy.t.numel);
-    double t_sync = now_s() - t0;
+    double t_sync = log_elapsed() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
     int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
                                      questions, slots);
@@ -133,9 +129,11 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
         const Question *q = &r->ds.q[questions[i]];
         TrajGroup g;
         if (rollout_question(&r->w, q, slots[i], k, &g, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        // The learner reports and counts failed questions; here they only show in the debug log.
         if (g.failed) {
             failed++;
-            log_warn("step %lld slot %lld: question %s skipped: %s", (long long)k, (long long)slots[i], q->id, g.reason);
+            log_debug("step %lld slot %lld: question %s failed: %s", (long long)k, (long long)slots[i], q->id,
+                      g.reason);
         }
         log_debug("step %lld slot %lld question %s: data %.3fs generate %.3fs reward %.3fs reference %.3fs",
                   (long long)k, (long long)slots[i], q->id, g.time.data, g.time.generate, g.time.reward,
@@ -149,7 +147,8 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     }
     log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs generate %.3fs reward %.3fs "
               "reference %.3fs, total %.3fs",
-              (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference, now_s() - t0);
+              (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference,
+              log_elapsed() - t0);
 }
 
 static void teardown(Rollout *r) {
@@ -176,7 +175,8 @@ int main(int argc, char **argv) {
     if (rc) comm_abort("%s", e.msg);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--resume") != 0)
-            comm_abort("unknown argument \"%s\" (usage: rollout [--config F] [--set k=v]... [--resume] [--help-config])",
+            comm_abort("unknown argument \"%s\" (usage: rollout [--config F] [--set k=v]... [--resume] "
+                       "[--help-config])",
                        argv[i]);
         r.cfg.train.resume = true;
     }

@@ -199,7 +199,8 @@ static void test_schedule(void) {
     cfg.train.max_steps = 3;
     CHECK(schedule_total_steps(&cfg, 10, &n, &e) == 0 && n == 3);
     cfg.train.epochs = 1;
-    CHECK(schedule_total_steps(&cfg, 3, &n, &e) == -1 && strstr(e.msg, "3 questions x train.epochs 1 cannot fill one step"));
+    CHECK(schedule_total_steps(&cfg, 3, &n, &e) == -1 &&
+          strstr(e.msg, "3 questions x train.epochs 1 cannot fill one step"));
 
     int64_t start = -1;
     snprintf(cfg.train.run_dir, sizeof cfg.train.run_dir, "%s", TMP_PATH("pipeline_run"));
