@@ -5,6 +5,7 @@
 // this learner's questions of the step. Then log the step's metrics (root) and checkpoint every
 // train.save_every steps and at the end. --resume (train.resume) continues from the newest complete
 // checkpoint in train.run_dir. Any error ends the whole job through comm_abort, naming rank and reason.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,15 +23,22 @@
 #include "util/fileio.h"
 #include "util/log.h"
 
-static void learner_args(Config *cfg, int argc, char **argv) {
+#define LEARNER_USAGE                                                                                       \
+    "usage: mpirun -np L learner [--config FILE] [--set section.key=value]... [--resume] [--help-config]\n" \
+    "           [: -np R rollout SAME ARGUMENTS]   (train.mode=sft: learners only)\n"
+
+// What config_from_args left: --resume, --help; anything else ends the job.
+static void learner_args(Config *cfg, Comm *c, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--resume") == 0)
+        if (strcmp(argv[i], "--resume") == 0) {
             cfg->train.resume = true;
-        else
-            comm_abort(
-                "unknown argument \"%s\" (usage: learner [--config FILE] [--set k=v]... [--resume] "
-                "[--help-config])",
-                argv[i]);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            if (c->role_rank == 0) fputs(LEARNER_USAGE, stdout);
+            comm_finalize(c);
+            exit(0);
+        } else {
+            comm_abort("unknown argument \"%s\"\n" LEARNER_USAGE, argv[i]);
+        }
     }
 }
 
@@ -102,7 +110,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (rc) comm_abort("%s", e.msg);
-    learner_args(&cfg, argc, argv);
+    learner_args(&cfg, &comm, argc, argv);
     log_set_level(cfg.log.level);
     learner_check_world(&cfg, &comm);
 

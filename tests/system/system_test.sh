@@ -148,6 +148,7 @@ learner_errors)
     config grpo.json "$dir/run" grpo 1
     fails no_rollout.log "train.mode=grpo needs rollout ranks" -np 1 "$LEARNER" --config grpo.json
     fails bad_arg.log 'unknown argument "--bogus"' -np 1 "$LEARNER" --config grpo.json --bogus
+    "$MPIRUN" -np 1 "$LEARNER" --help | grep -q "usage: mpirun -np L learner"
     fails bad_world.log "must be a multiple of learners (2)" -np 2 "$LEARNER" --config grpo.json \
         --set train.mode=sft --set train.questions_per_step=3
     fails sft_rollout.log "sft" -np 1 "$LEARNER" --config grpo.json --set train.mode=sft : \
