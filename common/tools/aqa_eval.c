@@ -1,46 +1,91 @@
 // aqa_eval: MMAU test-mini evaluation.
+//   aqa-eval --model DIR --data FILE [--audio-dir DIR] [--greedy] [--batch N] [--out PRED.json]
+//            [--out-json OUT.json]
+//     answers every question of FILE (MMAU .json, or R1-AQA .jsonl) with the model (eval_generate.h:
+//     the MMAU prompt, the model's generation_config.json or --greedy, up to rollout.max_new_tokens
+//     new tokens, seed train.seed), writes the prediction file atomically (default: FILE's name
+//     without extension + "-pred.json", in the current directory), then scores it as --score-only.
 //   aqa-eval --score-only PRED.json [--out-json OUT.json]
 //     scores a prediction file (the MMAU items with "model_prediction", or "model_output") with the
 //     official rule and prints the official evaluation.py layout; --out-json also writes the numbers
 //     as JSON (atomically), e.g. RUN/checkpoints/step-000100/eval-mmau.json for the sweep.
-//   aqa-eval --sweep RUN_DIR [--plot OUT.png]
-//     lists RUN_DIR/checkpoints/step-*, names the complete ones that lack eval-mmau.json, prints
-//     step/sound/music/speech/total sorted by total, and plots accuracy by step (default
+//   aqa-eval --sweep RUN_DIR [--data FILE [--audio-dir DIR] [--greedy] [--batch N]] [--plot OUT.png]
+//     with --data, first evaluates every complete checkpoint that lacks eval-mmau.json (its model/,
+//     predictions into eval-mmau-pred.json beside the result); then lists RUN_DIR/checkpoints/step-*,
+//     prints step/sound/music/speech/total sorted by total, and plots accuracy by step (default
 //     RUN_DIR/eval-mmau-sweep.png; skipped with a note when gnuplot is not installed).
-// Like every binary it takes --config FILE and --set section.key=value (validated; --help-config).
+// Like every binary it takes --config FILE and --set section.key=value (validated; --help-config);
+// model.tokenizer (default: the evaluated model directory), data.mono, data.max_bad_records,
+// rollout.max_new_tokens and train.seed apply.
+#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt/ckpt.h"
 #include "config/config.h"
+#include "eval/eval_generate.h"
 #include "eval/mmau_score.h"
 #include "eval/sweep.h"
+#include "model/checkpoint.h"
 #include "util/fileio.h"
+#include "util/log.h"
 
 static const char *usage =
-    "usage: aqa-eval [--config FILE] [--set k=v ...] --score-only PRED.json [--out-json OUT.json]\n"
-    "       aqa-eval [--config FILE] [--set k=v ...] --sweep RUN_DIR [--plot OUT.png]\n";
+    "usage: aqa-eval [--config FILE] [--set k=v ...] --model DIR --data FILE [--audio-dir DIR] [--greedy]\n"
+    "                [--batch N] [--out PRED.json] [--out-json OUT.json]\n"
+    "       aqa-eval [--config FILE] [--set k=v ...] --score-only PRED.json [--out-json OUT.json]\n"
+    "       aqa-eval [--config FILE] [--set k=v ...] --sweep RUN_DIR [--data FILE [--audio-dir DIR]\n"
+    "                [--greedy] [--batch N]] [--plot OUT.png]\n";
+
+// The name of a checkpoint's prediction file, beside MMAU_RESULT_NAME.
+#define EVAL_PRED_NAME "eval-mmau-pred.json"
 
 typedef struct {
     const char *score_file, *out_json, *sweep_dir, *plot;
+    const char *model, *data, *audio_dir, *out, *batch_s;
+    int greedy, batch;
 } Args;
 
 static int parse_args(int argc, char **argv, Args *a, Err *e) {
     memset(a, 0, sizeof *a);
+    a->batch = 32;  // R1-AQA's evaluation batch
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--greedy")) {
+            a->greedy = 1;
+            continue;
+        }
         const char **slot = !strcmp(argv[i], "--score-only") ? &a->score_file
                             : !strcmp(argv[i], "--out-json") ? &a->out_json
                             : !strcmp(argv[i], "--sweep")    ? &a->sweep_dir
                             : !strcmp(argv[i], "--plot")     ? &a->plot
+                            : !strcmp(argv[i], "--model")    ? &a->model
+                            : !strcmp(argv[i], "--data")     ? &a->data
+                            : !strcmp(argv[i], "--audio-dir") ? &a->audio_dir
+                            : !strcmp(argv[i], "--out")      ? &a->out
+                            : !strcmp(argv[i], "--batch")    ? &a->batch_s
                                                              : NULL;
         if (!slot) return err_set(e, "unknown argument %s", argv[i]);
         if (i + 1 == argc) return err_set(e, "%s needs a value", argv[i]);
         if (*slot) return err_set(e, "%s given twice", argv[i]);
         *slot = argv[++i];
     }
-    if (!a->score_file == !a->sweep_dir) return err_set(e, "give exactly one of --score-only and --sweep");
-    if (a->out_json && !a->score_file) return err_set(e, "--out-json goes with --score-only");
+    if (!!a->score_file + !!a->sweep_dir + !!a->model != 1)
+        return err_set(e, "give exactly one of --model, --score-only and --sweep");
+    if (a->model && !a->data) return err_set(e, "--model needs --data");
+    if (a->score_file && a->data) return err_set(e, "--data goes with --model or --sweep");
+    if (!a->data && (a->audio_dir || a->greedy || a->batch_s))
+        return err_set(e, "--audio-dir, --greedy and --batch go with --data");
+    if (a->out && !a->model) return err_set(e, "--out goes with --model");
+    if (a->out_json && a->sweep_dir) return err_set(e, "--out-json goes with --model or --score-only");
     if (a->plot && !a->sweep_dir) return err_set(e, "--plot goes with --sweep");
+    if (a->batch_s) {
+        char *end;
+        long b = strtol(a->batch_s, &end, 10);
+        if (*end || end == a->batch_s || b < 1 || b > 4096)
+            return err_set(e, "--batch: expected an integer in [1, 4096], got \"%s\"", a->batch_s);
+        a->batch = (int)b;
+    }
     return 0;
 }
 
@@ -59,7 +104,108 @@ static int run_score(const Args *a, Err *e) {
     return rc;
 }
 
-static int run_sweep(const Args *a, Err *e) {
+// Answers the questions of ds with the model in model_dir, writes the predictions to pred_path and the
+// score (printed; JSON to out_json when given).
+static int evaluate(const Config *cfg, const Args *a, const Dataset *ds, const char *model_dir,
+                    const char *pred_path, const char *out_json, Err *e) {
+    if (cfg->model.backend != CFG_BACKEND_CPU)
+        return err_set(e, "model.backend: only the cpu backend is built into aqa-eval");
+    ModelConfig mc;
+    ParamTable t;
+    float *host = NULL;
+    if (model_load_dir(model_dir, &mc, &t, &host, e)) return -1;
+    Model m;
+    model_init(&m, &mc, ops_cpu_create(), host);
+    free(host);
+    int rc = -1;
+    json_t *items = NULL;
+    const char *tok_dir = cfg->model.tokenizer[0] ? cfg->model.tokenizer : model_dir;
+    PrepOptions po = prep_options_from_config(cfg);
+    po.style = PROMPT_MMAU;  // R1-AQA's evaluation prompt, whatever the training data used
+    PrepContext prep;
+    int have_prep = prep_context_init(&prep, tok_dir, &po, e) == 0;
+    int eos[2];
+    SamplerParams sp;
+    EvalGenOptions go = {.greedy = a->greedy,
+                         .max_new_tokens = cfg->rollout.max_new_tokens,
+                         .batch = a->batch,
+                         .seed = (uint64_t)cfg->train.seed};
+    EvalGenStats st;
+    if (have_prep) prep_eos_ids(&prep, eos);
+    if (have_prep && eval_sampler_load(model_dir, &go, eos, 2, &sp, e) == 0 &&
+        (items = eval_input_items(ds, a->data, e)) &&
+        eval_generate(&m, &prep, ds, &sp, go.batch, items, &st, e) == 0 &&
+        eval_write_items(items, pred_path, e) == 0) {
+        printf("%s: %lld questions, %lld with unreadable audio, %s, %.1f s (%.1f completion tokens/s)\n",
+               model_dir, (long long)st.questions, (long long)st.audio_errors,
+               sp.greedy ? "greedy" : "sampled", st.seconds, st.seconds > 0 ? st.tokens / st.seconds : 0.0);
+        printf("predictions: %s\n", pred_path);
+        MmauScore s;
+        mmau_score_init(&s);
+        rc = mmau_score_items(&s, items, pred_path, e);
+        if (rc == 0) rc = report(&s, out_json, e);
+        mmau_score_free(&s);
+    }
+    json_decref(items);
+    if (have_prep) prep_context_free(&prep);
+    Ops *ops = m.ops;
+    model_free(&m);
+    ops_destroy(ops);
+    param_table_free(&t);
+    return rc;
+}
+
+static int load_data(const Config *cfg, const Args *a, Dataset *ds, Err *e) {
+    DataOptions o = data_options_default();
+    o.audio_dir = a->audio_dir ? a->audio_dir : cfg->data.audio_dir[0] ? cfg->data.audio_dir : NULL;
+    o.max_bad = cfg->data.max_bad_records;
+    if (dataset_load(ds, a->data, &o, e)) return -1;
+    if (ds->n_bad > 0) log_warn("%s: %lld bad records skipped", a->data, (long long)ds->n_bad);
+    return 0;
+}
+
+static int run_generate(const Config *cfg, const Args *a, Err *e) {
+    Dataset ds;
+    if (load_data(cfg, a, &ds, e)) return -1;
+    char out[4096];
+    const char *pred = a->out;
+    if (!pred) {  // "<data stem>-pred.json" in the current directory
+        char copy[4096];
+        snprintf(copy, sizeof copy, "%s", a->data);
+        char *base = basename(copy), *dot = strrchr(base, '.');
+        if (dot && dot != base) *dot = 0;
+        snprintf(out, sizeof out, "%s-pred.json", base);
+        pred = out;
+    }
+    int rc = evaluate(cfg, a, &ds, a->model, pred, a->out_json, e);
+    dataset_free(&ds);
+    return rc;
+}
+
+// With --data: every complete checkpoint without a result gets one (model under its model/).
+static int sweep_evaluate(const Config *cfg, const Args *a, Err *e) {
+    Sweep sw;
+    int rc = sweep_scan(&sw, a->sweep_dir, e);
+    Dataset ds;
+    int loaded = 0;
+    for (int i = 0; rc == 0 && i < sw.n; i++) {
+        const SweepEntry *en = &sw.entry[i];
+        if (!en->complete || en->has_result) continue;
+        if (!loaded && (rc = load_data(cfg, a, &ds, e)) == 0) loaded = 1;
+        char model[4096], pred[4096], result[4096];
+        ckpt_model_path(model, sizeof model, en->dir);
+        path_join(pred, sizeof pred, en->dir, EVAL_PRED_NAME);
+        path_join(result, sizeof result, en->dir, MMAU_RESULT_NAME);
+        printf("== step %ld\n", en->step);
+        if (rc == 0) rc = evaluate(cfg, a, &ds, model, pred, result, e);
+    }
+    if (loaded) dataset_free(&ds);
+    sweep_free(&sw);
+    return rc;
+}
+
+static int run_sweep(const Config *cfg, const Args *a, Err *e) {
+    if (a->data && sweep_evaluate(cfg, a, e)) return -1;
     Sweep sw;
     if (sweep_scan(&sw, a->sweep_dir, e)) {
         sweep_free(&sw);
@@ -78,6 +224,7 @@ static int run_sweep(const Args *a, Err *e) {
 }
 
 int main(int argc, char **argv) {
+    log_init("aqa-eval", -1);
     Config *cfg = mallocCheck(sizeof *cfg);
     Err e;
     Args a;
@@ -86,7 +233,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "aqa-eval: %s\n%s", e.msg, usage);
         rc = -1;
     } else if (rc == 0) {
-        rc = a.score_file ? run_score(&a, &e) : run_sweep(&a, &e);
+        log_set_level(cfg->log.level);
+        rc = a.score_file ? run_score(&a, &e) : a.model ? run_generate(cfg, &a, &e) : run_sweep(cfg, &a, &e);
         if (rc < 0) fprintf(stderr, "aqa-eval: %s\n", e.msg);
     } else if (rc < 0) {
         fprintf(stderr, "aqa-eval: %s\n", e.msg);

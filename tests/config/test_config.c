@@ -409,10 +409,10 @@ static void test_shipped_configs(void) {
     CHECKF(config_load_file(&c, SRC_PATH("configs/debug-tiny.json"), &e) == 0, "%s", e.msg);
     CHECKF(config_validate(&c, &e) == 0, "%s", e.msg);
     CHECK_INT(c.rollout.num_generations, 4);
-    CHECK_INT(c.rollout.max_new_tokens, 16);
-    CHECK_INT(c.train.questions_per_step, 2);
+    CHECK_INT(c.rollout.max_new_tokens, 12);
+    CHECK_INT(c.train.questions_per_step, 4);
     CHECK_INT(c.train.grad_accum, 1);
-    CHECK_INT(c.train.max_steps, 20);
+    CHECK_INT(c.train.max_steps, 40);
     CHECK_STR(c.train.run_dir, "runs/debug-tiny");
     CHECK(c.model.backend == CFG_BACKEND_CPU);
     CHECK(config_check_world(&c, 1, &e) == 0);

@@ -519,11 +519,11 @@ static void test_cli_score(void) {
     const struct {
         const char *args, *want;
     } bad[] = {
-        {"", "exactly one of --score-only and --sweep"},
+        {"", "exactly one of --model, --score-only and --sweep"},
         {"--score-only a --sweep b", "exactly one of"},
         {"--score-only", "--score-only needs a value"},
         {"--bogus x", "unknown argument --bogus"},
-        {"--sweep d --out-json x", "--out-json goes with --score-only"},
+        {"--sweep d --out-json x", "--out-json goes with --model or --score-only"},
         {"--set grpo.beta=-1 --score-only x", "grpo.beta"},
         {"--score-only /no/such/file.json", "/no/such/file.json"},
     };

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# launch/debug.sh: one command for a single-node run. Starts the reward service on a free local port,
+# waits until it listens, runs the MPI job (L learner ranks, then R rollout ranks, MPMD) with the same
+# config on every rank, and tears everything down when the job ends, fails, or on Ctrl-C / SIGTERM.
+# train.mode=sft runs learners only (no reward service, no rollout ranks). The exit code is the job's.
+#
+# Usage: launch/debug.sh CONFIG [--set section.key=value]... [--resume] [--learners L] [--rollouts R]
+# Paths inside the config are relative to the current directory. Binaries come from $AQA_BUILD (default
+# build/ of this checkout). On a GPU machine each rank sees one GPU (launch/gpu-bind.sh).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${AQA_BUILD:-$root/build}
+
+usage() {
+  sed -n '7,8p' "$0" | sed 's/^# //'
+}
+
+if [ $# -lt 1 ] || [ "${1:0:1}" = "-" ]; then
+  usage >&2
+  exit 2
+fi
+config=$1
+shift
+sets=()
+learners=1
+rollouts=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --set) [ $# -ge 2 ] || { echo "debug.sh: --set needs a value" >&2; exit 2; }
+           sets+=(--set "$2"); shift 2 ;;
+    --set=*) sets+=(--set "${1#--set=}"); shift ;;
+    --resume) sets+=(--set train.resume=true); shift ;;
+    --learners|--rollouts)
+      [ $# -ge 2 ] || { echo "debug.sh: $1 needs a count" >&2; exit 2; }
+      if [ "$1" = --learners ]; then learners=$2; else rollouts=$2; fi
+      shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "debug.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+for n in "$learners" "$rollouts"; do
+  [[ $n =~ ^[0-9]+$ ]] || { echo "debug.sh: --learners/--rollouts need a count, got \"$n\"" >&2; exit 2; }
+done
+[ "$learners" -ge 1 ] || { echo "debug.sh: need at least one learner" >&2; exit 2; }
+
+need() {
+  for exe in "$@"; do
+    [ -x "$build/$exe" ] || { echo "debug.sh: $build/$exe missing: build first (launch/setup.sh)" >&2; exit 2; }
+  done
+}
+need common/tools/config_check
+# The effective config (also validates CONFIG and every --set before anything starts).
+effective=$("$build/common/tools/config_check" --config "$config" "${sets[@]}")
+mode=$(sed -n 's/^ *"mode": "\([a-z_]*\)".*/\1/p' <<<"$effective")
+run_dir=$(sed -n 's/^ *"run_dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$effective")
+[ -n "$mode" ] || { echo "debug.sh: could not read train.mode from the effective config" >&2; exit 2; }
+need learner/learner
+[ "$mode" = sft ] || need reward/reward-server rollout/rollout
+
+# Open MPI: allow root (containers), oversubscription (fewer cores than ranks), and no CMA single-copy
+# (ptrace is forbidden in containers); an explicit setting in the environment wins.
+export OMPI_MCA_rmaps_base_oversubscribe=${OMPI_MCA_rmaps_base_oversubscribe:-1}
+export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy_mechanism:-none}
+if [ "$(id -u)" -eq 0 ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/aqa-debug.XXXXXX")
+server_pid=""
+job_pid=""
+teardown() {
+  trap - EXIT INT TERM
+  # mpirun forwards SIGTERM to every rank; the reward service drains and exits on SIGTERM.
+  for pid in $job_pid $server_pid; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in $job_pid $server_pid; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$tmp"
+}
+on_signal() {
+  echo "debug.sh: interrupted, stopping the job" >&2
+  teardown
+  exit 130
+}
+trap teardown EXIT
+trap on_signal INT TERM
+
+learner_cmd=("$root/launch/gpu-bind.sh" "$build/learner/learner" --config "$config" "${sets[@]}")
+if [ "$mode" = "sft" ]; then
+  echo "debug.sh: SFT: $learners learner(s), no rollout ranks, run dir $run_dir"
+  mpirun -np "$learners" "${learner_cmd[@]}" &
+  job_pid=$!
+else
+  [ "$rollouts" -ge 1 ] || { echo "debug.sh: GRPO needs at least one rollout rank" >&2; exit 2; }
+  "$build/reward/reward-server" --listen 127.0.0.1:0 --port-file "$tmp/port" &
+  server_pid=$!
+  for _ in $(seq 300); do
+    [ -s "$tmp/port" ] && break
+    kill -0 "$server_pid" 2>/dev/null || { echo "debug.sh: reward-server exited before listening" >&2; exit 1; }
+    sleep 0.1
+  done
+  [ -s "$tmp/port" ] || { echo "debug.sh: reward-server did not listen within 30 s" >&2; exit 1; }
+  port=$(cat "$tmp/port")
+  reward=(--set "reward.server=127.0.0.1:$port")
+  echo "debug.sh: GRPO: $learners learner(s) + $rollouts rollout(s), reward-server on 127.0.0.1:$port," \
+       "run dir $run_dir"
+  mpirun -np "$learners" "${learner_cmd[@]}" "${reward[@]}" \
+       : -np "$rollouts" "$root/launch/gpu-bind.sh" "$build/rollout/rollout" --config "$config" \
+         "${sets[@]}" "${reward[@]}" &
+  job_pid=$!
+fi
+
+set +e
+wait "$job_pid"
+rc=$?
+set -e
+job_pid=""
+if [ "$rc" -ne 0 ]; then
+  echo "debug.sh: the job failed (exit $rc)" >&2
+fi
+exit "$rc"

