@@ -14,8 +14,6 @@ static int trainer_check_config(const Config *cfg, Err *e) {
         return err_set(e, "model.backend: this learner runs the cpu backend only (the CUDA learner is not built)");
     if (cfg->model.recompute) return err_set(e, "model.recompute: activation recomputation is not implemented");
     if (cfg->rollout.async) return err_set(e, "rollout.async: the learner trains synchronously only");
-    if (!cfg->data.shuffle)
-        return err_set(e, "data.shuffle=false: the question order is always the seeded shuffle (data/order.h)");
     if (cfg->train.mode == CFG_MODE_GRPO && cfg->rollout.num_generations < 2)
         return err_set(e, "rollout.num_generations %d: GRPO advantages need at least 2 completions per question",
                        cfg->rollout.num_generations);
@@ -36,7 +34,7 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     if (t->data.n_bad)
         log_warn("data.train %s: %lld bad records skipped (listed above)", cfg->data.train, (long long)t->data.n_bad);
     if (schedule_total_steps(cfg, t->data.n, &t->n_steps, e)) return -1;
-    order_init(&t->order, (uint64_t)cfg->train.seed, t->data.n);
+    order_init(&t->order, (uint64_t)cfg->train.seed, t->data.n, cfg->data.shuffle);
     log_debug("data.train %s: %lld questions", cfg->data.train, (long long)t->data.n);
 
     ModelConfig mc;

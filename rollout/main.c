@@ -93,7 +93,7 @@ static void setup(Rollout *r) {
     if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
     if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
         comm_abort("%s", e.msg);
-    order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n);
+    order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n, cfg->data.shuffle);
     PrepOptions popt = prep_options_from_config(cfg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
     load_models(r);

@@ -299,8 +299,7 @@ static void test_refused_config(void) {
                  {"model.recompute=true", "model.recompute"},
                  {"rollout.async=true", "rollout.async"},
                  {"model.path=", "model.path"},
-                 {"rollout.num_generations=1", "rollout.num_generations"},
-                 {"data.shuffle=false", "data.shuffle"}};
+                 {"rollout.num_generations=1", "rollout.num_generations"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         Config c = cfg;
         Trainer t;

@@ -90,7 +90,7 @@ static int check(const Comm *c, const Config *cfg, int ahead) {
         model_load_dir(cfg->model.path, &mc, &t, &params, &e))
         comm_abort("%s", e.msg);
     Order o;
-    order_init(&o, (uint64_t)cfg->train.seed, ds.n);
+    order_init(&o, (uint64_t)cfg->train.seed, ds.n, cfg->data.shuffle);
     const int64_t B = cfg->train.questions_per_step;
     int *seen = mallocCheck(sizeof(int) * (size_t)B);
     int failed = 0;
