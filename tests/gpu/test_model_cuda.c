@@ -202,6 +202,52 @@ static void test_greedy(void) {
     fixture_close(&f);
 }
 
+// model_generate on the CUDA model with the backend sampler (logits stay on the device) and with it
+// switched off (host sampler_pick on downloaded logits): same model, same logits, so the same tokens
+// and log-probs, with top-k, top-p and the repetition penalty on, G samples over a shared prompt.
+static void test_generate_device_sampling(void) {
+    ModelConfig cfg = tiny_config();
+    ParamTable t;
+    param_table_build(&t, &cfg);
+    float *host = tiny_params(&t, 4);
+    Model m;
+    model_init(&m, &cfg, ops_cuda_create(), host);
+    const int G = 4, N = 12;
+    int prompt[8] = {cfg.bos_id, 3, 4, 5, 6, 7, 8, 9};
+    GenPrompt p[2] = {{.ids = prompt, .n_ids = 8, .question = 3}, {.ids = prompt + 2, .n_ids = 5, .question = 9}};
+    SamplerParams sp = sampler_defaults(cfg.eos_id, N, 77);
+    sp.top_k = 20, sp.top_p = 0.95f, sp.repetition_penalty = 1.2f, sp.temperature = 1.5f;
+    GenResult rd[2], rh[2];
+    for (int q = 0; q < 2; q++) gen_result_init(&rd[q], G, N), gen_result_init(&rh[q], G, N);
+    Err e;
+    CHECKF(m.ops->sample_rows != NULL, "the CUDA backend samples on the device");
+    int ok = model_generate(&m, p, 2, G, &sp, rd, &e) == 0;
+    void (*saved)(Ops *, int *, float *, const Tensor *, int, int, const SamplerParams *, int *, const SampleRow *,
+                  uint32_t) = m.ops->sample_rows;
+    m.ops->sample_rows = NULL;
+    ok = ok && model_generate(&m, p, 2, G, &sp, rh, &e) == 0;
+    m.ops->sample_rows = saved;
+    CHECKF(ok, "%s", e.msg);
+    int same = 1, n_tok = 0;
+    double lp_err = 0;
+    for (int q = 0; ok && q < 2; q++) {
+        same &= memcmp(rd[q].tokens, rh[q].tokens, (size_t)G * N * sizeof(int)) == 0;
+        same &= memcmp(rd[q].len, rh[q].len, (size_t)G * sizeof(int)) == 0;
+        for (int i = 0; i < G * N; i++)
+            if (rh[q].tokens[i] >= 0) lp_err = fmax(lp_err, fabs(rd[q].lp[i] - rh[q].lp[i])), n_tok++;
+    }
+    printf("  generate, device vs host sampling: %d tokens, %s, max |lp diff| %.2e\n", n_tok,
+           same ? "identical" : "DIFFERENT", lp_err);
+    CHECK(same);
+    CHECKF(lp_err < 1e-4, "lp diff %.3e", lp_err);
+    for (int q = 0; q < 2; q++) gen_result_free(&rd[q]), gen_result_free(&rh[q]);
+    Ops *o = m.ops;
+    model_free(&m);
+    ops_destroy(o);
+    free(host);
+    param_table_free(&t);
+}
+
 // Small config, 30 s clip: inputs from the transformers reference file when given, else synthetic.
 static void test_small(void) {
     Err e;
@@ -291,6 +337,7 @@ int main(void) {
     RUN(test_tiny_random);
     RUN(test_hf_fixture);
     RUN(test_greedy);
+    RUN(test_generate_device_sampling);
     RUN(test_small);
     return test_summary("test_model_cuda");
 #else

@@ -223,6 +223,70 @@ static void test_logprob(void) {
     free(x);
 }
 
+// sample_rows against sampler_pick on the same (bf16-exact) logits: every processing option, several
+// rows, questions and steps. The choice must be identical (a flip needs two fp64 cumulative sums tied to
+// rounding), the log-prob equal to fp64 noise, and each choice appended to its row's device history.
+static void test_sample_rows(void) {
+    enum { Rw = 6, H = 40, STEPS = 3 };
+    const int Vs[2] = {1000, 151680};
+    for (int vi = 0; vi < 2; vi++) {
+        const int V = Vs[vi];
+        float *x = rand_bf16((size_t)Rw * V, 3, &R);
+        Tensor *xg = P.g->alloc(P.g, (size_t)Rw * V * P.g->act_size);
+        P.g->upload_act(P.g, xg, x, (size_t)Rw * V);
+        int hist[Rw][H + STEPS];
+        for (int r = 0; r < Rw; r++)
+            for (int i = 0; i < H; i++) hist[r][i] = (int)rng_below(&R, (uint64_t)V);
+        for (int cfg = 0; cfg < 6; cfg++) {
+            SamplerParams sp = sampler_defaults(0, 8, 1234 + (uint64_t)cfg);
+            const char *what = "T=1";
+            if (cfg == 1) sp.top_k = 50, sp.temperature = 0.7f, what = "top_k=50 T=0.7";
+            if (cfg == 2) sp.top_p = 0.9f, what = "top_p=0.9";
+            if (cfg == 3) {
+                sp.top_k = 50, sp.top_p = 0.8f, sp.repetition_penalty = 1.3f, sp.temperature = 1.2f;
+                sp.n_suppress = 2, sp.suppress[0] = hist[0][0], sp.suppress[1] = V / 2;
+                what = "top_k=50 top_p=0.8 penalty=1.3 suppress";
+            }
+            if (cfg == 4) sp.greedy = 1, sp.repetition_penalty = 1.1f, what = "greedy penalty=1.1";
+            if (cfg == 5) sp.top_k = 1, what = "top_k=1";
+            int *dh = P.g->alloc(P.g, sizeof hist);
+            P.g->upload(P.g, dh, hist, sizeof hist);
+            int n_hist = H, same = 0, total = 0;
+            double lp_err = 0;
+            for (int step = 0; step < STEPS; step++) {
+                SampleRow rows[Rw];
+                for (int r = 0; r < Rw; r++)
+                    rows[r] = (SampleRow){.hist_off = r * (H + STEPS), .n_hist = n_hist, .question = 7 + r / 2,
+                                          .sample = (uint32_t)r % 2};
+                int ids[Rw];
+                float lps[Rw];
+                P.g->sample_rows(P.g, ids, lps, xg, Rw, V, &sp, dh, rows, (uint32_t)step);
+                for (int r = 0; r < Rw; r++) {
+                    float *row = mallocCheck((size_t)V * sizeof(float)), lp;
+                    memcpy(row, x + (size_t)r * V, (size_t)V * sizeof(float));
+                    int id = sampler_pick(&sp, row, V, hist[r], n_hist, rows[r].question, rows[r].sample,
+                                          (uint32_t)step, &lp);
+                    same += id == ids[r], total++;
+                    lp_err = fmax(lp_err, fabs(lp - lps[r]));
+                    hist[r][n_hist] = id;
+                    free(row);
+                }
+                n_hist++;
+            }
+            int back[Rw][H + STEPS];
+            P.g->download(P.g, back, dh, sizeof back);
+            printf("  sample_rows V=%d %s: %d/%d choices equal, max |lp diff| %.2e\n", V, what, same, total,
+                   lp_err);
+            CHECKF(same == total, "sample_rows V=%d %s: %d of %d choices differ", V, what, total - same, total);
+            CHECKF(lp_err < 1e-4, "sample_rows V=%d %s: lp diff %.3e", V, what, lp_err);
+            CHECKF(memcmp(back, hist, sizeof hist) == 0, "sample_rows V=%d %s: history not appended", V, what);
+            P.g->free(P.g, dh);
+        }
+        P.g->free(P.g, xg);
+        free(x);
+    }
+}
+
 static void test_memory(void) {
     Ops *g = P.g;
     int h[1000], back[1000];
@@ -269,6 +333,7 @@ int main(void) {
     RUN(test_elementwise);
     RUN(test_copy_rows);
     RUN(test_logprob);
+    RUN(test_sample_rows);
     ops_destroy(P.c);
     ops_destroy(P.g);
     return test_summary("test_ops_cuda");
