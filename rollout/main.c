@@ -17,6 +17,10 @@
 #include "data/order.h"
 #include "model/checkpoint.h"
 #include "model/hf_config.h"
+#ifdef AQA_CUDA
+#include "model/cuda/model_load_device.h"
+#include "model/cuda/ops_cuda.h"
+#endif
 #include "pipeline/schedule.h"
 #include "util/log.h"
 #include "worker.h"
@@ -42,10 +46,53 @@ static void check_config(const Rollout *r) {
     if (cfg->train.mode == CFG_MODE_SFT)
         comm_abort("train.mode=sft trains on the solutions without rollouts: launch it with learner ranks only");
     if (cfg->rollout.async) comm_abort("rollout.async: only the synchronous mode is implemented; set it to false");
-    if (cfg->model.backend != CFG_BACKEND_CPU) comm_abort("model.backend: only cpu is built into the rollout");
+    // the learners' backend: the whole job needs one they run (rollouts pick theirs with rollout.backend)
+    if (cfg->model.backend != CFG_BACKEND_CPU)
+        comm_abort("model.backend: the learners run the cpu backend only (GPU rollouts: rollout.backend=cuda)");
+#ifndef AQA_CUDA
+    if (cfg->rollout.backend == CFG_BACKEND_CUDA)
+        comm_abort("rollout.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
+#endif
     if (config_require(cfg, "model.path", &e) || config_require(cfg, "data.train", &e) ||
         config_check_world(cfg, r->comm.n_learners, &e))
         comm_abort("config: %s", e.msg);
+}
+
+// rollout.backend: the CPU, or the GPU of this rank's index among the rollout ranks of its node (the
+// learners on the node run on the CPU and take no GPU).
+static Ops *backend_create(Rollout *r) {
+    if (r->cfg.rollout.backend == CFG_BACKEND_CPU) return ops_cpu_create();
+#ifdef AQA_CUDA
+    MPI_Comm node;
+    int local;
+    MPI_CHECK(MPI_Comm_split_type(r->comm.role_comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    if (ops_cuda_device_count() < 1) comm_abort("rollout.backend=cuda: no CUDA device on this node");
+    int dev = ops_cuda_set_device(local);
+    log_info("rollout %d: GPU %d (rank %d of this node's rollouts)", r->comm.role_rank, dev, local);
+    return ops_cuda_create();
+#else
+    comm_abort("rollout.backend=cuda: this build has no CUDA backend");
+#endif
+}
+
+// The frozen reference model into r->ref: on a GPU straight into device memory (bf16 files as raw
+// bytes, no fp32 host copy of the 7B weights), on the CPU through one host copy.
+static int ref_load(Rollout *r, const char *dir, Err *e) {
+    if (r->cfg.rollout.backend == CFG_BACKEND_CUDA) {
+#ifdef AQA_CUDA
+        return model_load_device(&r->ref, dir, r->ops, e);
+#endif
+    }
+    ModelConfig rc;
+    ParamTable rt;
+    float *host;
+    if (model_load_dir(dir, &rc, &rt, &host, e)) return -1;
+    model_init(&r->ref, &rc, r->ops, host);
+    param_table_free(&rt);
+    free(host);
+    return 0;
 }
 
 // The policy's shape from model.path (its weights arrive with the first broadcast) and, with beta > 0,
@@ -62,20 +109,15 @@ static void load_models(Rollout *r) {
     param_table_build(&t, &mc);
     r->weights = callocCheck(t.numel, sizeof(float));
     param_table_free(&t);
-    r->ops = ops_cpu_create();
+    r->ops = backend_create(r);
     model_init(&r->policy, &mc, r->ops, r->weights);
     if (cfg->grpo.beta <= 0) return;
     const char *dir = config_ref_model_dir(cfg);
-    ModelConfig rc;
-    ParamTable rt;
-    float *host;
-    if (model_load_dir(dir, &rc, &rt, &host, &e)) comm_abort("reference model: %s", e.msg);
-    if (rt.numel != r->policy.t.numel || rc.vocab != mc.vocab || rc.layers != mc.layers || rc.dim != mc.dim)
+    if (ref_load(r, dir, &e)) comm_abort("reference model: %s", e.msg);
+    if (r->ref.t.numel != r->policy.t.numel || r->ref.cfg.vocab != mc.vocab || r->ref.cfg.layers != mc.layers ||
+        r->ref.cfg.dim != mc.dim)
         comm_abort("reference model %s (%zu parameters) does not have the policy's shape (%s, %zu parameters)", dir,
-                   rt.numel, cfg->model.path, r->policy.t.numel);
-    model_init(&r->ref, &rc, r->ops, host);
-    param_table_free(&rt);
-    free(host);
+                   r->ref.t.numel, cfg->model.path, r->policy.t.numel);
 }
 
 static void setup(Rollout *r) {

@@ -1,7 +1,8 @@
 // bench_rollout: the R1-AQA rollout on the CUDA backend at a model config's shape with random bf16
 // weights drawn on the GPU (default configs/model-7b.json): one 30 s clip (3000 frames -> 750 audio
 // tokens) + 96 text tokens, G = 8 samples of 32 new tokens (EOS ignored), temperature-1 sampling on the
-// GPU (Gumbel-max, no host copy of the logits). Also times the library's model_generate (host sampler)
+// GPU (Gumbel-max, no host copy of the logits). Also times the library's model_generate (GPU sampler with
+// and without top-k 50, and the host sampler)
 // and the reference-model forward over the 8 x 878 sequences, both as 8 separate sequences and as one
 // shared-prefix group. Prints seconds, tokens/s and peak device memory; --json writes them for
 // tests/bench/hf_rollout.py, which runs transformers on the same workload and prints the ratio.
@@ -216,17 +217,32 @@ int main(int argc, char **argv) {
     model_acts_free(&m, r.a);
     kv_cache_free(&r.kv, &m);
 
-    // ---- the library's model_generate (host sampler over downloaded logits)
+    // ---- the library's model_generate, the rollout binary's path: the backend sampler (only ids and
+    // log-probs leave the GPU) at temperature 1 with and without the recipe's top-k 50, then the host
+    // sampler over downloaded logits (sample_rows switched off) for comparison
     GenPrompt q = {prompt, P, feat, FRAMES, 0};
-    SamplerParams sp = sampler_defaults(c.eos_id, NEW, 5);
-    sp.n_eos = 0;
-    GenResult res;
-    gen_result_init(&res, G, NEW);
-    t0 = now();
-    if (model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);
-    const double t_gen = now() - t0;
-    printf("  model_generate (host sampler): %.4f s, %.0f new tokens/s\n", t_gen, G * NEW / t_gen);
-    gen_result_free(&res);
+    double t_gen[3];
+    for (int mode = 0; mode < 3; mode++) {
+        SamplerParams sp = sampler_defaults(c.eos_id, NEW, 5);
+        sp.n_eos = 0;
+        sp.top_k = mode == 1 ? 50 : 0;
+        GenResult res;
+        gen_result_init(&res, G, NEW);
+        void (*dev)(Ops *, int *, float *, const Tensor *, int, int, const SamplerParams *, int *, const SampleRow *,
+                    uint32_t) = o->sample_rows;
+        if (mode == 2) o->sample_rows = NULL;
+        const int reps = mode == 2 ? 1 : REPS;
+        if (mode < 2 && model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);  // warm-up
+        t0 = now();
+        for (int i = 0; i < reps; i++)
+            if (model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);
+        t_gen[mode] = (now() - t0) / reps;
+        o->sample_rows = dev;
+        printf("  model_generate (%s): %.4f s, %.0f new tokens/s\n",
+               mode == 0 ? "GPU sampler, T=1" : mode == 1 ? "GPU sampler, T=1 top-k 50" : "host sampler, T=1",
+               t_gen[mode], G * NEW / t_gen[mode]);
+        gen_result_free(&res);
+    }
 
     // ---- reference-model forward: 8 separate 878-token sequences, and one shared-prefix group
     int *seq = mallocCheck((size_t)L * sizeof(int));
@@ -274,9 +290,10 @@ int main(int argc, char **argv) {
     if (json) {
         FILE *f = fopenCheck(json, "w");
         fprintf(f,
-                "{\"rollout_s\": %.5f, \"rollout_best_s\": %.5f, \"generate_host_s\": %.5f, \"ref_separate_s\": "
+                "{\"rollout_s\": %.5f, \"rollout_best_s\": %.5f, \"generate_s\": %.5f, \"generate_topk_s\": %.5f, "
+                "\"generate_host_s\": %.5f, \"ref_separate_s\": "
                 "%.5f, \"ref_shared_s\": %.5f, \"peak_gib\": %.3f, \"new_tokens\": %d, \"prompt\": %d}\n",
-                t_roll, best, t_gen, t_ref[0], t_ref[1], peak, G * NEW, P);
+                t_roll, best, t_gen[0], t_gen[1], t_gen[2], t_ref[0], t_ref[1], peak, G * NEW, P);
         fcloseCheck(f);
     }
     o->free(o, r.logits), o->free(o, r.ids_dev), o->free(o, r.last_dev);

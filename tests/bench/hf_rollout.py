@@ -93,6 +93,10 @@ def main():
         print(f"RESULT rollout: ours {ours['rollout_s']:.4f} s vs transformers {t_roll:.4f} s -> "
               f"{t_roll / ours['rollout_s']:.2f}x (target >= 4.5x); peak ours {ours['peak_gib']:.2f} GiB vs "
               f"{peak_roll:.2f} GiB")
+        if "generate_s" in ours:
+            print(f"RESULT model_generate (the rollout binary's path): ours {ours['generate_s']:.4f} s "
+                  f"(top-k 50: {ours['generate_topk_s']:.4f} s, host sampler {ours['generate_host_s']:.4f} s) vs "
+                  f"transformers {t_roll:.4f} s -> {t_roll / ours['generate_s']:.2f}x")
         print(f"RESULT reference forward: ours {ours['ref_separate_s']:.4f} s (8 separate), "
               f"{ours['ref_shared_s']:.4f} s (shared prefix) vs transformers {t_ref:.4f} s -> "
               f"{t_ref / ours['ref_separate_s']:.2f}x / {t_ref / ours['ref_shared_s']:.2f}x")

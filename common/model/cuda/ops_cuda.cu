@@ -1334,6 +1334,14 @@ extern "C" int ops_cuda_device_count(void) {
     return n;
 }
 
+extern "C" int ops_cuda_set_device(int index) {
+    const int n = ops_cuda_device_count();
+    if (n < 1) fatal("ops_cuda_set_device: no CUDA device");
+    const int dev = (index % n + n) % n;
+    CUDA_CHECK(cudaSetDevice(dev));
+    return dev;
+}
+
 extern "C" size_t ops_cuda_peak_bytes(const Ops *o) {
     const Cuda *c = (const Cuda *)o->impl;
     return c->peak_bytes + c->lt_ws_bytes + c->scratch_n * sizeof(float) + c->smp_bytes;

@@ -14,6 +14,9 @@ extern "C" {
 
 // Number of visible CUDA devices (0 when there is no GPU or no driver), without failing.
 int ops_cuda_device_count(void);
+// Makes device index % count current for this process (one GPU per rank: pass the node-local rank)
+// and returns it; fatal when there is no device.
+int ops_cuda_set_device(int index);
 // The backend on the current device; fatal when no device is usable.
 Ops *ops_cuda_create(void);
 // Bytes of device memory the backend allocated at its high-water mark (cudaMalloc'ed, workspaces included).
