@@ -6,6 +6,8 @@
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
 //      a TrajGroup (worker.h: prepare, generate G, reward, reference log-probs) and send it to the
 //      learner that owns the slot (slot % L). Unusable questions go as failed groups.
+// rollout.backend picks where each rank samples and scores the reference: the CPU, or one GPU per rank
+// (the broadcast's fp32 weights are converted on upload; the reference loads straight into the GPU).
 // Rollouts keep no state between steps (sampling is keyed by seed, step, question, sample and position),
 // so a resumed run samples exactly what the uninterrupted one did. Any error ends the whole job through
 // comm_abort with the rank and the reason.

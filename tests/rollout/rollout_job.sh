@@ -6,6 +6,8 @@
 #   refuse    a rollout refuses bad settings before any work, naming them: rollout.async, train.mode=sft,
 #             model.backend=cuda, a missing data.train, an unknown argument; and with no reward service at
 #             reward.server it retries, then ends the job naming the address
+#   gpu       check with rollout.backend=cuda (policy and reference on the GPU); exits 77 (skipped) where
+#             the rollout finds no CUDA build or no device
 # Environment (meson): ROLLOUT ROLLOUT_JOB REWARD_SERVER MPIRUN AQA_SRC AQA_TMP.
 set -eu
 case_name=$1
@@ -65,6 +67,17 @@ case $case_name in
 check)
     job 2 check 2 || { echo "FAIL: job"; tail -n 30 job.log; exit 1; }
     grep "rollout_job learner" job.log
+    ;;
+gpu)
+    if ! job 2 check 2 --set rollout.backend=cuda; then
+        skip=$(grep -o "rollout.backend=cuda: \(no CUDA device\|this build has no CUDA\).*" job.log | head -n 1)
+        [ -z "$skip" ] || { echo "skipped: $skip"; exit 77; }
+        echo "FAIL: job"
+        tail -n 30 job.log
+        exit 1
+    fi
+    grep "rollout_job learner" job.log
+    grep "GPU" job.log
     ;;
 ahead)
     if job 1 ahead 1; then
