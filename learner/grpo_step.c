@@ -144,7 +144,8 @@ static double batch_reward_std(const Trainer *t, const StepGroup *sg, int n) {
     comm_role_allreduce_sum_f64(t->comm, s, 2);
     double mean = s[0] > 0 ? s[1] / s[0] : 0, ss = 0;
     for (int i = 0; i < n; i++)
-        for (int j = 0; sg[i].adv && j < sg[i].g->G; j++) ss += (sg[i].g->rewards[j] - mean) * (sg[i].g->rewards[j] - mean);
+        for (int j = 0; sg[i].adv && j < sg[i].g->G; j++)
+            ss += (sg[i].g->rewards[j] - mean) * (sg[i].g->rewards[j] - mean);
     comm_role_allreduce_sum_f64(t->comm, &ss, 1);
     return s[0] > 1 ? sqrt(ss / (s[0] - 1)) : 0;
 }
@@ -198,10 +199,11 @@ static int prepare_groups(Trainer *t, StepGroup *sg, int n, StepStats *st, Err *
             return err_prefix(e, "slot %lld (the rollout prepared it)", (long long)g->slot);
         const TokenIds *p = &sg[i].pq.prompt;
         if (p->n != g->n_prompt || memcmp(p->ids, g->prompt_ids, (size_t)p->n * sizeof(int32_t)) != 0)
-            return err_set(e,
-                           "slot %lld, question %lld: the rollout's prompt (%d ids) differs from the learner's (%d ids): "
-                           "do both roles use the same data, tokenizer and prompt settings?",
-                           (long long)g->slot, (long long)g->question, g->n_prompt, p->n);
+            return err_set(
+                e,
+                "slot %lld, question %lld: the rollout's prompt (%d ids) differs from the learner's (%d ids): "
+                "do both roles use the same data, tokenizer and prompt settings?",
+                (long long)g->slot, (long long)g->question, g->n_prompt, p->n);
     }
     st->t_prep += log_elapsed() - t0;
     return 0;
@@ -209,8 +211,8 @@ static int prepare_groups(Trainer *t, StepGroup *sg, int n, StepStats *st, Err *
 
 // Forward, loss and backward of the kept groups in sg[lo, hi). iter > 0 uses *old (the log-probs of
 // iteration 0, saved there when grpo.num_iterations > 1) as the sampling policy.
-static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, float **old, int64_t dapo_tokens,
-                      Flat *f, StepStats *st, Err *e) {
+static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, float **old, int64_t dapo_tokens, Flat *f,
+                      StepStats *st, Err *e) {
     const Config *cfg = t->cfg;
     ModelBatch *b = &t->batch;
     mbatch_clear(b);
@@ -241,9 +243,16 @@ static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, float
     lc.accum_steps = cfg->train.grad_accum;
     lc.dapo_global_tokens = dapo_tokens;
     lc.n_procs = t->comm->role_size;
-    GrpoBatch gb = {.n_seq = f->n_seq, .n_tokens = f->n_tok, .offset = f->offset, .len = f->len, .mask = f->mask,
-                    .lp = t->lp, .old_lp = iter > 0 ? *old : NULL, .ref_lp = lc.beta > 0 ? f->ref : NULL,
-                    .adv = f->adv, .keep = NULL};
+    GrpoBatch gb = {.n_seq = f->n_seq,
+                    .n_tokens = f->n_tok,
+                    .offset = f->offset,
+                    .len = f->len,
+                    .mask = f->mask,
+                    .lp = t->lp,
+                    .old_lp = iter > 0 ? *old : NULL,
+                    .ref_lp = lc.beta > 0 ? f->ref : NULL,
+                    .adv = f->adv,
+                    .keep = NULL};
     GrpoLossStats ls;
     if (grpo_loss(&lc, &gb, t->dlp, &ls, e)) return -1;
     trainer_backward(t);
@@ -261,7 +270,8 @@ int grpo_train_step(Trainer *t, int64_t step, const TrajGroup *groups, int n, St
     const int accum = cfg->train.grad_accum, mu = cfg->grpo.num_iterations;
     if (n % accum != 0) return err_set(e, "%d groups do not split into %d micro-steps", n, accum);
     for (int i = 0; i < n; i++)
-        if (groups[i].G > 1024) return err_set(e, "slot %lld: %d completions (at most 1024)", (long long)groups[i].slot, groups[i].G);
+        if (groups[i].G > 1024)
+            return err_set(e, "slot %lld: %d completions (at most 1024)", (long long)groups[i].slot, groups[i].G);
     StepGroup *sg = callocCheck((size_t)n + 1, sizeof *sg);
     float **old = callocCheck((size_t)accum, sizeof *old);
     Flat f = {0};
@@ -277,8 +287,7 @@ int grpo_train_step(Trainer *t, int64_t step, const TrajGroup *groups, int n, St
     int per = n / accum;
     for (int it = 0; it < mu; it++) {
         for (int m = 0; m < accum; m++)
-            if (micro_step(t, sg, m * per, (m + 1) * per, it, &old[m], (int64_t)dapo_tokens, &f, st, e))
-                goto out;
+            if (micro_step(t, sg, m * per, (m + 1) * per, it, &old[m], (int64_t)dapo_tokens, &f, st, e)) goto out;
         double gn, lr;
         UpdateTimes ut = {0};
         if (trainer_update(t, step * mu + it, &gn, &lr, &ut, e)) goto out;

@@ -5,14 +5,17 @@
 // this learner's questions of the step. Then log the step's metrics (root) and checkpoint every
 // train.save_every steps and at the end. --resume (train.resume) continues from the newest complete
 // checkpoint in train.run_dir. Any error ends the whole job through comm_abort, naming rank and reason.
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt/ckpt.h"
 #include "comm/comm.h"
 #include "config/config.h"
 #include "grpo_step.h"
 #include "metrics/metrics.h"
 #include "pipeline/schedule.h"
+#include "samples.h"
 #include "sft.h"
 #include "stats.h"
 #include "train.h"
@@ -20,14 +23,22 @@
 #include "util/fileio.h"
 #include "util/log.h"
 
-static void learner_args(Config *cfg, int argc, char **argv) {
+#define LEARNER_USAGE                                                                                       \
+    "usage: mpirun -np L learner [--config FILE] [--set section.key=value]... [--resume] [--help-config]\n" \
+    "           [: -np R rollout SAME ARGUMENTS]   (train.mode=sft: learners only)\n"
+
+// What config_from_args left: --resume, --help; anything else ends the job.
+static void learner_args(Config *cfg, Comm *c, int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--resume") == 0)
+        if (strcmp(argv[i], "--resume") == 0) {
             cfg->train.resume = true;
-        else
-            comm_abort("unknown argument \"%s\" (usage: learner [--config FILE] [--set k=v]... [--resume] "
-                       "[--help-config])",
-                       argv[i]);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            if (c->role_rank == 0) fputs(LEARNER_USAGE, stdout);
+            comm_finalize(c);
+            exit(0);
+        } else {
+            comm_abort("unknown argument \"%s\"\n" LEARNER_USAGE, argv[i]);
+        }
     }
 }
 
@@ -38,8 +49,23 @@ static void learner_check_world(const Config *cfg, const Comm *c) {
     if (cfg->train.mode == CFG_MODE_GRPO && c->n_rollouts < 1)
         comm_abort("train.mode=grpo needs rollout ranks (mpirun -np L learner ARGS : -np R rollout ARGS)");
     if (cfg->train.mode == CFG_MODE_SFT && c->n_rollouts > 0)
-        comm_abort("train.mode=sft runs learners only (mpirun -np L learner ARGS), but %d rollout ranks started",
+        comm_abort("train.mode=sft runs learners only (mpirun -np L learner ARGS), but rollout ranks started (%d)",
                    c->n_rollouts);
+}
+
+// A run that does not resume must not meet another run's checkpoints (it could never write its own).
+static void learner_check_fresh(const Config *cfg) {
+    if (cfg->train.resume) return;
+    Err e;
+    char path[CFG_PATH_CAP + 64];
+    int64_t step;
+    int found = ckpt_latest(cfg->train.run_dir, path, sizeof path, &step, &e);
+    if (found < 0) comm_abort("train.run_dir: %s", e.msg);
+    if (found)
+        comm_abort(
+            "train.run_dir %s already holds checkpoints (newest: step %lld): pass --resume to continue it, or "
+            "use another run directory",
+            cfg->train.run_dir, (long long)step);
 }
 
 // Root: the run directory, its effective config and the metric files.
@@ -48,7 +74,8 @@ static Metrics *learner_open_run(const Config *cfg, int64_t start) {
     char path[CFG_PATH_CAP + 16];
     if (dir_make(cfg->train.run_dir, &e)) comm_abort("train.run_dir: %s", e.msg);
     if (config_write(cfg, path_join(path, sizeof path, cfg->train.run_dir, "config.json"), &e)) comm_abort("%s", e.msg);
-    Metrics *m = metrics_open(cfg->train.run_dir, cfg->log.jsonl, cfg->log.hdf5, start > 0 ? start - 1 : METRICS_FRESH, &e);
+    Metrics *m =
+        metrics_open(cfg->train.run_dir, cfg->log.jsonl, cfg->log.hdf5, start > 0 ? start - 1 : METRICS_FRESH, &e);
     if (!m) comm_abort("%s", e.msg);
     return m;
 }
@@ -65,6 +92,7 @@ static int learner_step(Trainer *t, int64_t k, StepStats *st, Err *e) {
     int rc = grpo_recv_groups(t, k, groups, n, st, e);
     if (rc == 0) {
         rc = grpo_train_step(t, k, groups, n, st, e);
+        if (rc == 0 && t->cfg->log.samples) rc = samples_write(t, k, groups, n, e);
         for (int i = 0; i < n; i++) traj_group_free(&groups[i]);
     }
     free(groups);
@@ -82,22 +110,25 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (rc) comm_abort("%s", e.msg);
-    learner_args(&cfg, argc, argv);
+    learner_args(&cfg, &comm, argc, argv);
     log_set_level(cfg.log.level);
     learner_check_world(&cfg, &comm);
 
     Trainer t;
     if (trainer_init(&t, &cfg, &comm, &e)) comm_abort("%s", e.msg);
     int64_t start;
-    if (schedule_start_step(&cfg, &start, &e) || tckpt_restore(&t, start, &e)) comm_abort("%s", e.msg);
+    if (schedule_start_step(&cfg, &start, &e)) comm_abort("%s", e.msg);
+    learner_check_fresh(&cfg);
+    if (tckpt_restore(&t, start, &e)) comm_abort("%s", e.msg);
     int root = comm.role_rank == 0;
     Metrics *metrics = root ? learner_open_run(&cfg, start) : NULL;
     if (root)
-        log_info("%s: %d learners, %d rollouts, %zu parameters, %lld questions, steps %lld..%lld of %d questions, run "
-                 "dir %s",
-                 cfg.train.mode == CFG_MODE_SFT ? "sft" : "grpo", comm.n_learners, comm.n_rollouts,
-                 t.model.t.numel, (long long)t.data.n, (long long)start, (long long)t.n_steps - 1,
-                 cfg.train.questions_per_step, cfg.train.run_dir);
+        log_info(
+            "%s: %d learners, %d rollouts, %zu parameters, %lld questions, steps %lld..%lld of %d questions, run "
+            "dir %s",
+            cfg.train.mode == CFG_MODE_SFT ? "sft" : "grpo", comm.n_learners, comm.n_rollouts, t.model.t.numel,
+            (long long)t.data.n, (long long)start, (long long)t.n_steps - 1, cfg.train.questions_per_step,
+            cfg.train.run_dir);
 
     for (int64_t k = start; k < t.n_steps; k++) {
         StepStats st;

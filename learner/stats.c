@@ -109,11 +109,12 @@ int stats_log(const StepStats *s, const Config *cfg, int n_learners, int n_rollo
 
     if ((step + 1) % cfg->log.every == 0 || step + 1 == n_steps) {
         if (grpo)
-            log_info("step %lld/%lld loss %.4f reward %.3f std %.3f kl %.4f len %.1f gn %.3f lr %.2e bad %.0f "
-                     "%.0f tok/s %.2fs",
-                     (long long)step + 1, (long long)n_steps, loss, ratio(S[ST_REWARD_SUM], S[ST_SAMPLES]),
-                     ratio(S[ST_GROUP_STD_SUM], S[ST_GROUPS]), ratio(S[ST_KL_SUM], S[ST_LOSS_TOKENS]),
-                     ratio(S[ST_LEN_SUM], S[ST_SAMPLES]), grad_norm, s->lr, S[ST_BAD], tok_s, s->t_step);
+            log_info(
+                "step %lld/%lld loss %.4f reward %.3f std %.3f kl %.4f len %.1f gn %.3f lr %.2e bad %.0f "
+                "%.0f tok/s %.2fs",
+                (long long)step + 1, (long long)n_steps, loss, ratio(S[ST_REWARD_SUM], S[ST_SAMPLES]),
+                ratio(S[ST_GROUP_STD_SUM], S[ST_GROUPS]), ratio(S[ST_KL_SUM], S[ST_LOSS_TOKENS]),
+                ratio(S[ST_LEN_SUM], S[ST_SAMPLES]), grad_norm, s->lr, S[ST_BAD], tok_s, s->t_step);
         else
             log_info("step %lld/%lld sft loss %.4f gn %.3f lr %.2e bad %.0f %.0f tok/s %.2fs", (long long)step + 1,
                      (long long)n_steps, loss, grad_norm, s->lr, S[ST_BAD], tok_s, s->t_step);

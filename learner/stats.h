@@ -34,7 +34,7 @@ typedef enum {
     ST_T_GENERATE,
     ST_T_REWARD,
     ST_T_REFERENCE,
-    ST_FUNC_SUM,                            // [STATS_MAX_FUNCS] per reward function: sum of rewards
+    ST_FUNC_SUM,                                  // [STATS_MAX_FUNCS] per reward function: sum of rewards
     ST_FUNC_CNT = ST_FUNC_SUM + STATS_MAX_FUNCS,  // [STATS_MAX_FUNCS] and the completions it applied to
     ST_N = ST_FUNC_CNT + STATS_MAX_FUNCS,
 } StatSum;

@@ -14,6 +14,9 @@ static int trainer_check_config(const Config *cfg, Err *e) {
         return err_set(e, "model.backend: this learner runs the cpu backend only (the CUDA learner is not built)");
     if (cfg->model.recompute) return err_set(e, "model.recompute: activation recomputation is not implemented");
     if (cfg->rollout.async) return err_set(e, "rollout.async: the learner trains synchronously only");
+    if (cfg->train.mode == CFG_MODE_GRPO && cfg->rollout.num_generations < 2)
+        return err_set(e, "rollout.num_generations %d: GRPO advantages need at least 2 completions per question",
+                       cfg->rollout.num_generations);
     if (config_require(cfg, "model.path", e) || config_require(cfg, "data.train", e)) return -1;
     return 0;
 }
@@ -25,18 +28,21 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     PrepOptions po = prep_options_from_config(cfg);
     if (prep_context_init(&t->prep, config_tokenizer_dir(cfg), &po, e)) return -1;
     prep_eos_ids(&t->prep, t->eos);
+    log_debug("tokenizer %s loaded", config_tokenizer_dir(cfg));
     DataOptions dopt = prep_data_options(cfg);
     if (dataset_load(&t->data, cfg->data.train, &dopt, e)) return err_prefix(e, "data.train");
     if (t->data.n_bad)
         log_warn("data.train %s: %lld bad records skipped (listed above)", cfg->data.train, (long long)t->data.n_bad);
     if (schedule_total_steps(cfg, t->data.n, &t->n_steps, e)) return -1;
-    order_init(&t->order, (uint64_t)cfg->train.seed, t->data.n);
+    order_init(&t->order, (uint64_t)cfg->train.seed, t->data.n, cfg->data.shuffle);
+    log_debug("data.train %s: %lld questions", cfg->data.train, (long long)t->data.n);
 
     ModelConfig mc;
     ParamTable table;
     float *params;
     if (model_load_dir(cfg->model.path, &mc, &table, &params, e)) return err_prefix(e, "model.path");
     param_table_free(&table);
+    log_debug("model %s loaded", cfg->model.path);
     if (model_config_check(&mc, e)) {
         free(params);
         return err_prefix(e, "%s", cfg->model.path);
@@ -50,14 +56,18 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     mbatch_init(&t->batch, &mc);
 
     adamw_init(&t->opt, n);
-    t->adamw = (AdamWConfig){.beta1 = cfg->optim.beta1, .beta2 = cfg->optim.beta2, .eps = cfg->optim.eps,
+    t->adamw = (AdamWConfig){.beta1 = cfg->optim.beta1,
+                             .beta2 = cfg->optim.beta2,
+                             .eps = cfg->optim.eps,
                              .weight_decay = cfg->optim.weight_decay};
-    static const LrKind kinds[] = {[CFG_SCHEDULE_LINEAR] = LR_LINEAR, [CFG_SCHEDULE_CONSTANT] = LR_CONSTANT,
-                                   [CFG_SCHEDULE_COSINE] = LR_COSINE};
+    static const LrKind kinds[] = {
+        [CFG_SCHEDULE_LINEAR] = LR_LINEAR, [CFG_SCHEDULE_CONSTANT] = LR_CONSTANT, [CFG_SCHEDULE_COSINE] = LR_COSINE};
     int64_t mu = cfg->train.mode == CFG_MODE_GRPO ? cfg->grpo.num_iterations : 1;
-    t->lr = (LrConfig){.kind = kinds[cfg->optim.schedule], .lr = cfg->optim.lr,
+    t->lr = (LrConfig){.kind = kinds[cfg->optim.schedule],
+                       .lr = cfg->optim.lr,
                        .warmup_steps = cfg->optim.warmup_steps * mu,
-                       .max_steps = t->n_steps * mu, .num_cycles = 0.5};
+                       .max_steps = t->n_steps * mu,
+                       .num_cycles = 0.5};
     if (lr_config_check(&t->lr, e)) return err_prefix(e, "optim");
     return 0;
 }

@@ -21,24 +21,24 @@ typedef struct {
     const Config *cfg;
     const Comm *comm;
     Ops *ops;
-    Model model;     // the policy; model.params mirrors master after every update
-    float *master;   // [numel] fp32 weights the optimizer updates (host)
-    float *grad;     // [numel] host copy of the gradient: local sum, then the learners' mean
+    Model model;       // the policy; model.params mirrors master after every update
+    float *master;     // [numel] fp32 weights the optimizer updates (host)
+    float *grad;       // [numel] host copy of the gradient: local sum, then the learners' mean
     Tensor *grad_dev;  // [numel] backend buffer model_backward accumulates into
     AdamW opt;
     AdamWConfig adamw;
-    LrConfig lr;  // over optimizer updates: train steps x grpo.num_iterations
+    LrConfig lr;      // over optimizer updates: train steps x grpo.num_iterations
     ModelActs *acts;  // training activations, regrown when a batch needs more
     int acts_tokens, acts_audio, acts_tgt;
-    ModelBatch batch;    // the micro-batch being built / run
-    float *lp, *dlp;     // [batch.n_tgt] target log-probs and d loss / d lp
+    ModelBatch batch;  // the micro-batch being built / run
+    float *lp, *dlp;   // [batch.n_tgt] target log-probs and d loss / d lp
     int lp_cap;
     Dataset data;
     Order order;
     PrepContext prep;
-    int eos[2];          // <|im_end|>, <|endoftext|>
-    int64_t n_steps;     // steps in the whole run (schedule_total_steps)
-    int64_t step;        // steps completed (= the weights version rollouts sample with next)
+    int eos[2];       // <|im_end|>, <|endoftext|>
+    int64_t n_steps;  // steps in the whole run (schedule_total_steps)
+    int64_t step;     // steps completed (= the weights version rollouts sample with next)
 } Trainer;
 
 // Timings of the parts of an optimizer update (seconds).

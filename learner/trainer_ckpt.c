@@ -33,9 +33,13 @@ int tckpt_save(Trainer *t, Err *e) {
     double t0 = log_elapsed();
     char tmp[TCKPT_PATH_CAP], path[TCKPT_PATH_CAP + 64];
     if (ckpt_begin(cfg->train.run_dir, t->step, tmp, sizeof tmp, e)) return -1;
-    TrainerState st = {.step = t->step, .version = t->step, .config_json = config_to_json(cfg),
+    TrainerState st = {.step = t->step,
+                       .version = t->step,
+                       .config_json = config_to_json(cfg),
                        .cursor = order_cursor_at(&t->order, t->step * cfg->train.questions_per_step),
-                       .optim_kind = "adamw", .optim_step = t->opt.step, .shard = tckpt_shard(t)};
+                       .optim_kind = "adamw",
+                       .optim_step = t->opt.step,
+                       .shard = tckpt_shard(t)};
     TrainerArray arr[3];
     tckpt_arrays(t, arr);
     int rc = -1;
@@ -132,7 +136,9 @@ int tckpt_restore(Trainer *t, int64_t start, Err *e) {
     const Comm *c = t->comm;
     int ok = c->role_rank != 0 || tckpt_load(t, start, e) == 0;
     MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, c->role_comm));
-    if (!ok) return c->role_rank == 0 ? -1 : err_set(e, "the learner root could not load checkpoint step %lld", (long long)start);
+    if (!ok)
+        return c->role_rank == 0 ? -1
+                                 : err_set(e, "the learner root could not load checkpoint step %lld", (long long)start);
     size_t n = t->model.t.numel;
     tckpt_bcast_f32(c, t->master, n);
     tckpt_bcast_f32(c, t->opt.m, n);

@@ -1,18 +1,23 @@
 // reward-server: the reward service (see README.md for the protocol).
-// Usage: reward-server [--listen HOST:PORT] [limits and weights...]; `--help` lists the flags.
+// Usage: reward-server [--config FILE] [--set reward.KEY=V]... [--listen HOST:PORT] [flags...]; `--help`
+// lists the flags. The run's config supplies the reward.* settings; flags given after it override them.
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "cli.h"
+#include "config/config.h"
 #include "server.h"
 #include "util/log.h"
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: reward-server [flags]\n"
-            "  --listen HOST:PORT      address to serve (default 127.0.0.1:7700; port 0: any free port)\n"
+            "usage: reward-server [--config FILE] [--set reward.KEY=VALUE]... [flags]\n"
+            "  --config FILE           run config: reward.server, reward.*_weight, reward.numeric_equivalence,\n"
+            "                          reward.max_line_bytes (flags below override it)\n"
+            "  --listen HOST:PORT      address to serve (default reward.server, 127.0.0.1:7700; port 0: any\n"
+            "                          free port)\n"
             "  --max-queued-bytes N    unsent output per client before it is dropped (default 16777216)\n"
             "  --max-connections N     concurrent clients (default 1024)\n"
             "  --drain-timeout S       after SIGTERM, seconds to wait for slow readers (default 5)\n"
@@ -60,13 +65,25 @@ static int parse_args(int argc, char **argv, RewardServerOptions *opt, Err *e) {
     return 0;
 }
 
+static void options_from_config(RewardServerOptions *opt, const Config *cfg) {
+    snprintf(opt->listen, sizeof opt->listen, "%s", cfg->reward.server);
+    opt->max_line_bytes = (size_t)cfg->reward.max_line_bytes;
+    opt->proto.scoring.accuracy_weight = cfg->reward.accuracy_weight;
+    opt->proto.scoring.format_weight = cfg->reward.format_weight;
+    opt->proto.scoring.numeric_equivalence = cfg->reward.numeric_equivalence;
+}
+
 int main(int argc, char **argv) {
     log_init("reward", -1);
     signal(SIGPIPE, SIG_IGN);  // a vanished client shows up as a write error, not a signal
     RewardServerOptions opt;
     reward_server_options_default(&opt);
     Err e;
-    if (parse_args(argc, argv, &opt, &e) != 0 || reward_server_run(&opt, &e) != 0) {
+    Config cfg;
+    int rc = config_from_args(&cfg, &argc, argv, &e);
+    if (rc == CONFIG_ARGS_HELP) return 0;
+    if (rc == 0) options_from_config(&opt, &cfg);
+    if (rc != 0 || parse_args(argc, argv, &opt, &e) != 0 || reward_server_run(&opt, &e) != 0) {
         fprintf(stderr, "reward-server: %s\n", e.msg);
         if (strstr(e.msg, "flag")) usage(stderr);
         return 1;

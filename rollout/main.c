@@ -6,18 +6,23 @@
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
 //      a TrajGroup (worker.h: prepare, generate G, reward, reference log-probs) and send it to the
 //      learner that owns the slot (slot % L). Unusable questions go as failed groups.
+// rollout.backend picks where each rank samples and scores the reference: the CPU, or one GPU per rank
+// (the broadcast's fp32 weights are converted on upload; the reference loads straight into the GPU).
 // Rollouts keep no state between steps (sampling is keyed by seed, step, question, sample and position),
 // so a resumed run samples exactly what the uninterrupted one did. Any error ends the whole job through
 // comm_abort with the rank and the reason.
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "comm/comm.h"
 #include "config/config.h"
 #include "data/order.h"
 #include "model/checkpoint.h"
 #include "model/hf_config.h"
+#ifdef AQA_CUDA
+#include "model/cuda/model_load_device.h"
+#include "model/cuda/ops_cuda.h"
+#endif
 #include "pipeline/schedule.h"
 #include "util/log.h"
 #include "worker.h"
@@ -36,12 +41,6 @@ typedef struct {
     int64_t start, n_steps;
 } Rollout;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 // Config checks specific to this role; each failure names the key.
 static void check_config(const Rollout *r) {
     const Config *cfg = &r->cfg;
@@ -49,10 +48,53 @@ static void check_config(const Rollout *r) {
     if (cfg->train.mode == CFG_MODE_SFT)
         comm_abort("train.mode=sft trains on the solutions without rollouts: launch it with learner ranks only");
     if (cfg->rollout.async) comm_abort("rollout.async: only the synchronous mode is implemented; set it to false");
-    if (cfg->model.backend != CFG_BACKEND_CPU) comm_abort("model.backend: only cpu is built into the rollout");
+    // the learners' backend: the whole job needs one they run (rollouts pick theirs with rollout.backend)
+    if (cfg->model.backend != CFG_BACKEND_CPU)
+        comm_abort("model.backend: the learners run the cpu backend only (GPU rollouts: rollout.backend=cuda)");
+#ifndef AQA_CUDA
+    if (cfg->rollout.backend == CFG_BACKEND_CUDA)
+        comm_abort("rollout.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
+#endif
     if (config_require(cfg, "model.path", &e) || config_require(cfg, "data.train", &e) ||
         config_check_world(cfg, r->comm.n_learners, &e))
         comm_abort("config: %s", e.msg);
+}
+
+// rollout.backend: the CPU, or the GPU of this rank's index among the rollout ranks of its node (the
+// learners on the node run on the CPU and take no GPU).
+static Ops *backend_create(Rollout *r) {
+    if (r->cfg.rollout.backend == CFG_BACKEND_CPU) return ops_cpu_create();
+#ifdef AQA_CUDA
+    MPI_Comm node;
+    int local;
+    MPI_CHECK(MPI_Comm_split_type(r->comm.role_comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &local));
+    MPI_CHECK(MPI_Comm_free(&node));
+    if (ops_cuda_device_count() < 1) comm_abort("rollout.backend=cuda: no CUDA device on this node");
+    int dev = ops_cuda_set_device(local);
+    log_info("rollout %d: GPU %d (rank %d of this node's rollouts)", r->comm.role_rank, dev, local);
+    return ops_cuda_create();
+#else
+    comm_abort("rollout.backend=cuda: this build has no CUDA backend");
+#endif
+}
+
+// The frozen reference model into r->ref: on a GPU straight into device memory (bf16 files as raw
+// bytes, no fp32 host copy of the 7B weights), on the CPU through one host copy.
+static int ref_load(Rollout *r, const char *dir, Err *e) {
+    if (r->cfg.rollout.backend == CFG_BACKEND_CUDA) {
+#ifdef AQA_CUDA
+        return model_load_device(&r->ref, dir, r->ops, e);
+#endif
+    }
+    ModelConfig rc;
+    ParamTable rt;
+    float *host;
+    if (model_load_dir(dir, &rc, &rt, &host, e)) return -1;
+    model_init(&r->ref, &rc, r->ops, host);
+    param_table_free(&rt);
+    free(host);
+    return 0;
 }
 
 // The policy's shape from model.path (its weights arrive with the first broadcast) and, with beta > 0,
@@ -69,40 +111,36 @@ static void load_models(Rollout *r) {
     param_table_build(&t, &mc);
     r->weights = callocCheck(t.numel, sizeof(float));
     param_table_free(&t);
-    r->ops = ops_cpu_create();
+    r->ops = backend_create(r);
     model_init(&r->policy, &mc, r->ops, r->weights);
     if (cfg->grpo.beta <= 0) return;
     const char *dir = config_ref_model_dir(cfg);
-    ModelConfig rc;
-    ParamTable rt;
-    float *host;
-    if (model_load_dir(dir, &rc, &rt, &host, &e)) comm_abort("reference model: %s", e.msg);
-    if (rt.numel != r->policy.t.numel || rc.vocab != mc.vocab || rc.layers != mc.layers || rc.dim != mc.dim)
+    if (ref_load(r, dir, &e)) comm_abort("reference model: %s", e.msg);
+    if (r->ref.t.numel != r->policy.t.numel || r->ref.cfg.vocab != mc.vocab || r->ref.cfg.layers != mc.layers ||
+        r->ref.cfg.dim != mc.dim)
         comm_abort("reference model %s (%zu parameters) does not have the policy's shape (%s, %zu parameters)", dir,
-                   rt.numel, cfg->model.path, r->policy.t.numel);
-    model_init(&r->ref, &rc, r->ops, host);
-    param_table_free(&rt);
-    free(host);
+                   r->ref.t.numel, cfg->model.path, r->policy.t.numel);
 }
 
 static void setup(Rollout *r) {
     const Config *cfg = &r->cfg;
     Err e;
     check_config(r);
-    DataOptions dopt = prep_data_options(cfg);
-    if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
-    if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
-        comm_abort("%s", e.msg);
-    order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n);
-    PrepOptions popt = prep_options_from_config(cfg);
-    if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
-    load_models(r);
+    // The service first: a missing one is reported before the slow model loading.
     RewardClientOptions ropt;
     reward_client_options_default(&ropt);
     ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
     ropt.max_failures = cfg->reward.max_failures;
     r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
     if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
+    DataOptions dopt = prep_data_options(cfg);
+    if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
+    if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
+        comm_abort("%s", e.msg);
+    order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n, cfg->data.shuffle);
+    PrepOptions popt = prep_options_from_config(cfg);
+    if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
+    load_models(r);
     r->w = (RolloutWorker){.policy = &r->policy,
                            .ref = cfg->grpo.beta > 0 ? &r->ref : NULL,
                            .prep = &r->prep,
@@ -121,11 +159,11 @@ static void setup(Rollout *r) {
 static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
-    double t0 = now_s();
+    double t0 = log_elapsed();
     if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e))
         comm_abort("weights for step %lld: %s", (long long)k, e.msg);
     r->ops->upload_act(r->ops, r->policy.params, r->weights, r->policy.t.numel);
-    double t_sync = now_s() - t0;
+    double t_sync = log_elapsed() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
     int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
                                      questions, slots);
@@ -135,10 +173,11 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
         const Question *q = &r->ds.q[questions[i]];
         TrajGroup g;
         if (rollout_question(&r->w, q, slots[i], k, &g, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        // The learner reports and counts failed questions; here they only show in the debug log.
         if (g.failed) {
             failed++;
-            log_warn("step %lld slot %lld: question %s skipped: %s", (long long)k, (long long)slots[i], q->id,
-                     g.reason);
+            log_debug("step %lld slot %lld: question %s failed: %s", (long long)k, (long long)slots[i], q->id,
+                      g.reason);
         }
         log_debug("step %lld slot %lld question %s: data %.3fs generate %.3fs reward %.3fs reference %.3fs",
                   (long long)k, (long long)slots[i], q->id, g.time.data, g.time.generate, g.time.reward,
@@ -153,7 +192,7 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs generate %.3fs reward %.3fs "
               "reference %.3fs, total %.3fs",
               (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference,
-              now_s() - t0);
+              log_elapsed() - t0);
 }
 
 static void teardown(Rollout *r) {

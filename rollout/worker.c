@@ -3,20 +3,14 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "util/log.h"
 #include "util/rng.h"
 
 const char *const ROLLOUT_FUNC_NAMES[ROLLOUT_N_FUNCS] = {"accuracy", "format"};
 
 // Tag of the sampling key (ASCII "ROLL"): keeps sampling apart from other streams of the run's seed.
 static const uint32_t ROLLOUT_SEED_TAG = 0x524f4c4c;
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 SamplerParams rollout_sampler_params(const Config *cfg, const PrepContext *prep) {
     SamplerParams sp = sampler_defaults(prep->im_end_id, cfg->rollout.max_new_tokens, 0);
@@ -110,16 +104,16 @@ static int reference_lp(Model *ref, const PreparedQuestion *p, const GenResult *
 
 int rollout_question(RolloutWorker *w, const Question *q, int64_t slot, int64_t version, TrajGroup *g, Err *e) {
     memset(g, 0, sizeof *g);
-    double t0 = now_s();
+    double t0 = log_elapsed();
     PreparedQuestion p;
     Err bad;
     if (prep_question(w->prep, q, &p, &bad)) {
         traj_group_init_failed(g, q->index, slot, q->audio_path, bad.msg);
         g->version = version;
-        g->time.data = now_s() - t0;
+        g->time.data = log_elapsed() - t0;
         return 0;
     }
-    TrajTimes t = {.data = now_s() - t0};
+    TrajTimes t = {.data = log_elapsed() - t0};
     GenResult r;
     gen_result_init(&r, w->G, w->sampler.max_new_tokens);
     GenPrompt gp = {.ids = p.prompt.ids,
@@ -127,9 +121,9 @@ int rollout_question(RolloutWorker *w, const Question *q, int64_t slot, int64_t 
                     .features = p.features,
                     .valid_frames = p.valid_frames,
                     .question = (uint32_t)q->index};
-    double t1 = now_s();
+    double t1 = log_elapsed();
     int rc = model_generate(w->policy, &gp, 1, w->G, &w->sampler, &r, e);
-    t.generate = now_s() - t1;
+    t.generate = log_elapsed() - t1;
     if (!rc) {
         traj_group_alloc(g, w->G, r.len, p.prompt.n, ROLLOUT_N_FUNCS, w->ref != NULL);
         g->question = q->index;
@@ -140,14 +134,14 @@ int rollout_question(RolloutWorker *w, const Question *q, int64_t slot, int64_t 
         g->audio_path = strdupCheck(q->audio_path);
         for (int f = 0; f < ROLLOUT_N_FUNCS; f++) g->func_names[f] = strdupCheck(ROLLOUT_FUNC_NAMES[f]);
         fill_completions(w, &r, g);
-        double t2 = now_s();
+        double t2 = log_elapsed();
         rc = score_group(w, &p, g, e);
-        t.reward = now_s() - t2;
+        t.reward = log_elapsed() - t2;
     }
     if (!rc && w->ref) {
-        double t3 = now_s();
+        double t3 = log_elapsed();
         rc = reference_lp(w->ref, &p, &r, g, e);
-        t.reference = now_s() - t3;
+        t.reference = log_elapsed() - t3;
     }
     gen_result_free(&r);
     prep_question_free(&p);

@@ -28,7 +28,8 @@ typedef struct {
     Model *ref;              // frozen reference model; NULL when beta = 0 (no ref_lp)
     PrepContext *prep;
     RewardClient *reward;    // NULL: score in process with reward_score (tests, runs without a service)
-    RewardOptions reward_opt;  // mode for the requests; weights and numeric equivalence in process
+    RewardOptions reward_opt;  // mode of the requests and weights of the totals; numeric equivalence applies
+                               // in process only (the service takes it from the run config it was started with)
     SamplerParams sampler;   // .seed: the step's sampling seed (rollout_step_seed)
     int G;                   // completions per question
 } RolloutWorker;

@@ -76,9 +76,12 @@ const CfgKey config_keys[] = {
               "Penalty on tokens already generated (HF rule); 1 = off"),
     KEY_INT(rollout.max_new_tokens, "256", 1, 8192, "Most tokens generated per completion"),
     KEY_BOOL(rollout.greedy, "false", "Take the most likely token instead of sampling"),
+    KEY_ENUM(rollout.backend, "cpu", backend_choices,
+             "Compute backend of the rollout ranks (policy sampling and reference log-probs): cpu or cuda (one "
+             "GPU per rank, the node-local rank's); independent of model.backend, the learners'"),
     KEY_BOOL(rollout.async, "false", "Generate step k+1 on weights k while learners train on step k"),
 
-    KEY_STRING(reward.server, "127.0.0.1:7011", "Reward service address, host:port"),
+    KEY_STRING(reward.server, "127.0.0.1:7700", "Reward service address, host:port"),
     KEY_FLOAT(reward.accuracy_weight, "1", '[', 0, INFINITY, ')', "Weight of the accuracy reward"),
     KEY_FLOAT(reward.format_weight, "1", '[', 0, INFINITY, ')', "Weight of the (think-)format reward"),
     KEY_BOOL(reward.numeric_equivalence, "false", "Accuracy also accepts equal numbers (\"2\" and \"2.0\")"),

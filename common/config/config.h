@@ -53,6 +53,7 @@ typedef struct {
         double repetition_penalty;
         int max_new_tokens;
         bool greedy;
+        CfgBackend backend;
         bool async;
     } rollout;
     struct {

@@ -9,9 +9,10 @@
 // that share the run's seed (sampling, synthetic data).
 static const uint64_t ORDER_STREAM_TAG = 0x0D47A0000000000ull;
 
-void order_init(Order *o, uint64_t seed, int64_t n_questions) {
+void order_init(Order *o, uint64_t seed, int64_t n_questions, bool shuffle) {
     if (n_questions <= 0) fatal("order_init: %" PRId64 " questions", n_questions);
     o->seed = seed;
+    o->shuffle = shuffle;
     o->n = n_questions;
     for (int i = 0; i < 2; i++) {
         o->perm[i] = mallocCheck((size_t)n_questions * sizeof(int64_t));
@@ -30,9 +31,11 @@ const int64_t *order_epoch_perm(Order *o, int64_t epoch) {
     if (o->perm_epoch[c] != epoch) {
         int64_t *p = o->perm[c];
         for (int64_t i = 0; i < o->n; i++) p[i] = i;
-        Rng r;
-        rng_init(&r, o->seed, ORDER_STREAM_TAG | (uint64_t)epoch);
-        rng_shuffle(&r, p, o->n);
+        if (o->shuffle) {
+            Rng r;
+            rng_init(&r, o->seed, ORDER_STREAM_TAG | (uint64_t)epoch);
+            rng_shuffle(&r, p, o->n);
+        }
         o->perm_epoch[c] = epoch;
     }
     return o->perm[c];

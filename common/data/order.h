@@ -6,12 +6,14 @@
 // never on timing, and R = 1 and R = 3 cover the same questions. The training position is a small
 // OrderCursor (epoch, position) that checkpoints store for exact resume.
 #pragma once
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "util/check.h"
 
 typedef struct {
     uint64_t seed;
+    bool shuffle;          // false: every epoch takes the questions in file order (data.shuffle)
     int64_t n;             // questions in the dataset
     int64_t *perm[2];      // [n] cached permutations of two epochs (a step may span two)
     int64_t perm_epoch[2]; // which epoch each cache holds (-1: none); epoch e lives in perm[e & 1]
@@ -26,7 +28,7 @@ typedef struct {
     uint64_t seed;
 } OrderCursor;
 
-void order_init(Order *o, uint64_t seed, int64_t n_questions);
+void order_init(Order *o, uint64_t seed, int64_t n_questions, bool shuffle);
 void order_free(Order *o);
 // The permutation of epoch e ([n] question indices; valid until the next call for an epoch of the
 // other parity).

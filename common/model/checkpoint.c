@@ -99,7 +99,15 @@ static int copy_tokenizer(const char *src, const char *dst, Err *e) {
     return 0;
 }
 
-int checkpoint_begin(CheckpointWriter *w, const char *dir, Err *e) {
+// A save in progress: everything is written under tmp, then renamed to dir in one step.
+typedef struct {
+    char dir[4096];  // final name
+    char tmp[4200];  // "<dir>.tmp.<pid>"
+} SaveDir;
+
+static void save_abort(SaveDir *w) { remove_tree(w->tmp); }
+
+static int save_begin(SaveDir *w, const char *dir, Err *e) {
     if (snprintf(w->dir, sizeof w->dir, "%s", dir) >= (int)sizeof w->dir) return err_set(e, "%s: path too long", dir);
     snprintf(w->tmp, sizeof w->tmp, "%s.tmp.%ld", dir, (long)getpid());
     remove_tree(w->tmp);  // a leftover of an earlier crashed save by a process with the same pid
@@ -107,32 +115,39 @@ int checkpoint_begin(CheckpointWriter *w, const char *dir, Err *e) {
     return 0;
 }
 
-int checkpoint_write_model(CheckpointWriter *w, const ModelConfig *cfg, const ParamTable *t, const float *params,
-                           SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+static int save_model_files(SaveDir *w, const ModelConfig *cfg, const ParamTable *t, const float *params,
+                            SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
     char p[4096];
     const char *tmp = w->tmp;
     if (hf_config_save(path_join(p, sizeof p, tmp, "config.json"), cfg, dtype == SAVE_BF16 ? "bfloat16" : "float32",
                        e) ||
         hf_aux_configs_save(tmp, cfg, e))
         return err_prefix(e, "saving %s", w->dir);
-    StWriteTensor *ts = callocCheck((size_t)t->n, sizeof(StWriteTensor));
+    // Tied embeddings are also written as lm_head: transformers 5.17 does not tie Qwen2-Audio's lm_head
+    // from the config and would otherwise initialise it at random (seen on the GPU machine).
+    int tied = t->lm_head == t->embed, n = t->n + tied;
+    StWriteTensor *ts = callocCheck((size_t)n, sizeof(StWriteTensor));
     for (int i = 0; i < t->n; i++) {
         const ParamSpec *s = &t->specs[i];
         ts[i] = (StWriteTensor){.name = s->name, .ndim = s->ndim, .data = params + s->offset};
         memcpy(ts[i].shape, s->shape, sizeof s->shape);
     }
-    int shards = st_write_sharded(tmp, ts, t->n, dtype == SAVE_BF16 ? ST_BF16 : ST_F32, max_shard_bytes, e);
+    if (tied) {
+        ts[t->n] = ts[t->embed];
+        ts[t->n].name = "language_model.lm_head.weight";
+    }
+    int shards = st_write_sharded(tmp, ts, n, dtype == SAVE_BF16 ? ST_BF16 : ST_F32, max_shard_bytes, e);
     free(ts);
     if (shards < 0 || (tokenizer_dir && copy_tokenizer(tokenizer_dir, tmp, e))) return err_prefix(e, "saving %s", w->dir);
     return 0;
 }
 
-int checkpoint_commit(CheckpointWriter *w, Err *e) {
+static int save_commit(SaveDir *w, Err *e) {
     char p[4096], old[4200], parent[4096];
     const char *dir = w->dir;
     static const char marker[] = "complete\n";
     if (file_write_atomic(path_join(p, sizeof p, w->tmp, CHECKPOINT_MARKER), marker, sizeof marker - 1, e)) {
-        checkpoint_abort(w);
+        save_abort(w);
         return -1;
     }
     fsync_dir(w->tmp);
@@ -145,13 +160,13 @@ int checkpoint_commit(CheckpointWriter *w, Err *e) {
     int replaced = path_exists(dir);
     if (replaced && rename(dir, old) != 0) {
         int saved = errno;
-        checkpoint_abort(w);
+        save_abort(w);
         return err_set(e, "%s: cannot move the previous directory aside: %s", dir, strerror(saved));
     }
     if (rename(w->tmp, dir) != 0) {
         int saved = errno;
         if (replaced) rename(old, dir);
-        checkpoint_abort(w);
+        save_abort(w);
         return err_set(e, "%s: cannot rename %s into place: %s", dir, w->tmp, strerror(saved));
     }
     fsync_dir(parent);
@@ -159,15 +174,13 @@ int checkpoint_commit(CheckpointWriter *w, Err *e) {
     return 0;
 }
 
-void checkpoint_abort(CheckpointWriter *w) { remove_tree(w->tmp); }
-
 int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
                    SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
-    CheckpointWriter w;
-    if (checkpoint_begin(&w, dir, e)) return -1;
-    if (checkpoint_write_model(&w, cfg, t, params, dtype, max_shard_bytes, tokenizer_dir, e)) {
-        checkpoint_abort(&w);
+    SaveDir w;
+    if (save_begin(&w, dir, e)) return -1;
+    if (save_model_files(&w, cfg, t, params, dtype, max_shard_bytes, tokenizer_dir, e)) {
+        save_abort(&w);
         return -1;
     }
-    return checkpoint_commit(&w, e);
+    return save_commit(&w, e);
 }

@@ -2,9 +2,10 @@
 // Loading reads config.json, builds the parameter table and converts every tensor (BF16/F16/F32) into one
 // fp32 allocation, checking that the files hold exactly the table's tensors with the table's shapes.
 // Saving writes config.json, generation_config.json, preprocessor_config.json, the safetensors shards +
-// index and the tokenizer files (+ the caller's own, with the two-phase API) into "<dir>.tmp.<pid>",
-// fsyncs, writes the ".complete" marker last and renames the whole directory into place: a crash leaves
-// either the old directory or the new one, never a half-written directory under the final name.
+// index and the tokenizer files into "<dir>.tmp.<pid>", fsyncs, writes the ".complete" marker last and
+// renames the whole directory into place: a crash leaves either the old directory or the new one, never a
+// half-written directory under the final name. (Training checkpoints, model + trainer state, are
+// common/ckpt's directories with a model/ saved by model_save_dir inside.)
 #pragma once
 #include <stddef.h>
 
@@ -31,21 +32,6 @@ int model_load_params(const char *dir, const ParamTable *t, float *params, Err *
 // vocab.json must be). max_shard_bytes as in st_write_sharded.
 int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
                    SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e);
-
-// Two-phase save for callers that put more files (trainer state) into the same directory:
-//   checkpoint_begin -> checkpoint_write_model and/or the caller's own files under w.tmp ->
-//   checkpoint_commit (marker, fsync, rename; removes the temporary directory on failure), or
-//   checkpoint_abort. model_save_dir is begin + write_model + commit.
-typedef struct {
-    char dir[4096];  // final name
-    char tmp[4200];  // "<dir>.tmp.<pid>": write everything here
-} CheckpointWriter;
-
-int checkpoint_begin(CheckpointWriter *w, const char *dir, Err *e);
-int checkpoint_write_model(CheckpointWriter *w, const ModelConfig *cfg, const ParamTable *t, const float *params,
-                           SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e);
-int checkpoint_commit(CheckpointWriter *w, Err *e);
-void checkpoint_abort(CheckpointWriter *w);
 
 // 1 if dir holds the completion marker (a checkpoint reader skips directories without it).
 int checkpoint_is_complete(const char *dir);

@@ -424,20 +424,31 @@ int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e
     return 0;
 }
 
-void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits) {
+int model_logits_chunk(const ModelActs *a) { return a->chunk; }
+
+const Tensor *model_logits_device(Model *m, ModelActs *a, const int *rows, int n) {
     Ops *o = m->ops;
     const int D = m->cfg.dim, V = m->cfg.vocab;
+    if (n < 1 || n > a->chunk) fatal("model_logits_device: %d rows, the workspace holds 1..%d", n, a->chunk);
     for (int i = 0; i < n; i++)
         if (rows[i] < 0 || rows[i] >= a->T)
             fatal("model_logits: row %d outside the last batch's %d tokens", rows[i], a->T);
+    o->upload(o, a->rows, rows, (size_t)n * sizeof(int));
+    o->copy_rows(o, a->gsel, NULL, a->lnf, a->rows, n, D, 0);
+    o->matmul(o, a->logits, a->gsel, PW(m->t.lm_head), NULL, n, V, D, 0, 1, 0);
+    return a->logits;
+}
+
+void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits) {
+    const int V = m->cfg.vocab;
     for (int r0 = 0; r0 < n; r0 += a->chunk) {
         int R = n - r0 < a->chunk ? n - r0 : a->chunk;
-        o->upload(o, a->rows, rows + r0, (size_t)R * sizeof(int));
-        o->copy_rows(o, a->gsel, NULL, a->lnf, a->rows, R, D, 0);
-        o->matmul(o, a->logits, a->gsel, PW(m->t.lm_head), NULL, R, V, D, 0, 1, 0);
-        o->download_act(o, logits + (size_t)r0 * V, a->logits, (size_t)R * V);
+        const Tensor *l = model_logits_device(m, a, rows + r0, R);
+        m->ops->download_act(m->ops, logits + (size_t)r0 * V, l, (size_t)R * V);
     }
 }
+
+const Tensor *model_final_hidden(const ModelActs *a) { return a->lnf; }
 
 // ---------------------------------------------------------------- KV-cache inference
 
@@ -575,6 +586,10 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     const int T = a->T, D = c->dim, V = c->vocab, n = a->n_tgt;
     if (!a->train || b->n_tokens != T || b->n_tgt != n)
         fatal("model_backward: batch differs from the last model_forward");
+    // a backend may offer inference only (the CUDA backend until its backward kernels exist)
+    if (!o->bias_grad || !o->col2im || !o->layernorm_bwd || !o->rmsnorm_bwd || !o->attention_bwd || !o->gelu_bwd ||
+        !o->silu_mul_bwd || !o->avgpool2_bwd || !o->logprob_bwd)
+        fatal("model_backward: the %s backend has no backward ops (inference only)", o->name);
     o->upload(o, a->dlp, dlp, (size_t)n * sizeof(float));
     // lm_head and log-softmax, recomputing each chunk's logits
     for (int r0 = 0; r0 < n; r0 += a->chunk) {

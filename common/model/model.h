@@ -85,6 +85,13 @@ size_t model_acts_bytes(const ModelActs *a);
 int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e);
 // Logits [n, vocab] (host) of rows of the last model_forward (or model_infer) batch.
 void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits);
+// The same for up to model_logits_chunk(a) rows, left in backend memory ([n, vocab], the activations'
+// lm_head workspace, valid until the next call): for a sampler that runs on the backend.
+int model_logits_chunk(const ModelActs *a);
+const Tensor *model_logits_device(Model *m, ModelActs *a, const int *rows, int n);
+// Final hidden states [T, D] (after the last norm) of the last model_forward (or model_infer) batch, in
+// backend memory: a head that stays on the device (GPU sampling) multiplies its rows by lm_head itself.
+const Tensor *model_final_hidden(const ModelActs *a);
 // Backward of the last model_forward: dlp (host, [n_tgt]) = d loss / d lp; grads (backend buffer
 // [t.numel], ParamTable layout) += d loss / d params for every trainable tensor.
 void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dlp, Tensor *grads);
@@ -101,6 +108,7 @@ void kv_cache_free(KVCache *kv, Model *m);
 
 // Forward of the batch's tokens writing their keys/values to rows b->kv_row of the cache; segment key
 // rows index the CACHE (prefix and earlier tokens already there). Logits of the batch rows `rows`
-// (host [n, vocab]). The activations need train=0 (or 1) capacity for the batch.
+// (host [n, vocab]; n = 0 computes none, for model_logits_device afterwards). The activations need
+// train=0 (or 1) capacity for the batch.
 int model_infer(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv, const int *rows, int n, float *logits,
                 Err *e);

@@ -9,6 +9,9 @@
 // (+=) so micro-batches and the shared prefix of a group sum naturally.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
+
+#include "model/sampler.h"
 
 // One attention segment: a run of query rows and the key rows they may see. Keys come from two ranges
 // of the same K/V buffers: a prefix seen by every query (the shared prompt of a group, or nothing), and
@@ -20,6 +23,13 @@ typedef struct {
     int k_start, k_len;      // own key rows
     int causal;
 } AttnSeg;
+
+// One row of a sample_rows call: its token history (for the repetition penalty) at hist + hist_off,
+// n_hist ids, and its RNG key (question, sample).
+typedef struct {
+    int hist_off, n_hist;
+    uint32_t question, sample;
+} SampleRow;
 
 // A backend buffer of act_size-byte elements (see above).
 typedef void Tensor;
@@ -108,6 +118,14 @@ struct Ops {
     void (*logprob)(Ops *o, float *lp, float *lse, const Tensor *logits, const int *tgt, int R, int V);
     // In place: logits[r,:] becomes d logits = dlp[r] * (onehot(tgt[r]) - softmax(row)).
     void (*logprob_bwd)(Ops *o, Tensor *logits, const float *lse, const int *tgt, const float *dlp, int R, int V);
+
+    // Optional (NULL: the caller samples on the host with sampler_pick). Chooses the next token of each
+    // row of logits[R,V] exactly as sampler_pick does (same processing order, same Philox draw keyed by
+    // (sp->seed, question, sample, step)); ids_host[R], lp_host[R] get the choices and their log-probs
+    // under the unprocessed logits. rows is a HOST array; hist is a backend int buffer, and each row's
+    // choice is appended to its history (hist[hist_off + n_hist] = id), so the caller never uploads it.
+    void (*sample_rows)(Ops *o, int *ids_host, float *lp_host, const Tensor *logits, int R, int V,
+                        const SamplerParams *sp, int *hist, const SampleRow *rows, uint32_t step);
 };
 
 // The CPU backend: fp32, OpenMP threads.

@@ -1,5 +1,6 @@
-// sampler.c: see sampler.h. Works on host fp32 logits (one row per call); the sort for top-p is over the
-// tokens top-k left, so the common top-k + top-p case sorts k entries, not the whole vocabulary.
+// sampler.c: see sampler.h. Works on host fp32 logits (one row per call). Top-k finds its threshold by
+// selection and the sort for top-p is over the tokens top-k left, so the common top-k (+ top-p) case
+// never sorts the whole vocabulary.
 #include "model/sampler.h"
 
 #include <math.h>
@@ -76,6 +77,32 @@ static void penalize(float *logits, int V, const int *hist, int n_hist, float pe
     free(seen);
 }
 
+// The k-th largest of v[0..n) (v is reordered): Hoare selection, O(n) on average, so top-k need not
+// sort the whole vocabulary.
+static float kth_largest(float *v, int n, int k) {
+    int lo = 0, hi = n - 1, want = n - k;  // ascending position of the k-th largest
+    while (lo < hi) {
+        float pivot = v[lo + (hi - lo) / 2];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot) i++;
+            while (v[j] > pivot) j--;
+            if (i <= j) {
+                float t = v[i];
+                v[i++] = v[j];
+                v[j--] = t;
+            }
+        }
+        if (want <= j)
+            hi = j;
+        else if (want >= i)
+            lo = i;
+        else
+            break;  // v[j+1 .. i-1] all equal the pivot
+    }
+    return v[want];
+}
+
 void sampler_process(const SamplerParams *p, float *logits, int V, const int *hist, int n_hist) {
     for (int i = 0; i < p->n_suppress; i++) logits[p->suppress[i]] = -INFINITY;
     if (p->repetition_penalty != 1.0f) penalize(logits, V, hist, n_hist, p->repetition_penalty);
@@ -83,31 +110,39 @@ void sampler_process(const SamplerParams *p, float *logits, int V, const int *hi
     for (int i = 0; i < V; i++) logits[i] /= p->temperature;
     int use_k = p->top_k > 0 && p->top_k < V, use_p = p->top_p < 1.0f;
     if (!use_k && !use_p) return;
-    Entry *e = mallocCheck((size_t)V * sizeof(Entry));
-    for (int i = 0; i < V; i++) e[i] = (Entry){logits[i], i};
-    qsort(e, (size_t)V, sizeof(Entry), entry_cmp);
-    int first = 0;  // e[first..V) survive
+    // HF keeps every token >= the k-th largest value (ties at the threshold survive); only those
+    // candidates are sorted for top-p.
+    float thr = -INFINITY;
     if (use_k) {
-        // HF keeps every token >= the k-th largest value (ties at the threshold survive)
-        float thr = e[V - p->top_k].v;
-        while (first < V && e[first].v < thr) first++;
+        float *vals = mallocCheck((size_t)V * sizeof(float));
+        memcpy(vals, logits, (size_t)V * sizeof(float));
+        thr = kth_largest(vals, V, p->top_k);
+        free(vals);
+    }
+    Entry *e = mallocCheck((size_t)V * sizeof(Entry));
+    int n = 0;
+    for (int i = 0; i < V; i++) {
+        if (logits[i] >= thr)
+            e[n++] = (Entry){logits[i], i};
+        else
+            logits[i] = -INFINITY;
     }
     if (use_p) {
-        float m = e[V - 1].v;
+        qsort(e, (size_t)n, sizeof(Entry), entry_cmp);
+        float m = e[n - 1].v;
         double z = 0;
-        for (int i = first; i < V; i++) z += exp((double)e[i].v - m);
+        for (int i = 0; i < n; i++) z += exp((double)e[i].v - m);
         double cum = 0;
-        int drop = first;
-        for (int i = first; i < V - 1; i++) {  // the last (most likely) token always stays
+        int drop = 0;
+        for (int i = 0; i < n - 1; i++) {  // the last (most likely) token always stays
             cum += exp((double)e[i].v - m) / z;
             if (cum <= 1.0 - p->top_p)
                 drop = i + 1;
             else
                 break;
         }
-        first = drop;
+        for (int i = 0; i < drop; i++) logits[e[i].id] = -INFINITY;
     }
-    for (int i = 0; i < first; i++) logits[e[i].id] = -INFINITY;
     free(e);
 }
 

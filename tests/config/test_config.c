@@ -47,7 +47,7 @@ static void test_defaults(void) {
     CHECK_NEAR(c.rollout.repetition_penalty, 1.0, 0);
     CHECK_INT(c.rollout.max_new_tokens, 256);
     CHECK(!c.rollout.greedy && !c.rollout.async);
-    CHECK_STR(c.reward.server, "127.0.0.1:7011");
+    CHECK_STR(c.reward.server, "127.0.0.1:7700");
     CHECK(c.reward.accuracy_weight == 1.0 && c.reward.format_weight == 1.0 && !c.reward.numeric_equivalence);
     CHECK_INT(c.reward.timeout_ms, 30000);
     CHECK_INT(c.reward.max_failures, 5);

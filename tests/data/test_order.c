@@ -22,9 +22,9 @@ static int cmp_i64(const void *a, const void *b) {
 
 static void test_permutations(void) {
     Order o, same, other;
-    order_init(&o, 42, 37);
-    order_init(&same, 42, 37);
-    order_init(&other, 43, 37);
+    order_init(&o, 42, 37, true);
+    order_init(&same, 42, 37, true);
+    order_init(&other, 43, 37, true);
     int64_t e0[37], e1[37];
     memcpy(e0, order_epoch_perm(&o, 0), sizeof e0);
     memcpy(e1, order_epoch_perm(&o, 1), sizeof e1);
@@ -52,7 +52,7 @@ static void test_permutations(void) {
     order_free(&other);
     // One question: trivial but valid.
     Order one;
-    order_init(&one, 1, 1);
+    order_init(&one, 1, 1, true);
     CHECK_INT(order_question(&one, 12345, &ep), 0);
     CHECK_INT(ep, 12345);
     order_free(&one);
@@ -74,7 +74,7 @@ static void test_counts(void) {
 static void test_sharding(void) {
     const int64_t n = 10, B = 4;
     Order o;
-    order_init(&o, 7, n);
+    order_init(&o, 7, n, true);
     for (int64_t step = 0; step < 8; step++) {
         int64_t step_q[4];
         for (int s = 0; s < B; s++) step_q[s] = order_question(&o, step * B + s, NULL);
@@ -115,7 +115,7 @@ static void test_sharding(void) {
 
     // Over a whole epoch (n divisible by B) every question comes exactly once, whatever R.
     Order w;
-    order_init(&w, 3, 12);
+    order_init(&w, 3, 12, true);
     int counts[12] = {0};
     for (int64_t step = 0; step < 3; step++)
         for (int r = 0; r < 5; r++) {
@@ -131,7 +131,7 @@ static void test_sharding(void) {
 
 static void test_cursor(void) {
     Order o;
-    order_init(&o, 42, 100);
+    order_init(&o, 42, 100, true);
     OrderCursor c = order_cursor_at(&o, 16 * 13);  // after step 12 with B = 16
     CHECK_INT(c.epoch, 2);
     CHECK_INT(c.position, 8);
@@ -156,7 +156,21 @@ static void test_cursor(void) {
     order_free(&o);
 }
 
+// data.shuffle=false: every epoch is the file order, so slot g takes question g mod n.
+static void test_no_shuffle(void) {
+    Order o;
+    order_init(&o, 42, 7, false);
+    int ok = 1;
+    for (int64_t g = 0; g < 30; g++) {
+        int64_t epoch;
+        ok &= order_question(&o, g, &epoch) == g % 7 && epoch == g / 7;
+    }
+    CHECK(ok);
+    order_free(&o);
+}
+
 int main(void) {
+    RUN(test_no_shuffle);
     RUN(test_permutations);
     RUN(test_counts);
     RUN(test_sharding);

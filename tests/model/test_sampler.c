@@ -32,6 +32,35 @@ static void test_greedy_and_top_k(void) {
     CHECK(all);
 }
 
+// Top-k by selection against the definition: a token survives iff fewer than k tokens are strictly
+// larger (HF's ">= k-th largest", ties kept). Values are quantised so ties at the threshold occur.
+static void test_top_k_selection(void) {
+    enum { V = 997 };
+    static float logits[V], orig[V];
+    Rng r;
+    rng_init(&r, 9, 0);
+    int bad = 0, ties = 0;
+    for (int trial = 0; trial < 24; trial++) {
+        for (int i = 0; i < V; i++) orig[i] = (float)(int)(rng_normal(&r) * 4.0) / 4.0f;
+        int k = 1 + (int)rng_below(&r, 60);
+        SamplerParams p = sampler_defaults(0, 8, 1);
+        p.top_k = k;
+        memcpy(logits, orig, sizeof logits);
+        sampler_process(&p, logits, V, NULL, 0);
+        int kept = 0;
+        for (int i = 0; i < V; i++) {
+            int larger = 0;
+            for (int j = 0; j < V; j++) larger += orig[j] > orig[i];
+            int want = larger < k;
+            kept += want;
+            bad += want != (logits[i] != -INFINITY) || (want && logits[i] != orig[i]);
+        }
+        ties += kept > k;
+    }
+    CHECK_INT(bad, 0);
+    CHECK(ties > 0);  // the quantised draws did exercise ties at the threshold
+}
+
 static void test_top_p(void) {
     // probabilities 0.5, 0.3, 0.15, 0.05: ascending cumulative 0.05, 0.2, 0.5, 1.0
     const float pr[4] = {0.5f, 0.3f, 0.15f, 0.05f};
@@ -216,6 +245,7 @@ static void test_generate_batch_independent(void) {
 
 int main(void) {
     RUN(test_greedy_and_top_k);
+    RUN(test_top_k_selection);
     RUN(test_top_p);
     RUN(test_repetition_penalty_and_temperature);
     RUN(test_keyed_determinism);

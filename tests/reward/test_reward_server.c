@@ -382,6 +382,32 @@ static void test_bad_flags(void) {
     }
 }
 
+// The run config's reward.* keys reach the server; flags still override the address.
+static void test_config_file(void) {
+    const char *cfg = TMP_PATH("reward_server_cfg.json");
+    FILE *f = fopenCheck(cfg, "w");
+    fputs("{\"reward\": {\"format_weight\": 0.5, \"numeric_equivalence\": true}}\n", f);
+    fcloseCheck(f);
+    const char *args[] = {"--config", cfg, NULL};
+    ServerProc s;
+    if (!CHECK(server_start(&s, server_bin, 0, args) == 0)) return;
+    int fd = tcp_connect(s.port, 0);
+    CHECK(fd >= 0);
+    send_str(fd, "{\"id\": 7, \"completion\": \"<answer>2.0</answer>\", \"solution\": \"<answer>2</answer>\"}\n");
+    LineReader lr;
+    lr_init(&lr, fd);
+    int eof = 0;
+    char *line = lr_line(&lr, 5.0, &eof);
+    json_t *j = line ? json_loads(line, 0, NULL) : NULL;
+    CHECKF(j && json_real_value(json_object_get(j, "total")) == 1.5, "response: %s", line ? line : "(none)");
+    json_decref(j);
+    lr_free(&lr);
+    close(fd);
+    CHECK_INT(server_stop(&s, SIGTERM, 5.0), 0);
+    const char *bad[] = {"--set", "reward.bogus=1", NULL};
+    CHECK(server_start(&s, server_bin, 0, bad) == -1);
+}
+
 static char *run_capture(const char *cmd) {
     FILE *p = popen(cmd, "r");
     if (!p) return NULL;
@@ -442,6 +468,7 @@ int main(int argc, char **argv) {
     RUN(test_drain_timeout);
     RUN(test_max_connections);
     RUN(test_bad_flags);
+    RUN(test_config_file);
     RUN(test_reward_score_filter);
     return test_summary("reward_server");
 }

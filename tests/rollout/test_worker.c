@@ -18,6 +18,10 @@
 #include "util/fileio.h"
 #include "worker.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 extern char **environ;
 
 enum { G = 4, MAX_NEW = 6 };
@@ -247,6 +251,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: test_worker REWARD_SERVER_BINARY\n");
         return 1;
     }
+#ifdef _OPENMP
+    // Tests run side by side on small machines: OpenMP teams on busy cores spin and run slower.
+    omp_set_num_threads(1);
+#endif
     const char *tok_dir = fixture_tokenizer_dir("rollout_tok");
     if (!tok_dir || !fixture_synth_dataset("rollout_synth", 4, 5, &ds)) return 1;
     Err e;

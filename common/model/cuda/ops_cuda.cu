@@ -1,0 +1,1407 @@
+// ops_cuda.cu: the CUDA backend of ops.h. Tensors are bf16; every reduction (GEMM, norms, softmax,
+// log-sum-exp) accumulates in fp32 and the saved statistics (mean, rstd, lse) are fp32. GEMMs go through
+// cuBLASLt with the bias fused as an epilogue (plans cached per shape, so a decode step pays no heuristic
+// search). Attention never forms a [T x T] matrix: runs of many query rows (prefill, encoder, training
+// groups) go to a tensor-core flash kernel (WMMA bf16 tiles, fp32 online softmax); short runs (decode)
+// go to a CUDA-core kernel whose blocks hold every query row of a group that shares a prefix, so a
+// decode step reads the shared prompt's keys once for all G samples, split over blocks when they are
+// few. Everything runs in order on one stream. Backward ops are not provided (ops_cuda.h).
+#include <cublasLt.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <mma.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+extern "C" {
+#include "model/cuda/ops_cuda.h"
+#include "util/check.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+#define CUDA_CHECK(x)                                                                 \
+    do {                                                                              \
+        cudaError_t err_ = (x);                                                       \
+        if (err_ != cudaSuccess) fatal("CUDA: %s: %s", #x, cudaGetErrorString(err_)); \
+    } while (0)
+#define BLAS_CHECK(x)                                                               \
+    do {                                                                            \
+        int st_ = (int)(x);                                                         \
+        if (st_ != 0) fatal("cuBLAS: %s: status %d", #x, st_);                      \
+    } while (0)
+
+// ---------------------------------------------------------------- backend state
+
+enum { PLAN_CAP = 512, ATT_CACHE = 2 };
+
+typedef struct {
+    int M, N, K, ta, tb, bias, beta, align;  // key
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t la, lb, lc;
+    cublasLtMatmulAlgo_t algo;
+    int ok;  // 0: cuBLASLt found no plan, use cublasGemmEx
+} GemmPlan;
+
+// Device copy of one attention call's work list (see attention below), reused while the host segments
+// are unchanged: every layer of a forward passes the same list.
+typedef struct {
+    AttnSeg *segs;  // host copy of the key
+    int nseg, cap_seg, group;
+    void *rows, *items, *fitems;  // device: rows, items, and the tensor-core path's one-segment items
+    size_t cap_rows, cap_items, cap_fitems;
+    int n_fitems;
+    int n_items, n_rows, max_vec, nq, max_pre;  // nq: query rows spanned, max_pre: longest prefix
+    unsigned long long stamp;
+} AttnCache;
+
+typedef struct {
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    void *lt_ws;
+    size_t lt_ws_bytes;
+    GemmPlan plans[PLAN_CAP];
+    int n_plans;
+    float *scratch;  // fp32 staging for upload_act / download_act
+    size_t scratch_n;
+    AttnCache att[ATT_CACHE];
+    unsigned long long att_clock;
+    float *part;  // split-prefix attention states
+    size_t part_n;
+    int n_sm;
+    void **blk_ptr;  // live allocations and their sizes, for the peak
+    size_t *blk_size;
+    int n_blk, cap_blk;
+    size_t cur_bytes, peak_bytes;
+    void *smp;  // sample_rows workspace (see there)
+    size_t smp_bytes;
+} Cuda;
+
+static Cuda *impl(Ops *o) { return (Cuda *)o->impl; }
+
+static unsigned grid_for(size_t n, int threads) {
+    size_t b = (n + threads - 1) / threads;
+    return (unsigned)(b > 65535 * 16 ? 65535 * 16 : (b ? b : 1));
+}
+
+// ---------------------------------------------------------------- memory
+
+
+static void *cu_alloc(Ops *o, size_t bytes) {
+    Cuda *c = impl(o);
+    void *p;
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, c->stream));
+    if (c->n_blk == c->cap_blk) {
+        c->cap_blk = c->cap_blk ? 2 * c->cap_blk : 64;
+        c->blk_ptr = (void **)reallocCheck(c->blk_ptr, (size_t)c->cap_blk * sizeof(void *));
+        c->blk_size = (size_t *)reallocCheck(c->blk_size, (size_t)c->cap_blk * sizeof(size_t));
+    }
+    c->blk_ptr[c->n_blk] = p, c->blk_size[c->n_blk++] = bytes;
+    c->cur_bytes += bytes;
+    if (c->cur_bytes > c->peak_bytes) c->peak_bytes = c->cur_bytes;
+    return p;
+}
+
+static void cu_free(Ops *o, void *p) {
+    Cuda *c = impl(o);
+    if (!p) return;
+    for (int i = 0; i < c->n_blk; i++)
+        if (c->blk_ptr[i] == p) {
+            c->cur_bytes -= c->blk_size[i];
+            c->blk_ptr[i] = c->blk_ptr[c->n_blk - 1], c->blk_size[i] = c->blk_size[c->n_blk - 1];
+            c->n_blk--;
+            break;
+        }
+    CUDA_CHECK(cudaFree(p));
+}
+
+static void cu_upload(Ops *o, void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl(o)->stream));
+}
+
+static void cu_download(Ops *o, void *dst, const void *src, size_t bytes) {
+    if (!bytes) return;
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl(o)->stream));
+    CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream));
+}
+
+static void cu_copy(Ops *o, void *dst, const void *src, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl(o)->stream));
+}
+
+static void cu_zero(Ops *o, void *dst, size_t bytes) {
+    if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, impl(o)->stream));
+}
+
+static void cu_sync(Ops *o) { CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream)); }
+
+__global__ void f32_to_bf16_kernel(bf16 *y, const float *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(x[i]);
+}
+
+__global__ void bf16_to_f32_kernel(float *y, const bf16 *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __bfloat162float(x[i]);
+}
+
+// fp32 <-> bf16 conversion goes through a fixed device scratch, chunk by chunk, so a 7B upload never
+// needs a device fp32 copy of the whole model.
+static void cu_upload_act(Ops *o, Tensor *dst, const float *src, size_t n) {
+    Cuda *c = impl(o);
+    for (size_t i = 0; i < n; i += c->scratch_n) {
+        size_t k = n - i < c->scratch_n ? n - i : c->scratch_n;
+        CUDA_CHECK(cudaMemcpyAsync(c->scratch, src + i, k * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+        f32_to_bf16_kernel<<<grid_for(k, 256), 256, 0, c->stream>>>((bf16 *)dst + i, c->scratch, k);
+    }
+    CUDA_CHECK(cudaGetLastError());
+}
+
+static void cu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) {
+    Cuda *c = impl(o);
+    for (size_t i = 0; i < n; i += c->scratch_n) {
+        size_t k = n - i < c->scratch_n ? n - i : c->scratch_n;
+        bf16_to_f32_kernel<<<grid_for(k, 256), 256, 0, c->stream>>>(c->scratch, (const bf16 *)src + i, k);
+        CUDA_CHECK(cudaMemcpyAsync(dst + i, c->scratch, k * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+// ---------------------------------------------------------------- GEMM
+
+// Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T, so cuBLAS sees B first.
+static int ptr_align(const void *p) {
+    uintptr_t a = (uintptr_t)p;
+    int al = 256;
+    while (al > 2 && a % al) al /= 2;
+    return al;
+}
+
+static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias, int beta, int align) {
+    for (int i = 0; i < c->n_plans; i++) {
+        GemmPlan *p = &c->plans[i];
+        if (p->M == M && p->N == N && p->K == K && p->ta == ta && p->tb == tb && p->bias == bias &&
+            p->beta == beta && p->align == align)
+            return p;
+    }
+    if (c->n_plans == PLAN_CAP) {  // a workload with this many shapes is unusual: start over
+        for (int i = 0; i < c->n_plans; i++) {
+            GemmPlan *p = &c->plans[i];
+            cublasLtMatmulDescDestroy(p->desc);
+            cublasLtMatrixLayoutDestroy(p->la), cublasLtMatrixLayoutDestroy(p->lb);
+            cublasLtMatrixLayoutDestroy(p->lc);
+        }
+        c->n_plans = 0;
+    }
+    GemmPlan *p = &c->plans[c->n_plans++];
+    memset(p, 0, sizeof *p);
+    p->M = M, p->N = N, p->K = K, p->ta = ta, p->tb = tb, p->bias = bias, p->beta = beta, p->align = align;
+    BLAS_CHECK(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t opa = tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+    BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+    BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+    if (bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        cudaDataType_t bt = CUDA_R_16BF;
+        BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+    // Lt "A" = op(B)^T [N,K], "B" = op(A)^T [K,M], "C" = C^T [N,M]; layouts are the stored matrices
+    BLAS_CHECK(cublasLtMatrixLayoutCreate(&p->la, CUDA_R_16BF, tb ? K : N, tb ? N : K, tb ? K : N));
+    BLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lb, CUDA_R_16BF, ta ? M : K, ta ? K : M, ta ? M : K));
+    BLAS_CHECK(cublasLtMatrixLayoutCreate(&p->lc, CUDA_R_16BF, N, M, N));
+    cublasLtMatmulPreference_t pref;
+    BLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &c->lt_ws_bytes,
+                                                    sizeof c->lt_ws_bytes));
+    uint32_t al = (uint32_t)align;
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al, sizeof al));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
+    BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
+    cublasLtMatmulHeuristicResult_t res;
+    int found = 0;
+    if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found) ==
+            CUBLAS_STATUS_SUCCESS &&
+        found > 0) {
+        p->algo = res.algo;
+        p->ok = 1;
+    }
+    cublasLtMatmulPreferenceDestroy(pref);
+    return p;
+}
+
+__global__ void add_bias_kernel(bf16 *C, const bf16 *bias, size_t MN, int N) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < MN; i += (size_t)gridDim.x * blockDim.x)
+        C[i] = __float2bfloat16(__bfloat162float(C[i]) + __bfloat162float(bias[i % N]));
+}
+
+static void cu_matmul(Ops *o, Tensor *C, const Tensor *A, const Tensor *B, const Tensor *bias, int M, int N, int K,
+                      int ta, int tb, int accumulate) {
+    Cuda *c = impl(o);
+    if (M <= 0 || N <= 0) return;
+    const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    if (K <= 0) {  // empty sum: C = bias (+ C)
+        if (!accumulate) cu_zero(o, C, (size_t)M * N * sizeof(bf16));
+        if (bias) add_bias_kernel<<<grid_for((size_t)M * N, 256), 256, 0, c->stream>>>((bf16 *)C, (const bf16 *)bias,
+                                                                                       (size_t)M * N, N);
+        return;
+    }
+    int align = ptr_align(A), ab = ptr_align(B), ac = ptr_align(C);
+    align = ab < align ? ab : align;
+    align = ac < align ? ac : align;
+    // the fused epilogue reads the bias with vector loads: only an aligned bias goes through it
+    const int fuse = bias && ptr_align(bias) >= 16;
+    GemmPlan *p = plan_get(c, M, N, K, ta, tb, fuse, accumulate, align);
+    int done = 0;
+    if (p->ok) {
+        if (fuse)
+            BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+        done = cublasLtMatmul(c->lt, p->desc, &one, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc, &p->algo, c->lt_ws,
+                              c->lt_ws_bytes, c->stream) == CUBLAS_STATUS_SUCCESS;
+    }
+    if (!done)
+        BLAS_CHECK(cublasGemmEx(c->blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &one,
+                                B, CUDA_R_16BF, tb ? K : N, A, CUDA_R_16BF, ta ? M : K, &beta, C, CUDA_R_16BF, N,
+                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (bias && !(done && fuse))
+        add_bias_kernel<<<grid_for((size_t)M * N, 256), 256, 0, c->stream>>>((bf16 *)C, (const bf16 *)bias,
+                                                                             (size_t)M * N, N);
+}
+
+// ---------------------------------------------------------------- reductions
+
+// Sum over the block of one float per thread (blockDim.x a multiple of 32, <= 1024).
+__device__ float block_sum(float v, float *sh) {
+    for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int w = threadIdx.x / 32, nw = blockDim.x / 32;
+    __syncthreads();  // sh may still be read by a previous call
+    if (threadIdx.x % 32 == 0) sh[w] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int i = 0; i < nw; i++) t += sh[i];
+    return t;
+}
+
+__global__ void layernorm_kernel(bf16 *y, float *mean, float *rstd, const bf16 *x, const bf16 *w, const bf16 *b,
+                                 int C, float eps) {
+    __shared__ float sh[32];
+    const size_t row = blockIdx.x;
+    const bf16 *xr = x + row * C;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) s += __bfloat162float(xr[i]);
+    const float m = block_sum(s, sh) / C;
+    float v = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float d = __bfloat162float(xr[i]) - m;
+        v += d * d;
+    }
+    const float r = rsqrtf(block_sum(v, sh) / C + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x)
+        y[row * C + i] = __float2bfloat16((__bfloat162float(xr[i]) - m) * r * __bfloat162float(w[i]) +
+                                          __bfloat162float(b[i]));
+    if (threadIdx.x == 0) mean[row] = m, rstd[row] = r;
+}
+
+// As Qwen2RMSNorm in bf16: the normalised row is rounded to bf16 before the weight multiplies it.
+__global__ void rmsnorm_kernel(bf16 *y, float *rstd, const bf16 *x, const bf16 *w, int C, float eps) {
+    __shared__ float sh[32];
+    const size_t row = blockIdx.x;
+    const bf16 *xr = x + row * C;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float v = __bfloat162float(xr[i]);
+        s += v * v;
+    }
+    const float r = rsqrtf(block_sum(s, sh) / C + eps);
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        float xn = __bfloat162float(__float2bfloat16(__bfloat162float(xr[i]) * r));
+        y[row * C + i] = __float2bfloat16(__bfloat162float(w[i]) * xn);
+    }
+    if (threadIdx.x == 0) rstd[row] = r;
+}
+
+static int row_threads(int C) {
+    int t = 32;
+    while (t < 1024 && t < C / 4) t *= 2;
+    return t;
+}
+
+static void cu_layernorm(Ops *o, Tensor *y, float *mean, float *rstd, const Tensor *x, const Tensor *w,
+                         const Tensor *b, int T, int C, float eps) {
+    if (T <= 0) return;
+    layernorm_kernel<<<T, row_threads(C), 0, impl(o)->stream>>>((bf16 *)y, mean, rstd, (const bf16 *)x,
+                                                                (const bf16 *)w, (const bf16 *)b, C, eps);
+}
+
+static void cu_rmsnorm(Ops *o, Tensor *y, float *rstd, const Tensor *x, const Tensor *w, int T, int C, float eps) {
+    if (T <= 0) return;
+    rmsnorm_kernel<<<T, row_threads(C), 0, impl(o)->stream>>>((bf16 *)y, rstd, (const bf16 *)x, (const bf16 *)w, C,
+                                                              eps);
+}
+
+// log-sum-exp of a row by an online (max, sum) pair per thread, merged across the block.
+__global__ void logprob_kernel(float *lp, float *lse, const bf16 *logits, const int *tgt, int V) {
+    __shared__ float shm[32], shs[32];
+    const size_t row = blockIdx.x;
+    const bf16 *x = logits + row * V;
+    float m = -INFINITY, s = 0.0f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float v = __bfloat162float(x[i]);
+        if (v > m) s = s * expf(m - v) + 1.0f, m = v;
+        else s += expf(v - m);
+    }
+    for (int o = 16; o; o >>= 1) {
+        float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, s, o);
+        float mm = fmaxf(m, m2);
+        s = (m == -INFINITY ? 0.0f : s * expf(m - mm)) + (m2 == -INFINITY ? 0.0f : s2 * expf(m2 - mm));
+        m = mm;
+    }
+    const int w = threadIdx.x / 32, nw = blockDim.x / 32;
+    if (threadIdx.x % 32 == 0) shm[w] = m, shs[w] = s;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        float M = -INFINITY, S = 0.0f;
+        for (int i = 0; i < nw; i++) M = fmaxf(M, shm[i]);
+        for (int i = 0; i < nw; i++)
+            if (shm[i] != -INFINITY) S += shs[i] * expf(shm[i] - M);
+        const float L = M + logf(S);
+        lse[row] = L;
+        lp[row] = __bfloat162float(x[tgt[row]]) - L;
+    }
+}
+
+static void cu_logprob(Ops *o, float *lp, float *lse, const Tensor *logits, const int *tgt, int R, int V) {
+    if (R <= 0) return;
+    logprob_kernel<<<R, 1024, 0, impl(o)->stream>>>(lp, lse, (const bf16 *)logits, tgt, V);
+}
+
+// ---------------------------------------------------------------- element-wise and data movement
+
+__global__ void im2col_kernel(bf16 *cols, const bf16 *x, int C, int Tin, int sc, int st, int K, int stride, int pad,
+                              int Tout) {
+    const size_t n = (size_t)Tout * C * K;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int k = (int)(i % K), ch = (int)(i / K % C), t = (int)(i / ((size_t)K * C));
+        const int ti = t * stride + k - pad;
+        cols[i] = (ti >= 0 && ti < Tin) ? x[(size_t)ch * sc + (size_t)ti * st] : __float2bfloat16(0.0f);
+    }
+}
+
+static void cu_im2col(Ops *o, Tensor *cols, const Tensor *x, int C, int Tin, int sc, int st, int K, int stride,
+                      int pad, int Tout) {
+    size_t n = (size_t)Tout * C * K;
+    if (!n) return;
+    im2col_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)cols, (const bf16 *)x, C, Tin, sc, st, K,
+                                                                 stride, pad, Tout);
+}
+
+// HF computes inv_freq and the angle in fp32; cos/sin here are full-precision sincosf of that angle.
+__global__ void rope_kernel(bf16 *x, const int *pos, int T, int H, int hd, float theta, int inverse) {
+    const int half = hd / 2;
+    const size_t n = (size_t)T * H * half;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int d = (int)(i % half);
+        const size_t th = i / half, t = th / H;
+        const float inv_freq = 1.0f / powf(theta, (float)(2 * d) / (float)hd);
+        float s, c;
+        sincosf(inv_freq * (float)pos[t], &s, &c);
+        if (inverse) s = -s;
+        bf16 *xh = x + th * hd;
+        const float a = __bfloat162float(xh[d]), b = __bfloat162float(xh[d + half]);
+        xh[d] = __float2bfloat16(a * c - b * s);
+        xh[d + half] = __float2bfloat16(b * c + a * s);
+    }
+}
+
+static void cu_rope(Ops *o, Tensor *x, const int *pos, int T, int H, int hd, float theta, int inverse) {
+    size_t n = (size_t)T * H * (hd / 2);
+    if (!n) return;
+    rope_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)x, pos, T, H, hd, theta, inverse);
+}
+
+__global__ void gelu_kernel(bf16 *y, const bf16 *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float v = __bfloat162float(x[i]);
+        y[i] = __float2bfloat16(0.5f * v * (1.0f + erff(v * 0.70710678118654752f)));
+    }
+}
+
+__global__ void silu_mul_kernel(bf16 *y, const bf16 *g, const bf16 *u, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float a = __bfloat162float(g[i]);
+        y[i] = __float2bfloat16(a / (1.0f + expf(-a)) * __bfloat162float(u[i]));
+    }
+}
+
+__global__ void add_kernel(bf16 *y, const bf16 *a, const bf16 *b, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
+}
+
+__global__ void avgpool2_kernel(bf16 *y, const bf16 *x, int R, int C) {
+    const size_t n = (size_t)R * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / C, c = i % C;
+        y[i] = __float2bfloat16((__bfloat162float(x[2 * r * C + c]) + __bfloat162float(x[(2 * r + 1) * C + c])) *
+                                0.5f);
+    }
+}
+
+static void cu_gelu(Ops *o, Tensor *y, const Tensor *x, size_t n) {
+    if (n) gelu_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)x, n);
+}
+static void cu_silu_mul(Ops *o, Tensor *y, const Tensor *g, const Tensor *u, size_t n) {
+    if (n)
+        silu_mul_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)g, (const bf16 *)u,
+                                                                       n);
+}
+static void cu_add(Ops *o, Tensor *y, const Tensor *a, const Tensor *b, size_t n) {
+    if (n) add_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)a, (const bf16 *)b, n);
+}
+static void cu_avgpool2(Ops *o, Tensor *y, const Tensor *x, int R, int C) {
+    size_t n = (size_t)R * C;
+    if (n) avgpool2_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)x, R, C);
+}
+
+// One block per row: rows are independent when no destination repeats (gathers, the audio merge).
+__global__ void copy_rows_kernel(bf16 *dst, const int *dst_idx, const bf16 *src, const int *src_idx, int C) {
+    const int i = blockIdx.x;
+    const int di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
+    if (di < 0) return;
+    bf16 *d = dst + (size_t)di * C;
+    const bf16 *s = src + (size_t)si * C;
+    for (int c = threadIdx.x; c < C; c += blockDim.x) d[c] = s[c];
+}
+
+// Accumulation: a destination row may repeat (the same token twice), so each thread owns columns and
+// walks every row in order, as the CPU backend does.
+__global__ void copy_rows_acc_kernel(bf16 *dst, const int *dst_idx, const bf16 *src, const int *src_idx, int n,
+                                     int C) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= C) return;
+    for (int i = 0; i < n; i++) {
+        const int di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
+        if (di < 0) continue;
+        bf16 *d = dst + (size_t)di * C + c;
+        *d = __float2bfloat16(__bfloat162float(*d) + __bfloat162float(src[(size_t)si * C + c]));
+    }
+}
+
+static void cu_copy_rows(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *src, const int *src_idx, int n,
+                         int C, int accumulate) {
+    if (n <= 0 || C <= 0) return;
+    if (accumulate)
+        copy_rows_acc_kernel<<<(C + 127) / 128, 128, 0, impl(o)->stream>>>((bf16 *)dst, dst_idx, (const bf16 *)src,
+                                                                         src_idx, n, C);
+    else
+        copy_rows_kernel<<<n, C < 256 ? 32 * ((C + 31) / 32) : 256, 0, impl(o)->stream>>>(
+            (bf16 *)dst, dst_idx, (const bf16 *)src, src_idx, C);
+}
+
+// ---------------------------------------------------------------- attention
+
+// Work list: an item is up to ATT_MAXV / group query rows, all seeing the same prefix keys; a block
+// handles one item for one kv head, so the prefix tiles it loads serve every row and every query head of
+// the GQA group. Rows of one segment share their own keys (a "run"); a decode step packs the G one-row
+// segments of a group into one item, reading the prompt's keys once for all samples. When items are too
+// few to fill the GPU (decode), the prefix is split over grid.z blocks whose partial softmax states
+// (unnormalised output, max, sum) a second kernel merges, as in flash-decoding.
+enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128, ATT_MIN_THREADS = 256, ATT_MAX_SPLIT = 16 };
+
+typedef struct {
+    int q, own_start, own_vis, pad;
+} AttRow;
+typedef struct {
+    int row0, nrows, pre_start, pre_len;
+} AttItem;
+
+// Loads key/value rows base + j, j < nk, of kv head kvh into the shared tiles as fp32; 16-byte loads
+// when rows are 8-element aligned (vec8).
+__device__ void att_load_tile(float *Ks, float *Vs, const bf16 *k, const bf16 *v, int base, int nk, int KVH, int kvh,
+                              int hd, int vec8) {
+    const int ldk = hd + 1;
+    if (vec8) {
+        const int per = hd / 8;
+        for (int idx = threadIdx.x; idx < nk * per; idx += blockDim.x) {
+            const int j = idx / per, d = (idx % per) * 8;
+            const size_t off = ((size_t)(base + j) * KVH + kvh) * hd + d;
+            const uint4 kr = *(const uint4 *)(k + off), vr = *(const uint4 *)(v + off);
+            const bf16 *kb = (const bf16 *)&kr, *vb = (const bf16 *)&vr;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                Ks[j * ldk + d + e] = __bfloat162float(kb[e]);
+                Vs[j * hd + d + e] = __bfloat162float(vb[e]);
+            }
+        }
+        return;
+    }
+    for (int idx = threadIdx.x; idx < nk * hd; idx += blockDim.x) {
+        const int j = idx / hd, d = idx % hd;
+        const size_t off = ((size_t)(base + j) * KVH + kvh) * hd + d;
+        Ks[j * ldk + d] = __bfloat162float(k[off]);
+        Vs[j * hd + d] = __bfloat162float(v[off]);
+    }
+}
+
+// One warp's update for its ATT_VPW query vectors over a tile of nk keys (lane = key). active[i]: the
+// vector takes part; vis[i]: keys of this tile it may see (a count from the tile start).
+template <int DPL, int VPW>
+__device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int hd, int nk, float scale, int warp,
+                         const int *active, const int *vis, float (*o)[DPL], float *m, float *l) {
+    const int lane = threadIdx.x % 32, ldk = hd + 1;
+    float s[VPW];
+    for (int i = 0; i < VPW; i++) s[i] = 0.0f;
+    if (lane < nk)
+        for (int d = 0; d < hd; d++) {
+            const float kd = Ks[lane * ldk + d];
+#pragma unroll
+            for (int i = 0; i < VPW; i++) s[i] += Qs[(warp * VPW + i) * hd + d] * kd;
+        }
+#pragma unroll
+    for (int i = 0; i < VPW; i++) {
+        if (!active[i]) continue;  // warp-uniform
+        const float sc = lane < vis[i] && lane < nk ? s[i] * scale : -INFINITY;
+        float mx = sc;
+        for (int off = 16; off; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+        const float mn = fmaxf(m[i], mx);
+        if (mn == -INFINITY) continue;  // nothing visible yet
+        const float corr = expf(m[i] - mn), p = expf(sc - mn);
+        float ps = p;
+        for (int off = 16; off; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+        l[i] = l[i] * corr + ps;
+#pragma unroll
+        for (int e = 0; e < DPL; e++) o[i][e] *= corr;
+        const int nv = vis[i] < nk ? vis[i] : nk;
+        for (int j = 0; j < nv; j++) {
+            const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+            for (int e = 0; e < DPL; e++) {
+                const int d = lane + 32 * e;
+                if (d < hd) o[i][e] += pj * Vs[j * hd + d];
+            }
+        }
+        m[i] = mn;
+    }
+}
+
+// part (split > 1): [split][nq][H] states, each hd unnormalised outputs then (max, sum). VPW query vectors
+// per warp: 4 amortise the key reads in prefill, 1 spreads a decode step's few vectors over more warps.
+template <int DPL, int VPW>
+__global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 *q, const bf16 *k, const bf16 *v,
+                                 const AttRow *rows, const AttItem *items, int H, int KVH, int hd, float scale,
+                                 int vec8, int nq) {
+    extern __shared__ float sm[];
+    __shared__ AttRow rs[ATT_MAXV];
+    float *Qs = sm, *Ks = Qs + ATT_MAXV * hd, *Vs = Ks + ATT_KT * (hd + 1);
+    const int group = H / KVH, kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int split = gridDim.z, z = blockIdx.z;
+    const AttItem it = items[blockIdx.x];
+    const int nvec = it.nrows * group;
+    for (int i = threadIdx.x; i < it.nrows; i += blockDim.x) rs[i] = rows[it.row0 + i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < nvec * hd; idx += blockDim.x) {
+        const int vi = idx / hd, d = idx % hd, r = vi / group, h = kvh * group + vi % group;
+        Qs[idx] = __bfloat162float(q[((size_t)rs[r].q * H + h) * hd + d]);
+    }
+    // vector vi = warp * VPW + i is (row vi / group, head kvh * group + vi % group)
+    int vrow[VPW];
+    float o[VPW][DPL], m[VPW], l[VPW];
+    for (int i = 0; i < VPW; i++) {
+        const int vi = warp * VPW + i;
+        vrow[i] = vi < nvec ? vi / group : -1;
+        m[i] = -INFINITY, l[i] = 0.0f;
+        for (int e = 0; e < DPL; e++) o[i][e] = 0.0f;
+    }
+    int active[VPW], vis[VPW];
+    // this split's share of the shared prefix: every vector sees every key
+    const int ntile = (it.pre_len + ATT_KT - 1) / ATT_KT, per = (ntile + split - 1) / split;
+    const int t_end = (z + 1) * per * ATT_KT < it.pre_len ? (z + 1) * per * ATT_KT : it.pre_len;
+    for (int t0 = z * per * ATT_KT; t0 < t_end; t0 += ATT_KT) {
+        const int nk = t_end - t0 < ATT_KT ? t_end - t0 : ATT_KT;
+        __syncthreads();
+        att_load_tile(Ks, Vs, k, v, it.pre_start + t0, nk, KVH, kvh, hd, vec8);
+        __syncthreads();
+        for (int i = 0; i < VPW; i++) active[i] = vrow[i] >= 0, vis[i] = nk;
+        att_tile<DPL, VPW>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
+    }
+    // own keys, one run of rows sharing them at a time; runs are dealt round-robin to the splits (a decode
+    // step has one run per sample)
+    for (int ra = 0, rb, run = 0; ra < it.nrows; ra = rb, run++) {
+        int nmax = rs[ra].own_vis;
+        for (rb = ra + 1; rb < it.nrows && rs[rb].own_start == rs[ra].own_start; rb++)
+            nmax = rs[rb].own_vis > nmax ? rs[rb].own_vis : nmax;
+        if (run % split != z) continue;  // block-uniform
+        for (int t0 = 0; t0 < nmax; t0 += ATT_KT) {
+            const int nk = nmax - t0 < ATT_KT ? nmax - t0 : ATT_KT;
+            __syncthreads();
+            att_load_tile(Ks, Vs, k, v, rs[ra].own_start + t0, nk, KVH, kvh, hd, vec8);
+            __syncthreads();
+            for (int i = 0; i < VPW; i++) {
+                active[i] = vrow[i] >= ra && vrow[i] < rb;
+                vis[i] = active[i] ? rs[vrow[i]].own_vis - t0 : 0;
+            }
+            att_tile<DPL, VPW>(Qs, Ks, Vs, hd, nk, scale, warp, active, vis, o, m, l);
+        }
+    }
+    for (int i = 0; i < VPW; i++) {
+        if (vrow[i] < 0) continue;
+        const int vi = warp * VPW + i, h = kvh * group + vi % group;
+        const size_t row = rs[vrow[i]].q;
+        if (split > 1) {
+            float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
+            for (int e = 0; e < DPL; e++) {
+                const int d = lane + 32 * e;
+                if (d < hd) st[d] = o[i][e];
+            }
+            if (lane == 0) st[hd] = m[i], st[hd + 1] = l[i];
+            continue;
+        }
+        const float inv = l[i] > 0.0f ? 1.0f / l[i] : 0.0f;
+        for (int e = 0; e < DPL; e++) {
+            const int d = lane + 32 * e;
+            if (d < hd) out[(row * H + h) * hd + d] = __float2bfloat16(o[i][e] * inv);
+        }
+        if (lane == 0) lse[row * H + h] = l[i] > 0.0f ? m[i] + logf(l[i]) : -INFINITY;
+    }
+}
+
+// Merges the split states of one (row, head) per block: out = sum_z o_z e^(m_z - M) / sum_z l_z e^(m_z - M).
+__global__ void attention_merge_kernel(bf16 *out, float *lse, const float *part, const AttRow *rows, int H, int hd,
+                                       int split, int nq) {
+    const size_t row = rows[blockIdx.x].q;
+    const int h = blockIdx.y;
+    float M = -INFINITY;
+    for (int z = 0; z < split; z++) M = fmaxf(M, part[(((size_t)z * nq + row) * H + h) * (hd + 2) + hd]);
+    float L = 0.0f;
+    for (int z = 0; z < split; z++) {
+        const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
+        if (st[hd + 1] > 0.0f) L += st[hd + 1] * expf(st[hd] - M);
+    }
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        float acc = 0.0f;
+        for (int z = 0; z < split; z++) {
+            const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
+            if (st[hd + 1] > 0.0f) acc += st[d] * expf(st[hd] - M);
+        }
+        out[(row * H + h) * hd + d] = __float2bfloat16(L > 0.0f ? acc / L : 0.0f);
+    }
+    if (threadIdx.x == 0) lse[row * H + h] = L > 0.0f ? M + logf(L) : -INFINITY;
+}
+
+
+// Tensor-core path for runs of many query rows (prefill, the encoder, training groups): a block takes
+// 64 rows of one segment for one head; each of its 4 warps owns 16 rows. Per 64-key tile, S = Q K^T and
+// O += P V are bf16 WMMA products with fp32 accumulation; the online softmax (fp32 max/sum per row, two
+// lanes a row) rescales the warp's fp32 output tile in shared memory between the two products.
+enum { FA_BQ = 64, FA_BK = 64, FA_WARPS = 4 };
+
+template <int HD>
+struct FaSmem {
+    static constexpr int LQ = HD + 8, LS = FA_BK + 4, LP = FA_BK + 8, LO = HD + 4;  // leading dims (elements)
+    static constexpr size_t q = 0, k = q + (size_t)FA_BQ * LQ * 2, v = k + (size_t)FA_BK * LQ * 2;
+    static constexpr size_t warp0 = v + (size_t)FA_BK * LQ * 2;
+    static constexpr size_t s_off = 0, p_off = (size_t)16 * LS * 4, o_off = p_off + (size_t)16 * LP * 2;
+    static constexpr size_t per_warp = o_off + (size_t)16 * LO * 4;
+    static constexpr size_t bytes = warp0 + FA_WARPS * per_warp;
+};
+
+// Copies rows [base, base + n) of head `head` (row stride `stride` heads) into a [64][LQ] bf16 tile,
+// zero rows after n; 16-byte loads.
+template <int HD>
+__device__ void fa_load(bf16 *t, const bf16 *src, const AttRow *rs, int base, int n, int stride, int head) {
+    constexpr int per = HD / 8, L = FaSmem<HD>::LQ;
+    for (int idx = threadIdx.x; idx < 64 * per; idx += blockDim.x) {
+        const int j = idx / per, d = (idx % per) * 8;
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (j < n) {
+            const size_t row = rs ? (size_t)rs[j].q : (size_t)(base + j);
+            val = *(const uint4 *)(src + (row * stride + head) * HD + d);
+        }
+        *(uint4 *)(t + j * L + d) = val;
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(128) flash_kernel(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
+                                                    const bf16 *v, const AttRow *rows, const AttItem *items, int H,
+                                                    int KVH, float scale) {
+    using namespace nvcuda;
+    typedef FaSmem<HD> SM;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    __shared__ AttRow rs[FA_BQ];
+    bf16 *Qs = (bf16 *)(smraw + SM::q), *Ks = (bf16 *)(smraw + SM::k), *Vs = (bf16 *)(smraw + SM::v);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, h = blockIdx.y, kvh = h / (H / KVH);
+    unsigned char *wb = smraw + SM::warp0 + warp * SM::per_warp;
+    float *Sw = (float *)(wb + SM::s_off), *Ow = (float *)(wb + SM::o_off);
+    bf16 *Pw = (bf16 *)(wb + SM::p_off);
+    const AttItem it = items[blockIdx.x];
+    for (int i = threadIdx.x; i < it.nrows; i += blockDim.x) rs[i] = rows[it.row0 + i];
+    __syncthreads();
+    fa_load<HD>(Qs, q, rs, 0, it.nrows, H, h);
+    for (int i = lane; i < 16 * SM::LO; i += 32) Ow[i] = 0.0f;
+    // two lanes per row: r = lane / 2 of this warp's 16, columns [32 * (lane % 2), +32) of a tile
+    const int r = lane / 2, half = lane % 2, grow = warp * 16 + r;
+    const int row_ok = grow < it.nrows, vis_own = row_ok ? rs[grow].own_vis : 0;
+    int wmax = 0;  // most own keys any row of this warp sees (causal tiles past it are skipped)
+    for (int i = warp * 16; i < warp * 16 + 16 && i < it.nrows; i++) wmax = rs[i].own_vis > wmax ? rs[i].own_vis : wmax;
+    const int own_start = rs[0].own_start;
+    int own_len = 0;
+    for (int i = 0; i < it.nrows; i++) own_len = rs[i].own_vis > own_len ? rs[i].own_vis : own_len;
+    float m = -INFINITY, l = 0.0f;
+    const int ntile_pre = (it.pre_len + FA_BK - 1) / FA_BK, ntile = ntile_pre + (own_len + FA_BK - 1) / FA_BK;
+    for (int ti = 0; ti < ntile; ti++) {
+        const int pre = ti < ntile_pre, t0 = (pre ? ti : ti - ntile_pre) * FA_BK;
+        const int len = pre ? it.pre_len : own_len, base = pre ? it.pre_start : own_start;
+        const int nk = len - t0 < FA_BK ? len - t0 : FA_BK;
+        __syncthreads();
+        fa_load<HD>(Ks, k, NULL, base + t0, nk, KVH, kvh);
+        fa_load<HD>(Vs, v, NULL, base + t0, nk, KVH, kvh);
+        __syncthreads();
+        if (warp * 16 >= it.nrows || (!pre && t0 >= wmax)) continue;  // warp-uniform
+        // S[16, 64] = Q[16, HD] K^T
+        for (int n = 0; n < FA_BK / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::fill_fragment(acc, 0.0f);
+            for (int kk = 0; kk < HD / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fq;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> fk;
+                wmma::load_matrix_sync(fq, Qs + warp * 16 * SM::LQ + kk * 16, SM::LQ);
+                wmma::load_matrix_sync(fk, Ks + n * 16 * SM::LQ + kk * 16, SM::LQ);
+                wmma::mma_sync(acc, fq, fk, acc);
+            }
+            wmma::store_matrix_sync(Sw + n * 16, acc, SM::LS, wmma::mem_row_major);
+        }
+        __syncwarp();
+        const int vis = pre ? nk : (vis_own - t0 < nk ? vis_own - t0 : nk);
+        float mx = -INFINITY;
+        for (int c = half * 32; c < half * 32 + 32; c++)
+            if (row_ok && c < vis) mx = fmaxf(mx, Sw[r * SM::LS + c] * scale);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        const float mn = fmaxf(m, mx);
+        const float corr = mn == -INFINITY ? 1.0f : expf(m - mn);
+        float ps = 0.0f;
+        for (int c = half * 32; c < half * 32 + 32; c++) {
+            const float p = (row_ok && c < vis && mn != -INFINITY) ? expf(Sw[r * SM::LS + c] * scale - mn) : 0.0f;
+            Pw[r * SM::LP + c] = __float2bfloat16(p);
+            ps += p;
+        }
+        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
+        l = l * corr + ps, m = mn;
+        for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) Ow[r * SM::LO + d] *= corr;
+        __syncwarp();
+        // O[16, HD] += P[16, 64] V[64, HD]
+        for (int n = 0; n < HD / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+            wmma::load_matrix_sync(acc, Ow + n * 16, SM::LO, wmma::mem_row_major);
+            for (int kk = 0; kk < FA_BK / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> fp;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> fv;
+                wmma::load_matrix_sync(fp, Pw + kk * 16, SM::LP);
+                wmma::load_matrix_sync(fv, Vs + kk * 16 * SM::LQ + n * 16, SM::LQ);
+                wmma::mma_sync(acc, fp, fv, acc);
+            }
+            wmma::store_matrix_sync(Ow + n * 16, acc, SM::LO, wmma::mem_row_major);
+        }
+        __syncwarp();
+    }
+    if (!row_ok) return;
+    const size_t qrow = rs[grow].q;
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++)
+        out[(qrow * H + h) * HD + d] = __float2bfloat16(Ow[r * SM::LO + d] * inv);
+    if (half == 0) lse[qrow * H + h] = l > 0.0f ? m + logf(l) : -INFINITY;
+}
+
+static size_t att_smem(int hd) { return ((size_t)ATT_MAXV * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4; }
+
+// The device work list of segs (cached: the same list serves every layer of a forward).
+static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
+    for (int i = 0; i < ATT_CACHE; i++) {
+        AttnCache *a = &c->att[i];
+        if (a->nseg == nseg && a->group == group && a->segs && !memcmp(a->segs, segs, (size_t)nseg * sizeof *segs)) {
+            a->stamp = ++c->att_clock;
+            return a;
+        }
+    }
+    AttnCache *a = &c->att[0];
+    for (int i = 1; i < ATT_CACHE; i++)
+        if (c->att[i].stamp < a->stamp) a = &c->att[i];
+    if (nseg > a->cap_seg) {
+        a->cap_seg = nseg;
+        a->segs = (AttnSeg *)reallocCheck(a->segs, (size_t)nseg * sizeof *segs);
+    }
+    memcpy(a->segs, segs, (size_t)nseg * sizeof *segs);
+    a->nseg = nseg, a->group = group, a->stamp = ++c->att_clock;
+    const int R = ATT_MAXV / group;
+    size_t nrows = 0;
+    for (int i = 0; i < nseg; i++) nrows += segs[i].q_len;
+    AttRow *rows = (AttRow *)mallocCheck((nrows ? nrows : 1) * sizeof(AttRow));
+    AttItem *items = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
+    AttItem *fitems = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
+    int n_items = 0, nr = 0, n_fitems = 0;
+    a->nq = 0, a->max_pre = 0;
+    for (int i = 0; i < nseg; i++) {
+        const AttnSeg *s = &segs[i];
+        a->nq = s->q_start + s->q_len > a->nq ? s->q_start + s->q_len : a->nq;
+        a->max_pre = s->pre_len > a->max_pre ? s->pre_len : a->max_pre;
+        for (int j0 = 0; j0 < s->q_len; j0 += FA_BQ)
+            fitems[n_fitems++] = (AttItem){nr + j0, s->q_len - j0 < FA_BQ ? s->q_len - j0 : FA_BQ, s->pre_start, s->pre_len};
+        for (int j0 = 0; j0 < s->q_len; j0 += R) {
+            const int n = s->q_len - j0 < R ? s->q_len - j0 : R;
+            AttItem *last = n_items ? &items[n_items - 1] : NULL;
+            // segments sharing a non-empty prefix join one item while rows fit
+            if (!(last && s->pre_len > 0 && last->pre_len == s->pre_len && last->pre_start == s->pre_start &&
+                  last->nrows + n <= R))
+                last = &items[n_items++], *last = (AttItem){nr, 0, s->pre_start, s->pre_len};
+            for (int j = j0; j < j0 + n; j++)
+                rows[nr++] = (AttRow){s->q_start + j, s->k_start, s->causal ? s->k_len - s->q_len + j + 1 : s->k_len, 0};
+            last->nrows += n;
+        }
+    }
+    if ((size_t)nr > a->cap_rows) {
+        if (a->rows) CUDA_CHECK(cudaFree(a->rows));
+        CUDA_CHECK(cudaMalloc(&a->rows, (size_t)nr * sizeof(AttRow)));
+        a->cap_rows = nr;
+    }
+    if ((size_t)n_items > a->cap_items) {
+        if (a->items) CUDA_CHECK(cudaFree(a->items));
+        CUDA_CHECK(cudaMalloc(&a->items, (size_t)n_items * sizeof(AttItem)));
+        a->cap_items = n_items;
+    }
+    if ((size_t)n_fitems > a->cap_fitems) {
+        if (a->fitems) CUDA_CHECK(cudaFree(a->fitems));
+        CUDA_CHECK(cudaMalloc(&a->fitems, (size_t)n_fitems * sizeof(AttItem)));
+        a->cap_fitems = n_fitems;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(a->fitems, fitems, (size_t)n_fitems * sizeof(AttItem), cudaMemcpyHostToDevice,
+                               c->stream));
+    a->n_fitems = n_fitems;
+    free(fitems);
+    // pageable sources are staged before cudaMemcpyAsync returns, so the host arrays may go now
+    CUDA_CHECK(cudaMemcpyAsync(a->rows, rows, (size_t)nr * sizeof(AttRow), cudaMemcpyHostToDevice, c->stream));
+    CUDA_CHECK(cudaMemcpyAsync(a->items, items, (size_t)n_items * sizeof(AttItem), cudaMemcpyHostToDevice, c->stream));
+    a->max_vec = 0;
+    for (int i = 0; i < n_items; i++) a->max_vec = items[i].nrows * group > a->max_vec ? items[i].nrows * group : a->max_vec;
+    a->n_items = n_items, a->n_rows = nr;
+    free(rows);
+    free(items);
+    return a;
+}
+
+static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const Tensor *k, const Tensor *v,
+                         const AttnSeg *segs, int nseg, int H, int KVH, int hd, float scale) {
+    Cuda *c = impl(o);
+    if (nseg <= 0) return;
+    const int group = H / KVH;
+    if (hd > ATT_MAXD || group > ATT_MAXV)
+        fatal("cuda attention: head_dim %d (max %d) or GQA group %d (max %d) unsupported", hd, ATT_MAXD, group,
+              ATT_MAXV);
+    AttnCache *a = att_plan(c, segs, nseg, group);
+    if (!a->n_items) return;
+    bf16 *ob = (bf16 *)out;
+    const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v;
+    const AttRow *rows = (const AttRow *)a->rows;
+    // runs of at least 16 rows a segment on average go to the tensor cores
+    if ((hd == 32 || hd == 64 || hd == 128) && ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % 16 == 0 &&
+        a->n_rows >= 16 * nseg) {
+        const dim3 grid(a->n_fitems, H);
+        const AttItem *fi = (const AttItem *)a->fitems;
+        if (hd == 32)
+            flash_kernel<32><<<grid, 32 * FA_WARPS, FaSmem<32>::bytes, c->stream>>>(ob, lse, qb, kb, vb, rows, fi, H,
+                                                                                     KVH, scale);
+        else if (hd == 64)
+            flash_kernel<64><<<grid, 32 * FA_WARPS, FaSmem<64>::bytes, c->stream>>>(ob, lse, qb, kb, vb, rows, fi, H,
+                                                                                     KVH, scale);
+        else
+            flash_kernel<128><<<grid, 32 * FA_WARPS, FaSmem<128>::bytes, c->stream>>>(ob, lse, qb, kb, vb, rows, fi,
+                                                                                       H, KVH, scale);
+        CUDA_CHECK(cudaGetLastError());
+        return;
+    }
+    const int vpw = a->max_vec <= 16 ? 1 : ATT_VPW;
+    int threads = 32 * ((a->max_vec + vpw - 1) / vpw);
+    threads = threads < ATT_MIN_THREADS ? ATT_MIN_THREADS : threads;
+    // split long prefixes while the blocks would not fill two waves of the GPU
+    int split = 1;
+    const int blocks = a->n_items * KVH;
+    while (split < ATT_MAX_SPLIT && blocks * split < 2 * c->n_sm && a->max_pre / (2 * split) >= 2 * ATT_KT) split *= 2;
+    float *part = NULL;
+    if (split > 1) {
+        const size_t need = (size_t)split * a->nq * H * (hd + 2);
+        if (need > c->part_n) {
+            if (c->part) CUDA_CHECK(cudaFree(c->part));
+            CUDA_CHECK(cudaMalloc((void **)&c->part, need * sizeof(float)));
+            c->part_n = need;
+        }
+        part = c->part;
+    }
+    const int vec8 = hd % 8 == 0 && ((uintptr_t)k | (uintptr_t)v) % 16 == 0;
+    const dim3 grid(a->n_items, KVH, split);
+    const size_t sh = att_smem(hd);
+    const AttItem *items = (const AttItem *)a->items;
+#define ATT_LAUNCH(DPL, VPW)                                                                                 \
+    attention_kernel<DPL, VPW><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, \
+                                                                 hd, scale, vec8, a->nq)
+    const int dpl = hd <= 32 ? 1 : hd <= 64 ? 2 : 4;
+    if (vpw == 1) {
+        if (dpl == 1) ATT_LAUNCH(1, 1);
+        else if (dpl == 2) ATT_LAUNCH(2, 1);
+        else ATT_LAUNCH(4, 1);
+    } else {
+        if (dpl == 1) ATT_LAUNCH(1, ATT_VPW);
+        else if (dpl == 2) ATT_LAUNCH(2, ATT_VPW);
+        else ATT_LAUNCH(4, ATT_VPW);
+    }
+#undef ATT_LAUNCH
+    if (split > 1)
+        attention_merge_kernel<<<dim3(a->n_rows, H), 128, 0, c->stream>>>(ob, lse, part, rows, H, hd, split, a->nq);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- Philox, fills and sampling
+
+// Philox4x32-10 (Salmon et al. 2011): counter (i, 0, key_hi, key_lo-mixed) under a seed key.
+__device__ uint4 philox(uint4 ctr, uint2 key) {
+    for (int r = 0; r < 10; r++) {
+        const uint32_t hi0 = __umulhi(0xD2511F53u, ctr.x), lo0 = 0xD2511F53u * ctr.x;
+        const uint32_t hi1 = __umulhi(0xCD9E8D57u, ctr.z), lo1 = 0xCD9E8D57u * ctr.z;
+        ctr = make_uint4(hi1 ^ ctr.y ^ key.x, lo1, hi0 ^ ctr.w ^ key.y, lo0);
+        key.x += 0x9E3779B9u, key.y += 0xBB67AE85u;
+    }
+    return ctr;
+}
+
+__device__ float u01(uint32_t x) { return ((x >> 8) + 0.5f) * (1.0f / 16777216.0f); }  // (0, 1)
+
+__global__ void fill_kernel(bf16 *x, size_t n, float std, float value, uint2 key, uint32_t khi, uint32_t klo) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float val = value;
+        if (std != 0.0f) {
+            const uint4 r = philox(make_uint4((uint32_t)i, (uint32_t)(i >> 32), khi, klo), key);
+            val = std * sqrtf(-2.0f * logf(u01(r.x))) * cospif(2.0f * u01(r.y));
+        }
+        x[i] = __float2bfloat16(val);
+    }
+}
+
+extern "C" void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float value, uint64_t seed, uint64_t key) {
+    if (!n) return;
+    fill_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)x, n, std, value,
+                                                               make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)),
+                                                               (uint32_t)(key >> 32), (uint32_t)key);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// Gumbel-max: argmax(logit / T + G), G = -log(-log(u)), is a draw from softmax(logits / T).
+__global__ void sample_kernel(int *ids, const bf16 *logits, int V, float inv_t, uint2 key, const uint32_t *rkey,
+                              uint32_t step) {
+    __shared__ float shv[32];
+    __shared__ int shi[32];
+    const size_t row = blockIdx.x;
+    const bf16 *x = logits + row * V;
+    float best = -INFINITY;
+    int bi = 0;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        float s = __bfloat162float(x[i]);
+        if (inv_t > 0.0f) {
+            const uint4 r = philox(make_uint4((uint32_t)i, step, rkey[row], 0x5A4D504Cu), key);
+            s = s * inv_t - logf(-logf(u01(r.x)));
+        }
+        if (s > best) best = s, bi = i;
+    }
+    for (int off = 16; off; off >>= 1) {
+        const float b2 = __shfl_xor_sync(0xffffffffu, best, off);
+        const int i2 = __shfl_xor_sync(0xffffffffu, bi, off);
+        if (b2 > best || (b2 == best && i2 < bi)) best = b2, bi = i2;
+    }
+    if (threadIdx.x % 32 == 0) shv[threadIdx.x / 32] = best, shi[threadIdx.x / 32] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)blockDim.x / 32; w++)
+            if (shv[w] > best || (shv[w] == best && shi[w] < bi)) best = shv[w], bi = shi[w];
+        ids[row] = bi;
+    }
+}
+
+extern "C" void ops_cuda_sample(Ops *o, int *ids, const Tensor *logits, int R, int V, float temperature,
+                                uint64_t seed, const uint32_t *key_host, uint32_t step) {
+    Cuda *c = impl(o);
+    if (R <= 0) return;
+    uint32_t *rkey = (uint32_t *)c->scratch;  // R keys, ahead of nothing else in flight
+    CUDA_CHECK(cudaMemcpyAsync(rkey, key_host, (size_t)R * sizeof(uint32_t), cudaMemcpyHostToDevice, c->stream));
+    sample_kernel<<<R, 1024, 0, c->stream>>>(ids, (const bf16 *)logits, V, temperature > 0.0f ? 1.0f / temperature : 0.0f,
+                                             make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)), rkey, step);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// ---------------------------------------------------------------- sampling (sampler.c on the device)
+
+// One block per row walks sampler_pick's steps over an fp32 copy of the row: suppression, repetition
+// penalty, temperature, top-k (threshold by a 4-pass radix select on order-preserving keys, so ties at
+// the threshold survive as on the host), top-p (the survivors bitonic-sorted by (value, id), then the
+// host's sequential cumulative sum), and the inverse-CDF draw in id order with the host's Philox
+// number. Sums are fp64 like the host's, in a different order: a choice can differ only where two
+// cumulative sums tie to rounding.
+enum { SMP_THREADS = 1024 };
+
+typedef struct {
+    int greedy, top_k, n_suppress;
+    float temperature, top_p, penalty;
+    int suppress[SAMPLER_MAX_SUPPRESS];
+    uint2 key;
+} SampleCfg;
+
+__device__ uint32_t f32_key(float v) {  // unsigned order == float order
+    const uint32_t u = __float_as_uint(v);
+    return (u & 0x80000000u) ? ~u : u | 0x80000000u;
+}
+__device__ float key_f32(uint32_t k) { return __uint_as_float((k & 0x80000000u) ? k & 0x7fffffffu : ~k); }
+
+// Block-wide reductions over SMP_THREADS threads; every thread gets the result.
+__device__ double block_sum(double v, double *sh) {
+    for (int off = 16; off; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    __syncthreads();
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+    __syncthreads();
+    double t = 0;
+    for (int w = 0; w < SMP_THREADS / 32; w++) t += sh[w];
+    return t;
+}
+__device__ float block_max(float v, float *sh) {
+    for (int off = 16; off; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    __syncthreads();
+    if (threadIdx.x % 32 == 0) sh[threadIdx.x / 32] = v;
+    __syncthreads();
+    float t = -INFINITY;
+    for (int w = 0; w < SMP_THREADS / 32; w++) t = fmaxf(t, sh[w]);
+    return t;
+}
+
+__device__ int suppressed(const SampleCfg &c, int id) {
+    for (int i = 0; i < c.n_suppress; i++)
+        if (c.suppress[i] == id) return 1;
+    return 0;
+}
+
+__global__ void __launch_bounds__(SMP_THREADS)
+    sample_rows_kernel(int *out_id, float *out_lp, const bf16 *logits, int V, float *work, uint64_t *cand, int np,
+                       int *hist, const SampleRow *rows, SampleCfg c, uint32_t step) {
+    __shared__ double shd[SMP_THREADS / 32];
+    __shared__ float shf[SMP_THREADS / 32];
+    __shared__ uint32_t bins[256];
+    __shared__ uint32_t s_prefix, s_k, s_n;
+    __shared__ int s_drop, s_pick, s_last;
+    __shared__ double chunk_sum[SMP_THREADS];
+    const int r = blockIdx.x, tid = threadIdx.x;
+    const bf16 *x = logits + (size_t)r * V;
+    float *w = work + (size_t)r * V;  // [V] the processed row
+    const SampleRow sr = rows[r];
+
+    // unprocessed log-sum-exp, for the chosen id's log-prob
+    float m0 = -INFINITY;
+    for (int i = tid; i < V; i += SMP_THREADS) {
+        const float v = __bfloat162float(x[i]);
+        w[i] = v;
+        m0 = fmaxf(m0, v);
+    }
+    m0 = block_max(m0, shf);
+    double z0 = 0;
+    for (int i = tid; i < V; i += SMP_THREADS) z0 += exp((double)__bfloat162float(x[i]) - m0);
+    z0 = block_sum(z0, shd);
+
+    // suppression, then the penalty from each history id's value (duplicates write the same number)
+    if (tid < c.n_suppress) w[c.suppress[tid]] = -INFINITY;
+    if (c.penalty != 1.0f)
+        for (int i = tid; i < sr.n_hist; i += SMP_THREADS) {
+            const int id = hist[sr.hist_off + i];
+            if (id < 0 || id >= V || suppressed(c, id)) continue;
+            const float v = __bfloat162float(x[id]);
+            w[id] = v < 0 ? v * c.penalty : v / c.penalty;
+        }
+    __syncthreads();
+
+    if (c.greedy) {  // first maximum, as the host's strict '>' scan
+        float best = -INFINITY;
+        int bi = V;
+        for (int i = tid; i < V; i += SMP_THREADS)
+            if (w[i] > best || (bi == V && w[i] == best)) best = w[i], bi = i;
+        const float top = block_max(best, shf);
+        if (tid == 0) s_pick = V;
+        __syncthreads();
+        if (best == top) atomicMin(&s_pick, bi);
+        __syncthreads();
+    } else {
+        for (int i = tid; i < V; i += SMP_THREADS) w[i] /= c.temperature;
+        __syncthreads();
+        const int use_k = c.top_k > 0 && c.top_k < V, use_p = c.top_p < 1.0f;
+        if (use_k) {  // the top_k-th largest value, 8 key bits per pass from the top
+            if (tid == 0) s_prefix = 0, s_k = (uint32_t)c.top_k;
+            uint32_t mask = 0;
+            for (int shift = 24; shift >= 0; shift -= 8) {
+                for (int i = tid; i < 256; i += SMP_THREADS) bins[i] = 0;
+                __syncthreads();
+                const uint32_t prefix = s_prefix;
+                for (int i = tid; i < V; i += SMP_THREADS) {
+                    const uint32_t k = f32_key(w[i]);
+                    if ((k & mask) == prefix) atomicAdd(&bins[(k >> shift) & 255u], 1u);
+                }
+                __syncthreads();
+                if (tid == 0) {
+                    uint32_t k = s_k;
+                    int d = 255;
+                    for (; d > 0 && bins[d] < k; d--) k -= bins[d];
+                    s_prefix = prefix | ((uint32_t)d << shift), s_k = k;
+                }
+                mask |= 255u << shift;
+                __syncthreads();
+            }
+            const float thr = key_f32(s_prefix);
+            for (int i = tid; i < V; i += SMP_THREADS)
+                if (!(w[i] >= thr)) w[i] = -INFINITY;
+            __syncthreads();
+        }
+        if (use_p) {
+            // survivors as (value key, id): one ascending sort gives the host's (value, id) order
+            uint64_t *cd = cand + (size_t)r * np;
+            if (tid == 0) s_n = 0;
+            __syncthreads();
+            for (int i = tid; i < V; i += SMP_THREADS)
+                if (w[i] > -INFINITY) cd[atomicAdd(&s_n, 1u)] = ((uint64_t)f32_key(w[i]) << 32) | (uint32_t)i;
+            __syncthreads();
+            const int n = (int)s_n;
+            int p2 = 1;
+            while (p2 < n) p2 <<= 1;
+            for (int i = n + tid; i < p2; i += SMP_THREADS) cd[i] = ~0ull;
+            __syncthreads();
+            for (int k = 2; k <= p2; k <<= 1)
+                for (int j = k >> 1; j > 0; j >>= 1) {
+                    for (int i = tid; i < p2; i += SMP_THREADS) {
+                        const int ij = i ^ j;
+                        if (ij <= i) continue;
+                        const uint64_t a = cd[i], b = cd[ij];
+                        if ((a > b) == ((i & k) == 0)) cd[i] = b, cd[ij] = a;
+                    }
+                    __syncthreads();
+                }
+            const float m = key_f32((uint32_t)(cd[n - 1] >> 32));
+            double z = 0;
+            for (int i = tid; i < n; i += SMP_THREADS) z += exp((double)key_f32((uint32_t)(cd[i] >> 32)) - m);
+            z = block_sum(z, shd);
+            if (tid == 0) {
+                double cum = 0;
+                int drop = 0;
+                for (int i = 0; i < n - 1; i++) {  // the most likely token always stays
+                    cum += exp((double)key_f32((uint32_t)(cd[i] >> 32)) - m) / z;
+                    if (cum <= 1.0 - c.top_p)
+                        drop = i + 1;
+                    else
+                        break;
+                }
+                s_drop = drop;
+            }
+            __syncthreads();
+            for (int i = tid; i < s_drop; i += SMP_THREADS) w[(uint32_t)cd[i]] = -INFINITY;
+            __syncthreads();
+        }
+        // inverse CDF in id order: each thread owns a contiguous span, spans' sums scanned in order
+        float mx = -INFINITY;
+        for (int i = tid; i < V; i += SMP_THREADS) mx = fmaxf(mx, w[i]);
+        const float m = block_max(mx, shf);
+        const int span = (V + SMP_THREADS - 1) / SMP_THREADS, i0 = tid * span, i1 = min(V, i0 + span);
+        double s = 0;
+        int last = -1;
+        for (int i = i0; i < i1; i++) {
+            const double e = exp((double)w[i] - m);
+            if (e != 0) s += e, last = i;
+        }
+        chunk_sum[tid] = s;
+        if (tid == 0) s_pick = -1, s_last = -1;
+        __syncthreads();
+        if (last >= 0) atomicMax(&s_last, last);
+        if (tid == 0) {
+            double z = 0;
+            for (int t = 0; t < SMP_THREADS; t++) {
+                const double cs = chunk_sum[t];
+                chunk_sum[t] = z;  // exclusive prefix
+                z += cs;
+            }
+            shd[0] = z;
+        }
+        __syncthreads();
+        const uint4 rb = philox(make_uint4(sr.question, sr.sample, step, 0u), c.key);
+        const double u = (double)((float)(rb.x >> 8) * (1.0f / 16777216.0f)) * shd[0];
+        const double before = chunk_sum[tid];
+        if (s > 0 && u >= before && u < before + s) {  // the one span holding u
+            double cum = before;
+            int pick = last;  // rounding may leave u beyond this span's running sum
+            for (int i = i0; i < i1; i++) {
+                const double e = exp((double)w[i] - m);
+                if (e == 0) continue;
+                cum += e;
+                if (u < cum) {
+                    pick = i;
+                    break;
+                }
+            }
+            s_pick = pick;
+        }
+        __syncthreads();
+        if (tid == 0 && s_pick < 0) s_pick = s_last;  // rounding left u beyond the total
+        __syncthreads();
+    }
+    if (tid == 0) {
+        const int pick = s_pick;
+        out_id[r] = pick;
+        out_lp[r] = (float)((double)__bfloat162float(x[pick]) - m0 - log(z0));
+        hist[sr.hist_off + sr.n_hist] = pick;
+    }
+}
+
+static void cu_sample_rows(Ops *o, int *ids_host, float *lp_host, const Tensor *logits, int R, int V,
+                           const SamplerParams *sp, int *hist, const SampleRow *rows, uint32_t step) {
+    Cuda *c = impl(o);
+    if (R <= 0) return;
+    int np = 1;
+    while (np < V) np <<= 1;
+    const size_t need = (size_t)R * V * sizeof(float) + (size_t)R * np * sizeof(uint64_t) +
+                        (size_t)R * (sizeof(SampleRow) + sizeof(int) + sizeof(float));
+    if (need > c->smp_bytes) {
+        if (c->smp) CUDA_CHECK(cudaFree(c->smp));
+        CUDA_CHECK(cudaMalloc(&c->smp, need));
+        c->smp_bytes = need;
+    }
+    // layout: cand [R, np] u64 | work [R, V] f32 | rows [R] | ids [R] | lp [R]
+    uint64_t *cand = (uint64_t *)c->smp;
+    float *work = (float *)(cand + (size_t)R * np);
+    SampleRow *drows = (SampleRow *)(work + (size_t)R * V);
+    int *dids = (int *)(drows + R);
+    float *dlp = (float *)(dids + R);
+    CUDA_CHECK(cudaMemcpyAsync(drows, rows, (size_t)R * sizeof(SampleRow), cudaMemcpyHostToDevice, c->stream));
+    SampleCfg cfg = {};
+    cfg.greedy = sp->greedy, cfg.top_k = sp->top_k, cfg.n_suppress = sp->n_suppress;
+    cfg.temperature = sp->temperature, cfg.top_p = sp->top_p, cfg.penalty = sp->repetition_penalty;
+    for (int i = 0; i < sp->n_suppress; i++) cfg.suppress[i] = sp->suppress[i];
+    cfg.key = make_uint2((uint32_t)sp->seed, (uint32_t)(sp->seed >> 32));
+    sample_rows_kernel<<<R, SMP_THREADS, 0, c->stream>>>(dids, dlp, (const bf16 *)logits, V, work, cand, np, hist,
+                                                         drows, cfg, step);
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaMemcpyAsync(ids_host, dids, (size_t)R * sizeof(int), cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaMemcpyAsync(lp_host, dlp, (size_t)R * sizeof(float), cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+// ---------------------------------------------------------------- create / destroy
+
+static void cu_destroy(Ops *o) {
+    Cuda *c = impl(o);
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    for (int i = 0; i < c->n_plans; i++) {
+        GemmPlan *p = &c->plans[i];
+        cublasLtMatmulDescDestroy(p->desc);
+        cublasLtMatrixLayoutDestroy(p->la), cublasLtMatrixLayoutDestroy(p->lb);
+        cublasLtMatrixLayoutDestroy(p->lc);
+    }
+    for (int i = 0; i < ATT_CACHE; i++) {
+        free(c->att[i].segs);
+        if (c->att[i].rows) cudaFree(c->att[i].rows);
+        if (c->att[i].items) cudaFree(c->att[i].items);
+        if (c->att[i].fitems) cudaFree(c->att[i].fitems);
+    }
+    cudaFree(c->lt_ws);
+    cudaFree(c->scratch);
+    if (c->part) cudaFree(c->part);
+    if (c->smp) cudaFree(c->smp);
+    cublasLtDestroy(c->lt);
+    cublasDestroy(c->blas);
+    cudaStreamDestroy(c->stream);
+    free(c->blk_ptr);
+    free(c->blk_size);
+    free(c);
+    free(o);
+}
+
+extern "C" int ops_cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError();  // clear the sticky "no device" error
+        return 0;
+    }
+    return n;
+}
+
+extern "C" int ops_cuda_set_device(int index) {
+    const int n = ops_cuda_device_count();
+    if (n < 1) fatal("ops_cuda_set_device: no CUDA device");
+    const int dev = (index % n + n) % n;
+    CUDA_CHECK(cudaSetDevice(dev));
+    return dev;
+}
+
+extern "C" size_t ops_cuda_peak_bytes(const Ops *o) {
+    const Cuda *c = (const Cuda *)o->impl;
+    return c->peak_bytes + c->lt_ws_bytes + c->scratch_n * sizeof(float) + c->smp_bytes;
+}
+
+extern "C" Ops *ops_cuda_create(void) {
+    if (ops_cuda_device_count() < 1) fatal("ops_cuda_create: no CUDA device");
+    Cuda *c = (Cuda *)callocCheck(1, sizeof(Cuda));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    int dev;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&c->n_sm, cudaDevAttrMultiProcessorCount, dev));
+    BLAS_CHECK(cublasCreate(&c->blas));
+    BLAS_CHECK(cublasSetStream(c->blas, c->stream));
+    BLAS_CHECK(cublasSetMathMode(c->blas, CUBLAS_DEFAULT_MATH));
+    BLAS_CHECK(cublasLtCreate(&c->lt));
+    c->lt_ws_bytes = (size_t)32 << 20;
+    CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
+    c->scratch_n = (size_t)16 << 20;
+    CUDA_CHECK(cudaMalloc((void **)&c->scratch, c->scratch_n * sizeof(float)));
+    const int sh = (int)att_smem(ATT_MAXD);
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1, ATT_VPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2, ATT_VPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4, ATT_VPW>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
+    CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)FaSmem<32>::bytes));
+    CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)FaSmem<64>::bytes));
+    CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)FaSmem<128>::bytes));
+    Ops *o = (Ops *)callocCheck(1, sizeof(Ops));
+    o->name = "cuda";
+    o->impl = c;
+    o->destroy = cu_destroy;
+    o->act_size = sizeof(bf16);
+    o->alloc = cu_alloc;
+    o->free = cu_free;
+    o->upload = cu_upload;
+    o->download = cu_download;
+    o->upload_act = cu_upload_act;
+    o->download_act = cu_download_act;
+    o->copy = cu_copy;
+    o->zero = cu_zero;
+    o->sync = cu_sync;
+    o->matmul = cu_matmul;
+    o->im2col = cu_im2col;
+    o->layernorm = cu_layernorm;
+    o->rmsnorm = cu_rmsnorm;
+    o->rope = cu_rope;
+    o->attention = cu_attention;
+    o->gelu = cu_gelu;
+    o->silu_mul = cu_silu_mul;
+    o->add = cu_add;
+    o->avgpool2 = cu_avgpool2;
+    o->copy_rows = cu_copy_rows;
+    o->logprob = cu_logprob;
+    o->sample_rows = cu_sample_rows;
+    // backward entries stay NULL (see ops_cuda.h)
+    return o;
+}

@@ -1,0 +1,34 @@
+// ops_cuda.h: the CUDA backend of ops.h (bf16 Tensors, fp32 accumulation and statistics) and the few
+// GPU-only helpers the rollout path and the benchmarks use. Only built with -Dcuda=enabled (AQA_CUDA).
+// The backward entries of the table are NULL: training kernels are a separate piece of work, and
+// model_backward refuses a backend without them.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Number of visible CUDA devices (0 when there is no GPU or no driver), without failing.
+int ops_cuda_device_count(void);
+// Makes device index % count current for this process (one GPU per rank: pass the node-local rank)
+// and returns it; fatal when there is no device.
+int ops_cuda_set_device(int index);
+// The backend on the current device; fatal when no device is usable.
+Ops *ops_cuda_create(void);
+// Bytes of device memory the backend allocated at its high-water mark (cudaMalloc'ed, workspaces included).
+size_t ops_cuda_peak_bytes(const Ops *o);
+// Fills x[n] on the device: normal(0, std) from a Philox stream keyed by (seed, key), or the constant
+// `value` when std == 0 (random 7B weights without a 28 GB host copy).
+void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float value, uint64_t seed, uint64_t key);
+// Row-wise argmax of logits[R, V] after adding Gumbel noise scaled by temperature (temperature 0: plain
+// argmax): a draw from softmax(logits / temperature) keyed by (seed, key[r], step). ids (device) [R].
+void ops_cuda_sample(Ops *o, int *ids, const Tensor *logits, int R, int V, float temperature, uint64_t seed,
+                     const uint32_t *key_host, uint32_t step);
+
+#ifdef __cplusplus
+}
+#endif

@@ -1,0 +1,344 @@
+// test_ops_cuda: every forward op of the CUDA backend against the CPU backend on bf16-exact random
+// inputs, printing max abs / rel errors. Tolerances are bf16's: one rounding of the output (2^-8
+// relative) plus fp32 summation-order noise. Exits 77 (skipped) without a GPU or a CUDA build.
+#include "gpu_testutil.h"
+
+#ifdef AQA_CUDA
+static Pair P;
+static Rng R;
+
+static void test_matmul(void) {
+    const int shapes[][3] = {{33, 129, 200}, {8, 1000, 512}, {300, 64, 96}, {1, 7, 5}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int ta = 0; ta < 2; ta++)
+            for (int tb = 0; tb < 2; tb++)
+                for (int mode = 0; mode < 3; mode++) {  // plain, bias, bias + accumulate
+                    const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                    float *a = rand_bf16((size_t)M * K, 1, &R), *b = rand_bf16((size_t)K * N, 1, &R);
+                    float *bias = rand_bf16(N + 1, 1, &R), *c0 = rand_bf16((size_t)M * N, 1, &R);
+                    Tensor *ac, *ag, *bc, *bg, *biasc, *biasg, *cc, *cg;
+                    put_act(&P, a, (size_t)M * K, &ac, &ag);
+                    put_act(&P, b, (size_t)K * N, &bc, &bg);
+                    put_act(&P, bias, N + 1, &biasc, &biasg);
+                    put_act(&P, c0, (size_t)M * N, &cc, &cg);
+                    // an odd offset into the bias buffer exercises unaligned epilogue inputs
+                    const int off = s % 2;
+                    for (int k = 0; k < 2; k++) {
+                        Ops *o = k ? P.g : P.c;
+                        Tensor *bb = mode ? ops_at(o, k ? biasg : biasc, off) : NULL;
+                        o->matmul(o, k ? cg : cc, k ? ag : ac, k ? bg : bc, bb, M, N, K, ta, tb, mode == 2);
+                    }
+                    char what[96];
+                    snprintf(what, sizeof what, "matmul %dx%dx%d ta%d tb%d %s", M, N, K, ta, tb,
+                             mode == 0 ? "" : mode == 1 ? "+bias" : "+bias acc");
+                    double e = cmp_act(&P, what, cc, cg, (size_t)M * N);
+                    CHECKF(e < 1e-2, "%s: rel %.3e", what, e);
+                    free_pair(&P, ac, ag), free_pair(&P, bc, bg), free_pair(&P, biasc, biasg);
+                    free_pair(&P, cc, cg);
+                    free(a), free(b), free(bias), free(c0);
+                }
+}
+
+static void test_im2col(void) {
+    // conv1: channel-major features; conv2: time-major activations with stride 2
+    const int cfg[][7] = {{6, 20, 20, 1, 3, 1, 1}, {5, 16, 1, 5, 3, 2, 1}};
+    for (int s = 0; s < 2; s++) {
+        const int C = cfg[s][0], Tin = cfg[s][1], sc = cfg[s][2], st = cfg[s][3], K = cfg[s][4];
+        const int stride = cfg[s][5], pad = cfg[s][6], Tout = (Tin + 2 * pad - K) / stride + 1;
+        float *x = rand_bf16((size_t)C * Tin, 1, &R);
+        Tensor *xc, *xg, *cc, *cg;
+        put_act(&P, x, (size_t)C * Tin, &xc, &xg);
+        cc = P.c->alloc(P.c, (size_t)Tout * C * K * P.c->act_size);
+        cg = P.g->alloc(P.g, (size_t)Tout * C * K * P.g->act_size);
+        P.c->im2col(P.c, cc, xc, C, Tin, sc, st, K, stride, pad, Tout);
+        P.g->im2col(P.g, cg, xg, C, Tin, sc, st, K, stride, pad, Tout);
+        CHECK(cmp_act(&P, s ? "im2col time-major stride 2" : "im2col channel-major", cc, cg, (size_t)Tout * C * K) == 0);
+        free_pair(&P, xc, xg), free_pair(&P, cc, cg);
+        free(x);
+    }
+}
+
+static void test_norms(void) {
+    const int T = 7, C = 1280;
+    float *x = rand_bf16((size_t)T * C, 2, &R), *w = rand_bf16(C, 1, &R), *b = rand_bf16(C, 1, &R);
+    for (int i = 0; i < T * C; i++) x[i] += (float)(i / C);  // rows with a mean
+    Tensor *xc, *xg, *wc, *wg, *bc, *bg, *yc, *yg;
+    put_act(&P, x, (size_t)T * C, &xc, &xg);
+    put_act(&P, w, C, &wc, &wg);
+    put_act(&P, b, C, &bc, &bg);
+    yc = P.c->alloc(P.c, (size_t)T * C * P.c->act_size);
+    yg = P.g->alloc(P.g, (size_t)T * C * P.g->act_size);
+    float *mc = P.c->alloc(P.c, T * 4), *mg = P.g->alloc(P.g, T * 4), *rc = P.c->alloc(P.c, T * 4);
+    float *rg = P.g->alloc(P.g, T * 4);
+    P.c->layernorm(P.c, yc, mc, rc, xc, wc, bc, T, C, 1e-5f);
+    P.g->layernorm(P.g, yg, mg, rg, xg, wg, bg, T, C, 1e-5f);
+    CHECK(cmp_act(&P, "layernorm y", yc, yg, (size_t)T * C) < 1e-2);
+    // means up to 6 summed over 1280 fp32 terms in another order: ~1e-4 relative
+    CHECK(cmp_f32(&P, "layernorm mean", mc, mg, T) < 1e-3);
+    CHECK(cmp_f32(&P, "layernorm rstd", rc, rg, T) < 1e-3);
+    P.c->rmsnorm(P.c, yc, rc, xc, wc, T, C, 1e-6f);
+    P.g->rmsnorm(P.g, yg, rg, xg, wg, T, C, 1e-6f);
+    CHECK(cmp_act(&P, "rmsnorm y", yc, yg, (size_t)T * C) < 1e-2);
+    CHECK(cmp_f32(&P, "rmsnorm rstd", rc, rg, T) < 1e-3);
+    free_pair(&P, xc, xg), free_pair(&P, wc, wg), free_pair(&P, bc, bg), free_pair(&P, yc, yg);
+    free_pair(&P, mc, mg), free_pair(&P, rc, rg);
+    free(x), free(w), free(b);
+}
+
+static void test_rope(void) {
+    const int T = 9, H = 3, hd = 128;
+    float *x = rand_bf16((size_t)T * H * hd, 1, &R);
+    int pos[9];
+    for (int t = 0; t < T; t++) pos[t] = (int)rng_below(&R, 1000);
+    Tensor *xc, *xg;
+    void *pc, *pg;
+    put_act(&P, x, (size_t)T * H * hd, &xc, &xg);
+    put_raw(&P, pos, sizeof pos, &pc, &pg);
+    for (int inv = 0; inv < 2; inv++) {
+        P.c->rope(P.c, xc, pc, T, H, hd, 1e6f, inv);
+        P.g->rope(P.g, xg, pg, T, H, hd, 1e6f, inv);
+        CHECK(cmp_act(&P, inv ? "rope inverse" : "rope", xc, xg, (size_t)T * H * hd) < 1e-2);
+    }
+    free_pair(&P, xc, xg), free_pair(&P, pc, pg);
+    free(x);
+}
+
+// q [Tq, H*hd], k/v [Tk, KVH*hd] over segs; compares out and lse.
+static void attn_case(const char *what, const AttnSeg *segs, int nseg, int Tq, int Tk, int H, int KVH, int hd) {
+    float *q = rand_bf16((size_t)Tq * H * hd, 1, &R), *k = rand_bf16((size_t)Tk * KVH * hd, 1, &R);
+    float *v = rand_bf16((size_t)Tk * KVH * hd, 1, &R);
+    Tensor *qc, *qg, *kc, *kg, *vc, *vg, *oc, *og;
+    put_act(&P, q, (size_t)Tq * H * hd, &qc, &qg);
+    put_act(&P, k, (size_t)Tk * KVH * hd, &kc, &kg);
+    put_act(&P, v, (size_t)Tk * KVH * hd, &vc, &vg);
+    oc = P.c->alloc(P.c, (size_t)Tq * H * hd * P.c->act_size);
+    og = P.g->alloc(P.g, (size_t)Tq * H * hd * P.g->act_size);
+    float *lc = P.c->alloc(P.c, (size_t)Tq * H * 4), *lg = P.g->alloc(P.g, (size_t)Tq * H * 4);
+    const float scale = 1.0f / sqrtf((float)hd);
+    P.c->attention(P.c, oc, lc, qc, kc, vc, segs, nseg, H, KVH, hd, scale);
+    P.g->attention(P.g, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
+    char name[96];
+    snprintf(name, sizeof name, "attention %s out", what);
+    CHECKF(cmp_act(&P, name, oc, og, (size_t)Tq * H * hd) < 2e-2, "%s", name);
+    snprintf(name, sizeof name, "attention %s lse", what);
+    CHECKF(cmp_f32(&P, name, lc, lg, (size_t)Tq * H) < 1e-3, "%s", name);
+    free_pair(&P, qc, qg), free_pair(&P, kc, kg), free_pair(&P, vc, vg), free_pair(&P, oc, og);
+    free_pair(&P, lc, lg);
+    free(q), free(k), free(v);
+}
+
+static void test_attention(void) {
+    // causal decoder, GQA group 2, more rows than one block holds
+    AttnSeg causal = {.q_start = 0, .q_len = 150, .k_start = 0, .k_len = 150, .causal = 1};
+    attn_case("causal T=150 H=4 KVH=2 hd=64", &causal, 1, 150, 150, 4, 2, 64);
+    // bidirectional encoder: two clips, keys masked to each clip's valid length
+    AttnSeg enc[2] = {{.q_start = 0, .q_len = 70, .k_start = 0, .k_len = 45, .causal = 0},
+                      {.q_start = 70, .q_len = 70, .k_start = 70, .k_len = 70, .causal = 0}};
+    attn_case("encoder 2 clips hd=32", enc, 2, 140, 140, 4, 4, 32);
+    // training group: prompt (causal) then G completions seeing it as a prefix, GQA group 4, hd 128
+    AttnSeg grp[4] = {{.q_start = 0, .q_len = 50, .k_start = 0, .k_len = 50, .causal = 1}};
+    for (int g = 0; g < 3; g++)
+        grp[g + 1] = (AttnSeg){.q_start = 50 + 10 * g, .q_len = 10, .pre_start = 0, .pre_len = 50,
+                               .k_start = 50 + 10 * g, .k_len = 10, .causal = 1};
+    attn_case("prefix+3 completions hd=128 G4", grp, 4, 80, 80, 8, 2, 128);
+    // decode step: 5 samples, one query each, shared 70-row prefix read once, own rows cached so far
+    AttnSeg dec[5];
+    for (int g = 0; g < 5; g++)
+        dec[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 70, .k_start = 70 + 40 * g,
+                           .k_len = 1 + 8 * g, .causal = 1};
+    attn_case("decode 5 samples shared prefix", dec, 5, 5, 270, 4, 4, 128);
+    // decode with a long prefix: few blocks, so the prefix is split over blocks and merged (GQA group 4)
+    AttnSeg dl[8];
+    for (int g = 0; g < 8; g++)
+        dl[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 600, .k_start = 600 + 32 * g,
+                          .k_len = 1 + 4 * g, .causal = 1};
+    attn_case("decode 8 samples, 600-row prefix (split)", dl, 8, 8, 856, 8, 2, 128);
+    // the 7B decode shape: 8 samples, MHA, one query vector a warp, 846-row prefix split over blocks
+    AttnSeg d7[8];
+    for (int g = 0; g < 8; g++)
+        d7[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 846, .k_start = 846 + 32 * g,
+                          .k_len = 1 + 3 * g, .causal = 1};
+    attn_case("decode 8 samples, 846-row prefix, MHA", d7, 8, 8, 1102, 4, 4, 128);
+    // tiny heads (head_dim 4) as in the tiny test models
+    AttnSeg small = {.q_start = 0, .q_len = 9, .k_start = 0, .k_len = 9, .causal = 1};
+    attn_case("causal hd=4", &small, 1, 9, 9, 4, 2, 4);
+}
+
+static void test_elementwise(void) {
+    const size_t n = 10000;
+    float *a = rand_bf16(n, 3, &R), *b = rand_bf16(n, 3, &R);
+    Tensor *ac, *ag, *bc, *bg, *yc, *yg;
+    put_act(&P, a, n, &ac, &ag);
+    put_act(&P, b, n, &bc, &bg);
+    yc = P.c->alloc(P.c, n * P.c->act_size);
+    yg = P.g->alloc(P.g, n * P.g->act_size);
+    P.c->gelu(P.c, yc, ac, n), P.g->gelu(P.g, yg, ag, n);
+    CHECK(cmp_act(&P, "gelu", yc, yg, n) < 1e-2);
+    P.c->silu_mul(P.c, yc, ac, bc, n), P.g->silu_mul(P.g, yg, ag, bg, n);
+    CHECK(cmp_act(&P, "silu_mul", yc, yg, n) < 1e-2);
+    P.c->add(P.c, yc, ac, bc, n), P.g->add(P.g, yg, ag, bg, n);
+    CHECK(cmp_act(&P, "add", yc, yg, n) < 1e-2);
+    P.c->avgpool2(P.c, yc, ac, 50, 100), P.g->avgpool2(P.g, yg, ag, 50, 100);
+    CHECK(cmp_act(&P, "avgpool2", yc, yg, 5000) < 1e-2);
+    free_pair(&P, ac, ag), free_pair(&P, bc, bg), free_pair(&P, yc, yg);
+    free(a), free(b);
+}
+
+static void test_copy_rows(void) {
+    const int C = 300, n = 6;
+    float *src = rand_bf16((size_t)10 * C, 1, &R), *dst = rand_bf16((size_t)10 * C, 1, &R);
+    const int di[6] = {3, -1, 0, 9, 3, 5}, si[6] = {0, 1, 2, 2, 7, 9};
+    Tensor *sc, *sg, *dc, *dg;
+    void *dic, *dig, *sic, *sig;
+    put_act(&P, src, (size_t)10 * C, &sc, &sg);
+    put_act(&P, dst, (size_t)10 * C, &dc, &dg);
+    put_raw(&P, di, sizeof di, &dic, &dig);
+    put_raw(&P, si, sizeof si, &sic, &sig);
+    // accumulate with a repeated destination row, then a gather (distinct destinations)
+    P.c->copy_rows(P.c, dc, dic, sc, sic, n, C, 1), P.g->copy_rows(P.g, dg, dig, sg, sig, n, C, 1);
+    CHECK(cmp_act(&P, "copy_rows accumulate", dc, dg, (size_t)10 * C) < 1e-2);
+    // a gather into a fresh buffer moves bf16 values unchanged
+    P.c->zero(P.c, dc, (size_t)10 * C * P.c->act_size), P.g->zero(P.g, dg, (size_t)10 * C * P.g->act_size);
+    P.c->copy_rows(P.c, dc, NULL, sc, sic, n, C, 0), P.g->copy_rows(P.g, dg, NULL, sg, sig, n, C, 0);
+    CHECK(cmp_act(&P, "copy_rows gather", dc, dg, (size_t)10 * C) == 0);
+    free_pair(&P, sc, sg), free_pair(&P, dc, dg), free_pair(&P, dic, dig), free_pair(&P, sic, sig);
+    free(src), free(dst);
+}
+
+static void test_logprob(void) {
+    const int Rw = 5, V = 151680;
+    float *x = rand_bf16((size_t)Rw * V, 3, &R);
+    int tgt[5] = {0, 17, V - 1, 4242, 100000};
+    Tensor *xc, *xg;
+    void *tc, *tg;
+    put_act(&P, x, (size_t)Rw * V, &xc, &xg);
+    put_raw(&P, tgt, sizeof tgt, &tc, &tg);
+    float *lpc = P.c->alloc(P.c, Rw * 4), *lpg = P.g->alloc(P.g, Rw * 4), *lsc = P.c->alloc(P.c, Rw * 4);
+    float *lsg = P.g->alloc(P.g, Rw * 4);
+    P.c->logprob(P.c, lpc, lsc, xc, tc, Rw, V);
+    P.g->logprob(P.g, lpg, lsg, xg, tg, Rw, V);
+    CHECK(cmp_f32(&P, "logprob lp (V=151680)", lpc, lpg, Rw) < 1e-3);
+    CHECK(cmp_f32(&P, "logprob lse", lsc, lsg, Rw) < 1e-3);
+    free_pair(&P, xc, xg), free_pair(&P, tc, tg), free_pair(&P, lpc, lpg), free_pair(&P, lsc, lsg);
+    free(x);
+}
+
+// sample_rows against sampler_pick on the same (bf16-exact) logits: every processing option, several
+// rows, questions and steps. The choice must be identical (a flip needs two fp64 cumulative sums tied to
+// rounding), the log-prob equal to fp64 noise, and each choice appended to its row's device history.
+static void test_sample_rows(void) {
+    enum { Rw = 6, H = 40, STEPS = 3 };
+    const int Vs[2] = {1000, 151680};
+    for (int vi = 0; vi < 2; vi++) {
+        const int V = Vs[vi];
+        float *x = rand_bf16((size_t)Rw * V, 3, &R);
+        Tensor *xg = P.g->alloc(P.g, (size_t)Rw * V * P.g->act_size);
+        P.g->upload_act(P.g, xg, x, (size_t)Rw * V);
+        int hist[Rw][H + STEPS];
+        for (int r = 0; r < Rw; r++)
+            for (int i = 0; i < H; i++) hist[r][i] = (int)rng_below(&R, (uint64_t)V);
+        for (int cfg = 0; cfg < 6; cfg++) {
+            SamplerParams sp = sampler_defaults(0, 8, 1234 + (uint64_t)cfg);
+            const char *what = "T=1";
+            if (cfg == 1) sp.top_k = 50, sp.temperature = 0.7f, what = "top_k=50 T=0.7";
+            if (cfg == 2) sp.top_p = 0.9f, what = "top_p=0.9";
+            if (cfg == 3) {
+                sp.top_k = 50, sp.top_p = 0.8f, sp.repetition_penalty = 1.3f, sp.temperature = 1.2f;
+                sp.n_suppress = 2, sp.suppress[0] = hist[0][0], sp.suppress[1] = V / 2;
+                what = "top_k=50 top_p=0.8 penalty=1.3 suppress";
+            }
+            if (cfg == 4) sp.greedy = 1, sp.repetition_penalty = 1.1f, what = "greedy penalty=1.1";
+            if (cfg == 5) sp.top_k = 1, what = "top_k=1";
+            int *dh = P.g->alloc(P.g, sizeof hist);
+            P.g->upload(P.g, dh, hist, sizeof hist);
+            int n_hist = H, same = 0, total = 0;
+            double lp_err = 0;
+            for (int step = 0; step < STEPS; step++) {
+                SampleRow rows[Rw];
+                for (int r = 0; r < Rw; r++)
+                    rows[r] = (SampleRow){.hist_off = r * (H + STEPS), .n_hist = n_hist, .question = 7 + r / 2,
+                                          .sample = (uint32_t)r % 2};
+                int ids[Rw];
+                float lps[Rw];
+                P.g->sample_rows(P.g, ids, lps, xg, Rw, V, &sp, dh, rows, (uint32_t)step);
+                for (int r = 0; r < Rw; r++) {
+                    float *row = mallocCheck((size_t)V * sizeof(float)), lp;
+                    memcpy(row, x + (size_t)r * V, (size_t)V * sizeof(float));
+                    int id = sampler_pick(&sp, row, V, hist[r], n_hist, rows[r].question, rows[r].sample,
+                                          (uint32_t)step, &lp);
+                    same += id == ids[r], total++;
+                    lp_err = fmax(lp_err, fabs(lp - lps[r]));
+                    hist[r][n_hist] = id;
+                    free(row);
+                }
+                n_hist++;
+            }
+            int back[Rw][H + STEPS];
+            P.g->download(P.g, back, dh, sizeof back);
+            printf("  sample_rows V=%d %s: %d/%d choices equal, max |lp diff| %.2e\n", V, what, same, total,
+                   lp_err);
+            CHECKF(same == total, "sample_rows V=%d %s: %d of %d choices differ", V, what, total - same, total);
+            CHECKF(lp_err < 1e-4, "sample_rows V=%d %s: lp diff %.3e", V, what, lp_err);
+            CHECKF(memcmp(back, hist, sizeof hist) == 0, "sample_rows V=%d %s: history not appended", V, what);
+            P.g->free(P.g, dh);
+        }
+        P.g->free(P.g, xg);
+        free(x);
+    }
+}
+
+static void test_memory(void) {
+    Ops *g = P.g;
+    int h[1000], back[1000];
+    for (int i = 0; i < 1000; i++) h[i] = i * 7 - 300;
+    int *d1 = g->alloc(g, sizeof h), *d2 = g->alloc(g, sizeof h);
+    g->download(g, back, d1, sizeof back);
+    int zero = 1;
+    for (int i = 0; i < 1000; i++) zero &= back[i] == 0;
+    CHECK(zero);  // alloc is zero-filled
+    g->upload(g, d1, h, sizeof h);
+    g->copy(g, d2, d1, sizeof h);
+    g->download(g, back, d2, sizeof back);
+    CHECK(memcmp(back, h, sizeof h) == 0);
+    g->zero(g, d2, 400 * sizeof(int));
+    g->download(g, back, d2, sizeof back);
+    CHECK(back[399] == 0 && back[400] == h[400]);
+    g->free(g, d1), g->free(g, d2);
+    // bf16 round trip is exact for bf16 values
+    float *x = rand_bf16(100, 5, &R), y[100];
+    Tensor *t = g->alloc(g, 100 * g->act_size);
+    g->upload_act(g, t, x, 100);
+    g->download_act(g, y, t, 100);
+    CHECK(memcmp(x, y, sizeof y) == 0);
+    g->free(g, t);
+    free(x);
+}
+#endif
+
+int main(void) {
+#ifdef AQA_CUDA
+    if (ops_cuda_device_count() < 1) {
+        printf("test_ops_cuda: no CUDA device, skipped\n");
+        return 77;
+    }
+    P.c = ops_cpu_create();
+    P.g = ops_cuda_create();
+    rng_init(&R, 7, 0);
+    RUN(test_memory);
+    RUN(test_matmul);
+    RUN(test_im2col);
+    RUN(test_norms);
+    RUN(test_rope);
+    RUN(test_attention);
+    RUN(test_elementwise);
+    RUN(test_copy_rows);
+    RUN(test_logprob);
+    RUN(test_sample_rows);
+    ops_destroy(P.c);
+    ops_destroy(P.g);
+    return test_summary("test_ops_cuda");
+#else
+    printf("test_ops_cuda: built without CUDA, skipped\n");
+    return 77;
+#endif
+}

