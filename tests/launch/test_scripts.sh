@@ -42,7 +42,7 @@ check_config configs/r1-aqa-7b.json rollout.num_generations=8 rollout.temperatur
   grpo.loss_type=grpo grpo.scale_rewards=group grpo.num_iterations=1 optim.lr=1e-06 optim.schedule=linear \
   optim.warmup_steps=0 optim.grad_clip=1.0 optim.weight_decay=0.0 train.questions_per_step=16 \
   train.grad_accum=2 train.max_steps=1000 train.save_every=100 train.seed=42 model.dtype=bf16 \
-  model.backend=cuda data.prompt_mode=answer data.mono=first
+  model.backend=cuda rollout.backend=cuda data.prompt_mode=answer data.mono=first
 check_config configs/debug-tiny.json model.backend=cpu model.dtype=fp32 rollout.num_generations=4 \
   train.questions_per_step=4 train.grad_accum=1
 # The paper's job shapes split the step evenly; a shape that does not is refused by the binaries.
