@@ -12,8 +12,6 @@
 static int trainer_check_config(const Config *cfg, Err *e) {
     if (cfg->model.backend != CFG_BACKEND_CPU)
         return err_set(e, "model.backend: this learner runs the cpu backend only (the CUDA learner is not built)");
-    if (cfg->model.recompute) return err_set(e, "model.recompute: activation recomputation is not implemented");
-    if (cfg->rollout.async) return err_set(e, "rollout.async: the learner trains synchronously only");
     if (cfg->train.mode == CFG_MODE_GRPO && cfg->rollout.num_generations < 2)
         return err_set(e, "rollout.num_generations %d: GRPO advantages need at least 2 completions per question",
                        cfg->rollout.num_generations);

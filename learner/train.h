@@ -47,8 +47,7 @@ typedef struct {
 } UpdateTimes;
 
 // Loads the model (model.path), the dataset (data.train), the tokenizer; zero optimizer state at step 0.
-// Unsupported settings for this learner (a CUDA backend in a CPU build, recompute, async rollouts) are
-// errors naming the key.
+// Unsupported settings for this learner (a CUDA learner backend) are errors naming the key.
 int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e);
 void trainer_free(Trainer *t);
 

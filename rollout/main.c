@@ -47,7 +47,6 @@ static void check_config(const Rollout *r) {
     Err e;
     if (cfg->train.mode == CFG_MODE_SFT)
         comm_abort("train.mode=sft trains on the solutions without rollouts: launch it with learner ranks only");
-    if (cfg->rollout.async) comm_abort("rollout.async: only the synchronous mode is implemented; set it to false");
     // the learners' backend: the whole job needs one they run (rollouts pick theirs with rollout.backend)
     if (cfg->model.backend != CFG_BACKEND_CPU)
         comm_abort("model.backend: the learners run the cpu backend only (GPU rollouts: rollout.backend=cuda)");

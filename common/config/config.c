@@ -52,7 +52,6 @@ const CfgKey config_keys[] = {
     KEY_STRING(model.tokenizer, "", "Tokenizer directory; \"\" = model.path"),
     KEY_ENUM(model.backend, "cpu", backend_choices, "Compute backend: cpu (fp32 reference) or cuda"),
     KEY_ENUM(model.dtype, "fp32", dtype_choices, "Weight and activation storage type (bf16 needs cuda)"),
-    KEY_BOOL(model.recompute, "false", "Recompute activations in backward instead of keeping them"),
     KEY_STRING(model.ref_model, "", "Frozen reference model for the KL term; \"\" = model.path"),
 
     KEY_STRING(data.train, "", "Training data file"),
@@ -79,7 +78,6 @@ const CfgKey config_keys[] = {
     KEY_ENUM(rollout.backend, "cpu", backend_choices,
              "Compute backend of the rollout ranks (policy sampling and reference log-probs): cpu or cuda (one "
              "GPU per rank, the node-local rank's); independent of model.backend, the learners'"),
-    KEY_BOOL(rollout.async, "false", "Generate step k+1 on weights k while learners train on step k"),
 
     KEY_STRING(reward.server, "127.0.0.1:7700", "Reward service address, host:port"),
     KEY_FLOAT(reward.accuracy_weight, "1", '[', 0, INFINITY, ')', "Weight of the accuracy reward"),

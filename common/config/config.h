@@ -31,7 +31,6 @@ typedef struct {
         char tokenizer[CFG_PATH_CAP];  // "" = model.path (use config_tokenizer_dir)
         CfgBackend backend;
         CfgDtype dtype;
-        bool recompute;
         char ref_model[CFG_PATH_CAP];  // "" = model.path (use config_ref_model_dir)
     } model;
     struct {
@@ -54,7 +53,6 @@ typedef struct {
         int max_new_tokens;
         bool greedy;
         CfgBackend backend;
-        bool async;
     } rollout;
     struct {
         char server[CFG_NAME_CAP];  // "host:port"

@@ -35,7 +35,7 @@ static void test_defaults(void) {
     Config c;
     config_defaults(&c);
     CHECK_STR(c.model.path, "");
-    CHECK(c.model.backend == CFG_BACKEND_CPU && c.model.dtype == CFG_DTYPE_FP32 && !c.model.recompute);
+    CHECK(c.model.backend == CFG_BACKEND_CPU && c.model.dtype == CFG_DTYPE_FP32);
     CHECK(c.data.format == CFG_FORMAT_R1AQA && c.data.mono == CFG_MONO_FIRST);
     CHECK(c.data.prompt_mode == CFG_PROMPT_ANSWER && c.data.shuffle);
     CHECK_INT(c.data.max_bad_records, 100);
@@ -46,7 +46,7 @@ static void test_defaults(void) {
     CHECK_NEAR(c.rollout.top_p, 1.0, 0);
     CHECK_NEAR(c.rollout.repetition_penalty, 1.0, 0);
     CHECK_INT(c.rollout.max_new_tokens, 256);
-    CHECK(!c.rollout.greedy && !c.rollout.async);
+    CHECK(!c.rollout.greedy);
     CHECK_STR(c.reward.server, "127.0.0.1:7700");
     CHECK(c.reward.accuracy_weight == 1.0 && c.reward.format_weight == 1.0 && !c.reward.numeric_equivalence);
     CHECK_INT(c.reward.timeout_ms, 30000);
@@ -107,7 +107,7 @@ static void test_schema(void) {
 static void test_load_file(void) {
     const char *path = write_tmp("cfg_ok.json",
                                  "{\"grpo\": {\"beta\": 0, \"loss_type\": \"dapo\"},\n"
-                                 " \"model\": {\"path\": \"/m/q\", \"recompute\": true},\n"
+                                 " \"model\": {\"path\": \"/m/q\", \"tokenizer\": \"/t\"},\n"
                                  " \"optim\": {\"lr\": 3e-5},\n"
                                  " \"log\": {\"level\": \"debug\"}, \"data\": {}}\n");
     Config c;
@@ -116,7 +116,7 @@ static void test_load_file(void) {
     CHECKF(config_load_file(&c, path, &e) == 0, "%s", e.msg);
     CHECK(c.grpo.beta == 0.0 && c.grpo.loss_type == CFG_LOSS_DAPO);
     CHECK_STR(c.model.path, "/m/q");
-    CHECK(c.model.recompute);
+    CHECK_STR(c.model.tokenizer, "/t");
     CHECK(c.optim.lr == 3e-5);
     CHECK(c.log.level == LOG_DEBUG);
     CHECK_INT(c.rollout.num_generations, 8);  // untouched keys keep their value

@@ -296,8 +296,6 @@ static void test_refused_config(void) {
     struct {
         const char *set, *key;
     } cases[] = {{"model.backend=cuda", "model.backend"},
-                 {"model.recompute=true", "model.recompute"},
-                 {"rollout.async=true", "rollout.async"},
                  {"model.path=", "model.path"},
                  {"rollout.num_generations=1", "rollout.num_generations"}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

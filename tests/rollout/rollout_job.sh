@@ -3,7 +3,7 @@
 #   check     2 learners + 2 rollouts, 2 steps: every group arrives at the right learner with the step's
 #             version, its slot's question and rollout, full or (missing audio) failed
 #   ahead     the learner root sends version 1 at step 0: the rollouts end the job naming the mismatch
-#   refuse    a rollout refuses bad settings before any work, naming them: rollout.async, train.mode=sft,
+#   refuse    a rollout refuses bad settings before any work, naming them: train.mode=sft,
 #             model.backend=cuda, a missing data.train, an unknown argument; and with no reward service at
 #             reward.server it retries, then ends the job naming the address
 #   gpu       check with rollout.backend=cuda (policy and reference on the GPU); exits 77 (skipped) where
@@ -88,7 +88,6 @@ ahead)
         { echo "FAIL:"; tail -n 5 job.log; exit 1; }
     ;;
 refuse)
-    refused "rollout.async" --set rollout.async=true
     refused "train.mode=sft" --set train.mode=sft
     refused "model.backend" --set model.backend=cuda
     refused "data.train" --set data.train=
