@@ -156,7 +156,8 @@ static int score_groups(Trainer *t, int64_t step, StepGroup *sg, int n, StepStat
     for (int i = 0; i < n; i++) {
         const TrajGroup *g = sg[i].g;
         st->sum[ST_T_DATA] += g->time.data;
-        st->sum[ST_T_GENERATE] += g->time.generate;
+        st->sum[ST_T_PREFILL] += g->time.prefill;
+        st->sum[ST_T_DECODE] += g->time.decode;
         st->sum[ST_T_REWARD] += g->time.reward;
         st->sum[ST_T_REFERENCE] += g->time.reference;
         if (g->failed) {

@@ -92,7 +92,8 @@ int stats_log(const StepStats *s, const Config *cfg, int n_learners, int n_rollo
         // Rollout phases: seconds per rollout rank (its groups' sum, averaged over ranks).
         double R = n_rollouts > 0 ? n_rollouts : 1;
         row_add(&r, "time.data", S[ST_T_DATA] / R);
-        row_add(&r, "time.generate", S[ST_T_GENERATE] / R);
+        row_add(&r, "time.prefill", S[ST_T_PREFILL] / R);
+        row_add(&r, "time.decode", S[ST_T_DECODE] / R);
         row_add(&r, "time.reward", S[ST_T_REWARD] / R);
         row_add(&r, "time.reference", S[ST_T_REFERENCE] / R);
         row_add(&r, "time.recv", s->t_recv);

@@ -31,7 +31,8 @@ typedef enum {
     ST_BAD,            // questions that could not be used (audio or prompt failed)
     ST_FWD_TOKENS,     // tokens through forward + backward, summed over updates
     ST_T_DATA,         // rollout seconds per phase, summed over the step's groups
-    ST_T_GENERATE,
+    ST_T_PREFILL,
+    ST_T_DECODE,
     ST_T_REWARD,
     ST_T_REFERENCE,
     ST_FUNC_SUM,                                  // [STATS_MAX_FUNCS] per reward function: sum of rewards

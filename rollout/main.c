@@ -178,20 +178,22 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
             log_debug("step %lld slot %lld: question %s failed: %s", (long long)k, (long long)slots[i], q->id,
                       g.reason);
         }
-        log_debug("step %lld slot %lld question %s: data %.3fs generate %.3fs reward %.3fs reference %.3fs",
-                  (long long)k, (long long)slots[i], q->id, g.time.data, g.time.generate, g.time.reward,
-                  g.time.reference);
+        log_debug("step %lld slot %lld question %s: data %.3fs prefill %.3fs decode %.3fs reward %.3fs "
+                  "reference %.3fs",
+                  (long long)k, (long long)slots[i], q->id, g.time.data, g.time.prefill, g.time.decode,
+                  g.time.reward, g.time.reference);
         sum.data += g.time.data;
-        sum.generate += g.time.generate;
+        sum.prefill += g.time.prefill;
+        sum.decode += g.time.decode;
         sum.reward += g.time.reward;
         sum.reference += g.time.reference;
         if (comm_send_group(c, &g, &e)) comm_abort("step %lld slot %lld: %s", (long long)k, (long long)slots[i], e.msg);
         traj_group_free(&g);
     }
-    log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs generate %.3fs reward %.3fs "
-              "reference %.3fs, total %.3fs",
-              (long long)k, (long long)n, failed, t_sync, sum.data, sum.generate, sum.reward, sum.reference,
-              log_elapsed() - t0);
+    log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs prefill %.3fs decode %.3fs "
+              "reward %.3fs reference %.3fs, total %.3fs",
+              (long long)k, (long long)n, failed, t_sync, sum.data, sum.prefill, sum.decode, sum.reward,
+              sum.reference, log_elapsed() - t0);
 }
 
 static void teardown(Rollout *r) {

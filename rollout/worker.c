@@ -121,9 +121,9 @@ int rollout_question(RolloutWorker *w, const Question *q, int64_t slot, int64_t 
                     .features = p.features,
                     .valid_frames = p.valid_frames,
                     .question = (uint32_t)q->index};
-    double t1 = log_elapsed();
     int rc = model_generate(w->policy, &gp, 1, w->G, &w->sampler, &r, e);
-    t.generate = log_elapsed() - t1;
+    t.prefill = r.prefill_s;
+    t.decode = r.decode_s;
     if (!rc) {
         traj_group_alloc(g, w->G, r.len, p.prompt.n, ROLLOUT_N_FUNCS, w->ref != NULL);
         g->question = q->index;

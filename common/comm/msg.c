@@ -270,9 +270,9 @@ static int failure_check(const TrajGroup *g, Err *e) {
 }
 
 static int times_check(const TrajTimes *t, Err *e) {
-    const double v[4] = {t->data, t->generate, t->reward, t->reference};
-    static const char *const names[4] = {"data", "generate", "reward", "reference"};
-    for (int i = 0; i < 4; i++)
+    const double v[5] = {t->data, t->prefill, t->decode, t->reward, t->reference};
+    static const char *const names[5] = {"data", "prefill", "decode", "reward", "reference"};
+    for (int i = 0; i < 5; i++)
         if (!isfinite(v[i]) || v[i] < 0) return err_set(e, "time.%s %g is not a finite number >= 0", names[i], v[i]);
     return 0;
 }
@@ -328,7 +328,8 @@ int msg_encode_group(const TrajGroup *g, uint8_t **out, size_t *out_bytes, Err *
     w_u8(&w, (uint8_t)g->failed);
     if (g->failed) w_str(&w, g->reason);
     w_f64(&w, g->time.data);
-    w_f64(&w, g->time.generate);
+    w_f64(&w, g->time.prefill);
+    w_f64(&w, g->time.decode);
     w_f64(&w, g->time.reward);
     w_f64(&w, g->time.reference);
     w_u32(&w, (uint32_t)g->G);
@@ -371,7 +372,7 @@ static int group_read(Reader *r, TrajGroup *g) {
     }
     // A failed group has no samples; a good one at least one.
     if ((failed && r_str(r, &reason, MSG_MAX_REASON, "reason")) || r_f64(r, &times.data, "time.data") ||
-        r_f64(r, &times.generate, "time.generate") || r_f64(r, &times.reward, "time.reward") ||
+        r_f64(r, &times.prefill, "time.prefill") || r_f64(r, &times.decode, "time.decode") || r_f64(r, &times.reward, "time.reward") ||
         r_f64(r, &times.reference, "time.reference") || r_count(r, &G, failed ? 0 : 1, failed ? 0 : MSG_MAX_G, "G") ||
         r_count(r, &n_prompt, 0, (int64_t)((r->n - r->pos) / 4), "n_prompt"))
         goto done;

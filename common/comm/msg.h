@@ -12,7 +12,7 @@
 #include "util/check.h"
 
 #define MSG_MAGIC 0x4d514141u  // bytes "AAQM"
-#define MSG_PROTOCOL 2  // 2: slot, failure flag + reason, per-phase timings in GROUP
+#define MSG_PROTOCOL 3  // 2: slot, failure flag + reason, per-phase timings in GROUP; 3: prefill/decode apart
 #define MSG_HEADER_BYTES 32
 
 typedef enum { MSG_GROUP = 1, MSG_WEIGHTS = 2 } MsgType;
@@ -36,7 +36,8 @@ int msg_header_read(const uint8_t *buf, size_t n, MsgType type, MsgHeader *h, Er
 // Seconds one group spent in each rollout phase (for the step metrics).
 typedef struct {
     double data;       // audio load + features + prompt
-    double generate;   // prefill + decode
+    double prefill;    // prompt (audio + text) through the policy, once per question
+    double decode;     // sampling the G completions
     double reward;     // reward service round trip
     double reference;  // reference-model forward (0 when beta = 0)
 } TrajTimes;

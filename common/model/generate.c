@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/log.h"
+
 void gen_result_init(GenResult *r, int G, int max_new) {
     r->G = G;
     r->max_new = max_new;
@@ -133,7 +135,10 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
         act[i] = i, lrow[i] = last[x->q];
     }
     int n = n_s;
+    double t0 = log_elapsed();
     int rc = model_infer(m, &b, a, &kv, lrow, on_dev ? 0 : n_s, logits, e);
+    o->sync(o);  // a device prefill is asynchronous: finish it before reading the clock
+    double t1 = log_elapsed();
 
     // step t: choose token t of every running sample from its logits, then feed it
     for (int t = 0; t < N && !rc && n > 0; t++) {
@@ -168,6 +173,8 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
         n = next;
         if (n > 0) rc = model_infer(m, &b, a, &kv, lrow, on_dev ? 0 : n, logits, e);
     }
+    double t2 = log_elapsed();
+    for (int q = 0; q < n_q; q++) out[q].prefill_s = t1 - t0, out[q].decode_s = t2 - t1;
     for (int i = 0; i < n_s; i++) free(s[i].hist);
     free(s);
     free(act);

@@ -22,6 +22,7 @@ typedef struct {
     float *lp;    // [G, max_new] log-prob of each token under the model's unprocessed distribution
     int *len;     // [G] tokens generated, the first EOS included (the completion mask length)
     int *eos;     // [G] 1 when the sample ended with an EOS
+    double prefill_s, decode_s;  // wall time of the call's prefill and decode phases (shared by its questions)
 } GenResult;
 
 void gen_result_init(GenResult *r, int G, int max_new);

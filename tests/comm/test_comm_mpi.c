@@ -35,7 +35,7 @@ static void make_group(TrajGroup *g, int64_t slot) {
     g->question = q;
     g->slot = slot;
     g->version = 5;
-    g->time = (TrajTimes){.data = 0.5, .generate = 2.0 + (double)q, .reward = 0.125, .reference = 1.0};
+    g->time = (TrajTimes){.data = 0.5, .prefill = 1.5 + (double)q, .decode = 0.5, .reward = 0.125, .reference = 1.0};
     for (int i = 0; i < g->n_prompt; i++) g->prompt_ids[i] = (int32_t)(100 * q + i);
     g->audio_samples = 16000 * (q + 1);
     char path[64];

@@ -29,7 +29,7 @@ static void make_group(TrajGroup *g, int with_ref) {
     g->question = 17;
     g->slot = 33;
     g->version = 42;
-    g->time = (TrajTimes){.data = 0.5, .generate = 12.25, .reward = 0.0625, .reference = 3.0};
+    g->time = (TrajTimes){.data = 0.5, .prefill = 12.25, .decode = 4.5, .reward = 0.0625, .reference = 3.0};
     for (int i = 0; i < 5; i++) g->prompt_ids[i] = 151643 + i;
     g->audio_samples = 160000;
     g->audio_path = strdupCheck("/data/wavs/-HG3Omg_89c_30.wav");
@@ -87,14 +87,14 @@ static void test_group_round_trip(void) {
         uint8_t *buf;
         size_t n;
         CHECK(msg_encode_group(&g, &buf, &n, &e) == 0);
-        // 32 header + 8 + 8 + 1 + 32 + 4 + 4 + 20 + 8 + (4 + 29) + 4 + (4 + 8) + (4 + 6) + 1 + 12 + 12 + 24
+        // 32 header + 8 + 8 + 1 + 40 + 4 + 4 + 20 + 8 + (4 + 29) + 4 + (4 + 8) + (4 + 6) + 1 + 12 + 12 + 24
         // + 7 * 13 (or 9).
-        CHECK_INT(n, 32 + 8 + 8 + 1 + 32 + 4 + 4 + 20 + 8 + 33 + 4 + 12 + 10 + 1 + 12 + 12 + 24 + 7 * (with_ref ? 13 : 9));
+        CHECK_INT(n, 32 + 8 + 8 + 1 + 40 + 4 + 4 + 20 + 8 + 33 + 4 + 12 + 10 + 1 + 12 + 12 + 24 + 7 * (with_ref ? 13 : 9));
         CHECK(msg_decode_group(buf, n, &d, &e) == 0);
         CHECK(group_equal(&g, &d));
         CHECK_INT(d.version, 42);
         CHECK_INT(d.slot, 33);
-        CHECK(d.time.generate == 12.25 && d.time.reference == 3.0);
+        CHECK(d.time.prefill == 12.25 && d.time.decode == 4.5 && d.time.reference == 3.0);
         CHECK_INT(d.offset[2], 5);
         CHECK(isnan(d.func_rewards[5]));
         traj_group_free(&d);
@@ -123,35 +123,35 @@ static void expect_bad(void (*edit)(uint8_t *payload, size_t n), const char *wan
 }
 #define EXPECT_BAD(edit, want) expect_bad(edit, want, __LINE__)
 
-// Offsets in the standard payload: slot @8; failed @16; times @17; G @49; n_prompt @53; prompt ids @57;
-// audio_samples @77; path length @85, path @89 (29 bytes); n_funcs @118; names @122 ("accuracy" 4 + 8,
-// "format" 4 + 6); has_ref @144; len @145; rewards @157; func_rewards @169; ids @193; mask @221;
-// sample_lp @228; ref_lp @256; end @284.
-static void edit_g0(uint8_t *p, size_t n) { put32(p + 49, 0); }
-static void edit_g_huge(uint8_t *p, size_t n) { put32(p + 49, 100000); }
-static void edit_n_prompt(uint8_t *p, size_t n) { put32(p + 53, 0x7fffffff); }
-static void edit_path_len(uint8_t *p, size_t n) { put32(p + 85, 4000); }
-static void edit_path_nul(uint8_t *p, size_t n) { p[91] = 0; }
-static void edit_n_funcs(uint8_t *p, size_t n) { put32(p + 118, 65); }
-static void edit_has_ref(uint8_t *p, size_t n) { p[144] = 2; }
-static void edit_len(uint8_t *p, size_t n) { put32(p + 145, 5); }
-static void edit_reward_inf(uint8_t *p, size_t n) { put32(p + 157 + 4, 0x7f800000u); }
-static void edit_func_inf(uint8_t *p, size_t n) { put32(p + 169 + 8, 0xff800000u); }
-static void edit_id(uint8_t *p, size_t n) { put32(p + 193 + 8, 0xffffffffu); }
-static void edit_mask2(uint8_t *p, size_t n) { p[221 + 1] = 2; }
-static void edit_mask_gap(uint8_t *p, size_t n) { p[221 + 1] = 0; }  // 1 0 1 0 in sample 0
-static void edit_lp_nan(uint8_t *p, size_t n) { put32(p + 228 + 4 * 4, 0x7fc00000u); }
-static void edit_ref_nan(uint8_t *p, size_t n) { put32(p + 256 + 4 * 6, 0x7fc00000u); }
+// Offsets in the standard payload: slot @8; failed @16; times @17 (5 x f64); G @57; n_prompt @61; prompt
+// ids @65; audio_samples @85; path length @93, path @97 (29 bytes); n_funcs @126; names @130 ("accuracy"
+// 4 + 8, "format" 4 + 6); has_ref @152; len @153; rewards @165; func_rewards @177; ids @201; mask @229;
+// sample_lp @236; ref_lp @264; end @292.
+static void edit_g0(uint8_t *p, size_t n) { put32(p + 57, 0); }
+static void edit_g_huge(uint8_t *p, size_t n) { put32(p + 57, 100000); }
+static void edit_n_prompt(uint8_t *p, size_t n) { put32(p + 61, 0x7fffffff); }
+static void edit_path_len(uint8_t *p, size_t n) { put32(p + 93, 4000); }
+static void edit_path_nul(uint8_t *p, size_t n) { p[99] = 0; }
+static void edit_n_funcs(uint8_t *p, size_t n) { put32(p + 126, 65); }
+static void edit_has_ref(uint8_t *p, size_t n) { p[152] = 2; }
+static void edit_len(uint8_t *p, size_t n) { put32(p + 153, 5); }
+static void edit_reward_inf(uint8_t *p, size_t n) { put32(p + 165 + 4, 0x7f800000u); }
+static void edit_func_inf(uint8_t *p, size_t n) { put32(p + 177 + 8, 0xff800000u); }
+static void edit_id(uint8_t *p, size_t n) { put32(p + 201 + 8, 0xffffffffu); }
+static void edit_mask2(uint8_t *p, size_t n) { p[229 + 1] = 2; }
+static void edit_mask_gap(uint8_t *p, size_t n) { p[229 + 1] = 0; }  // 1 0 1 0 in sample 0
+static void edit_lp_nan(uint8_t *p, size_t n) { put32(p + 236 + 4 * 4, 0x7fc00000u); }
+static void edit_ref_nan(uint8_t *p, size_t n) { put32(p + 264 + 4 * 6, 0x7fc00000u); }
 static void edit_question(uint8_t *p, size_t n) { p[7] = 0x80; }  // negative index
-static void edit_audio_samples(uint8_t *p, size_t n) { p[77 + 7] = 0xff; }
+static void edit_audio_samples(uint8_t *p, size_t n) { p[85 + 7] = 0xff; }
 
 static void edit_slot(uint8_t *p, size_t n) { p[8 + 7] = 0x80; }  // negative slot
 static void edit_failed2(uint8_t *p, size_t n) { p[16] = 2; }
-static void edit_time_neg(uint8_t *p, size_t n) { p[17 + 8 + 7] ^= 0x80; }  // time.generate < 0
+static void edit_time_neg(uint8_t *p, size_t n) { p[17 + 8 + 7] ^= 0x80; }  // time.prefill < 0
 static void edit_time_nan(uint8_t *p, size_t n) {  // time.reference = quiet NaN
-    memset(p + 17 + 24, 0, 6);
-    p[17 + 24 + 6] = 0xf8;
-    p[17 + 24 + 7] = 0x7f;
+    memset(p + 17 + 32, 0, 6);
+    p[17 + 32 + 6] = 0xf8;
+    p[17 + 32 + 7] = 0x7f;
 }
 
 static void test_group_bad_payload(void) {
@@ -174,7 +174,7 @@ static void test_group_bad_payload(void) {
     EXPECT_BAD(edit_audio_samples, "audio_samples");
     EXPECT_BAD(edit_slot, "slot");
     EXPECT_BAD(edit_failed2, "field failed: 2 not 0/1");
-    EXPECT_BAD(edit_time_neg, "time.generate -12.25 is not a finite number >= 0");
+    EXPECT_BAD(edit_time_neg, "time.prefill -12.25 is not a finite number >= 0");
     EXPECT_BAD(edit_time_nan, "time.reference nan is not a finite number >= 0");
 }
 
@@ -190,18 +190,18 @@ static void test_failed_group(void) {
     CHECK(msg_encode_group(&g, &buf, &n, &e) == 0);
     // header, question, slot, failed, reason (4 + 31), times, G, n_prompt, audio_samples, path (4 + 12),
     // n_funcs, has_ref.
-    CHECK_INT(n, 32 + 8 + 8 + 1 + 35 + 32 + 4 + 4 + 8 + 16 + 4 + 1);
+    CHECK_INT(n, 32 + 8 + 8 + 1 + 35 + 40 + 4 + 4 + 8 + 16 + 4 + 1);
     CHECK(msg_decode_group(buf, n, &d, &e) == 0);
     CHECK(group_equal(&g, &d));
     CHECK(d.failed == 1 && d.G == 0 && d.version == 3 && d.slot == 21 && d.time.data == 0.75);
     CHECK_STR(d.reason, "audio/q9.wav: not an audio file");
     traj_group_free(&d);
-    // G = 1 inside a failed group's payload (offset of G: 8 + 8 + 1 + 35 + 32 = 84).
-    put32(buf + MSG_HEADER_BYTES + 84, 1);
+    // G = 1 inside a failed group's payload (offset of G: 8 + 8 + 1 + 35 + 40 = 92).
+    put32(buf + MSG_HEADER_BYTES + 92, 1);
     reseal(buf, n);
     CHECK(msg_decode_group(buf, n, &d, &e) == -1 && strstr(e.msg, "field G: 1 not in [0, 0]"));
     // An empty reason.
-    put32(buf + MSG_HEADER_BYTES + 84, 0);
+    put32(buf + MSG_HEADER_BYTES + 92, 0);
     put32(buf + MSG_HEADER_BYTES + 17, 0);
     memmove(buf + MSG_HEADER_BYTES + 21, buf + MSG_HEADER_BYTES + 21 + 31, n - (MSG_HEADER_BYTES + 21 + 31));
     reseal(buf, n - 31);
@@ -233,7 +233,7 @@ static void test_group_bad_header(void) {
         const char *want;
     } cases[] = {
         {0, 'X', "magic"},
-        {4, 3, "protocol version 1, expected 2"},
+        {4, 1, "protocol version 2, expected 3"},
         {6, 3, "type 2 (WEIGHTS), expected 1 (GROUP)"},
         {29, 1, "reserved"},
         {8, 0xff, "payload length"},

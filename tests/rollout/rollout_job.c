@@ -74,7 +74,7 @@ static void check_group(const Comm *c, const Config *cfg, Order *o, const Datase
     CHECK_INT(g->G, cfg->rollout.num_generations);
     CHECK_INT(g->n_funcs, 2);
     CHECK(g->ref_lp != NULL);
-    CHECK(g->time.generate > 0 && g->time.reference > 0);
+    CHECK(g->time.prefill > 0 && g->time.decode > 0 && g->time.reference > 0);
     for (int i = 0; i < g->G; i++) CHECK(g->len[i] >= 1 && g->len[i] <= cfg->rollout.max_new_tokens);
 }
 

@@ -144,7 +144,7 @@ static void test_question(void) {
     CHECK_STR(g.func_names[0], "accuracy");
     CHECK_STR(g.func_names[1], "format");
     CHECK(g.ref_lp != NULL);
-    CHECK(g.time.data > 0 && g.time.generate > 0 && g.time.reward >= 0 && g.time.reference > 0);
+    CHECK(g.time.data > 0 && g.time.prefill > 0 && g.time.decode > 0 && g.time.reward >= 0 && g.time.reference > 0);
     PreparedQuestion p;
     CHECK(prep_question(&prep, q, &p, &e) == 0);
     CHECK_INT(g.n_prompt, p.prompt.n);
