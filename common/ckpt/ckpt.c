@@ -174,9 +174,9 @@ int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, Err
 
 // Every part of checkpoint `step` under tmp is present and belongs to this step.
 static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, Err *e) {
-    char path[CKPT_PATH_CAP], marker[CKPT_PATH_CAP];
+    char path[CKPT_PATH_CAP];
     ckpt_model_path(path, sizeof path, tmp);
-    if (!path_exists(path_join(marker, sizeof marker, path, CKPT_MARKER)))
+    if (!checkpoint_is_complete(path))
         return err_set(e, "%s: missing or incomplete (no %s)", path, CKPT_MARKER);
     for (int r = 0; r < n_ranks; r++) {
         TrainerState st;

@@ -15,10 +15,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "model/checkpoint.h"
 #include "util/check.h"
 
-// The marker file, the same name model_save_dir uses for model/.
-#define CKPT_MARKER ".complete"
+// The marker file: the one model_save_dir writes into model/, so both levels read alike.
+#define CKPT_MARKER CHECKPOINT_MARKER
 enum {
     CKPT_NAME_CAP = 32,        // "step-00000120.tmp" and its NUL fit
     CKPT_MAX_STEP = 99999999,  // eight digits

@@ -26,20 +26,13 @@ cd "$dir"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMP_NUM_THREADS=1
 
-"$REWARD_SERVER" --listen 127.0.0.1:0 --port-file reward.port >reward.log 2>&1 &
-reward_pid=$!
-trap 'kill $reward_pid 2>/dev/null || true' EXIT
-i=0
-while [ ! -s reward.port ]; do
-    i=$((i + 1))
-    [ $i -le 100 ] || { echo "FAIL: reward-server did not start"; cat reward.log; exit 1; }
-    sleep 0.1
-done
+. "$(dirname "$0")/../lib/reward_server.sh"
+start_reward
 cat >run.json <<JSON
 {"model": {"path": "$assets/model"},
  "data": {"train": "$assets/data/train.jsonl"},
  "rollout": {"num_generations": 2, "max_new_tokens": 4},
- "reward": {"server": "127.0.0.1:$(cat reward.port)"},
+ "reward": {"server": "127.0.0.1:$port"},
  "train": {"max_steps": 2, "epochs": 2, "questions_per_step": 4, "grad_accum": 1, "seed": 9}}
 JSON
 

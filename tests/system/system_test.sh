@@ -71,18 +71,7 @@ EOF
 }
 
 # A reward server on a free port ($port); stopped when the test exits.
-start_reward() {
-    "$REWARD_SERVER" --listen 127.0.0.1:0 --port-file reward.port >reward.log 2>&1 &
-    reward_pid=$!
-    trap 'kill $reward_pid 2>/dev/null || true' EXIT
-    i=0
-    while [ ! -s reward.port ]; do
-        i=$((i + 1))
-        [ $i -le 100 ] || { echo "reward-server did not start"; cat reward.log; exit 1; }
-        sleep 0.1
-    done
-    port=$(cat reward.port)
-}
+. "$(dirname "$0")/../lib/reward_server.sh"
 
 # run LOG L R CONFIG [ARGS...]: the job with L learners and R rollouts (R = 0: learners only).
 run() {
