@@ -211,9 +211,10 @@ static int prepare_groups(Trainer *t, StepGroup *sg, int n, StepStats *st, Err *
 }
 
 // Forward, loss and backward of the kept groups in sg[lo, hi). iter > 0 uses *old (the log-probs of
-// iteration 0, saved there when grpo.num_iterations > 1) as the sampling policy.
-static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, float **old, int64_t dapo_tokens, Flat *f,
-                      StepStats *st, Err *e) {
+// iteration 0, saved there when grpo.num_iterations > 1) as the sampling policy. last: the micro-step
+// before the update (trainer_backward).
+static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, int last, float **old, int64_t dapo_tokens,
+                      Flat *f, StepStats *st, Err *e) {
     const Config *cfg = t->cfg;
     ModelBatch *b = &t->batch;
     mbatch_clear(b);
@@ -256,7 +257,7 @@ static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, float
                     .keep = NULL};
     GrpoLossStats ls;
     if (grpo_loss(&lc, &gb, t->dlp, &ls, e)) return -1;
-    trainer_backward(t);
+    trainer_backward(t, last);
     st->t_fwd_bwd += log_elapsed() - t0;
     st->sum[ST_LOSS] += ls.loss;
     st->sum[ST_LOSS_TOKENS] += (double)ls.tokens;
@@ -288,7 +289,9 @@ int grpo_train_step(Trainer *t, int64_t step, const TrajGroup *groups, int n, St
     int per = n / accum;
     for (int it = 0; it < mu; it++) {
         for (int m = 0; m < accum; m++)
-            if (micro_step(t, sg, m * per, (m + 1) * per, it, &old[m], (int64_t)dapo_tokens, &f, st, e)) goto out;
+            if (micro_step(t, sg, m * per, (m + 1) * per, it, m == accum - 1, &old[m], (int64_t)dapo_tokens, &f, st,
+                           e))
+                goto out;
         double gn, lr;
         UpdateTimes ut = {0};
         if (trainer_update(t, step * mu + it, &gn, &lr, &ut, e)) goto out;

@@ -42,7 +42,8 @@ static void sft_build(Trainer *t, const int64_t *questions, const int64_t *slots
     st->t_prep += log_elapsed() - t0;
 }
 
-static int sft_micro_step(Trainer *t, const int64_t *questions, const int64_t *slots, int n, StepStats *st, Err *e) {
+static int sft_micro_step(Trainer *t, const int64_t *questions, const int64_t *slots, int n, int last, StepStats *st,
+                          Err *e) {
     PreparedQuestion *pq = callocCheck((size_t)n, sizeof *pq);
     uint8_t *mask = NULL;
     int rc = -1;
@@ -58,7 +59,7 @@ static int sft_micro_step(Trainer *t, const int64_t *questions, const int64_t *s
         // Gradient accumulation: each micro-step carries 1 / grad_accum of the step's loss.
         double scale = 1.0 / t->cfg->train.grad_accum;
         for (int i = 0; i < n_tgt; i++) t->dlp[i] = (float)(t->dlp[i] * scale);
-        trainer_backward(t);
+        trainer_backward(t, last);
         st->t_fwd_bwd += log_elapsed() - t0;
         st->sum[ST_LOSS] += loss * scale;
         st->sum[ST_LOSS_TOKENS] += n_tgt;
@@ -82,7 +83,7 @@ int sft_train_step(Trainer *t, int64_t step, StepStats *st, Err *e) {
     order_rank_questions(&t->order, step, B, c->role_rank, c->role_size, questions, slots);
     int accum = cfg->train.grad_accum, per = (int)(n / accum), rc = -1;
     for (int m = 0; m < accum; m++)
-        if (sft_micro_step(t, questions + m * per, slots + m * per, per, st, e)) goto out;
+        if (sft_micro_step(t, questions + m * per, slots + m * per, per, m == accum - 1, st, e)) goto out;
     double gn, lr;
     UpdateTimes ut = {0};
     if (trainer_update(t, step, &gn, &lr, &ut, e)) goto out;

@@ -1,8 +1,12 @@
 // train.h: the learner's training state and the parts of a step that GRPO and SFT share: the policy
 // model and its fp32 master weights, the gradient buffers, forward/backward of one micro-batch, and the
-// optimizer update (all-reduce of the gradient over learners, global-norm clipping, AdamW with the
-// learning-rate schedule). Every learner holds the whole optimizer state (replicated, as DDP): they
-// apply the same all-reduced gradient to the same weights and so stay identical without a broadcast.
+// optimizer update (mean of the gradient over learners, global-norm clipping, AdamW with the
+// learning-rate schedule). model.backend=cpu: every learner holds the whole optimizer state on the host
+// (replicated, as DDP): they apply the same all-reduced gradient to the same weights and so stay
+// identical without a broadcast. model.backend=cuda: one GPU per learner, bf16 weights and gradient in
+// the backend, and ZeRO-1 (zero_cuda.h): fp32 master weights and moments of this learner's shard on its
+// GPU, gradients reduce-scattered over NCCL (overlapping the last micro-batch's backward), the updated
+// weights all-gathered into every learner's model.
 // The data side (dataset, question order, question preparation) lives here too because both modes
 // reach questions through it.
 #pragma once
@@ -22,10 +26,15 @@ typedef struct {
     const Comm *comm;
     Ops *ops;
     Model model;       // the policy; model.params mirrors master after every update
-    float *master;     // [numel] fp32 weights the optimizer updates (host)
-    float *grad;       // [numel] host copy of the gradient: local sum, then the learners' mean
+    // [numel] fp32 weights and (opt.m, opt.v) moments the optimizer updates, on the host. A GPU learner
+    // keeps them on its GPU (zero) and has host copies only inside trainer_state_to_host/_release.
+    float *master;
+    float *grad;       // [numel] host copy of the gradient: local sum, then the learners' mean (cpu)
     Tensor *grad_dev;  // [numel] backend buffer model_backward accumulates into
     AdamW opt;
+    struct ZeroCuda *zero;  // model.backend=cuda: the ZeRO-1 update; NULL on the CPU
+    struct Nccl *wnccl;     // learner root: the weight broadcast over NCCL, NULL when it goes over MPI
+    float *wbuf;            // [numel] GPU learner root broadcasting over MPI: fp32 copy of the weights
     AdamWConfig adamw;
     LrConfig lr;      // over optimizer updates: train steps x grpo.num_iterations
     ModelActs *acts;  // training activations, regrown when a batch needs more
@@ -47,19 +56,33 @@ typedef struct {
 } UpdateTimes;
 
 // Loads the model (model.path), the dataset (data.train), the tokenizer; zero optimizer state at step 0.
-// Unsupported settings for this learner (a CUDA learner backend) are errors naming the key.
+// model.backend=cuda takes the GPU of this learner's index on its node (comm_node_gpu_index) and sets up
+// NCCL among the learners (and with the rollouts for the weights); collective over the learners (and,
+// in a GRPO job with CUDA rollouts, the learner root with the rollouts).
 int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e);
 void trainer_free(Trainer *t);
 
 // Forward of t->batch (train activations, regrown as needed): t->lp [batch.n_tgt] gets the targets'
 // log-probs.
 int trainer_forward(Trainer *t, Err *e);
-// Backward of the last trainer_forward with t->dlp; accumulates into the gradient.
-void trainer_backward(Trainer *t);
+// Backward of the last trainer_forward with t->dlp; accumulates into the gradient. last: the last
+// micro-batch before trainer_update, whose backward starts the GPU learners' gradient reduction
+// bucket by bucket as layers finish.
+void trainer_backward(Trainer *t, int last);
 // The optimizer update for update number `update` (0-based over the run): all-reduce the accumulated
 // gradient and divide by the learners, clip to optim.grad_clip, AdamW at lr_at(update), upload the new
 // weights, zero the gradient. *grad_norm is the norm before clipping; a non-finite norm is an error and
 // nothing is updated.
 int trainer_update(Trainer *t, int64_t update, double *grad_norm, double *lr, UpdateTimes *tm, Err *e);
-// Sends the weights to every rollout rank as version `version` (learner root; others return at once).
+// Sends the weights to every rollout rank as version `version` (learner root; others return at once):
+// over NCCL from the GPU straight into the rollouts' GPUs when t->wnccl, else over MPI.
 int trainer_sync_weights(Trainer *t, int64_t version, Err *e);
+
+// Checkpoints. trainer_state_to_host (collective over the learners) makes t->master, t->opt.m and
+// t->opt.v [numel] exist on every learner; with gather, the root's hold the whole optimizer state (GPU
+// learners gather their shards; the CPU learner has it already). trainer_state_from_host (every
+// learner, after those arrays were filled with the same state everywhere) takes it into the optimizer
+// and the model. trainer_state_release frees the GPU learner's host copies (nothing on the CPU).
+void trainer_state_to_host(Trainer *t, int gather);
+void trainer_state_from_host(Trainer *t);
+void trainer_state_release(Trainer *t);

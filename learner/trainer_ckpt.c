@@ -27,8 +27,8 @@ static TrainerShard tckpt_shard(const Trainer *t) {
     return (TrainerShard){.n_params = n, .offset = 0, .count = n, .rank = 0, .n_ranks = 1};
 }
 
-int tckpt_save(Trainer *t, Err *e) {
-    if (t->comm->role_rank != 0) return 0;
+// Root: writes the checkpoint from the whole state on the host.
+static int tckpt_write(Trainer *t, Err *e) {
     const Config *cfg = t->cfg;
     double t0 = log_elapsed();
     char tmp[TCKPT_PATH_CAP], path[TCKPT_PATH_CAP + 64];
@@ -59,6 +59,13 @@ out:
         err_prefix(e, "checkpoint of step %lld", (long long)t->step);
     }
     free(st.config_json);
+    return rc;
+}
+
+int tckpt_save(Trainer *t, Err *e) {
+    trainer_state_to_host(t, 1);
+    int rc = t->comm->role_rank == 0 ? tckpt_write(t, e) : 0;
+    trainer_state_release(t);
     return rc;
 }
 
@@ -134,17 +141,20 @@ static void tckpt_bcast_f32(const Comm *c, float *x, size_t n) {
 int tckpt_restore(Trainer *t, int64_t start, Err *e) {
     if (start == 0) return 0;
     const Comm *c = t->comm;
+    trainer_state_to_host(t, 0);
     int ok = c->role_rank != 0 || tckpt_load(t, start, e) == 0;
     MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, c->role_comm));
-    if (!ok)
-        return c->role_rank == 0 ? -1
-                                 : err_set(e, "the learner root could not load checkpoint step %lld", (long long)start);
-    size_t n = t->model.t.numel;
-    tckpt_bcast_f32(c, t->master, n);
-    tckpt_bcast_f32(c, t->opt.m, n);
-    tckpt_bcast_f32(c, t->opt.v, n);
-    MPI_CHECK(MPI_Bcast(&t->opt.step, 1, MPI_INT64_T, 0, c->role_comm));
-    t->ops->upload_act(t->ops, t->model.params, t->master, n);
-    t->step = start;
-    return 0;
+    if (ok) {
+        size_t n = t->model.t.numel;
+        tckpt_bcast_f32(c, t->master, n);
+        tckpt_bcast_f32(c, t->opt.m, n);
+        tckpt_bcast_f32(c, t->opt.v, n);
+        MPI_CHECK(MPI_Bcast(&t->opt.step, 1, MPI_INT64_T, 0, c->role_comm));
+        trainer_state_from_host(t);
+        t->step = start;
+    }
+    trainer_state_release(t);
+    if (ok) return 0;
+    return c->role_rank == 0 ? -1
+                             : err_set(e, "the learner root could not load checkpoint step %lld", (long long)start);
 }

@@ -2,17 +2,18 @@
 // <run_dir>/checkpoints/step-<k>/ (ckpt.h): model/ in the Hugging Face layout (bf16, tokenizer files
 // copied: loadable by transformers and by aqa-eval) and trainer/trainer_state.bin with what the bf16
 // model cannot give back exactly: the fp32 master weights ("master"), AdamW's moments ("adam.m",
-// "adam.v") and step, the data cursor and the effective config. The optimizer is replicated on every
-// learner, so the root alone writes one unsharded state file; on resume the root reads it and
-// broadcasts it to the other learners. Rollout ranks are stateless (counter-based sampling), so
+// "adam.v") and step, the data cursor and the effective config. The root alone writes one unsharded
+// state file (CPU learners hold the whole optimizer state each; ZeRO-1 GPU learners gather their shards
+// to the root first), so a run may resume with another number of learners or another backend; on
+// resume the root reads it and broadcasts it, and each learner keeps its part. Rollout ranks are stateless (counter-based sampling), so
 // restoring this state reproduces an uninterrupted run bit for bit.
 #pragma once
 #include <stdint.h>
 
 #include "train.h"
 
-// Root: writes the checkpoint of t->step completed steps, then prunes to train.keep_last. Other learners
-// return 0 at once.
+// Collective over the learners: the root writes the checkpoint of t->step completed steps, then prunes
+// to train.keep_last; the others only contribute their shards (GPU) and return 0.
 int tckpt_save(Trainer *t, Err *e);
 // All learners: restores the checkpoint of `start` completed steps (start 0: nothing to restore) into
 // t (weights, optimizer, step). A config that differs from the checkpoint's (other than train.resume

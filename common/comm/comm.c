@@ -71,6 +71,21 @@ Comm comm_init(int *argc, char ***argv, Role role) {
         map[all[2 * r + 1]] = r;  // role ranks follow world rank order (split key), so they are 0..n-1
     }
     free(all);
+    // Where this rank sits on its node, for picking GPUs without a collective later (the roles may
+    // decide on GPUs independently).
+    MPI_Comm node;
+    int node_size, node_rank;
+    MPI_CHECK(MPI_Comm_split_type(c.world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_size(node, &node_size));
+    MPI_CHECK(MPI_Comm_rank(node, &node_rank));
+    int *roles = mallocCheck(sizeof(int) * (size_t)node_size);
+    MPI_CHECK(MPI_Allgather(&mine[0], 1, MPI_INT, roles, 1, MPI_INT, node));
+    MPI_CHECK(MPI_Comm_free(&node));
+    for (int r = 0; r < node_size; r++) {
+        c.node_learners += roles[r] == ROLE_LEARNER;
+        c.node_index += r < node_rank && roles[r] == (int)role;
+    }
+    free(roles);
     // Broadcast group: the learner root first (key 0), then the rollouts in world order.
     int is_root = role == ROLE_LEARNER && c.role_rank == 0;
     int color = (is_root || role == ROLE_ROLLOUT) ? 1 : MPI_UNDEFINED;
@@ -86,6 +101,10 @@ void comm_finalize(Comm *c) {
     free(c->rollout_ranks);
     c->learner_ranks = c->rollout_ranks = NULL;
     MPI_Finalize();
+}
+
+int comm_node_gpu_index(const Comm *c, int learners_on_gpu) {
+    return c->role == ROLE_LEARNER ? c->node_index : (learners_on_gpu ? c->node_learners : 0) + c->node_index;
 }
 
 int comm_learner_of(const Comm *c, int64_t slot) { return (int)(slot % c->n_learners); }
@@ -154,8 +173,7 @@ static void bcast_buckets(const Comm *c, float *w, const WeightsInfo *info) {
     free(scratch);
 }
 
-int comm_bcast_weights(const Comm *c, float *w, size_t n, int64_t version, Err *e) {
-    if (c->bcast_comm == MPI_COMM_NULL) return 0;
+int comm_weights_announce(const Comm *c, size_t n, int64_t version, WeightsInfo *info) {
     uint8_t ann[MSG_WEIGHTS_BYTES];
     int is_root = c->role == ROLE_LEARNER;
     if (is_root) {
@@ -165,19 +183,26 @@ int comm_bcast_weights(const Comm *c, float *w, size_t n, int64_t version, Err *
         msg_encode_weights(version, n, c->bucket_elems, ann);
     }
     MPI_CHECK(MPI_Bcast(ann, MSG_WEIGHTS_BYTES, MPI_BYTE, 0, c->bcast_comm));
-    WeightsInfo info;
-    if (msg_decode_weights(ann, sizeof ann, &info, e)) {
-        // Without a valid announcement nobody knows how many buckets follow: the job cannot continue.
-        comm_abort("weights announcement from the learner root: %s", e->msg);
-    }
-    int ok = is_root || (info.version == version && info.n_elems == n);
-    bcast_buckets(c, ok ? w : NULL, &info);
-    if (ok) return 0;
-    if (info.version != version)
-        return err_set(e, "weights version %lld received, expected %lld (%s)", (long long)info.version, (long long)version,
-                       info.version < version ? "stale" : "ahead");
+    Err e;
+    // Without a valid announcement nobody knows how many buckets follow: the job cannot continue.
+    if (msg_decode_weights(ann, sizeof ann, info, &e)) comm_abort("weights announcement from the learner root: %s", e.msg);
+    return is_root || (info->version == version && info->n_elems == n);
+}
+
+int comm_weights_refused(const WeightsInfo *info, size_t n, int64_t version, Err *e) {
+    if (info->version != version)
+        return err_set(e, "weights version %lld received, expected %lld (%s)", (long long)info->version, (long long)version,
+                       info->version < version ? "stale" : "ahead");
     return err_set(e, "weights of %llu elements received for a buffer of %zu (version %lld)",
-                   (unsigned long long)info.n_elems, n, (long long)info.version);
+                   (unsigned long long)info->n_elems, n, (long long)info->version);
+}
+
+int comm_bcast_weights(const Comm *c, float *w, size_t n, int64_t version, Err *e) {
+    if (c->bcast_comm == MPI_COMM_NULL) return 0;
+    WeightsInfo info;
+    int ok = comm_weights_announce(c, n, version, &info);
+    bcast_buckets(c, ok ? w : NULL, &info);
+    return ok ? 0 : comm_weights_refused(&info, n, version, e);
 }
 
 static void allreduce_sum(const Comm *c, void *buf, size_t n, MPI_Datatype type, size_t elem_bytes) {

@@ -27,6 +27,8 @@ typedef struct {
     int *rollout_ranks;        // [n_rollouts] world rank of rollout role rank i
     MPI_Comm bcast_comm;       // learner root (rank 0) + all rollouts; MPI_COMM_NULL on other learners
     size_t bucket_elems;       // weight broadcast bucket (elements), set by comm_init, may be changed
+    int node_learners;         // learner ranks on this rank's node
+    int node_index;            // this rank's index among the ranks of its role on its node
 } Comm;
 
 #define COMM_TAG_GROUP 101  // tag of GROUP messages on Comm.world
@@ -55,6 +57,10 @@ int comm_mpi_err(int rc, const char *what, Err *e);
         }                                                         \
     } while (0)
 
+// This rank's GPU among its node's GPU ranks (one GPU each, in world rank order): the node's learners
+// take the first GPUs when learners_on_gpu (model.backend=cuda), the rollouts the ones after them.
+int comm_node_gpu_index(const Comm *c, int learners_on_gpu);
+
 // Role rank of the learner that trains global slot g, and of the rollout that produces it.
 int comm_learner_of(const Comm *c, int64_t slot);
 int comm_rollout_of(const Comm *c, int64_t slot);
@@ -71,6 +77,13 @@ int comm_recv_group(const Comm *c, TrajGroup *g, int *src_rollout, Err *e);
 // exactly `version` and n elements: on a mismatch it still drains the broadcast (so the job stays in
 // step), leaves w untouched, and returns -1 with Err. Learners other than the root return 0 at once.
 int comm_bcast_weights(const Comm *c, float *w, size_t n, int64_t version, Err *e);
+
+// The two halves of every weight broadcast (MPI or NCCL payload): the root announces version, size and
+// bucket size on c->bcast_comm (a bad announcement aborts the job); returns whether this rank takes the
+// payload (the root always; a rollout when version and size are the ones it expects). A rollout that
+// does not must still drain every bucket, then report comm_weights_refused (-1 with Err).
+int comm_weights_announce(const Comm *c, size_t n, int64_t version, WeightsInfo *info);
+int comm_weights_refused(const WeightsInfo *info, size_t n, int64_t version, Err *e);
 
 // Sums buf [n] over the ranks of this role in place (gradients, statistics).
 void comm_role_allreduce_sum_f32(const Comm *c, float *buf, size_t n);

@@ -122,6 +122,12 @@ const CfgKey config_keys[] = {
     KEY_INT(train.keep_last, "3", 0, INT_MAX, "Newest checkpoints kept, older ones deleted; 0 = keep all"),
     KEY_BOOL(train.resume, "false", "Continue from the newest complete checkpoint in train.run_dir"),
     KEY_INT(train.epochs, "1", 1, INT_MAX, "Passes over the data at most (max_steps may stop earlier)"),
+    KEY_INT(train.grad_bucket_mb, "256", 1, 1 << 20,
+            "model.backend=cuda: gradient reduce-scatter bucket, MiB of bf16 (buckets are reduced while "
+            "backward continues)"),
+    KEY_FLOAT(train.nccl_timeout_s, "600", '(', 0, 86400, ']',
+              "model.backend=cuda: an NCCL collective that makes no progress for this many seconds ends the "
+              "job, naming the collective"),
 
     KEY_ENUM(log.level, "info", level_choices, "Least severe log message printed"),
     KEY_INT(log.every, "1", 1, INT_MAX, "Print a step line every this many steps"),

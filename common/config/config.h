@@ -94,6 +94,8 @@ typedef struct {
         int keep_last;   // 0 = keep all
         bool resume;
         int epochs;
+        int grad_bucket_mb;     // GPU learners: gradient reduction bucket, MiB of bf16
+        double nccl_timeout_s;  // GPU ranks: an NCCL wait longer than this ends the job
     } train;
     struct {
         LogLevel level;

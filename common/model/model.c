@@ -90,6 +90,7 @@ void model_init(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_pa
     if (model_config_check(cfg, &e)) fatal("model config: %s", e.msg);
     m->cfg = *cfg;
     m->ops = ops;
+    m->grad_ready = NULL, m->grad_ctx = NULL;
     param_table_build(&m->t, cfg);
     m->params = ops->alloc(ops, m->t.numel * ops->act_size);
     ops->upload_act(ops, m->params, host_params, m->t.numel);
@@ -476,6 +477,30 @@ int model_infer(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv, const 
 
 // ---------------------------------------------------------------- backward
 
+int model_grad_range_count(const ModelConfig *cfg) { return cfg->layers + cfg->a_layers + 4; }
+
+void model_grad_ranges(const Model *m, GradRange *out) {
+    const ParamTable *t = &m->t;
+    const ModelConfig *c = &m->cfg;
+#define OFF(i) (t->specs[(i)].offset)
+    int k = 0;
+    out[k++] = (GradRange){OFF(t->norm), t->numel};  // lm_head follows the norm when untied
+    for (int l = c->layers - 1; l >= 0; l--)
+        out[k++] = (GradRange){OFF(t->tlayer[l].q_w), l + 1 < c->layers ? OFF(t->tlayer[l + 1].q_w) : OFF(t->norm)};
+    out[k++] = (GradRange){OFF(t->embed), c->layers ? OFF(t->tlayer[0].q_w) : OFF(t->norm)};
+    out[k++] = (GradRange){OFF(t->a_norm_w), OFF(t->embed)};
+    for (int l = c->a_layers - 1; l >= 0; l--)
+        out[k++] = (GradRange){OFF(t->alayer[l].q_w),
+                               l + 1 < c->a_layers ? OFF(t->alayer[l + 1].q_w) : OFF(t->a_norm_w)};
+    out[k++] = (GradRange){0, c->a_layers ? OFF(t->alayer[0].q_w) : OFF(t->a_norm_w)};
+#undef OFF
+}
+
+// Range i (model_grad_ranges order) is final.
+static void grad_done(Model *m, int i) {
+    if (m->grad_ready) m->grad_ready(m->grad_ctx, i);
+}
+
 // a->dx holds d loss / d x_at(l+1); leaves d loss / d x_at(l).
 static void text_layer_backward(Model *m, ModelActs *a, const ModelBatch *b, int l, Tensor *grads) {
     Ops *o = m->ops;
@@ -565,8 +590,12 @@ static void audio_backward(Model *m, ModelActs *a, Tensor *grads) {
     o->zero(o, a->dpool, (size_t)Tp * A * o->act_size);
     o->layernorm_bwd(o, a->dpool, GW(t->a_norm_w), GW(t->a_norm_b), a->daf, a->pool, PW(t->a_norm_w), a->af_mean,
                      a->af_rstd, Tp, A);
+    grad_done(m, c->layers + 2);
     o->avgpool2_bwd(o, a->dxa, a->dpool, Tp, A);
-    for (int l = c->a_layers - 1; l >= 0; l--) audio_layer_backward(m, a, l, grads);
+    for (int l = c->a_layers - 1; l >= 0; l--) {
+        audio_layer_backward(m, a, l, grads);
+        grad_done(m, c->layers + 3 + (c->a_layers - 1 - l));
+    }
     // x_0 = gelu(conv2) + embed_positions (frozen)
     o->gelu_bwd(o, a->dxa, a->dxa, a->c2, (size_t)Ta * A);
     o->matmul(o, GW(t->conv2_w), a->dxa, a->cols2, NULL, A, 3 * A, Ta, 1, 0, 1);
@@ -578,6 +607,7 @@ static void audio_backward(Model *m, ModelActs *a, Tensor *grads) {
     o->gelu_bwd(o, a->dc1, a->dc1, a->c1, (size_t)nA * F * A);
     o->matmul(o, GW(t->conv1_w), a->dc1, a->cols1, NULL, A, M3, nA * F, 1, 0, 1);
     o->bias_grad(o, GW(t->conv1_b), a->dc1, nA * F, A);
+    grad_done(m, c->layers + c->a_layers + 3);
 }
 
 void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dlp, Tensor *grads) {
@@ -604,12 +634,19 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     o->copy_rows(o, a->dln, a->tgt_row, a->dhsel, NULL, n, D, 1);
     o->zero(o, a->dx, (size_t)T * D * o->act_size);
     o->rmsnorm_bwd(o, a->dx, GW(m->t.norm), a->dln, x_at(a, c->layers), PW(m->t.norm), a->rstdf, T, D);
-    for (int l = c->layers - 1; l >= 0; l--) text_layer_backward(m, a, b, l, grads);
+    grad_done(m, 0);
+    for (int l = c->layers - 1; l >= 0; l--) {
+        text_layer_backward(m, a, b, l, grads);
+        grad_done(m, c->layers - l);
+    }
     // x_0 = embed[ids] with audio rows replaced: the replaced rows send no gradient to the table
     o->copy_rows(o, GW(m->t.embed), a->emb_idx, a->dx, NULL, T, D, 1);
+    grad_done(m, c->layers + 1);
     if (a->nA) {
         o->zero(o, a->dproj, (size_t)a->nA * c->a_max_pos / 2 * D * o->act_size);
         o->copy_rows(o, a->dproj, a->audio_src, a->dx, a->audio_pos, a->n_audio_tok, D, 0);
         audio_backward(m, a, grads);
+    } else {
+        for (int i = c->layers + 2; i < model_grad_range_count(c); i++) grad_done(m, i);
     }
 }

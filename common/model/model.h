@@ -24,7 +24,26 @@ typedef struct {
     ParamTable t;
     Ops *ops;
     Tensor *params;  // backend buffer [t.numel]
+    // Optional (NULL: never called): model_backward calls grad_ready(grad_ctx, i) as soon as gradient
+    // range i of model_grad_ranges gets no more contributions from this backward, so a distributed
+    // learner can start reducing it while the remaining layers run.
+    void (*grad_ready)(void *grad_ctx, int range);
+    void *grad_ctx;
 } Model;
+
+// A contiguous range [lo, hi) of the flat parameter / gradient buffer.
+typedef struct {
+    size_t lo, hi;
+} GradRange;
+
+// Number of ranges model_grad_ranges lists for cfg.
+int model_grad_range_count(const ModelConfig *cfg);
+// The gradient ranges in the order model_backward finishes them: the decoder's final norm and lm_head,
+// the decoder layers last to first, the embedding, the audio projector and final norm, the audio
+// layers last to first, the convolution front end (audio ranges are reported also for batches without
+// audio, at the end). Each range ends where the previous one starts, so together they cover
+// [0, t.numel) once, from the top down. out: [model_grad_range_count].
+void model_grad_ranges(const Model *m, GradRange *out);
 
 // Builds the table for cfg and uploads host_params ([t.numel], ParamTable layout).
 void model_init(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_params);

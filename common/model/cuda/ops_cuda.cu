@@ -1347,6 +1347,8 @@ extern "C" size_t ops_cuda_peak_bytes(const Ops *o) {
     return c->peak_bytes + c->lt_ws_bytes + c->scratch_n * sizeof(float) + c->smp_bytes;
 }
 
+extern "C" void *ops_cuda_stream(const Ops *o) { return ((const Cuda *)o->impl)->stream; }
+
 extern "C" Ops *ops_cuda_create(void) {
     if (ops_cuda_device_count() < 1) fatal("ops_cuda_create: no CUDA device");
     Cuda *c = (Cuda *)callocCheck(1, sizeof(Cuda));

@@ -21,6 +21,9 @@ int ops_cuda_set_device(int index);
 Ops *ops_cuda_create(void);
 // Bytes of device memory the backend allocated at its high-water mark (cudaMalloc'ed, workspaces included).
 size_t ops_cuda_peak_bytes(const Ops *o);
+// The backend's stream (a cudaStream_t): every op runs on it in order, so other streams (NCCL) order
+// their work against it with events.
+void *ops_cuda_stream(const Ops *o);
 // Fills x[n] on the device: normal(0, std) from a Philox stream keyed by (seed, key), or the constant
 // `value` when std == 0 (random 7B weights without a 28 GB host copy).
 void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float value, uint64_t seed, uint64_t key);

@@ -1,0 +1,131 @@
+// nccl.c: NCCL communicators over MPI, the watchdog wait and the NCCL weight broadcast (see nccl.h).
+#include "comm/nccl.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/log.h"
+
+void nccl_check_at(const char *file, int line, ncclResult_t rc, const char *what) {
+    if (rc == ncclSuccess || rc == ncclInProgress) return;
+    comm_abort_at(file, line, "NCCL: %s: %s (%s)", what, ncclGetErrorString(rc), ncclGetLastError(NULL));
+}
+
+void cuda_rt_check_at(const char *file, int line, cudaError_t rc, const char *what) {
+    if (rc != cudaSuccess) comm_abort_at(file, line, "CUDA: %s: %s", what, cudaGetErrorString(rc));
+}
+
+void nccl_init(Nccl *n, MPI_Comm mpi, double timeout_s) {
+    memset(n, 0, sizeof *n);
+    MPI_CHECK(MPI_Comm_rank(mpi, &n->rank));
+    MPI_CHECK(MPI_Comm_size(mpi, &n->size));
+    n->timeout_s = timeout_s;
+    ncclUniqueId id;
+    if (n->rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
+    MPI_CHECK(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, mpi));
+    NCCL_CHECK(ncclCommInitRank(&n->comm, n->size, id, n->rank));
+    CUDA_RT_CHECK(cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming));
+}
+
+void nccl_free(Nccl *n) {
+    if (!n->comm) return;
+    cudaEventDestroy(n->done);
+    NCCL_CHECK(ncclCommDestroy(n->comm));
+    memset(n, 0, sizeof *n);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void nccl_wait(Nccl *n, cudaStream_t stream, const char *what) {
+    CUDA_RT_CHECK(cudaEventRecord(n->done, stream));
+    double t0 = now_s();
+    struct timespec nap = {0, 100000};  // 0.1 ms: a collective of a small model takes about that
+    for (;;) {
+        cudaError_t q = cudaEventQuery(n->done);
+        if (q == cudaSuccess) return;
+        if (q != cudaErrorNotReady) CUDA_RT_CHECK(q);
+        ncclResult_t async;
+        NCCL_CHECK(ncclCommGetAsyncError(n->comm, &async));
+        if (async != ncclSuccess && async != ncclInProgress) {
+            ncclCommAbort(n->comm);
+            comm_abort("NCCL %s failed on rank %d of %d: %s", what, n->rank, n->size, ncclGetErrorString(async));
+        }
+        double waited = now_s() - t0;
+        if (waited > n->timeout_s) {
+            ncclCommAbort(n->comm);
+            comm_abort("NCCL %s: no progress after %.0f s (train.nccl_timeout_s) on rank %d of %d: a peer is gone "
+                       "or stuck",
+                       what, waited, n->rank, n->size);
+        }
+        nanosleep(&nap, NULL);
+    }
+}
+
+void nccl_reduce_scatter(Nccl *n, const void *send, void *recv, size_t recv_count, ncclDataType_t type,
+                         cudaStream_t stream) {
+    NCCL_CHECK(ncclReduceScatter(send, recv, recv_count, type, ncclSum, n->comm, stream));
+}
+
+void nccl_all_gather(Nccl *n, const void *send, void *recv, size_t send_count, ncclDataType_t type,
+                     cudaStream_t stream) {
+    NCCL_CHECK(ncclAllGather(send, recv, send_count, type, n->comm, stream));
+}
+
+void nccl_all_reduce_sum(Nccl *n, void *buf, size_t count, ncclDataType_t type, cudaStream_t stream) {
+    NCCL_CHECK(ncclAllReduce(buf, buf, count, type, ncclSum, n->comm, stream));
+}
+
+void nccl_broadcast(Nccl *n, void *buf, size_t count, ncclDataType_t type, int root, cudaStream_t stream) {
+    NCCL_CHECK(ncclBroadcast(buf, buf, count, type, root, n->comm, stream));
+}
+
+int nccl_distinct_devices(MPI_Comm mpi) {
+    int dev, size;
+    struct cudaDeviceProp prop;
+    CUDA_RT_CHECK(cudaGetDevice(&dev));
+    CUDA_RT_CHECK(cudaGetDeviceProperties(&prop, dev));
+    MPI_CHECK(MPI_Comm_size(mpi, &size));
+    char *all = mallocCheck((size_t)size * sizeof prop.uuid);
+    MPI_CHECK(MPI_Allgather(&prop.uuid, (int)sizeof prop.uuid, MPI_BYTE, all, (int)sizeof prop.uuid, MPI_BYTE, mpi));
+    int distinct = 1;
+    for (int i = 0; i < size && distinct; i++)
+        for (int j = 0; j < i && distinct; j++)
+            distinct = memcmp(all + i * sizeof prop.uuid, all + j * sizeof prop.uuid, sizeof prop.uuid) != 0;
+    free(all);
+    return distinct;
+}
+
+int nccl_weights_init(const Comm *c, Nccl *n, double timeout_s) {
+    memset(n, 0, sizeof *n);
+    if (c->bcast_comm == MPI_COMM_NULL) return 0;
+    if (!nccl_distinct_devices(c->bcast_comm)) {
+        if (c->role == ROLE_LEARNER)
+            log_info("weight broadcast over MPI: the learner root and the rollouts do not each have their own GPU");
+        return 0;
+    }
+    nccl_init(n, c->bcast_comm, timeout_s);
+    if (c->role == ROLE_LEARNER) log_info("weight broadcast over NCCL to %d rollouts", n->size - 1);
+    return 1;
+}
+
+int nccl_bcast_weights(const Comm *c, Nccl *n, void *w, size_t count, int64_t version, cudaStream_t stream,
+                       Err *e) {
+    if (c->bcast_comm == MPI_COMM_NULL) return 0;
+    WeightsInfo info;
+    int ok = comm_weights_announce(c, count, version, &info);
+    void *scratch = NULL;
+    if (!ok) CUDA_RT_CHECK(cudaMalloc(&scratch, info.bucket_elems * 2));
+    for (uint32_t b = 0; b < info.n_buckets; b++) {
+        uint64_t off = (uint64_t)b * info.bucket_elems;
+        uint64_t k = info.n_elems - off < info.bucket_elems ? info.n_elems - off : info.bucket_elems;
+        nccl_broadcast(n, ok ? (char *)w + off * 2 : scratch, k, ncclBfloat16, 0, stream);
+    }
+    nccl_wait(n, stream, "weight broadcast");
+    if (scratch) cudaFree(scratch);
+    return ok ? 0 : comm_weights_refused(&info, count, version, e);
+}

@@ -1,0 +1,100 @@
+// optim_cuda.cu: AdamW, the gradient's squared norm and its scaling on the GPU (see optim_cuda.h).
+#include <cuda_bf16.h>
+#include <math.h>
+
+extern "C" {
+#include "optim_cuda.h"
+#include "util/check.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+#define OPT_CUDA_CHECK(x)                                                                   \
+    do {                                                                                    \
+        cudaError_t err_ = (x);                                                             \
+        if (err_ != cudaSuccess) fatal("CUDA: %s: %s", #x, cudaGetErrorString(err_));       \
+    } while (0)
+
+enum { SUMSQ_THREADS = 256 };
+
+// Block b sums the squares of elements b, b + blocks*threads, ... : partial[b] (fixed order: a tree in
+// shared memory).
+__global__ void sumsq_partial_kernel(const bf16 *g, size_t n, float inv_l, double *partial) {
+    __shared__ double s[SUMSQ_THREADS];
+    double acc = 0;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float x = __fmul_rn(__bfloat162float(g[i]), inv_l);  // the value the update uses
+        acc += (double)x * (double)x;
+    }
+    s[threadIdx.x] = acc;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k /= 2) {
+        if (threadIdx.x < k) s[threadIdx.x] += s[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) partial[blockIdx.x] = s[0];
+}
+
+__global__ void sum_partials_kernel(const double *partial, int n, double *out) {
+    __shared__ double s[OPTIM_CUDA_PARTIALS];
+    s[threadIdx.x] = threadIdx.x < n ? partial[threadIdx.x] : 0.0;
+    __syncthreads();
+    for (int k = blockDim.x / 2; k > 0; k /= 2) {
+        if (threadIdx.x < k) s[threadIdx.x] += s[threadIdx.x + k];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) *out = s[0];
+}
+
+extern "C" void optim_cuda_sumsq(const void *g, size_t n, float inv_l, double *scratch, double *out,
+                                 cudaStream_t stream) {
+    size_t want = (n + SUMSQ_THREADS - 1) / SUMSQ_THREADS;
+    int blocks = want < OPTIM_CUDA_PARTIALS ? (int)(want ? want : 1) : OPTIM_CUDA_PARTIALS;
+    sumsq_partial_kernel<<<blocks, SUMSQ_THREADS, 0, stream>>>((const bf16 *)g, n, inv_l, scratch);
+    sum_partials_kernel<<<1, OPTIM_CUDA_PARTIALS, 0, stream>>>(scratch, blocks, out);
+    OPT_CUDA_CHECK(cudaGetLastError());
+}
+
+typedef struct {
+    float inv_l, clip, omb1, b2, omb2, decay, step_size, eps, bc2s;
+    int clipped;
+} AdamWArgs;
+
+// optim.c's loop, element i; every operation rounded on its own as the CPU does (no contraction).
+__global__ void adamw_kernel(AdamWArgs a, float *master, float *m, float *v, const bf16 *g, bf16 *out, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float gi = __fmul_rn(__bfloat162float(g[i]), a.inv_l);
+        if (a.clipped) gi = __fmul_rn(gi, a.clip);
+        float mi = __fadd_rn(m[i], __fmul_rn(a.omb1, __fsub_rn(gi, m[i])));
+        float vi = __fadd_rn(__fmul_rn(a.b2, v[i]), __fmul_rn(__fmul_rn(a.omb2, gi), gi));
+        m[i] = mi;
+        v[i] = vi;
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2s), a.eps);
+        float p = __fsub_rn(__fmul_rn(master[i], a.decay), __fdiv_rn(__fmul_rn(a.step_size, mi), denom));
+        master[i] = p;
+        out[i] = __float2bfloat16(p);
+    }
+}
+
+extern "C" void optim_cuda_adamw(const AdamWConfig *cfg, double lr, int64_t step, float *master, float *m, float *v,
+                                 const void *g, float inv_l, double clip, void *params_bf16, size_t n,
+                                 cudaStream_t stream) {
+    if (n == 0) return;
+    // The scalars exactly as adamw_step derives them (double, then rounded once).
+    double bc1 = 1 - pow(cfg->beta1, (double)step);
+    double bc2_sqrt = sqrt(1 - pow(cfg->beta2, (double)step));
+    AdamWArgs a = {.inv_l = inv_l,
+                   .clip = (float)clip,
+                   .omb1 = (float)(1 - cfg->beta1),
+                   .b2 = (float)cfg->beta2,
+                   .omb2 = (float)(1 - cfg->beta2),
+                   .decay = (float)(1 - lr * cfg->weight_decay),
+                   .step_size = (float)(lr / bc1),
+                   .eps = (float)cfg->eps,
+                   .bc2s = (float)bc2_sqrt,
+                   .clipped = clip < 1};
+    size_t blocks = (n + 255) / 256;
+    if (blocks > 65535 * 8) blocks = 65535 * 8;
+    adamw_kernel<<<(unsigned)blocks, 256, 0, stream>>>(a, master, m, v, (const bf16 *)g, (bf16 *)params_bf16, n);
+    OPT_CUDA_CHECK(cudaGetLastError());
+}

@@ -1,0 +1,150 @@
+// zero_cuda.c: the ZeRO-1 update of the GPU learners (see zero_cuda.h).
+#include "zero_cuda.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/cuda/ops_cuda.h"
+#include "optim_cuda.h"
+
+enum { BF16 = 2 };  // bytes of a bf16 element
+
+static void *dev_alloc(size_t bytes) {
+    void *p;
+    CUDA_RT_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    CUDA_RT_CHECK(cudaMemset(p, 0, bytes ? bytes : 1));
+    return p;
+}
+
+static char *at(const void *base, size_t elems) { return (char *)base + elems * BF16; }
+
+// Enqueues bucket b's reduce-scatter on the comm stream (after what the caller ordered before it).
+// A bucket that divides evenly goes straight from the gradient buffer; one that does not is padded
+// with zeros in the staging buffer first (the next bucket's elements must not join it).
+static void bucket_reduce(ZeroCuda *zc, int b) {
+    const ZeroBucket *k = &zc->z.b[b];
+    size_t padded = k->piece * (size_t)zc->z.n_ranks;
+    const void *send = at(zc->grad, k->lo);
+    if (padded != k->n) {
+        CUDA_RT_CHECK(cudaMemcpyAsync(zc->stage, send, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+        CUDA_RT_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
+        send = zc->stage;
+    }
+    nccl_reduce_scatter(&zc->nccl, send, at(zc->gshard, k->shard_off), k->piece, ncclBfloat16, zc->comm);
+}
+
+// The comm stream continues after everything enqueued on the backend's stream so far.
+static void comm_after_compute(ZeroCuda *zc) {
+    CUDA_RT_CHECK(cudaEventRecord(zc->ev, zc->compute));
+    CUDA_RT_CHECK(cudaStreamWaitEvent(zc->comm, zc->ev, 0));
+}
+
+// Starts every bucket that is final once gradient range `range` is (buckets go in order on every
+// rank, so the collectives match).
+static void launch_upto(ZeroCuda *zc, int range) {
+    if (zc->launched == zc->z.n_buckets || zc->z.b[zc->launched].ready_at > range) return;
+    comm_after_compute(zc);
+    while (zc->launched < zc->z.n_buckets && zc->z.b[zc->launched].ready_at <= range)
+        bucket_reduce(zc, zc->launched++);
+}
+
+static void grad_ready(void *ctx, int range) { launch_upto((ZeroCuda *)ctx, range); }
+
+int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const float *master, size_t bucket_elems,
+                   double timeout_s, Err *e) {
+    memset(zc, 0, sizeof *zc);
+    int n_ranges = model_grad_range_count(&m->cfg);
+    GradRange *ranges = mallocCheck((size_t)n_ranges * sizeof *ranges);
+    model_grad_ranges(m, ranges);
+    int rc = zero_layout_build(&zc->z, ranges, n_ranges, m->t.numel, bucket_elems, c->role_size, e);
+    free(ranges);
+    if (rc) return -1;
+    zc->rank = c->role_rank;
+    zc->model = m;
+    zc->grad = grad;
+    zc->compute = (cudaStream_t)ops_cuda_stream(m->ops);
+    CUDA_RT_CHECK(cudaStreamCreateWithFlags(&zc->comm, cudaStreamNonBlocking));
+    CUDA_RT_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
+    nccl_init(&zc->nccl, c->role_comm, timeout_s);
+    size_t n = zc->z.shard_n;
+    zc->master = dev_alloc(n * sizeof(float));
+    zc->m = dev_alloc(n * sizeof(float));
+    zc->v = dev_alloc(n * sizeof(float));
+    zc->gshard = dev_alloc(n * BF16);
+    zc->pshard = dev_alloc(n * BF16);
+    zc->stage = dev_alloc(zc->z.max_padded * BF16);
+    zc->partials = dev_alloc(OPTIM_CUDA_PARTIALS * sizeof(double));
+    zc->sumsq = dev_alloc(sizeof(double));
+    CUDA_RT_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
+    float *shard = mallocCheck((n ? n : 1) * sizeof(float));
+    zero_shard_gather(&zc->z, zc->rank, master, shard);
+    CUDA_RT_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyHostToDevice));
+    free(shard);
+    return 0;
+}
+
+void zero_cuda_free(ZeroCuda *zc) {
+    if (!zc->comm) return;
+    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    zero_cuda_arm(zc, 0);
+    void *bufs[] = {zc->master, zc->m, zc->v, zc->gshard, zc->pshard, zc->stage, zc->partials, zc->sumsq};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
+    cudaFreeHost(zc->sumsq_host);
+    nccl_free(&zc->nccl);
+    cudaEventDestroy(zc->ev);
+    cudaStreamDestroy(zc->comm);
+    zero_layout_free(&zc->z);
+    memset(zc, 0, sizeof *zc);
+}
+
+void zero_cuda_arm(ZeroCuda *zc, int on) {
+    zc->model->grad_ready = on ? grad_ready : NULL;
+    zc->model->grad_ctx = on ? zc : NULL;
+}
+
+void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
+    zero_cuda_arm(zc, 0);
+    launch_upto(zc, model_grad_range_count(&zc->model->cfg));
+    zc->launched = 0;
+    optim_cuda_sumsq(zc->gshard, zc->z.shard_n, (float)(1.0 / zc->z.n_ranks), zc->partials, zc->sumsq, zc->comm);
+    nccl_all_reduce_sum(&zc->nccl, zc->sumsq, 1, ncclFloat64, zc->comm);
+    CUDA_RT_CHECK(cudaMemcpyAsync(zc->sumsq_host, zc->sumsq, sizeof(double), cudaMemcpyDeviceToHost, zc->comm));
+    nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter and norm all-reduce");
+    *norm = sqrt(*zc->sumsq_host);
+}
+
+void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t step, double max_norm, double norm) {
+    double clip = max_norm > 0 ? optim_clip_scale(norm, max_norm) : 1.0;
+    optim_cuda_adamw(cfg, lr, step, zc->master, zc->m, zc->v, zc->gshard, (float)(1.0 / zc->z.n_ranks), clip,
+                     zc->pshard, zc->z.shard_n, zc->comm);
+    Tensor *params = zc->model->params;
+    for (int b = 0; b < zc->z.n_buckets; b++) {
+        const ZeroBucket *k = &zc->z.b[b];
+        size_t padded = k->piece * (size_t)zc->z.n_ranks;
+        void *recv = padded == k->n ? at(params, k->lo) : zc->stage;
+        nccl_all_gather(&zc->nccl, at(zc->pshard, k->shard_off), recv, k->piece, ncclBfloat16, zc->comm);
+        if (recv == zc->stage)
+            CUDA_RT_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+    }
+    // The next forward reads the new weights and backward writes the gradient the comm stream read.
+    CUDA_RT_CHECK(cudaEventRecord(zc->ev, zc->comm));
+    CUDA_RT_CHECK(cudaStreamWaitEvent(zc->compute, zc->ev, 0));
+    CUDA_RT_CHECK(cudaMemsetAsync(zc->grad, 0, zc->z.numel * BF16, zc->compute));
+}
+
+void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v) {
+    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    size_t bytes = zc->z.shard_n * sizeof(float);
+    CUDA_RT_CHECK(cudaMemcpy(master, zc->master, bytes, cudaMemcpyDeviceToHost));
+    CUDA_RT_CHECK(cudaMemcpy(m, zc->m, bytes, cudaMemcpyDeviceToHost));
+    CUDA_RT_CHECK(cudaMemcpy(v, zc->v, bytes, cudaMemcpyDeviceToHost));
+}
+
+void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v) {
+    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    size_t bytes = zc->z.shard_n * sizeof(float);
+    CUDA_RT_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyHostToDevice));
+    CUDA_RT_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyHostToDevice));
+    CUDA_RT_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyHostToDevice));
+}

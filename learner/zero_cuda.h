@@ -1,0 +1,57 @@
+// zero_cuda.h: the optimizer update of L GPU learners with ZeRO-1 (CUDA builds only). The model keeps
+// bf16 weights and a bf16 gradient buffer in the CUDA backend; each learner holds fp32 master weights
+// and AdamW moments for its shard only (zero.h) on its GPU. Per update:
+//   reduce-scatter of the gradient bucket by bucket (bf16: the backend accumulates the gradient in bf16
+//   already, so fp32 traffic would carry no more information, and it halves the bytes and needs no fp32
+//   copy of the whole gradient), on a stream of its own; with zero_cuda_arm, model_backward's gradient
+//   hook starts each bucket as soon as its layers are final, ordered after the backend's stream by
+//   events, while backward goes on;
+//   squared norm of the shard -> all-reduce -> global-norm clip scale (one host sync: the norm is
+//   reported, and a non-finite one stops the update);
+//   AdamW on the shard (optim_cuda.h) -> all-gather of the bf16 weights into every learner's model.
+// The gradient is the mean over learners (the DDP rule of trainer_update).
+#pragma once
+#include <cuda_runtime.h>
+
+#include "comm/nccl.h"
+#include "model/model.h"
+#include "optim.h"
+#include "zero.h"
+
+typedef struct ZeroCuda {
+    ZeroLayout z;
+    Nccl nccl;       // over the learners
+    int rank;        // learner role rank = shard index
+    Model *model;
+    Tensor *grad;    // [numel] the backend's gradient buffer model_backward accumulates into
+    cudaStream_t compute, comm;
+    cudaEvent_t ev;
+    float *master, *m, *v;  // [shard_n] device fp32
+    void *gshard;           // [shard_n] bf16: this rank's reduced gradient pieces
+    void *pshard;           // [shard_n] bf16: its updated weights, all-gathered
+    void *stage;            // [z.max_padded] bf16: a bucket padded to L * piece
+    double *partials, *sumsq, *sumsq_host;  // norm reduction scratch (device), result (pinned host)
+    int launched;           // buckets whose reduce-scatter is enqueued in this update
+} ZeroCuda;
+
+// Collective over the learners (c->role_comm), each on its own GPU (the current device, the one of
+// m's backend). master: [numel] host fp32 weights, this rank's shard of which becomes the master copy.
+int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const float *master, size_t bucket_elems,
+                   double timeout_s, Err *e);
+void zero_cuda_free(ZeroCuda *zc);
+
+// on = 1: the next model_backward starts each bucket's reduction as soon as it is final (the last
+// micro-batch before an update); on = 0: backward only accumulates.
+void zero_cuda_arm(ZeroCuda *zc, int on);
+
+// The update in two halves. zero_cuda_reduce: the buckets not started yet, then the global norm of the
+// learners' mean gradient (*norm; waits for it). zero_cuda_step: clip to max_norm (0: off), AdamW with
+// learning rate lr and step `step` (updates taken, this one included), the all-gather of the weights,
+// the gradient buffer zeroed; nothing waits on the host. A caller that finds the norm unusable stops
+// before zero_cuda_step (nothing has changed then).
+void zero_cuda_reduce(ZeroCuda *zc, double *norm);
+void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t step, double max_norm, double norm);
+
+// This rank's shard of the master weights and moments, to / from host arrays [z.shard_n].
+void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v);
+void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v);
