@@ -8,6 +8,8 @@
 //      learner that owns the slot (slot % L). Unusable questions go as failed groups.
 // rollout.backend picks where each rank samples and scores the reference: the CPU, or one GPU per rank
 // (the broadcast's fp32 weights are converted on upload; the reference loads straight into the GPU).
+// When the learners run on GPUs too (model.backend=cuda) and every rank has its own GPU, the weights
+// come over NCCL as bf16 straight into the policy's device memory (nccl.h).
 // Rollouts keep no state between steps (sampling is keyed by seed, step, question, sample and position),
 // so a resumed run samples exactly what the uninterrupted one did. Any error ends the whole job through
 // comm_abort with the rank and the reason.
@@ -20,6 +22,7 @@
 #include "model/checkpoint.h"
 #include "model/hf_config.h"
 #ifdef AQA_CUDA
+#include "comm/nccl.h"
 #include "model/cuda/model_load_device.h"
 #include "model/cuda/ops_cuda.h"
 #endif
@@ -39,6 +42,9 @@ typedef struct {
     RewardClient *reward;
     RolloutWorker w;
     int64_t start, n_steps;
+#ifdef AQA_CUDA
+    Nccl wnccl;  // the weight broadcast over NCCL (wnccl.comm NULL: over MPI)
+#endif
 } Rollout;
 
 // Config checks specific to this role; each failure names the key.
@@ -47,31 +53,26 @@ static void check_config(const Rollout *r) {
     Err e;
     if (cfg->train.mode == CFG_MODE_SFT)
         comm_abort("train.mode=sft trains on the solutions without rollouts: launch it with learner ranks only");
-    // the learners' backend: the whole job needs one they run (rollouts pick theirs with rollout.backend)
-    if (cfg->model.backend != CFG_BACKEND_CPU)
-        comm_abort("model.backend: the learners run the cpu backend only (GPU rollouts: rollout.backend=cuda)");
 #ifndef AQA_CUDA
     if (cfg->rollout.backend == CFG_BACKEND_CUDA)
         comm_abort("rollout.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
+    if (cfg->model.backend == CFG_BACKEND_CUDA)
+        comm_abort("model.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
 #endif
     if (config_require(cfg, "model.path", &e) || config_require(cfg, "data.train", &e) ||
         config_check_world(cfg, r->comm.n_learners, &e))
         comm_abort("config: %s", e.msg);
 }
 
-// rollout.backend: the CPU, or the GPU of this rank's index among the rollout ranks of its node (the
-// learners on the node run on the CPU and take no GPU).
+// rollout.backend: the CPU, or a GPU of this rank's node: the rollouts take the GPUs after the node's
+// learners when those run on GPUs (model.backend=cuda), else from the first.
 static Ops *backend_create(Rollout *r) {
     if (r->cfg.rollout.backend == CFG_BACKEND_CPU) return ops_cpu_create();
 #ifdef AQA_CUDA
-    MPI_Comm node;
-    int local;
-    MPI_CHECK(MPI_Comm_split_type(r->comm.role_comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-    MPI_CHECK(MPI_Comm_rank(node, &local));
-    MPI_CHECK(MPI_Comm_free(&node));
+    int local = comm_node_gpu_index(&r->comm, r->cfg.model.backend == CFG_BACKEND_CUDA);
     if (ops_cuda_device_count() < 1) comm_abort("rollout.backend=cuda: no CUDA device on this node");
     int dev = ops_cuda_set_device(local);
-    log_info("rollout %d: GPU %d (rank %d of this node's rollouts)", r->comm.role_rank, dev, local);
+    log_info("rollout %d: GPU %d (GPU rank %d of this node)", r->comm.role_rank, dev, local);
     return ops_cuda_create();
 #else
     comm_abort("rollout.backend=cuda: this build has no CUDA backend");
@@ -140,6 +141,11 @@ static void setup(Rollout *r) {
     PrepOptions popt = prep_options_from_config(cfg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
     load_models(r);
+#ifdef AQA_CUDA
+    // The same decision, at the same point of the job, as the learner root's trainer_init.
+    if (cfg->model.backend == CFG_BACKEND_CUDA && cfg->rollout.backend == CFG_BACKEND_CUDA)
+        nccl_weights_init(&r->comm, &r->wnccl, cfg->train.nccl_timeout_s);
+#endif
     r->w = (RolloutWorker){.policy = &r->policy,
                            .ref = cfg->grpo.beta > 0 ? &r->ref : NULL,
                            .prep = &r->prep,
@@ -154,14 +160,28 @@ static void setup(Rollout *r) {
              r->w.ref ? "with" : "no");
 }
 
+// Weights version k into the policy: over NCCL into its device memory, or over MPI into the host
+// copy, then uploaded.
+static void receive_weights(Rollout *r, int64_t k) {
+    Err e;
+    size_t n = r->policy.t.numel;
+#ifdef AQA_CUDA
+    if (r->wnccl.comm) {
+        if (nccl_bcast_weights(&r->comm, &r->wnccl, r->policy.params, n, k, ops_cuda_stream(r->ops), &e))
+            comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+        return;
+    }
+#endif
+    if (comm_bcast_weights(&r->comm, r->weights, n, k, &e)) comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+    r->ops->upload_act(r->ops, r->policy.params, r->weights, n);
+}
+
 // One step: weights version k, then this rank's groups of step k to their learners.
 static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
     double t0 = log_elapsed();
-    if (comm_bcast_weights(c, r->weights, r->policy.t.numel, k, &e))
-        comm_abort("weights for step %lld: %s", (long long)k, e.msg);
-    r->ops->upload_act(r->ops, r->policy.params, r->weights, r->policy.t.numel);
+    receive_weights(r, k);
     double t_sync = log_elapsed() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
     int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
@@ -197,6 +217,9 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
 }
 
 static void teardown(Rollout *r) {
+#ifdef AQA_CUDA
+    nccl_free(&r->wnccl);
+#endif
     reward_client_close(r->reward);
     if (r->w.ref) model_free(&r->ref);
     model_free(&r->policy);
