@@ -124,9 +124,10 @@ static void gpu_grads(const AttnSeg *segs, int nseg, int Tq, int Tk, int H, int 
     Ops *g = P.g;
     const size_t nq = (size_t)Tq * H * hd, nk = (size_t)Tk * KVH * hd;
     const float scale = 1.0f / sqrtf((float)hd);
-    Tensor *tq = g->alloc(g, nq * 2), *tk = g->alloc(g, nk * 2), *tv = g->alloc(g, nk * 2), *to = g->alloc(g, nq * 2);
-    Tensor *tdo = g->alloc(g, nq * 2), *tdq = g->alloc(g, nq * 2), *tdk = g->alloc(g, nk * 2);
-    Tensor *tdv = g->alloc(g, nk * 2);
+    const size_t a = g->act_size;
+    Tensor *tq = g->alloc(g, nq * a), *tk = g->alloc(g, nk * a), *tv = g->alloc(g, nk * a), *to = g->alloc(g, nq * a);
+    Tensor *tdo = g->alloc(g, nq * a), *tdq = g->alloc(g, nq * a), *tdk = g->alloc(g, nk * a);
+    Tensor *tdv = g->alloc(g, nk * a);
     float *lse = g->alloc(g, (size_t)Tq * H * sizeof(float));
     g->upload_act(g, tq, q, nq), g->upload_act(g, tk, k, nk), g->upload_act(g, tv, v, nk);
     g->upload_act(g, tdo, dout, nq);
