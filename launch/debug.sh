@@ -6,7 +6,9 @@
 #
 # Usage: launch/debug.sh CONFIG [--set section.key=value]... [--resume] [--learners L] [--rollouts R]
 # Paths inside the config are relative to the current directory. Binaries come from $AQA_BUILD (default
-# build/ of this checkout). On a GPU machine each rank sees one GPU (launch/gpu-bind.sh).
+# build/ of this checkout). On a GPU machine each rank sees one GPU (launch/gpu-bind.sh): learners first,
+# then rollouts; GPU learners (model.backend=cuda) talk NCCL, with NVLink multicast off
+# (NCCL_NVLS_ENABLE=0 unless set).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,6 +67,7 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=${OMPI_MCA_btl_vader_single_copy
 if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
+export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aqa-debug.XXXXXX")
 server_pid=""

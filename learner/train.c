@@ -15,7 +15,10 @@
 #endif
 
 static int trainer_check_config(const Config *cfg, Err *e) {
-#ifndef AQA_CUDA
+#ifdef AQA_CUDA
+    if (cfg->model.backend == CFG_BACKEND_CUDA && ops_cuda_device_count() < 1)
+        return err_set(e, "model.backend=cuda: no CUDA device on this node");
+#else
     if (cfg->model.backend == CFG_BACKEND_CUDA)
         return err_set(e, "model.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
 #endif
@@ -30,7 +33,6 @@ static int trainer_check_config(const Config *cfg, Err *e) {
 static Ops *trainer_backend(Trainer *t) {
     if (t->cfg->model.backend == CFG_BACKEND_CPU) return ops_cpu_create();
 #ifdef AQA_CUDA
-    if (ops_cuda_device_count() < 1) comm_abort("model.backend=cuda: no CUDA device on this node");
     int dev = ops_cuda_set_device(comm_node_gpu_index(t->comm, 1));
     log_info("learner %d: GPU %d", t->comm->role_rank, dev);
     return ops_cuda_create();

@@ -4,7 +4,7 @@
 #             version, its slot's question and rollout, full or (missing audio) failed
 #   ahead     the learner root sends version 1 at step 0: the rollouts end the job naming the mismatch
 #   refuse    a rollout refuses bad settings before any work, naming them: train.mode=sft,
-#             model.backend=cuda, a missing data.train, an unknown argument; and with no reward service at
+#             a missing data.train, an unknown argument; and with no reward service at
 #             reward.server it retries, then ends the job naming the address
 #   gpu       check with rollout.backend=cuda (policy and reference on the GPU); exits 77 (skipped) where
 #             the rollout finds no CUDA build or no device
@@ -82,7 +82,6 @@ ahead)
     ;;
 refuse)
     refused "train.mode=sft" --set train.mode=sft
-    refused "model.backend" --set model.backend=cuda
     refused "data.train" --set data.train=
     refused "unknown argument \"--bogus\"" --bogus
     refused "reward.server 127.0.0.1:1: " --set reward.server=127.0.0.1:1

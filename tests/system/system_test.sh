@@ -1,7 +1,9 @@
 #!/bin/sh
 # system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
 #   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_ranks | sft_bad_data | grpo_ranks |
-#                                  grpo_resume | grpo_kill | grpo_bad_data
+#                                  grpo_resume | grpo_kill | grpo_bad_data | gpu_sft_ranks
+# gpu_sft_ranks (suite gpu) is sft_ranks with model.backend=cuda (ZeRO-1 over 2 GPUs vs 1 GPU with 2
+# micro-steps), with bf16 tolerances; it exits 77 (skipped) on a machine with fewer than 2 GPUs.
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
@@ -58,7 +60,7 @@ make_bad_data() {
 # it loss and gradient) is non-zero even while a random policy earns no reward.
 config() {
     cat >"$1" <<EOF
-{"model": {"path": "$assets/model", "ref_model": "$assets/ref"},
+{"model": {"path": "$assets/model", "ref_model": "$assets/ref", "backend": "${BACKEND:-cpu}"},
  "data": {"train": "${5:-$assets/synth/train.jsonl}"},
  "rollout": {"num_generations": 2, "max_new_tokens": 8},
  "reward": {"server": "127.0.0.1:${port:-7011}", "timeout_ms": 10000},
@@ -122,14 +124,15 @@ resume_test() {
 }
 
 # ranks_test MODE R1 L2 R2: one step of 1 learner (2 micro-steps) vs L2 learners (1 micro-step each) on
-# the same global batch: same loss, gradient norm and parameters within fp32 tolerance.
+# the same global batch: same loss, gradient norm and parameters within fp32 tolerance (or METRIC_TOL,
+# PARAM_TOL).
 ranks_test() {
     ACC=2 config one.json "$dir/one" "$1" 1
     config two.json "$dir/two" "$1" 1
     run one.log 1 "$2" one.json
     run two.log "$3" "$4" two.json
-    "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 1e-4
-    "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 1e-5
+    "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl "${METRIC_TOL:-1e-4}"
+    "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 "${PARAM_TOL:-1e-5}"
 }
 
 case $name in
@@ -211,6 +214,23 @@ grpo_kill)
     wait $mpirun_pid && { echo "FAIL: the job exited 0 after a rank was killed"; exit 1; } || true
     echo "job ended $(($(date +%s) - killed)) s after kill -9 of rollout pid $victim ($(($(date +%s) - start)) s in all)"
     grep -i "signal 9\|killed" run.log
+    ;;
+gpu_sft_ranks)
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
+    [ "$gpus" -ge 2 ] || { echo "$gpus GPUs, the test needs 2: skipped"; exit 77; }
+    # bf16 weights and gradients: the learners' bf16 reduce-scatter and 1 learner's bf16 accumulation
+    # round differently; Adam's first step moves each weight by about lr (1e-3) whatever the gradient's
+    # size, so an element whose tiny gradient changes sign differs by 2 lr: the tolerance is 2.5 lr.
+    # The differences are printed first (a check at tolerance 0).
+    ACC=2 BACKEND=cuda config one.json "$dir/one" sft 1
+    BACKEND=cuda config two.json "$dir/two" sft 1
+    run one.log 1 0 one.json
+    run two.log 2 0 two.json
+    grep -h "GPU\|ZeRO" one.log two.log
+    "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 0 || true
+    "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 0 || true
+    "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 2e-2
+    "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 2.5e-3
     ;;
 *)
     echo "unknown test $name"
