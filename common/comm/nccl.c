@@ -8,12 +8,54 @@
 #include "util/log.h"
 
 void nccl_check_at(const char *file, int line, ncclResult_t rc, const char *what) {
-    if (rc == ncclSuccess || rc == ncclInProgress) return;
+    if (rc == ncclSuccess) return;
     comm_abort_at(file, line, "NCCL: %s: %s (%s)", what, ncclGetErrorString(rc), ncclGetLastError(NULL));
 }
 
 void cuda_rt_check_at(const char *file, int line, cudaError_t rc, const char *what) {
     if (rc != cudaSuccess) comm_abort_at(file, line, "CUDA: %s: %s", what, cudaGetErrorString(rc));
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// 0.1 ms between polls: a small model's collective takes about that.
+static void nap(void) {
+    struct timespec ts = {0, 100000};
+    nanosleep(&ts, NULL);
+}
+
+// Ends the job over a stuck or failed communicator: aborting it first releases the GPU kernels and the
+// proxy threads that wait on the peers.
+static void nccl_fail(Nccl *n, const char *what, ncclResult_t async, double waited) {
+    ncclCommAbort(n->comm);
+    if (async != ncclSuccess && async != ncclInProgress)
+        comm_abort("NCCL %s failed on rank %d of %d: %s", what, n->rank, n->size, ncclGetErrorString(async));
+    comm_abort("NCCL %s: no progress after %.0f s (train.nccl_timeout_s) on rank %d of %d: a peer is gone or stuck",
+               what, waited, n->rank, n->size);
+}
+
+// The communicator is nonblocking: set-up and an enqueue that must first connect to its peers return
+// ncclInProgress instead of blocking inside NCCL. This waits for that host-side work, with the timeout.
+static void nccl_settle(Nccl *n, const char *what) {
+    double t0 = now_s();
+    for (;;) {
+        ncclResult_t async;
+        NCCL_CHECK(ncclCommGetAsyncError(n->comm, &async));
+        if (async == ncclSuccess) return;
+        double waited = now_s() - t0;
+        if (async != ncclInProgress || waited > n->timeout_s) nccl_fail(n, what, async, waited);
+        nap();
+    }
+}
+
+// The result of a call on n: ncclInProgress settles, other errors end the job naming `what`.
+static void nccl_done(Nccl *n, ncclResult_t rc, const char *what) {
+    if (rc == ncclInProgress) nccl_settle(n, what);
+    else if (rc != ncclSuccess) nccl_fail(n, what, rc, 0);
 }
 
 void nccl_init(Nccl *n, MPI_Comm mpi, double timeout_s) {
@@ -24,64 +66,54 @@ void nccl_init(Nccl *n, MPI_Comm mpi, double timeout_s) {
     ncclUniqueId id;
     if (n->rank == 0) NCCL_CHECK(ncclGetUniqueId(&id));
     MPI_CHECK(MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, mpi));
-    NCCL_CHECK(ncclCommInitRank(&n->comm, n->size, id, n->rank));
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclResult_t rc = ncclCommInitRankConfig(&n->comm, n->size, id, n->rank, &config);
+    if (!n->comm) NCCL_CHECK(rc);
+    nccl_done(n, rc, "communicator set-up");
     CUDA_RT_CHECK(cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming));
 }
 
 void nccl_free(Nccl *n) {
     if (!n->comm) return;
     cudaEventDestroy(n->done);
+    nccl_done(n, ncclCommFinalize(n->comm), "communicator finalize");
     NCCL_CHECK(ncclCommDestroy(n->comm));
     memset(n, 0, sizeof *n);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 void nccl_wait(Nccl *n, cudaStream_t stream, const char *what) {
     CUDA_RT_CHECK(cudaEventRecord(n->done, stream));
     double t0 = now_s();
-    struct timespec nap = {0, 100000};  // 0.1 ms: a collective of a small model takes about that
     for (;;) {
         cudaError_t q = cudaEventQuery(n->done);
         if (q == cudaSuccess) return;
         if (q != cudaErrorNotReady) CUDA_RT_CHECK(q);
         ncclResult_t async;
         NCCL_CHECK(ncclCommGetAsyncError(n->comm, &async));
-        if (async != ncclSuccess && async != ncclInProgress) {
-            ncclCommAbort(n->comm);
-            comm_abort("NCCL %s failed on rank %d of %d: %s", what, n->rank, n->size, ncclGetErrorString(async));
-        }
         double waited = now_s() - t0;
-        if (waited > n->timeout_s) {
-            ncclCommAbort(n->comm);
-            comm_abort("NCCL %s: no progress after %.0f s (train.nccl_timeout_s) on rank %d of %d: a peer is gone "
-                       "or stuck",
-                       what, waited, n->rank, n->size);
-        }
-        nanosleep(&nap, NULL);
+        if ((async != ncclSuccess && async != ncclInProgress) || waited > n->timeout_s)
+            nccl_fail(n, what, async, waited);
+        nap();
     }
 }
 
 void nccl_reduce_scatter(Nccl *n, const void *send, void *recv, size_t recv_count, ncclDataType_t type,
                          cudaStream_t stream) {
-    NCCL_CHECK(ncclReduceScatter(send, recv, recv_count, type, ncclSum, n->comm, stream));
+    nccl_done(n, ncclReduceScatter(send, recv, recv_count, type, ncclSum, n->comm, stream), "reduce-scatter");
 }
 
 void nccl_all_gather(Nccl *n, const void *send, void *recv, size_t send_count, ncclDataType_t type,
                      cudaStream_t stream) {
-    NCCL_CHECK(ncclAllGather(send, recv, send_count, type, n->comm, stream));
+    nccl_done(n, ncclAllGather(send, recv, send_count, type, n->comm, stream), "all-gather");
 }
 
 void nccl_all_reduce_sum(Nccl *n, void *buf, size_t count, ncclDataType_t type, cudaStream_t stream) {
-    NCCL_CHECK(ncclAllReduce(buf, buf, count, type, ncclSum, n->comm, stream));
+    nccl_done(n, ncclAllReduce(buf, buf, count, type, ncclSum, n->comm, stream), "all-reduce");
 }
 
 void nccl_broadcast(Nccl *n, void *buf, size_t count, ncclDataType_t type, int root, cudaStream_t stream) {
-    NCCL_CHECK(ncclBroadcast(buf, buf, count, type, root, n->comm, stream));
+    nccl_done(n, ncclBroadcast(buf, buf, count, type, root, n->comm, stream), "broadcast");
 }
 
 int nccl_distinct_devices(MPI_Comm mpi) {

@@ -1,9 +1,10 @@
 // nccl.h: NCCL between GPU ranks, set up over MPI (CUDA builds only). A communicator is made from an
 // ncclUniqueId that rank 0 of an MPI communicator broadcasts; collectives are enqueued on a caller's
-// stream and return at once. Failure policy as comm.h: an NCCL error aborts the whole job through
-// comm_abort with NCCL's error string, and nccl_wait never hangs silently: it polls the stream's
-// progress and the communicator's asynchronous error, and past the timeout it ncclCommAbort's and
-// comm_abort's naming the collective it waited for.
+// stream. Failure policy as comm.h: an NCCL error aborts the whole job through comm_abort with NCCL's
+// error string, and nothing hangs silently: the communicator is nonblocking, so set-up and an enqueue
+// that must first reach its peers are polled as nccl_wait polls the stream's progress (with the
+// communicator's asynchronous error); past the timeout the communicator is ncclCommAbort'ed and the job
+// comm_abort'ed with a message naming the operation waited for.
 #pragma once
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -18,6 +19,7 @@ typedef struct Nccl {
     cudaEvent_t done;  // recorded by nccl_wait on the stream it waits for
 } Nccl;
 
+// For calls without a communicator to poll (ncclGetUniqueId, ncclCommGetAsyncError, ncclCommDestroy).
 #define NCCL_CHECK(call) nccl_check_at(__FILE__, __LINE__, (call), #call)
 void nccl_check_at(const char *file, int line, ncclResult_t rc, const char *what);
 #define CUDA_RT_CHECK(call) cuda_rt_check_at(__FILE__, __LINE__, (call), #call)

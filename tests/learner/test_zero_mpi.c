@@ -8,8 +8,8 @@
 //            rollout's device buffer, a rollout expecting another version drains it and reports the
 //            version (its buffer untouched) and the next one arrives intact; two ranks on one GPU are
 //            detected (the MPI fallback's condition).
-//   timeout  2 learners: rank 1 never joins an all-reduce; rank 0's watchdog must end the job naming
-//            the collective (the script checks the message).
+//   timeout  2 learners: after one all-reduce together, rank 1 never joins the next; rank 0's watchdog
+//            must end the job naming the collective (the script checks the message).
 //   gpus     prints the number of GPUs (for the script).
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +155,9 @@ static void case_timeout(void) {
     nccl_init(&nc, comm.role_comm, 3);
     double *d;
     CUDA_RT_CHECK(cudaMalloc((void **)&d, sizeof(double)));
+    // one all-reduce together first: the peers are connected, as in the middle of a run
+    nccl_all_reduce_sum(&nc, d, 1, ncclFloat64, 0);
+    nccl_wait(&nc, 0, "warm-up all-reduce");
     if (comm.role_rank == 1) {
         sleep(60);  // gone: the job must not wait for this
         return;

@@ -1,9 +1,11 @@
 #!/bin/sh
 # system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
 #   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_ranks | sft_bad_data | grpo_ranks |
-#                                  grpo_resume | grpo_kill | grpo_bad_data | gpu_sft_ranks
-# gpu_sft_ranks (suite gpu) is sft_ranks with model.backend=cuda (ZeRO-1 over 2 GPUs vs 1 GPU with 2
-# micro-steps), with bf16 tolerances; it exits 77 (skipped) on a machine with fewer than 2 GPUs.
+#                                  grpo_resume | grpo_kill | grpo_bad_data | gpu_sft_ranks | gpu_sft_resume
+# The gpu_ tests (suite gpu) run 2 learners with model.backend=cuda (ZeRO-1 over 2 GPUs, 1 MiB gradient
+# buckets so reductions start during backward) and exit 77 (skipped) on a machine with fewer than 2
+# GPUs: gpu_sft_ranks is sft_ranks against 1 GPU with 2 micro-steps, gpu_sft_resume is a resume from
+# the gathered checkpoint of step 1 (the shards scattered again), both within bf16 tolerances.
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
@@ -70,6 +72,12 @@ config() {
            "run_dir": "$2", "save_every": 1, "keep_last": 0, "seed": 3},
  "log": {"level": "info"}}
 EOF
+}
+
+# need_gpus N: skip (77) on a machine with fewer GPUs.
+need_gpus() {
+    gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
+    [ "$gpus" -ge "$1" ] || { echo "$gpus GPUs, the test needs $1: skipped"; exit 77; }
 }
 
 # A reward server on a free port ($port); stopped when the test exits.
@@ -216,21 +224,33 @@ grpo_kill)
     grep -i "signal 9\|killed" run.log
     ;;
 gpu_sft_ranks)
-    gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
-    [ "$gpus" -ge 2 ] || { echo "$gpus GPUs, the test needs 2: skipped"; exit 77; }
+    need_gpus 2
     # bf16 weights and gradients: the learners' bf16 reduce-scatter and 1 learner's bf16 accumulation
     # round differently; Adam's first step moves each weight by about lr (1e-3) whatever the gradient's
     # size, so an element whose tiny gradient changes sign differs by 2 lr: the tolerance is 2.5 lr.
     # The differences are printed first (a check at tolerance 0).
     ACC=2 BACKEND=cuda config one.json "$dir/one" sft 1
     BACKEND=cuda config two.json "$dir/two" sft 1
-    run one.log 1 0 one.json
-    run two.log 2 0 two.json
+    run one.log 1 0 one.json --set train.grad_bucket_mb=1
+    run two.log 2 0 two.json --set train.grad_bucket_mb=1
     grep -h "GPU\|ZeRO" one.log two.log
     "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 0 || true
     "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 0 || true
     "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 2e-2
     "$SYS_CHECK" params one/checkpoints/step-00000001 two/checkpoints/step-00000001 2.5e-3
+    ;;
+gpu_sft_resume)
+    need_gpus 2
+    BACKEND=cuda config run.json "$dir/run" sft 2
+    run full.log 2 0 run.json --set train.grad_bucket_mb=1
+    cp run/metrics.jsonl full.jsonl
+    mv run/checkpoints/step-00000002 full-step2
+    run resume.log 2 0 run.json --set train.grad_bucket_mb=1 --set train.resume=true
+    grep -q "resumed from .*step-00000001" resume.log
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 0 || true
+    "$SYS_CHECK" params full-step2 run/checkpoints/step-00000002 0 || true
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 2e-2
+    "$SYS_CHECK" params full-step2 run/checkpoints/step-00000002 2.5e-3
     ;;
 *)
     echo "unknown test $name"
