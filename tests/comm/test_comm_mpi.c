@@ -1,6 +1,6 @@
 // MPI test of common/comm, run under mpirun: the binary plays both roles by world rank (ranks below L
 // are learners, the rest rollouts). Usage: test_comm_mpi L | test_comm_mpi abort.
-// Checks the role split and rank maps, slot routing, groups (and a failed group) sent and received intact, the bucketed
+// Checks the role split and rank maps, the node-local GPU index, slot routing, groups (and a failed group) sent and received intact, the bucketed
 // weight broadcast with its version check (stale and wrong-size receivers detected, the job still in
 // step afterwards), corrupt and misrouted messages rejected naming the sender, MPI errors returned
 // (not fatal), and role all-reduce. "abort": a rollout calls comm_abort and the whole job must end.
@@ -77,6 +77,11 @@ static void test_split(void) {
     CHECK((c->bcast_comm == MPI_COMM_NULL) == (c->role == ROLE_LEARNER && c->role_rank > 0));
     CHECK_INT(comm_learner_of(c, 7), 7 % L);
     CHECK_INT(comm_rollout_of(c, 7), 7 % c->n_rollouts);
+    // One node: GPUs go to the learners first (when they use GPUs), then to the rollouts.
+    CHECK_INT(c->node_learners, L);
+    CHECK_INT(c->node_index, c->role_rank);
+    CHECK_INT(comm_node_gpu_index(c, 1), c->world_rank);
+    CHECK_INT(comm_node_gpu_index(c, 0), c->role_rank);
 }
 
 static void fill_weights(float *w, int64_t version) {
