@@ -508,11 +508,15 @@ const Tensor *model_final_hidden(const ModelActs *a) { return a->lnf; }
 
 // ---------------------------------------------------------------- KV-cache inference
 
+size_t kv_cache_bytes(const ModelConfig *c, size_t act_size, int rows) {
+    return 2 * (size_t)c->layers * rows * c->kv_heads * c->head_dim * act_size;
+}
+
 void kv_cache_init(KVCache *kv, Model *m, int rows) {
     kv->layers = m->cfg.layers;
     kv->rows = rows;
     kv->kv_dim = m->cfg.kv_heads * m->cfg.head_dim;
-    size_t bytes = (size_t)kv->layers * rows * kv->kv_dim * m->ops->act_size;
+    size_t bytes = kv_cache_bytes(&m->cfg, m->ops->act_size, rows) / 2;  // k and v apart
     kv->k = m->ops->alloc(m->ops, bytes);
     kv->v = m->ops->alloc(m->ops, bytes);
 }

@@ -10,8 +10,8 @@
 // Training: model_forward saves activations in a ModelActs buffer (one allocation carved from a size
 // table, sized for the batch shape: every layer's, or only the layer inputs with recompute) and returns
 // target log-probs; model_backward takes d(loss)/d(log-prob) per target and ACCUMULATES every trainable
-// parameter's gradient into a buffer laid out like the parameters (ParamTable offsets). Inference: model_infer runs prefill or decode steps with a
-// KV cache, keeping one layer of scratch.
+// parameter's gradient into a buffer laid out like the parameters (ParamTable offsets). Inference:
+// model_infer runs prefill or decode steps with a KV cache, keeping one layer of scratch.
 #pragma once
 #include <stdint.h>
 
@@ -130,6 +130,8 @@ typedef struct {
 } KVCache;
 
 void kv_cache_init(KVCache *kv, Model *m, int rows);
+// Bytes of a cache of `rows` rows (keys and values) for elements of act_size bytes, without allocating.
+size_t kv_cache_bytes(const ModelConfig *c, size_t act_size, int rows);
 void kv_cache_free(KVCache *kv, Model *m);
 
 // Forward of the batch's tokens writing their keys/values to rows b->kv_row of the cache; segment key
