@@ -626,8 +626,9 @@ static void audio_backward(Model *m, ModelActs *a, Tensor *grads) {
     o->layernorm_bwd(o, a->dpool, GW(t->a_norm_w), GW(t->a_norm_b), a->daf, a->pool, PW(t->a_norm_w), a->af_mean,
                      a->af_rstd, Tp, A);
     o->avgpool2_bwd(o, a->dxa, a->dpool, Tp, A);
+    // recompute: the last layer's activations are still in the scratch from the forward
     for (int l = c->a_layers - 1; l >= 0; l--) {
-        if (a->mode == ACTS_RECOMPUTE) audio_layer_forward(m, a, l, NULL);
+        if (a->mode == ACTS_RECOMPUTE && l < c->a_layers - 1) audio_layer_forward(m, a, l, NULL);
         audio_layer_backward(m, a, l, grads);
     }
     // x_0 = gelu(conv2) + embed_positions (frozen)
@@ -667,8 +668,9 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     o->copy_rows(o, a->dln, a->tgt_row, a->dhsel, NULL, n, D, 1);
     o->zero(o, a->dx, (size_t)T * D * o->act_size);
     o->rmsnorm_bwd(o, a->dx, GW(m->t.norm), a->dln, x_at(a, c->layers), PW(m->t.norm), a->rstdf, T, D);
+    // recompute: the last layer's activations are still in the scratch from the forward
     for (int l = c->layers - 1; l >= 0; l--) {
-        if (a->mode == ACTS_RECOMPUTE) text_layer_forward(m, a, b, NULL, l, NULL);
+        if (a->mode == ACTS_RECOMPUTE && l < c->layers - 1) text_layer_forward(m, a, b, NULL, l, NULL);
         text_layer_backward(m, a, b, l, grads);
     }
     // x_0 = embed[ids] with audio rows replaced: the replaced rows send no gradient to the table
