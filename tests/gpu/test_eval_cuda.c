@@ -4,7 +4,8 @@
 // here) greedily on both backends: same prompts, batches and scoring. Every question whose answer
 // differs must trace back to a near tie: its batch is generated again on both backends (reproducing the
 // answers), and at the first token where the completions part, the CPU's logits after the shared prefix
-// put the GPU's token within bf16 noise (3e-2 of max|logit|, test_model_cuda's logits bound) of its own.
+// (with the sampler's repetition penalty from generation_config.json, as the argmax saw them) put the
+// GPU's token within bf16 noise (3e-2 of max|logit|, test_model_cuda's logits bound) of its own.
 // Questions/s of both backends are printed. Last, the aqa-eval binary (argv[1]) with --backend cuda
 // writes the same prediction file as the library. Exits 77 without a GPU or a CUDA build.
 #include <sys/wait.h>
@@ -81,8 +82,8 @@ static int batch_generate(Model *m, PreparedQuestion *pq, int n, const SamplerPa
 }
 
 // The CPU's logit gap between its token and the GPU's at the first step where they part (shared prefix).
-static void explain_question(Model *mc, const PreparedQuestion *pq, const GenResult *rc, const GenResult *rg,
-                             const char *id) {
+static void explain_question(Model *mc, const SamplerParams *sp, const PreparedQuestion *pq, const GenResult *rc,
+                             const GenResult *rg, const char *id) {
     int f = 0;
     while (f < rc->len[0] && f < rg->len[0] && rc->tokens[f] == rg->tokens[f]) f++;
     if (!CHECK(f < rc->len[0] && f < rg->len[0])) return;  // differing answers come from differing tokens
@@ -97,6 +98,7 @@ static void explain_question(Model *mc, const PreparedQuestion *pq, const GenRes
     float *lg = mallocCheck((size_t)V * sizeof(float));
     const int last = T - 1;
     if (model_rows_logits(mc, &b, &last, 1, lg, NULL) == 0) {
+        sampler_process(sp, lg, V, seq, T);  // greedy: the logits the argmax saw (repetition penalty)
         float mx = 0;
         for (int v = 0; v < V; v++) mx = fabsf(lg[v]) > mx ? fabsf(lg[v]) : mx;
         const double gap = lg[rc->tokens[f]] - lg[rg->tokens[f]];
@@ -131,7 +133,7 @@ static void explain_differences(Model *mc, Model *mg, const SamplerParams *sp, c
                 char *text = tokenizer_decode(prep.tok, rg[j].tokens, rg[j].len[0], 1);
                 CHECK_STR(text, json_string_value(json_object_get(g, "model_output")));
                 free(text);
-                if (!json_equal(a, g)) explain_question(mc, &pq[j], &rc[j], &rg[j], ds.q[q0 + j].id);
+                if (!json_equal(a, g)) explain_question(mc, sp, &pq[j], &rc[j], &rg[j], ds.q[q0 + j].id);
             }
             for (int j = 0; j < n; j++) gen_result_free(&rc[j]), gen_result_free(&rg[j]);
         }

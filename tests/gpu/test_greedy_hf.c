@@ -136,7 +136,7 @@ static int explain(const char *what, const HfRun *h, int s, int ours, double tol
     const double gap = k < TOP ? h->top_logits[s][0] - h->top_logits[s][k] : INFINITY;
     const double bound = tol * h->scale[s];
     printf("    %s: step %d: ours %d, HF %d; %s HF's, logit gap %.4g, tie bound %.4g (max|logit| %.3g): %s\n", what,
-           s, ours, h->tokens[s], k == 1 ? "2nd of" : k == 2 ? "3rd of" : k == 3 ? "4th of" : "not in the top 4 of", gap,
+           s, ours, h->tokens[s], k == 0 ? "the raw argmax of" : k == 1 ? "2nd of" : k == 2 ? "3rd of" : k == 3 ? "4th of" : "not in the top 4 of", gap,
            bound, h->scale[s], gap <= bound ? "near tie" : "MISMATCH");
     return gap <= bound;
 }

@@ -65,8 +65,8 @@ def greedy(model_dir, cfg, ids, feats, valid, dtype):
     val, idx = logits.topk(TOP, dim=-1)
     scale = logits.abs().max(dim=-1).values
     for s, (tok, best) in enumerate(zip(tokens, idx[:, 0].tolist())):
-        if tok != best:  # only the EOS mask can make generate leave the raw argmax
-            print(f"  note: step {s}: generate chose {tok}, raw argmax {best} (EOS masked by min_new_tokens)")
+        if tok != best:  # an exact tie (bf16 logits) broken the other way, or the EOS mask of min_new_tokens
+            print(f"  note: step {s}: generate chose {tok}, topk's first {best} (exact tie or masked EOS)")
     del m
     torch.cuda.empty_cache()
     return {"tokens": tokens, "top_ids": idx.tolist(), "top_logits": val.tolist(), "scale": scale.tolist()}
