@@ -57,17 +57,16 @@ struct AttnBwd {
 // cp.async while chunk c computes.
 template <int HD>
 struct BwdSmem {
-    static constexpr int LD = HD + 8, LP = BWD_B + 8, LS = BWD_B + 4, LO = HD + 4;
+    static constexpr int LD = HD + 8, LP = BWD_B + 8, LO = HD + 4;
     static constexpr size_t tile = (size_t)BWD_B * LD * 2;  // [64][LD] bf16
     static constexpr size_t k = 0, v = k + tile;             // K, V of the block's key tile
     static constexpr size_t q = v + tile, dout = q + 2 * tile;  // Q, dO of a chunk of rows, two buffers each
     static constexpr size_t p = dout + 2 * tile, ds = p + (size_t)BWD_B * LP * 2;  // P, dS [64][LP] bf16
-    static constexpr size_t s = ds + (size_t)BWD_B * LP * 2, dp = s + (size_t)BWD_B * LS * 4;  // fp32
-    static constexpr size_t stage = s;  // [64][LO] fp32 output rows, over S and dP once they are consumed
-    static constexpr size_t meta = dp + (size_t)BWD_B * LS * 4;  // per buffer: lse, D, q row, vis [64] each
+    static constexpr size_t stage = ds + (size_t)BWD_B * LP * 2;  // [64][LO] fp32 rows on their way out
+    static constexpr size_t idx = stage + (size_t)BWD_B * LO * 4;  // [16][16] fp32: r * 16 + c
+    static constexpr size_t meta = idx + 256 * 4;  // per buffer: lse, D, q row, vis [64] each
     static constexpr size_t meta_buf = 4 * (size_t)BWD_B * 4;
     static constexpr size_t bytes = meta + 2 * meta_buf;
-    static_assert((size_t)LO <= 2 * (size_t)LS, "the stage fits over S and dP");
 };
 
 __device__ void cp_async16(void *dst, const void *src) {
@@ -165,7 +164,7 @@ __global__ void __launch_bounds__(BWD_THREADS)
     extern __shared__ __align__(128) unsigned char sm[];
     bf16 *Ks = (bf16 *)(sm + SM::k), *Vs = (bf16 *)(sm + SM::v), *Ps = (bf16 *)(sm + SM::p);
     bf16 *dSs = (bf16 *)(sm + SM::ds);
-    float *Ss = (float *)(sm + SM::s), *dPs = (float *)(sm + SM::dp), *St = (float *)(sm + SM::stage);
+    float *St = (float *)(sm + SM::stage), *Idx = (float *)(sm + SM::idx);
     const int warp = threadIdx.x / 32, tid = threadIdx.x, h = blockIdx.y, kvh = h / (H / KVH);
     const BwdItem it = items[blockIdx.x];
     const int nchunk = (it.nrows + BWD_B - 1) / BWD_B;
@@ -185,11 +184,17 @@ __global__ void __launch_bounds__(BWD_THREADS)
     }
     bwd_load<HD>(Ks, k, NULL, it.k0, it.nk, KVH, kvh, hd, vec);
     bwd_load<HD>(Vs, v, NULL, it.k0, it.nk, KVH, kvh, hd, vec);
+    static_assert(BWD_THREADS == 256, "one thread per entry of the 16 x 16 index tile");
+    Idx[tid] = (float)tid;
     __syncthreads();
     const int n0 = it.nrows < BWD_B ? it.nrows : BWD_B;
     bwd_load<HD>(BUF_Q(0), q, BUF_R(0), 0, n0, H, h, hd, vec);
     bwd_load<HD>(BUF_DO(0), dout, BUF_R(0), 0, n0, H, h, hd, vec);
     cp_async_commit();
+    // Accumulator fragments hide which (row, column) each register holds, but all of one shape share the
+    // layout: loading r * 16 + c tells every element of S and dP its coordinates.
+    Acc pos;
+    wmma::load_matrix_sync(pos, Idx, 16, wmma::mem_row_major);
     Acc dK[FPW], dV[FPW];
 #pragma unroll
     for (int i = 0; i < FPW; i++) wmma::fill_fragment(dK[i], 0.0f), wmma::fill_fragment(dV[i], 0.0f);
@@ -199,7 +204,7 @@ __global__ void __launch_bounds__(BWD_THREADS)
         const float *Ls = BUF_L(b), *Dl = BUF_D(b);
         const int *Qr = BUF_R(b), *Vis = BUF_V(b);
         cp_async_wait_all();
-        __syncthreads();  // chunk c has landed; every thread is done with chunk c - 1 (buffer b1, the stage)
+        __syncthreads();  // chunk c has landed; every thread is done with chunk c - 1 (buffer b1, P, dS, stage)
         const int more = c + 1 < nchunk, left = it.nrows - (c + 1) * BWD_B;
         const int n1 = !more ? 0 : left < BWD_B ? left : BWD_B;
         if (more && tid < BWD_B) {
@@ -207,7 +212,9 @@ __global__ void __launch_bounds__(BWD_THREADS)
             const int r2 = (c + 2) * BWD_B + tid;
             if (r2 < it.nrows) nx = rows[it.row0 + r2];
         }
-        // S = Q K^T, dP = dO V^T: [64 rows, 64 keys]; warp w: row block w / 2, column blocks 2 (w % 2) + {0, 1}
+        // S = Q K^T, dP = dO V^T: [64 rows, 64 keys]; warp w: row block w / 2, column blocks 2 (w % 2) + {0, 1}.
+        // Then P and dS from them in registers, to shared memory as bf16; keys past a row's visible count, and
+        // padding rows, get 0.
         {
             const int rb = warp / 2, cb0 = 2 * (warp % 2);
             Acc s[2], dp[2];
@@ -228,29 +235,21 @@ __global__ void __launch_bounds__(BWD_THREADS)
                 }
             }
 #pragma unroll
-            for (int j = 0; j < 2; j++) {
-                wmma::store_matrix_sync(Ss + rb * 16 * SM::LS + (cb0 + j) * 16, s[j], SM::LS, wmma::mem_row_major);
-                wmma::store_matrix_sync(dPs + rb * 16 * SM::LS + (cb0 + j) * 16, dp[j], SM::LS, wmma::mem_row_major);
-            }
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int e = 0; e < s[j].num_elements; e++) {
+                    const int rc = (int)pos.x[e], i = rb * 16 + rc / 16, col = (cb0 + j) * 16 + rc % 16;
+                    const float p = col < Vis[i] ? __expf(s[j].x[e] * scale - Ls[i]) : 0.0f;
+                    Ps[i * SM::LP + col] = __float2bfloat16(p);
+                    dSs[i * SM::LP + col] = __float2bfloat16(p * (dp[j].x[e] - Dl[i]) * scale);
+                }
         }
-        __syncthreads();  // S, dP complete; chunk c + 1's row indices are in place
+        __syncthreads();  // P, dS complete; chunk c + 1's row indices are in place
         if (more) {
             bwd_load<HD>(BUF_Q(b1), q, BUF_R(b1), 0, n1, H, h, hd, vec);
             bwd_load<HD>(BUF_DO(b1), dout, BUF_R(b1), 0, n1, H, h, hd, vec);
         }
         cp_async_commit();
-        // P and dS; a thread owns key j of every fourth row (a warp reads whole rows: no bank conflicts).
-        // Keys past a row's visible count, and padding rows, get 0.
-        {
-            const int j = tid % BWD_B;
-#pragma unroll
-            for (int i = tid / BWD_B; i < BWD_B; i += BWD_THREADS / BWD_B) {
-                const float p = j < Vis[i] ? __expf(Ss[i * SM::LS + j] * scale - Ls[i]) : 0.0f;
-                Ps[i * SM::LP + j] = __float2bfloat16(p);
-                dSs[i * SM::LP + j] = __float2bfloat16(p * (dPs[i * SM::LS + j] - Dl[i]) * scale);
-            }
-        }
-        __syncthreads();
         // dV += P^T dO, dK += dS^T Q ([64 keys, HD], registers); dQ = dS K ([64 rows, HD], to the stage)
         if (warp < NF) {  // warp-uniform (HD 16 has fewer fragments than warps)
             const int cb = warp % NB, rb0 = warp / NB;
