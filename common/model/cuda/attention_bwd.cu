@@ -14,7 +14,7 @@
 // cheap and correct: a prefix tile's list holds the prompt's rows AND the rows of all G completions, so
 // the G contributions to the prefix keys sum in registers within a block instead of racing.
 // Sums that cross blocks - dq (a query row meets many key tiles), dk/dv (the H/KVH query heads of a kv
-// head, and tiles whose row list is split over blocks to fill the GPU) - are fp32 atomic adds (float4
+// head, and tiles whose row list is split over blocks to fill the GPU) - are fp32 reductions (4 wide
 // where aligned) into a zeroed scratch; a last pass adds the scratch into the bf16 dq/dk/dv (+=, as ops.h
 // asks), so each gradient element is rounded to bf16 once. Atomics make the fp32 summation order, and so
 // the last bits, vary between runs.
@@ -79,6 +79,11 @@ __device__ void cp_async4(void *dst, const void *src) {
                  "l"(src)
                  : "memory");
 }
+// *p += (a, b, c, d) as one fire-and-forget reduction (no value comes back, unlike atomicAdd).
+__device__ void red_add4(float *p, float a, float b, float c, float d) {
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d)
+                 : "memory");
+}
 __device__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
@@ -116,8 +121,7 @@ __device__ void bwd_add_rows(float *acc, const float *St, const int *idx, int ba
         for (int e = threadIdx.x; e < n * per; e += blockDim.x) {
             const int i = e / per, d = (e % per) * 4;
             const float *s = St + i * LO + d;
-            atomicAdd((float4 *)(acc + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d),
-                      make_float4(s[0], s[1], s[2], s[3]));
+            red_add4(acc + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d, s[0], s[1], s[2], s[3]);
         }
         return;
     }
@@ -463,7 +467,7 @@ void attn_bwd_run(AttnBwd **stp, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
         bwd_plan(st, segs, nseg, H, n_sm, stream);
     }
     if (!st->n_items) return;
-    // scratch regions start 16-byte aligned for the float4 atomics
+    // scratch regions start 16-byte aligned for the 4-wide reductions
     const size_t nD = round4((size_t)st->nq * H), nQ = round4((size_t)st->nq * H * hd);
     const size_t nK = round4((size_t)st->nk * KVH * hd), need = nD + nQ + 2 * nK;
     if (need > st->scratch_n) {
