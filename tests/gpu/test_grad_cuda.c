@@ -58,22 +58,8 @@ static double norm_rel(const float *a, const float *b, size_t n) {
     return sqrt(d) / fmax(sqrt(r), 1e-20);
 }
 
-// ||x|| of tensor `name` in g (0 when the table has none).
-static double tensor_norm(const ParamTable *t, const float *g, const char *name) {
-    const int i = param_find(t, name);
-    double s = 0;
-    for (size_t j = 0; i >= 0 && j < t->specs[i].numel; j++) {
-        const double x = g[t->specs[i].offset + j];
-        s += x * x;
-    }
-    return sqrt(s);
-}
-
 // Compares every trainable tensor of g with ref (both [t.numel]); prints one line per tensor when
-// verbose, and the worst; checks each against tol (norm-relative). A decoder k_proj.bias has an exact
-// gradient of zero (it shifts every score of a query row by the same q.b, which the softmax ignores):
-// both sides hold rounding noise, so its error is measured against its layer's q_proj.bias gradient.
-// Returns the worst norm-relative error.
+// verbose, and the worst; checks each against tol (norm-relative). Returns the worst norm-relative error.
 static double grads_compare(const char *what, const ParamTable *t, const float *g, const float *ref, double tol,
                             int verbose) {
     double worst = 0, worst_max = 0;
@@ -82,24 +68,12 @@ static double grads_compare(const char *what, const ParamTable *t, const float *
     for (int i = 0; i < t->n; i++) {
         const ParamSpec *s = &t->specs[i];
         if (!s->trainable) continue;
-        double e = norm_rel(g + s->offset, ref + s->offset, s->numel);
+        const double e = norm_rel(g + s->offset, ref + s->offset, s->numel);
         const double em = rel_err(g + s->offset, ref + s->offset, s->numel);
-        const char *kb = strstr(s->name, "self_attn.k_proj.bias");
-        if (kb) {
-            char qb[sizeof s->name];
-            snprintf(qb, sizeof qb, "%.*sself_attn.q_proj.bias", (int)(kb - s->name), s->name);
-            double d = 0;
-            for (size_t j = 0; j < s->numel; j++) {
-                const double x = (double)g[s->offset + j] - ref[s->offset + j];
-                d += x * x;
-            }
-            e = sqrt(d) / fmax(tensor_norm(t, ref, qb), 1e-20);
-        }
-        if (verbose)
-            printf("    %-56s norm rel %.2e  max rel %.2e%s\n", s->name, e, em, kb ? " (vs q_proj.bias)" : "");
+        if (verbose) printf("    %-56s norm rel %.2e  max rel %.2e\n", s->name, e, em);
         CHECKF(e < tol, "%s: %s gradient norm rel error %.3e (tolerance %.1e)", what, s->name, e, tol);
         if (!(e <= worst)) worst = e, wn = s->name;
-        if (!kb && em > worst_max) worst_max = em;
+        worst_max = em > worst_max ? em : worst_max;
         n++;
     }
     printf("  %s: %d trainable tensors, worst norm rel %.2e (%s), worst max rel %.2e\n", what, n, worst, wn,
