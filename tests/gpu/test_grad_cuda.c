@@ -2,11 +2,13 @@
 // accumulation) against the CPU backend (fp32) and transformers (fp32 autograd): (1) the tiny random model
 // with audio, GQA and a shared-prefix group, GPU vs CPU; (2) on the GPU, the shared-prefix group's
 // gradients equal the naive per-sequence batch's (every completion a full sequence with its own audio
-// clip); (3) the transformers fixture (tests/fixtures/model): all 66 trainable gradients against HF fp32;
-// (4) the small config (configs/model-small.json, 188M) on one short group, GPU vs CPU. Every trainable
-// tensor's gradient is compared by ||g - ref|| / ||ref|| (bf16 noise is relative to the tensor's scale;
-// single entries near zero would dominate an element-wise metric) and by max |g - ref| / max |ref|, both
-// printed. Exits 77 (skipped) without a GPU, a CUDA build, or until the backend has attention_bwd.
+// clip); (3) the transformers fixture (tests/fixtures/model): every trainable gradient against HF fp32
+// (65 of the file's 66; audio_tower.embed_positions is frozen here); (4) the small config
+// (configs/model-small.json, 188M) on one short group, GPU vs CPU, and its GPU time on a full-size group.
+// Every trainable tensor's gradient is compared by ||g - ref|| / ||ref|| (bf16 noise is relative to the
+// tensor's scale; single entries near zero would dominate an element-wise metric) and by
+// max |g - ref| / max |ref|, both printed. Exits 77 (skipped) without a GPU, a CUDA build, or until the
+// backend has attention_bwd.
 #include <time.h>
 
 #include "gpu_testutil.h"
