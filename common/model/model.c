@@ -1,5 +1,7 @@
 // model.c: Qwen2-Audio forward (training and KV-cache inference), target log-probs and backward, all
-// through the ops interface. Shapes: T packed tokens, D hidden, Q = heads*head_dim, KV = kv_heads*head_dim,
+// through the ops interface. Each encoder and decoder layer has one forward and one backward function;
+// with recompute, backward reruns a layer's forward from its saved input just before that layer's
+// backward. Shapes: T packed tokens, D hidden, Q = heads*head_dim, KV = kv_heads*head_dim,
 // FF ffn; audio: nA clips, F = 2P mel frames, P = a_max_pos encoder positions, A a_dim, Ta = nA*P rows,
 // Tp = Ta/2 pooled rows.
 #include "model/model.h"
@@ -27,15 +29,18 @@ typedef struct {
 typedef struct {
     void **dst;
     size_t bytes;
+    ActsPart part;
 } ActSlot;
 
 struct ModelActs {
-    int max_tokens, max_audio, max_tgt, train, chunk;
+    int max_tokens, max_audio, max_tgt, chunk;
+    ActsMode mode;
     int n_ax, n_x, n_al, n_tl;  // stored residual inputs and layer activation sets (all, or scratch)
     ActSlot *slots;             // the size table
     int n_slots, cap_slots;
     size_t bytes;
-    void *mem;  // one backend allocation carved by the slots
+    size_t act_size;  // bytes per Tensor element of the backend the table is for
+    void *mem;        // one backend allocation carved by the slots
     // audio encoder
     Tensor *features;  // [nA, n_mels, F]
     Tensor *cols1;     // [nA*F, n_mels*3]
@@ -57,7 +62,7 @@ struct ModelActs {
     Tensor *logits;            // [chunk, V]
     Tensor *gsel;              // [chunk, D]
     int *ids, *pos, *kv_row, *emb_idx, *audio_pos, *audio_src, *tgt_row, *tgt_id, *rows;
-    // gradients (train only)
+    // gradients (training modes only)
     Tensor *dx, *dln, *datt, *dq, *dk, *dv, *dff1, *dff2, *dhsel;  // decoder
     Tensor *dxa, *dlna, *datta, *dqa, *dka, *dva, *dfa;            // audio layers
     Tensor *dproj, *daf, *dpool, *dcols2, *dc1;                    // audio ends
@@ -65,6 +70,12 @@ struct ModelActs {
     AttnSeg *aseg;                               // [max_audio] encoder segments (host)
     int *h_emb_idx, *h_audio_pos, *h_audio_src;  // [max_tokens] host staging
     int T, nA, n_audio_tok, n_tgt;
+};
+
+const char *const acts_part_names[ACTS_PARTS] = {
+    [ACTS_PART_INPUTS] = "layer inputs",   [ACTS_PART_LAYERS] = "layer activations",
+    [ACTS_PART_AUDIO] = "audio conv/pool", [ACTS_PART_HEAD] = "final norm, targets, indices",
+    [ACTS_PART_LOGITS] = "lm_head chunk",  [ACTS_PART_BACKWARD] = "backward scratch",
 };
 
 // ---------------------------------------------------------------- config and init
@@ -104,21 +115,26 @@ void model_free(Model *m) {
 
 // ---------------------------------------------------------------- activations
 
-static void slot(ModelActs *a, void *dst, size_t bytes) {
+static void slot(ModelActs *a, void *dst, size_t bytes, ActsPart part) {
     if (a->n_slots == a->cap_slots) {
         a->cap_slots = a->cap_slots ? 2 * a->cap_slots : 256;
         a->slots = reallocCheck(a->slots, (size_t)a->cap_slots * sizeof(ActSlot));
     }
-    a->slots[a->n_slots++] = (ActSlot){(void **)dst, (bytes + 63) & ~(size_t)63};
+    a->slots[a->n_slots++] = (ActSlot){(void **)dst, (bytes + 63) & ~(size_t)63, part};
 }
-#define ACT(dst, n) slot(a, &(dst), (size_t)(n) * m->ops->act_size)
-#define F32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(float))
-#define I32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(int))
+#define ACT(dst, n) slot(a, &(dst), (size_t)(n) * a->act_size, part)
+#define F32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(float), part)
+#define I32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(int), part)
 
-ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tgt, int train) {
-    const ModelConfig *c = &m->cfg;
+// The size table: every buffer of the activations with its size and part; a->bytes gets the total.
+// Recompute keeps what ACTS_TRAIN keeps except the per-layer activations, of which one layer of scratch
+// serves the forward and each layer's rerun in backward.
+static ModelActs *acts_table(const ModelConfig *c, size_t act_size, int max_tokens, int max_audio, int max_tgt,
+                             ActsMode mode) {
     ModelActs *a = callocCheck(1, sizeof *a);
-    a->max_tokens = max_tokens, a->max_audio = max_audio, a->max_tgt = max_tgt, a->train = train;
+    a->max_tokens = max_tokens, a->max_audio = max_audio, a->max_tgt = max_tgt, a->mode = mode;
+    a->act_size = act_size;
+    const int train = mode != ACTS_INFER;
     const size_t T = (size_t)max_tokens, D = c->dim, Q = (size_t)c->heads * c->head_dim;
     const size_t KV = (size_t)c->kv_heads * c->head_dim, FF = c->ffn, V = c->vocab;
     const size_t A = c->a_dim, AF = c->a_ffn, P = c->a_max_pos, F = 2 * P, nA = max_audio;
@@ -129,21 +145,27 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
     if ((size_t)a->chunk > Tl) a->chunk = (int)(Tl ? Tl : 1);
     a->n_ax = train ? c->a_layers + 1 : 2;
     a->n_x = train ? c->layers + 1 : 2;
-    a->n_al = train ? c->a_layers : 1;
-    a->n_tl = train ? c->layers : 1;
+    a->n_al = mode == ACTS_TRAIN ? c->a_layers : 1;
+    a->n_tl = mode == ACTS_TRAIN ? c->layers : 1;
     a->ax = callocCheck((size_t)a->n_ax, sizeof(Tensor *));
     a->x = callocCheck((size_t)a->n_x, sizeof(Tensor *));
     a->al = callocCheck((size_t)a->n_al, sizeof(AudioLayerActs));
     a->tl = callocCheck((size_t)a->n_tl, sizeof(TextLayerActs));
 
+    ActsPart part;
     if (nA) {
+        part = ACTS_PART_AUDIO;
         ACT(a->features, nA * c->n_mels * F);
         ACT(a->cols1, nA * F * c->n_mels * 3);
         ACT(a->c1, nA * F * A);
         ACT(a->c1g, nA * F * A);
         ACT(a->cols2, Ta * 3 * A);
         ACT(a->c2, Ta * A);
+        ACT(a->pool, Tp * A), ACT(a->af, Tp * A), F32(a->af_mean, Tp), F32(a->af_rstd, Tp);
+        ACT(a->proj, Tp * D);
+        part = ACTS_PART_INPUTS;
         for (int l = 0; l < a->n_ax; l++) ACT(a->ax[l], Ta * A);
+        part = ACTS_PART_LAYERS;
         for (int l = 0; l < a->n_al; l++) {
             AudioLayerActs *s = &a->al[l];
             ACT(s->a1, Ta * A), F32(s->mean1, Ta), F32(s->rstd1, Ta);
@@ -151,22 +173,25 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
             F32(s->lse, Ta * c->a_heads), ACT(s->xmid, Ta * A);
             ACT(s->a2, Ta * A), F32(s->mean2, Ta), F32(s->rstd2, Ta), ACT(s->f1, Ta * AF), ACT(s->f1g, Ta * AF);
         }
-        ACT(a->pool, Tp * A), ACT(a->af, Tp * A), F32(a->af_mean, Tp), F32(a->af_rstd, Tp);
-        ACT(a->proj, Tp * D);
     }
+    part = ACTS_PART_INPUTS;
     for (int l = 0; l < a->n_x; l++) ACT(a->x[l], T * D);
+    part = ACTS_PART_LAYERS;
     for (int l = 0; l < a->n_tl; l++) {
         TextLayerActs *s = &a->tl[l];
         ACT(s->ln1, T * D), F32(s->rstd1, T), ACT(s->q, T * Q), ACT(s->k, T * KV), ACT(s->v, T * KV);
         ACT(s->att, T * Q), F32(s->lse, T * c->heads), ACT(s->xmid, T * D), ACT(s->ln2, T * D);
         F32(s->rstd2, T), ACT(s->g, T * FF), ACT(s->u, T * FF), ACT(s->s, T * FF);
     }
+    part = ACTS_PART_HEAD;
     ACT(a->lnf, T * D), F32(a->rstdf, T), ACT(a->hsel, (size_t)max_tgt * D);
     F32(a->lp, max_tgt), F32(a->lse_lp, max_tgt), F32(a->dlp, max_tgt);
-    ACT(a->logits, (size_t)a->chunk * V), ACT(a->gsel, (size_t)a->chunk * D);
     I32(a->ids, T), I32(a->pos, T), I32(a->kv_row, T), I32(a->emb_idx, T), I32(a->audio_pos, T);
     I32(a->audio_src, T), I32(a->tgt_row, max_tgt), I32(a->tgt_id, max_tgt), I32(a->rows, Tl);
+    part = ACTS_PART_LOGITS;
+    ACT(a->logits, (size_t)a->chunk * V), ACT(a->gsel, (size_t)a->chunk * D);
     if (train) {
+        part = ACTS_PART_BACKWARD;
         ACT(a->dx, T * D), ACT(a->dln, T * D), ACT(a->datt, T * Q), ACT(a->dq, T * Q);
         ACT(a->dk, T * KV), ACT(a->dv, T * KV), ACT(a->dff1, T * FF), ACT(a->dff2, T * FF);
         ACT(a->dhsel, (size_t)max_tgt * D);
@@ -178,25 +203,13 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
         }
     }
     for (int i = 0; i < a->n_slots; i++) a->bytes += a->slots[i].bytes;
-    a->mem = m->ops->alloc(m->ops, a->bytes);
-    size_t off = 0;
-    for (int i = 0; i < a->n_slots; i++) {
-        *a->slots[i].dst = (char *)a->mem + off;
-        off += a->slots[i].bytes;
-    }
-    a->aseg = callocCheck(nA ? nA : 1, sizeof(AttnSeg));
-    a->h_emb_idx = callocCheck(T ? T : 1, sizeof(int));
-    a->h_audio_pos = callocCheck(T ? T : 1, sizeof(int));
-    a->h_audio_src = callocCheck(T ? T : 1, sizeof(int));
     return a;
 }
 #undef ACT
 #undef F32
 #undef I32
 
-void model_acts_free(Model *m, ModelActs *a) {
-    if (!a) return;
-    m->ops->free(m->ops, a->mem);
+static void acts_table_free(ModelActs *a) {
     free(a->slots);
     free(a->ax);
     free(a->x);
@@ -209,11 +222,45 @@ void model_acts_free(Model *m, ModelActs *a) {
     free(a);
 }
 
+ActsSize model_acts_size(const ModelConfig *c, size_t act_size, int max_tokens, int max_audio, int max_tgt,
+                         ActsMode mode) {
+    ModelActs *a = acts_table(c, act_size, max_tokens, max_audio, max_tgt, mode);
+    ActsSize z = {.bytes = a->bytes, .chunk = a->chunk};
+    for (int i = 0; i < a->n_slots; i++) z.part[a->slots[i].part] += a->slots[i].bytes;
+    acts_table_free(a);
+    return z;
+}
+
+ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tgt, ActsMode mode) {
+    ModelActs *a = acts_table(&m->cfg, m->ops->act_size, max_tokens, max_audio, max_tgt, mode);
+    a->mem = m->ops->alloc(m->ops, a->bytes);
+    size_t off = 0;
+    for (int i = 0; i < a->n_slots; i++) {
+        *a->slots[i].dst = (char *)a->mem + off;
+        off += a->slots[i].bytes;
+    }
+    const size_t T = (size_t)max_tokens;
+    a->aseg = callocCheck(max_audio ? (size_t)max_audio : 1, sizeof(AttnSeg));
+    a->h_emb_idx = callocCheck(T ? T : 1, sizeof(int));
+    a->h_audio_pos = callocCheck(T ? T : 1, sizeof(int));
+    a->h_audio_src = callocCheck(T ? T : 1, sizeof(int));
+    return a;
+}
+
+void model_acts_free(Model *m, ModelActs *a) {
+    if (!a) return;
+    m->ops->free(m->ops, a->mem);
+    acts_table_free(a);
+}
+
 size_t model_acts_bytes(const ModelActs *a) { return a->bytes; }
 
 // Residual stream inputs: every layer's in training, two alternating buffers in inference.
-static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->train ? l : l % 2]; }
-static Tensor *x_at(ModelActs *a, int l) { return a->x[a->train ? l : l % 2]; }
+static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->mode != ACTS_INFER ? l : l % 2]; }
+static Tensor *x_at(ModelActs *a, int l) { return a->x[a->mode != ACTS_INFER ? l : l % 2]; }
+// Layer activations: each layer's own with ACTS_TRAIN, else the one scratch set.
+static AudioLayerActs *al_at(ModelActs *a, int l) { return &a->al[a->mode == ACTS_TRAIN ? l : 0]; }
+static TextLayerActs *tl_at(ModelActs *a, int l) { return &a->tl[a->mode == ACTS_TRAIN ? l : 0]; }
 
 // ---------------------------------------------------------------- validation
 
@@ -303,13 +350,36 @@ static int batch_check(Model *m, const ModelBatch *b, ModelActs *a, const KVCach
 
 // ---------------------------------------------------------------- forward
 
+// One encoder layer on Ta rows: ax_at(l) -> xn. xn = NULL (the rerun before its backward) stops after
+// the last activation backward reads, skipping the output projection nobody needs again.
+static void audio_layer_forward(Model *m, ModelActs *a, int l, Tensor *xn) {
+    Ops *o = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const AudioLayerParams *p = &m->t.alayer[l];
+    AudioLayerActs *s = al_at(a, l);
+    const int A = c->a_dim, Ta = a->nA * c->a_max_pos, H = c->a_heads, hd = A / H;
+    Tensor *x = ax_at(a, l);
+    o->layernorm(o, s->a1, s->mean1, s->rstd1, x, PW(p->ln1_w), PW(p->ln1_b), Ta, A, c->a_ln_eps);
+    o->matmul(o, s->q, s->a1, PW(p->q_w), PW(p->q_b), Ta, A, A, 0, 1, 0);
+    o->matmul(o, s->k, s->a1, PW(p->k_w), NULL, Ta, A, A, 0, 1, 0);
+    o->matmul(o, s->v, s->a1, PW(p->v_w), PW(p->v_b), Ta, A, A, 0, 1, 0);
+    o->attention(o, s->att, s->lse, s->q, s->k, s->v, a->aseg, a->nA, H, H, hd, 1.0f / sqrtf((float)hd));
+    o->copy(o, s->xmid, x, (size_t)Ta * A * o->act_size);
+    o->matmul(o, s->xmid, s->att, PW(p->o_w), PW(p->o_b), Ta, A, A, 0, 1, 1);
+    o->layernorm(o, s->a2, s->mean2, s->rstd2, s->xmid, PW(p->ln2_w), PW(p->ln2_b), Ta, A, c->a_ln_eps);
+    o->matmul(o, s->f1, s->a2, PW(p->fc1_w), PW(p->fc1_b), Ta, c->a_ffn, A, 0, 1, 0);
+    o->gelu(o, s->f1g, s->f1, (size_t)Ta * c->a_ffn);
+    if (!xn) return;
+    o->copy(o, xn, s->xmid, (size_t)Ta * A * o->act_size);
+    o->matmul(o, xn, s->f1g, PW(p->fc2_w), PW(p->fc2_b), Ta, A, c->a_ffn, 0, 1, 1);
+}
+
 // Conv front end, 32 encoder blocks, pooling, final LayerNorm and projector -> a->proj [Tp, D].
 static void audio_forward(Model *m, ModelActs *a, int nA) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const ParamTable *t = &m->t;
     const int A = c->a_dim, P = c->a_max_pos, F = 2 * P, M3 = c->n_mels * 3, Ta = nA * P, Tp = Ta / 2;
-    const int H = c->a_heads, hd = A / H;
     for (int i = 0; i < nA; i++)  // features [n_mels, F] are channel-major
         o->im2col(o, AT(a->cols1, (size_t)i * F * M3), AT(a->features, (size_t)i * c->n_mels * F), c->n_mels, F, F,
                   1, 3, 1, 1, F);
@@ -325,38 +395,23 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
         o->add(o, xi, xi, PW(t->embed_pos), (size_t)P * A);
     }
 
-    for (int l = 0; l < c->a_layers; l++) {
-        const AudioLayerParams *p = &t->alayer[l];
-        AudioLayerActs *s = &a->al[a->train ? l : 0];
-        Tensor *x = ax_at(a, l), *xn = ax_at(a, l + 1);
-        o->layernorm(o, s->a1, s->mean1, s->rstd1, x, PW(p->ln1_w), PW(p->ln1_b), Ta, A, c->a_ln_eps);
-        o->matmul(o, s->q, s->a1, PW(p->q_w), PW(p->q_b), Ta, A, A, 0, 1, 0);
-        o->matmul(o, s->k, s->a1, PW(p->k_w), NULL, Ta, A, A, 0, 1, 0);
-        o->matmul(o, s->v, s->a1, PW(p->v_w), PW(p->v_b), Ta, A, A, 0, 1, 0);
-        o->attention(o, s->att, s->lse, s->q, s->k, s->v, a->aseg, nA, H, H, hd, 1.0f / sqrtf((float)hd));
-        o->copy(o, s->xmid, x, (size_t)Ta * A * o->act_size);
-        o->matmul(o, s->xmid, s->att, PW(p->o_w), PW(p->o_b), Ta, A, A, 0, 1, 1);
-        o->layernorm(o, s->a2, s->mean2, s->rstd2, s->xmid, PW(p->ln2_w), PW(p->ln2_b), Ta, A, c->a_ln_eps);
-        o->matmul(o, s->f1, s->a2, PW(p->fc1_w), PW(p->fc1_b), Ta, c->a_ffn, A, 0, 1, 0);
-        o->gelu(o, s->f1g, s->f1, (size_t)Ta * c->a_ffn);
-        o->copy(o, xn, s->xmid, (size_t)Ta * A * o->act_size);
-        o->matmul(o, xn, s->f1g, PW(p->fc2_w), PW(p->fc2_b), Ta, A, c->a_ffn, 0, 1, 1);
-    }
+    for (int l = 0; l < c->a_layers; l++) audio_layer_forward(m, a, l, ax_at(a, l + 1));
     o->avgpool2(o, a->pool, ax_at(a, c->a_layers), Tp, A);
     o->layernorm(o, a->af, a->af_mean, a->af_rstd, a->pool, PW(t->a_norm_w), PW(t->a_norm_b), Tp, A, c->a_ln_eps);
     o->matmul(o, a->proj, a->af, PW(t->proj_w), PW(t->proj_b), Tp, c->dim, A, 0, 1, 0);
 }
 
-// One decoder layer on T rows: x_at(l) -> x_at(l+1). With a cache, keys/values go to cache rows and
-// attention reads the cache; otherwise it reads this batch's keys.
-static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l) {
+// One decoder layer on T rows: x_at(l) -> xn. With a cache, keys/values go to cache rows and attention
+// reads the cache; otherwise it reads this batch's keys. xn = NULL (the rerun before its backward) stops
+// after the last activation backward reads, skipping the down projection.
+static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l, Tensor *xn) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const TextLayerParams *p = &m->t.tlayer[l];
-    TextLayerActs *s = &a->tl[a->train ? l : 0];
+    TextLayerActs *s = tl_at(a, l);
     const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
     const int FF = c->ffn;
-    Tensor *x = x_at(a, l), *xn = x_at(a, l + 1);
+    Tensor *x = x_at(a, l);
     o->rmsnorm(o, s->ln1, s->rstd1, x, PW(p->in_norm), T, D, c->rms_eps);
     o->matmul(o, s->q, s->ln1, PW(p->q_w), PW(p->q_b), T, Q, D, 0, 1, 0);
     o->matmul(o, s->k, s->ln1, PW(p->k_w), PW(p->k_b), T, KV, D, 0, 1, 0);
@@ -378,6 +433,7 @@ static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCa
     o->matmul(o, s->g, s->ln2, PW(p->gate_w), NULL, T, FF, D, 0, 1, 0);
     o->matmul(o, s->u, s->ln2, PW(p->up_w), NULL, T, FF, D, 0, 1, 0);
     o->silu_mul(o, s->s, s->g, s->u, (size_t)T * FF);
+    if (!xn) return;
     o->copy(o, xn, s->xmid, (size_t)T * D * o->act_size);
     o->matmul(o, xn, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
 }
@@ -405,7 +461,7 @@ static int forward_impl(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv
         audio_forward(m, a, nA);
         o->copy_rows(o, x0, a->audio_pos, a->proj, a->audio_src, a->n_audio_tok, D, 0);
     }
-    for (int l = 0; l < c->layers; l++) text_layer_forward(m, a, b, kv, l);
+    for (int l = 0; l < c->layers; l++) text_layer_forward(m, a, b, kv, l, x_at(a, l + 1));
     o->rmsnorm(o, a->lnf, a->rstdf, x_at(a, c->layers), PW(m->t.norm), T, D, c->rms_eps);
     return 0;
 }
@@ -453,11 +509,15 @@ const Tensor *model_final_hidden(const ModelActs *a) { return a->lnf; }
 
 // ---------------------------------------------------------------- KV-cache inference
 
+size_t kv_cache_bytes(const ModelConfig *c, size_t act_size, int rows) {
+    return 2 * (size_t)c->layers * rows * c->kv_heads * c->head_dim * act_size;
+}
+
 void kv_cache_init(KVCache *kv, Model *m, int rows) {
     kv->layers = m->cfg.layers;
     kv->rows = rows;
     kv->kv_dim = m->cfg.kv_heads * m->cfg.head_dim;
-    size_t bytes = (size_t)kv->layers * rows * kv->kv_dim * m->ops->act_size;
+    size_t bytes = kv_cache_bytes(&m->cfg, m->ops->act_size, rows) / 2;  // k and v apart
     kv->k = m->ops->alloc(m->ops, bytes);
     kv->v = m->ops->alloc(m->ops, bytes);
 }
@@ -506,7 +566,7 @@ static void text_layer_backward(Model *m, ModelActs *a, const ModelBatch *b, int
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const TextLayerParams *p = &m->t.tlayer[l];
-    const TextLayerActs *s = &a->tl[l];
+    const TextLayerActs *s = tl_at(a, l);
     const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
     const int FF = c->ffn;
     // MLP: x_{l+1} = xmid + down(silu(gate(ln2)) * up(ln2))
@@ -545,7 +605,7 @@ static void audio_layer_backward(Model *m, ModelActs *a, int l, Tensor *grads) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const AudioLayerParams *p = &m->t.alayer[l];
-    const AudioLayerActs *s = &a->al[l];
+    const AudioLayerActs *s = al_at(a, l);
     const int A = c->a_dim, AF = c->a_ffn, Ta = a->nA * c->a_max_pos, H = c->a_heads, hd = A / H;
     // MLP: x_{l+1} = xmid + fc2(gelu(fc1(ln2(xmid))))
     o->matmul(o, a->dfa, a->dxa, PW(p->fc2_w), NULL, Ta, AF, A, 0, 0, 0);
@@ -592,7 +652,9 @@ static void audio_backward(Model *m, ModelActs *a, Tensor *grads) {
                      a->af_rstd, Tp, A);
     grad_done(m, c->layers + 2);
     o->avgpool2_bwd(o, a->dxa, a->dpool, Tp, A);
+    // recompute: the last layer's activations are still in the scratch from the forward
     for (int l = c->a_layers - 1; l >= 0; l--) {
+        if (a->mode == ACTS_RECOMPUTE && l < c->a_layers - 1) audio_layer_forward(m, a, l, NULL);
         audio_layer_backward(m, a, l, grads);
         grad_done(m, c->layers + 3 + (c->a_layers - 1 - l));
     }
@@ -614,7 +676,7 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const int T = a->T, D = c->dim, V = c->vocab, n = a->n_tgt;
-    if (!a->train || b->n_tokens != T || b->n_tgt != n)
+    if (a->mode == ACTS_INFER || b->n_tokens != T || b->n_tgt != n)
         fatal("model_backward: batch differs from the last model_forward");
     // a backend may lack a backward op (one built for inference only): name the first missing one
     const struct {
@@ -642,7 +704,9 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     o->zero(o, a->dx, (size_t)T * D * o->act_size);
     o->rmsnorm_bwd(o, a->dx, GW(m->t.norm), a->dln, x_at(a, c->layers), PW(m->t.norm), a->rstdf, T, D);
     grad_done(m, 0);
+    // recompute: the last layer's activations are still in the scratch from the forward
     for (int l = c->layers - 1; l >= 0; l--) {
+        if (a->mode == ACTS_RECOMPUTE && l < c->layers - 1) text_layer_forward(m, a, b, NULL, l, NULL);
         text_layer_backward(m, a, b, l, grads);
         grad_done(m, c->layers - l);
     }

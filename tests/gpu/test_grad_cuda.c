@@ -2,11 +2,13 @@
 // accumulation) against the CPU backend (fp32) and transformers (fp32 autograd): (1) the tiny random model
 // with audio, GQA and a shared-prefix group, GPU vs CPU; (2) on the GPU, the shared-prefix group's
 // gradients equal the naive per-sequence batch's (every completion a full sequence with its own audio
-// clip); (3) the transformers fixture (tests/fixtures/model): all 66 trainable gradients against HF fp32;
-// (4) the small config (configs/model-small.json, 188M) on one short group, GPU vs CPU. Every trainable
-// tensor's gradient is compared by ||g - ref|| / ||ref|| (bf16 noise is relative to the tensor's scale;
-// single entries near zero would dominate an element-wise metric) and by max |g - ref| / max |ref|, both
-// printed. Exits 77 (skipped) without a GPU, a CUDA build, or until the backend has attention_bwd.
+// clip); (3) the transformers fixture (tests/fixtures/model): every trainable gradient against HF fp32
+// (65 of the file's 66; audio_tower.embed_positions is frozen here); (4) the small config
+// (configs/model-small.json, 188M) on one short group, GPU vs CPU, and its GPU time on a full-size group.
+// Every trainable tensor's gradient is compared by ||g - ref|| / ||ref|| (bf16 noise is relative to the
+// tensor's scale; single entries near zero would dominate an element-wise metric) and by
+// max |g - ref| / max |ref|, both printed. Exits 77 (skipped) without a GPU, a CUDA build, or until the
+// backend has attention_bwd.
 #include <time.h>
 
 #include "gpu_testutil.h"
@@ -248,7 +250,7 @@ static void test_hf_fixture_grads(void) {
 }
 
 // Small config (random init, std 0.02) on one short group: a 4 s clip (100 audio tokens), a prompt
-// and G=4 completions of 12 tokens, random dlp.
+// and G=4 completions of 12 tokens, random dlp; then the GPU's time on a full-size group.
 static void test_small_grads(void) {
     Err e;
     ModelConfig cfg;
@@ -293,6 +295,33 @@ static void test_small_grads(void) {
                b.n_tokens, na, b.n_tgt, tc, tg * 1e3);
         grads_compare("small config group: GPU bf16 vs CPU fp32", &t, gg, gc, 5e-2, 1);
     }
+    // GPU time of a full-size group: a 30 s clip (750 audio tokens), G=8 completions of 128 tokens
+    const int G8 = 8, L8 = 128, na30 = audio_token_count(F);
+    int *p30 = mallocCheck(((size_t)na30 + 16) * sizeof(int)), P30 = 0;
+    int *c8 = mallocCheck((size_t)G8 * L8 * sizeof(int));
+    int lens8[8];
+    const int *comp8[8];
+    p30[P30++] = cfg.bos_id;
+    for (int i = 0; i < na30; i++) p30[P30++] = cfg.audio_token_id;
+    for (int i = 0; i < 12; i++) p30[P30++] = 1000 + (int)rng_below(&r, 50000);
+    for (int g = 0; g < G8; g++) {
+        for (int j = 0; j < L8; j++) c8[g * L8 + j] = 1000 + (int)rng_below(&r, 50000);
+        comp8[g] = c8 + g * L8, lens8[g] = L8;
+    }
+    ModelBatch b8;
+    mbatch_init(&b8, &cfg);
+    mbatch_add_group(&b8, p30, P30, comp8, lens8, G8, 1, NULL);
+    mbatch_add_audio(&b8, feat, F);
+    float *dlp8 = random_dlp(b8.n_tgt, 14);
+    grads_of(&mg, &b8, dlp8, gg, NULL);
+    const double t8 = grads_of(&mg, &b8, dlp8, gg, NULL);
+    int finite = 1;
+    for (size_t i = 0; i < t.numel; i++) finite &= isfinite(gg[i]) != 0;
+    CHECKF(finite, "small model, full group: non-finite gradient");
+    printf("  small model, full group on the GPU: %d tokens (%d audio), %d targets, forward+backward %.1f ms\n",
+           b8.n_tokens, na30, b8.n_tgt, t8 * 1e3);
+    mbatch_free(&b8);
+    free(p30), free(c8), free(dlp8);
     free(gc), free(gg), free(dlp), free(feat), free(prompt), free(host);
     mbatch_free(&b);
     Ops *oc = mc.ops, *og = mg.ops;

@@ -1,6 +1,6 @@
 // Host logic of the GPU learners: the model's gradient ranges (they tile the buffer from the top down,
 // and model_backward reports each one in order, only once nothing more is added to it, with and
-// without audio, tied and untied), the ZeRO-1 bucket and shard layout for 1-4 ranks and several bucket
+// without audio, tied and untied, stored and recomputed activations), the ZeRO-1 bucket and shard layout for 1-4 ranks and several bucket
 // caps (buckets tile the buffer, pieces partition each bucket, shards round-trip, readiness), bad
 // layouts, and the config keys of the GPU learner.
 #include "config/config.h"
@@ -59,7 +59,7 @@ static const int SEQ_TEXT[] = {38, 3, 4, 11, 12, 13};
 
 // One backward with the hook on (gradients accumulated on top of an earlier backward, as the last
 // micro-batch does): every range reported once, in order, holding its final value.
-static void hook_case(int tied, int with_audio) {
+static void hook_case(int tied, int with_audio, ActsMode mode) {
     ModelConfig c = tiny_config();
     c.tie_embeddings = tied;
     ParamTable t;
@@ -81,7 +81,7 @@ static void hook_case(int tied, int with_audio) {
     } else {
         mbatch_add_seq(&b, SEQ_TEXT, 6, 2);
     }
-    ModelActs *a = model_acts_create(&m, b.n_tokens, b.n_audio, b.n_tgt, 1);
+    ModelActs *a = model_acts_create(&m, b.n_tokens, b.n_audio, b.n_tgt, mode);
     float lp[16], dlp[16];
     for (int i = 0; i < b.n_tgt; i++) dlp[i] = 0.25f * (float)(i + 1);
     Err e;
@@ -95,14 +95,14 @@ static void hook_case(int tied, int with_audio) {
     m.grad_ready = record, m.grad_ctx = &h;
     CHECKF(model_forward(&m, &b, a, lp, &e) == 0, "%s", e.msg);
     model_backward(&m, &b, a, dlp, grads);
-    CHECKF(h.out_of_order == 0 && h.next == n, "tied %d audio %d: %d ranges out of order, last %d of %d", tied,
-           with_audio, h.out_of_order, h.next, n);
+    CHECKF(h.out_of_order == 0 && h.next == n, "tied %d audio %d mode %d: %d ranges out of order, last %d of %d",
+           tied, with_audio, (int)mode, h.out_of_order, h.next, n);
     float *fin = mallocCheck(t.numel * sizeof(float));
     m.ops->download_act(m.ops, fin, grads, t.numel);
     size_t differ = 0, nonzero = 0;
     for (size_t i = 0; i < t.numel; i++) differ += fin[i] != h.snap[i], nonzero += fin[i] != 0;
-    CHECKF(differ == 0, "tied %d audio %d: %zu gradient entries changed after their range was reported", tied,
-           with_audio, differ);
+    CHECKF(differ == 0, "tied %d audio %d mode %d: %zu gradient entries changed after their range was reported",
+           tied, with_audio, (int)mode, differ);
     CHECK(nonzero > 0);
     m.grad_ready = NULL;
     free(fin);
@@ -121,7 +121,10 @@ static void hook_case(int tied, int with_audio) {
 
 static void test_backward_hook(void) {
     for (int tied = 0; tied < 2; tied++)
-        for (int audio = 0; audio < 2; audio++) hook_case(tied, audio);
+        for (int audio = 0; audio < 2; audio++) {
+            hook_case(tied, audio, ACTS_TRAIN);
+            hook_case(tied, audio, ACTS_RECOMPUTE);  // layers rerun their forward between the reports
+        }
 }
 
 // ---------------------------------------------------------------- layout

@@ -8,15 +8,18 @@
 // Work is KEY-MAJOR. The keys are cut into tiles of <= 64 rows that never straddle a boundary of any
 // segment's key range (prefix or own), and each tile lists every query row that sees any of its keys, with
 // how many (inside such a tile what a row sees is always a prefix of it: a causal mask cuts at one key).
-// A block takes one tile, one query head and up to W rows of that list, keeps the tile's dk/dv in
-// registers over all of them, and adds them out once at the end. This is why the shared-prefix group is
-// cheap and correct: a prefix tile's list holds the prompt's rows AND the rows of all G completions, so
-// the G contributions to the prefix keys sum in registers within a block instead of racing.
+// A block takes one tile, one query head and up to W rows of that list in chunks of 64 (the next chunk's
+// rows stream in by cp.async while one computes), keeps the tile's dk/dv in registers over all of them,
+// and adds them out once at the end. This is why the shared-prefix group is cheap and correct: a prefix
+// tile's list holds the prompt's rows AND the rows of all G completions, so the G contributions to the
+// prefix keys sum in registers within a block instead of racing.
 // Sums that cross blocks - dq (a query row meets many key tiles), dk/dv (the H/KVH query heads of a kv
-// head, and tiles whose row list is split over blocks to fill the GPU) - are fp32 atomic adds (float4
+// head, and tiles whose row list is split over blocks to fill the GPU) - are fp32 reductions (4 wide
 // where aligned) into a zeroed scratch; a last pass adds the scratch into the bf16 dq/dk/dv (+=, as ops.h
-// asks), so each gradient element is rounded to bf16 once. Atomics make the fp32 summation order, and so
-// the last bits, vary between runs.
+// asks), so each gradient element is rounded to bf16 once. The reductions make the fp32 summation order,
+// and so the last bits, vary between runs.
+// Measured (H200, bench_attention): 52-58 TFLOP/s at the 7B group shape, 72-77 at the encoder's; ncu
+// calls it latency-bound (8 warps an SM at head_dim 128: registers and shared memory allow one block).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -51,22 +54,44 @@ struct AttnBwd {
 };
 
 // Shared memory of one block (bytes). HD is the head_dim padded to a WMMA multiple; leading dimensions are
-// padded against bank conflicts and keep every 16-row / 16-column WMMA pointer 32-byte aligned.
+// padded against bank conflicts and keep every 16-row / 16-column WMMA pointer 32-byte aligned. The query
+// side (Q, dO and the rows' lse, D, index, visible count) is double-buffered: chunk c + 1 streams in by
+// cp.async while chunk c computes.
 template <int HD>
 struct BwdSmem {
-    static constexpr int LD = HD + 8, LP = BWD_B + 8, LS = BWD_B + 4, LO = HD + 4;
-    static constexpr size_t tile = (size_t)BWD_B * LD * 2;                         // [64][LD] bf16
-    static constexpr size_t k = 0, v = k + tile, q = v + tile, dout = q + tile;  // K, V, Q, dO
-    static constexpr size_t p = dout + tile, ds = p + (size_t)BWD_B * LP * 2;    // P, dS [64][LP] bf16
-    static constexpr size_t s = ds + (size_t)BWD_B * LP * 2, dp = s + (size_t)BWD_B * LS * 4;  // fp32
-    static constexpr size_t stage = s;  // [64][LO] fp32 output rows, over S and dP once they are consumed
-    static constexpr size_t meta = dp + (size_t)BWD_B * LS * 4;  // lse, D (fp32), q row, vis (int), [64] each
-    static constexpr size_t bytes = meta + 4 * (size_t)BWD_B * 4;
-    static_assert((size_t)LO <= 2 * (size_t)LS, "the stage fits over S and dP");
+    static constexpr int LD = HD + 8, LP = BWD_B + 8, LO = HD + 4;
+    static constexpr size_t tile = (size_t)BWD_B * LD * 2;  // [64][LD] bf16
+    static constexpr size_t k = 0, v = k + tile;             // K, V of the block's key tile
+    static constexpr size_t q = v + tile, dout = q + 2 * tile;  // Q, dO of a chunk of rows, two buffers each
+    static constexpr size_t p = dout + 2 * tile, ds = p + (size_t)BWD_B * LP * 2;  // P, dS [64][LP] bf16
+    static constexpr size_t stage = ds + (size_t)BWD_B * LP * 2;  // [64][LO] fp32 rows on their way out
+    static constexpr size_t idx = stage + (size_t)BWD_B * LO * 4;  // [16][16] fp32: r * 16 + c
+    static constexpr size_t meta = idx + 256 * 4;  // per buffer: lse, D, q row, vis [64] each
+    static constexpr size_t meta_buf = 4 * (size_t)BWD_B * 4;
+    static constexpr size_t bytes = meta + 2 * meta_buf;
 };
 
+__device__ void cp_async16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
+                 "l"(src)
+                 : "memory");
+}
+__device__ void cp_async4(void *dst, const void *src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
+                 "l"(src)
+                 : "memory");
+}
+// *p += (a, b, c, d) as one fire-and-forget reduction (no value comes back, unlike atomicAdd).
+__device__ void red_add4(float *p, float a, float b, float c, float d) {
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d)
+                 : "memory");
+}
+__device__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
 // Rows of one head into a [64][LD] bf16 tile: row i is src row idx[i] (or base + i). Rows past n and
-// columns past hd are zero, so padding adds nothing to any product. vec: 16-byte loads.
+// columns past hd are zero, so padding adds nothing to any product. vec: 16-byte asynchronous copies (the
+// caller waits for them), else element loads.
 template <int HD>
 __device__ void bwd_load(bf16 *t, const bf16 *src, const int *idx, int base, int n, int stride, int head, int hd,
                          int vec) {
@@ -74,9 +99,10 @@ __device__ void bwd_load(bf16 *t, const bf16 *src, const int *idx, int base, int
     if (vec) {
         for (int e = threadIdx.x; e < BWD_B * (HD / 8); e += blockDim.x) {
             const int i = e / (HD / 8), d = (e % (HD / 8)) * 8;
-            uint4 x = make_uint4(0, 0, 0, 0);
-            if (i < n && d < hd) x = *(const uint4 *)(src + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d);
-            *(uint4 *)(t + i * LD + d) = x;
+            if (i < n && d < hd)
+                cp_async16(t + i * LD + d, src + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d);
+            else
+                *(uint4 *)(t + i * LD + d) = make_uint4(0, 0, 0, 0);
         }
         return;
     }
@@ -97,8 +123,7 @@ __device__ void bwd_add_rows(float *acc, const float *St, const int *idx, int ba
         for (int e = threadIdx.x; e < n * per; e += blockDim.x) {
             const int i = e / per, d = (e % per) * 4;
             const float *s = St + i * LO + d;
-            atomicAdd((float4 *)(acc + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d),
-                      make_float4(s[0], s[1], s[2], s[3]));
+            red_add4(acc + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d, s[0], s[1], s[2], s[3]);
         }
         return;
     }
@@ -114,97 +139,155 @@ typedef wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::col_major> FragAT
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> FragB;
 typedef wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> FragBT;
 
-// One block: key tile it.k0.. of kv head h / (H / KVH), query head h = blockIdx.y, rows of the item in
-// chunks of 64. The [64, HD] products (dV, dK, dQ) are 4 x HD/16 fragments dealt round-robin to the warps;
-// each warp's dK/dV fragments stay in registers for the whole item.
+// Row metadata of the chunk whose row entry (one per thread tid < 64) is r, valid when ok: index and visible
+// count now, lse and D by cp.async.
+__device__ void bwd_meta(int *Qr, int *Vis, float *Ls, float *Dl, BwdRow r, int ok, const float *lse,
+                         const float *Dsum, int H, int h) {
+    const int i = threadIdx.x;
+    Qr[i] = ok ? r.q : 0, Vis[i] = ok ? r.vis : 0;
+    if (ok) {
+        cp_async4(Ls + i, lse + (size_t)r.q * H + h);
+        cp_async4(Dl + i, Dsum + (size_t)r.q * H + h);
+    } else {
+        Ls[i] = Dl[i] = 0.0f;
+    }
+}
+
+// One block: key tile it.k0.. of kv head h / (H / KVH), query head h = blockIdx.y, the item's rows in
+// chunks of 64. The [64, HD] products (dV, dK, dQ) are 4 x HD/16 fragments, warp w owning column block
+// w % (HD/16) of row blocks w / (HD/16) + 8/(HD/16) i, so each B operand fragment it loads serves all its
+// row blocks; its dK/dV fragments stay in registers for the whole item.
 template <int HD>
 __global__ void __launch_bounds__(BWD_THREADS)
     attn_bwd_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const float *lse,
                     const float *Dsum, const bf16 *q, const bf16 *k, const bf16 *v, const BwdRow *rows,
                     const BwdItem *items, int H, int KVH, int hd, float scale, int vec) {
     typedef BwdSmem<HD> SM;
+    // NB column blocks of a head; NF fragments of a [64, HD] product, FPW per warp, a warp's row blocks
+    // RSTEP apart
     constexpr int NB = HD / 16, NF = 4 * NB, FPW = (NF + BWD_WARPS - 1) / BWD_WARPS;
+    constexpr int RSTEP = BWD_WARPS / NB > 0 ? BWD_WARPS / NB : 1;
     extern __shared__ __align__(128) unsigned char sm[];
-    bf16 *Ks = (bf16 *)(sm + SM::k), *Vs = (bf16 *)(sm + SM::v), *Qs = (bf16 *)(sm + SM::q);
-    bf16 *dOs = (bf16 *)(sm + SM::dout), *Ps = (bf16 *)(sm + SM::p), *dSs = (bf16 *)(sm + SM::ds);
-    float *Ss = (float *)(sm + SM::s), *dPs = (float *)(sm + SM::dp), *St = (float *)(sm + SM::stage);
-    float *Ls = (float *)(sm + SM::meta), *Dl = Ls + BWD_B;
-    int *Qr = (int *)(Dl + BWD_B), *Vis = Qr + BWD_B;
-    const int warp = threadIdx.x / 32, h = blockIdx.y, kvh = h / (H / KVH);
+    bf16 *Ks = (bf16 *)(sm + SM::k), *Vs = (bf16 *)(sm + SM::v), *Ps = (bf16 *)(sm + SM::p);
+    bf16 *dSs = (bf16 *)(sm + SM::ds);
+    float *St = (float *)(sm + SM::stage), *Idx = (float *)(sm + SM::idx);
+    const int warp = threadIdx.x / 32, tid = threadIdx.x, h = blockIdx.y, kvh = h / (H / KVH);
     const BwdItem it = items[blockIdx.x];
+    const int nchunk = (it.nrows + BWD_B - 1) / BWD_B;
+    // buffer b: Q, dO tiles and the rows' lse, D, q index, visible count
+#define BUF_Q(b) ((bf16 *)(sm + SM::q + (b) * SM::tile))
+#define BUF_DO(b) ((bf16 *)(sm + SM::dout + (b) * SM::tile))
+#define BUF_L(b) ((float *)(sm + SM::meta + (b) * SM::meta_buf))
+#define BUF_D(b) (BUF_L(b) + BWD_B)
+#define BUF_R(b) ((int *)(BUF_L(b) + 2 * BWD_B))
+#define BUF_V(b) (BUF_R(b) + BWD_B)
+    // prologue: K, V; chunk 0's rows and tiles in flight; chunk 1's row entries in registers
+    BwdRow nx = BwdRow{0, 0};
+    if (tid < BWD_B) {
+        const int ok = tid < it.nrows;
+        bwd_meta(BUF_R(0), BUF_V(0), BUF_L(0), BUF_D(0), ok ? rows[it.row0 + tid] : nx, ok, lse, Dsum, H, h);
+        if (BWD_B + tid < it.nrows) nx = rows[it.row0 + BWD_B + tid];
+    }
     bwd_load<HD>(Ks, k, NULL, it.k0, it.nk, KVH, kvh, hd, vec);
     bwd_load<HD>(Vs, v, NULL, it.k0, it.nk, KVH, kvh, hd, vec);
+    static_assert(BWD_THREADS == 256, "one thread per entry of the 16 x 16 index tile");
+    Idx[tid] = (float)tid;
+    __syncthreads();
+    const int n0 = it.nrows < BWD_B ? it.nrows : BWD_B;
+    bwd_load<HD>(BUF_Q(0), q, BUF_R(0), 0, n0, H, h, hd, vec);
+    bwd_load<HD>(BUF_DO(0), dout, BUF_R(0), 0, n0, H, h, hd, vec);
+    cp_async_commit();
+    // Accumulator fragments hide which (row, column) each register holds, but all of one shape share the
+    // layout: loading r * 16 + c tells every element of S and dP its coordinates.
+    Acc pos;
+    wmma::load_matrix_sync(pos, Idx, 16, wmma::mem_row_major);
     Acc dK[FPW], dV[FPW];
 #pragma unroll
     for (int i = 0; i < FPW; i++) wmma::fill_fragment(dK[i], 0.0f), wmma::fill_fragment(dV[i], 0.0f);
-    for (int c0 = 0; c0 < it.nrows; c0 += BWD_B) {
-        const int n = it.nrows - c0 < BWD_B ? it.nrows - c0 : BWD_B;
-        __syncthreads();  // the previous chunk is done with the row tiles and the stage
-        for (int i = threadIdx.x; i < BWD_B; i += blockDim.x) {
-            const BwdRow r = i < n ? rows[it.row0 + c0 + i] : BwdRow{0, 0};
-            Qr[i] = r.q, Vis[i] = r.vis;
-            Ls[i] = i < n ? lse[(size_t)r.q * H + h] : 0.0f;
-            Dl[i] = i < n ? Dsum[(size_t)r.q * H + h] : 0.0f;
+    for (int c = 0; c < nchunk; c++) {
+        const int b = c & 1, b1 = b ^ 1, n = it.nrows - c * BWD_B < BWD_B ? it.nrows - c * BWD_B : BWD_B;
+        const bf16 *Qs = BUF_Q(b), *dOs = BUF_DO(b);
+        const float *Ls = BUF_L(b), *Dl = BUF_D(b);
+        const int *Qr = BUF_R(b), *Vis = BUF_V(b);
+        cp_async_wait_all();
+        __syncthreads();  // chunk c has landed; every thread is done with chunk c - 1 (buffer b1, P, dS, stage)
+        const int more = c + 1 < nchunk, left = it.nrows - (c + 1) * BWD_B;
+        const int n1 = !more ? 0 : left < BWD_B ? left : BWD_B;
+        if (more && tid < BWD_B) {
+            bwd_meta(BUF_R(b1), BUF_V(b1), BUF_L(b1), BUF_D(b1), nx, tid < n1, lse, Dsum, H, h);
+            const int r2 = (c + 2) * BWD_B + tid;
+            if (r2 < it.nrows) nx = rows[it.row0 + r2];
         }
-        __syncthreads();
-        bwd_load<HD>(Qs, q, Qr, 0, n, H, h, hd, vec);
-        bwd_load<HD>(dOs, dout, Qr, 0, n, H, h, hd, vec);
-        __syncthreads();
-        // S = Q K^T, dP = dO V^T: [64 rows, 64 keys], 16 fragments each, two per warp
-        for (int f = warp; f < 16; f += BWD_WARPS) {
-            const int rb = f / 4, cb = f % 4;
-            Acc s, dp;
-            wmma::fill_fragment(s, 0.0f), wmma::fill_fragment(dp, 0.0f);
+        // S = Q K^T, dP = dO V^T: [64 rows, 64 keys]; warp w: row block w / 2, column blocks 2 (w % 2) + {0, 1}.
+        // Then P and dS from them in registers, to shared memory as bf16; keys past a row's visible count, and
+        // padding rows, get 0.
+        {
+            const int rb = warp / 2, cb0 = 2 * (warp % 2);
+            Acc s[2], dp[2];
+#pragma unroll
+            for (int j = 0; j < 2; j++) wmma::fill_fragment(s[j], 0.0f), wmma::fill_fragment(dp[j], 0.0f);
 #pragma unroll
             for (int kk = 0; kk < NB; kk++) {
-                FragA a;
-                FragBT b;
+                FragA a, ad;
                 wmma::load_matrix_sync(a, Qs + rb * 16 * SM::LD + kk * 16, SM::LD);
-                wmma::load_matrix_sync(b, Ks + cb * 16 * SM::LD + kk * 16, SM::LD);
-                wmma::mma_sync(s, a, b, s);
-                wmma::load_matrix_sync(a, dOs + rb * 16 * SM::LD + kk * 16, SM::LD);
-                wmma::load_matrix_sync(b, Vs + cb * 16 * SM::LD + kk * 16, SM::LD);
-                wmma::mma_sync(dp, a, b, dp);
-            }
-            wmma::store_matrix_sync(Ss + rb * 16 * SM::LS + cb * 16, s, SM::LS, wmma::mem_row_major);
-            wmma::store_matrix_sync(dPs + rb * 16 * SM::LS + cb * 16, dp, SM::LS, wmma::mem_row_major);
-        }
-        __syncthreads();
-        {  // P and dS, four threads a row; keys past a row's visible count (and padding rows) get 0
-            const int i = threadIdx.x / 4, j0 = (threadIdx.x % 4) * 16, vis = Vis[i];
-            const float L = Ls[i], D = Dl[i];
+                wmma::load_matrix_sync(ad, dOs + rb * 16 * SM::LD + kk * 16, SM::LD);
 #pragma unroll
-            for (int j = j0; j < j0 + 16; j++) {
-                const float p = j < vis ? __expf(Ss[i * SM::LS + j] * scale - L) : 0.0f;
-                Ps[i * SM::LP + j] = __float2bfloat16(p);
-                dSs[i * SM::LP + j] = __float2bfloat16(p * (dPs[i * SM::LS + j] - D) * scale);
+                for (int j = 0; j < 2; j++) {
+                    FragBT bt;
+                    wmma::load_matrix_sync(bt, Ks + (cb0 + j) * 16 * SM::LD + kk * 16, SM::LD);
+                    wmma::mma_sync(s[j], a, bt, s[j]);
+                    wmma::load_matrix_sync(bt, Vs + (cb0 + j) * 16 * SM::LD + kk * 16, SM::LD);
+                    wmma::mma_sync(dp[j], ad, bt, dp[j]);
+                }
             }
+#pragma unroll
+            for (int j = 0; j < 2; j++)
+#pragma unroll
+                for (int e = 0; e < s[j].num_elements; e++) {
+                    const int rc = (int)pos.x[e], i = rb * 16 + rc / 16, col = (cb0 + j) * 16 + rc % 16;
+                    const float p = col < Vis[i] ? __expf(s[j].x[e] * scale - Ls[i]) : 0.0f;
+                    Ps[i * SM::LP + col] = __float2bfloat16(p);
+                    dSs[i * SM::LP + col] = __float2bfloat16(p * (dp[j].x[e] - Dl[i]) * scale);
+                }
         }
-        __syncthreads();
+        __syncthreads();  // P, dS complete; chunk c + 1's row indices are in place
+        if (more) {
+            bwd_load<HD>(BUF_Q(b1), q, BUF_R(b1), 0, n1, H, h, hd, vec);
+            bwd_load<HD>(BUF_DO(b1), dout, BUF_R(b1), 0, n1, H, h, hd, vec);
+        }
+        cp_async_commit();
         // dV += P^T dO, dK += dS^T Q ([64 keys, HD], registers); dQ = dS K ([64 rows, HD], to the stage)
+        if (warp < NF) {  // warp-uniform (HD 16 has fewer fragments than warps)
+            const int cb = warp % NB, rb0 = warp / NB;
+            Acc dq[FPW];
 #pragma unroll
-        for (int i = 0; i < FPW; i++) {
-            const int f = warp + BWD_WARPS * i;
-            if (f >= NF) break;  // warp-uniform
-            const int rb = f / NB, cb = f % NB;
-            Acc dq;
-            wmma::fill_fragment(dq, 0.0f);
+            for (int i = 0; i < FPW; i++) wmma::fill_fragment(dq[i], 0.0f);
 #pragma unroll
             for (int kk = 0; kk < BWD_B / 16; kk++) {
-                FragAT at;
-                FragA a;
-                FragB b;
-                wmma::load_matrix_sync(at, Ps + kk * 16 * SM::LP + rb * 16, SM::LP);
-                wmma::load_matrix_sync(b, dOs + kk * 16 * SM::LD + cb * 16, SM::LD);
-                wmma::mma_sync(dV[i], at, b, dV[i]);
-                wmma::load_matrix_sync(at, dSs + kk * 16 * SM::LP + rb * 16, SM::LP);
-                wmma::load_matrix_sync(b, Qs + kk * 16 * SM::LD + cb * 16, SM::LD);
-                wmma::mma_sync(dK[i], at, b, dK[i]);
-                wmma::load_matrix_sync(a, dSs + rb * 16 * SM::LP + kk * 16, SM::LP);
-                wmma::load_matrix_sync(b, Ks + kk * 16 * SM::LD + cb * 16, SM::LD);
-                wmma::mma_sync(dq, a, b, dq);
+                FragB bo, bq, bk;
+                wmma::load_matrix_sync(bo, dOs + kk * 16 * SM::LD + cb * 16, SM::LD);
+                wmma::load_matrix_sync(bq, Qs + kk * 16 * SM::LD + cb * 16, SM::LD);
+                wmma::load_matrix_sync(bk, Ks + kk * 16 * SM::LD + cb * 16, SM::LD);
+#pragma unroll
+                for (int i = 0; i < FPW; i++) {
+                    const int rb = rb0 + RSTEP * i;
+                    if (rb >= 4) break;
+                    FragAT at;
+                    FragA a;
+                    wmma::load_matrix_sync(at, Ps + kk * 16 * SM::LP + rb * 16, SM::LP);
+                    wmma::mma_sync(dV[i], at, bo, dV[i]);
+                    wmma::load_matrix_sync(at, dSs + kk * 16 * SM::LP + rb * 16, SM::LP);
+                    wmma::mma_sync(dK[i], at, bq, dK[i]);
+                    wmma::load_matrix_sync(a, dSs + rb * 16 * SM::LP + kk * 16, SM::LP);
+                    wmma::mma_sync(dq[i], a, bk, dq[i]);
+                }
             }
-            wmma::store_matrix_sync(St + rb * 16 * SM::LO + cb * 16, dq, SM::LO, wmma::mem_row_major);
+#pragma unroll
+            for (int i = 0; i < FPW; i++) {
+                const int rb = rb0 + RSTEP * i;
+                if (rb >= 4) break;
+                wmma::store_matrix_sync(St + rb * 16 * SM::LO + cb * 16, dq[i], SM::LO, wmma::mem_row_major);
+            }
         }
         __syncthreads();
         bwd_add_rows<HD>(dq_acc, St, Qr, 0, n, H, h, hd);
@@ -212,16 +295,25 @@ __global__ void __launch_bounds__(BWD_THREADS)
     // the tile's dK, then dV, out through the stage
     for (int t = 0; t < 2; t++) {
         __syncthreads();
+        if (warp < NF) {
+            const int cb = warp % NB, rb0 = warp / NB;
 #pragma unroll
-        for (int i = 0; i < FPW; i++) {
-            const int f = warp + BWD_WARPS * i;
-            if (f >= NF) break;
-            wmma::store_matrix_sync(St + (f / NB) * 16 * SM::LO + (f % NB) * 16, t ? dV[i] : dK[i], SM::LO,
-                                    wmma::mem_row_major);
+            for (int i = 0; i < FPW; i++) {
+                const int rb = rb0 + RSTEP * i;
+                if (rb >= 4) break;
+                wmma::store_matrix_sync(St + rb * 16 * SM::LO + cb * 16, t ? dV[i] : dK[i], SM::LO,
+                                        wmma::mem_row_major);
+            }
         }
         __syncthreads();
         bwd_add_rows<HD>(t ? dv_acc : dk_acc, St, NULL, it.k0, it.nk, KVH, kvh, hd);
     }
+#undef BUF_Q
+#undef BUF_DO
+#undef BUF_L
+#undef BUF_D
+#undef BUF_R
+#undef BUF_V
 }
 
 // D[w] = sum_d dout[w, d] out[w, d] over the (row, head) vectors w < n, one warp each, in fp32.
@@ -312,7 +404,7 @@ static void bwd_plan(AttnBwd *st, const AttnSeg *segs, int nseg, int H, int n_sm
             tiles[nt++] = BwdTile{k0, nk, r0, nr};
         }
     free(b);
-    // rows per block: as many as keep >= 4 blocks per SM, so the tile's dk/dv leave through few atomics
+    // rows per block: the most (the fewest dk/dv reductions) that still give every SM 4 blocks to balance
     int W = 512, n_items = 0;
     for (;; W /= 2) {
         n_items = 0;
@@ -377,7 +469,7 @@ void attn_bwd_run(AttnBwd **stp, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
         bwd_plan(st, segs, nseg, H, n_sm, stream);
     }
     if (!st->n_items) return;
-    // scratch regions start 16-byte aligned for the float4 atomics
+    // scratch regions start 16-byte aligned for the 4-wide reductions
     const size_t nD = round4((size_t)st->nq * H), nQ = round4((size_t)st->nq * H * hd);
     const size_t nK = round4((size_t)st->nk * KVH * hd), need = nD + nQ + 2 * nK;
     if (need > st->scratch_n) {
