@@ -21,6 +21,7 @@ typedef struct {
 
 typedef struct {
     Tensor *ln1, *q, *k, *v, *att, *xmid, *ln2, *g, *u, *s;
+    Tensor *qkv, *gu;  // fused inference only (fused_infer): [T, Q + 2 KV], [T, 2 FF]
     float *rstd1, *lse, *rstd2;
 } TextLayerActs;
 
@@ -110,6 +111,10 @@ static void slot(ModelActs *a, void *dst, size_t bytes) {
     }
     a->slots[a->n_slots++] = (ActSlot){(void **)dst, (bytes + 63) & ~(size_t)63};
 }
+// Inference on a backend with the fused decoder ops (ops.h) runs one GEMM over the stacked q/k/v and
+// one over gate/up; training keeps the separate projections its backward reads.
+static int fused_infer(const Ops *o, int train) { return !train && o->swiglu && o->qkv_rope_cache; }
+
 #define ACT(dst, n) slot(a, &(dst), (size_t)(n) * m->ops->act_size)
 #define F32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(float))
 #define I32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(int))
@@ -159,6 +164,7 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
         ACT(s->ln1, T * D), F32(s->rstd1, T), ACT(s->q, T * Q), ACT(s->k, T * KV), ACT(s->v, T * KV);
         ACT(s->att, T * Q), F32(s->lse, T * c->heads), ACT(s->xmid, T * D), ACT(s->ln2, T * D);
         F32(s->rstd2, T), ACT(s->g, T * FF), ACT(s->u, T * FF), ACT(s->s, T * FF);
+        if (fused_infer(m->ops, train)) ACT(s->qkv, T * (Q + 2 * KV)), ACT(s->gu, T * 2 * FF);
     }
     ACT(a->lnf, T * D), F32(a->rstdf, T), ACT(a->hsel, (size_t)max_tgt * D);
     F32(a->lp, max_tgt), F32(a->lse_lp, max_tgt), F32(a->dlp, max_tgt);
@@ -346,6 +352,32 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
     o->matmul(o, a->proj, a->af, PW(t->proj_w), PW(t->proj_b), Tp, c->dim, A, 0, 1, 0);
 }
 
+// The rest of text_layer_forward with the fused ops (inference with a cache): one GEMM over the stacked
+// q/k/v weights (the table keeps them and their biases adjacent), RoPE and the cache writes in one kernel,
+// one GEMM over gate/up stacked.
+static void text_layer_fused(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l, const Tensor *x,
+                             Tensor *xn) {
+    Ops *o = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const TextLayerParams *p = &m->t.tlayer[l];
+    TextLayerActs *s = &a->tl[0];
+    const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+    const int FF = c->ffn;
+    Tensor *kc = AT(kv->k, (size_t)l * kv->rows * KV), *vc = AT(kv->v, (size_t)l * kv->rows * KV);
+    o->matmul(o, s->qkv, s->ln1, PW(p->q_w), PW(p->q_b), T, Q + 2 * KV, D, 0, 1, 0);
+    o->qkv_rope_cache(o, s->q, kc, vc, s->qkv, a->pos, a->kv_row, T, c->heads, c->kv_heads, c->head_dim,
+                      c->rope_theta);
+    o->attention(o, s->att, s->lse, s->q, kc, vc, b->segs, b->n_segs, c->heads, c->kv_heads, c->head_dim,
+                 1.0f / sqrtf((float)c->head_dim));
+    o->copy(o, s->xmid, x, (size_t)T * D * o->act_size);
+    o->matmul(o, s->xmid, s->att, PW(p->o_w), NULL, T, D, Q, 0, 1, 1);
+    o->rmsnorm(o, s->ln2, s->rstd2, s->xmid, PW(p->post_norm), T, D, c->rms_eps);
+    o->matmul(o, s->gu, s->ln2, PW(p->gate_w), NULL, T, 2 * FF, D, 0, 1, 0);
+    o->swiglu(o, s->s, s->gu, T, FF);
+    o->copy(o, xn, s->xmid, (size_t)T * D * o->act_size);
+    o->matmul(o, xn, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
+}
+
 // One decoder layer on T rows: x_at(l) -> x_at(l+1). With a cache, keys/values go to cache rows and
 // attention reads the cache; otherwise it reads this batch's keys.
 static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l) {
@@ -357,6 +389,10 @@ static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCa
     const int FF = c->ffn;
     Tensor *x = x_at(a, l), *xn = x_at(a, l + 1);
     o->rmsnorm(o, s->ln1, s->rstd1, x, PW(p->in_norm), T, D, c->rms_eps);
+    if (kv && fused_infer(o, a->train)) {
+        text_layer_fused(m, a, b, kv, l, x, xn);
+        return;
+    }
     o->matmul(o, s->q, s->ln1, PW(p->q_w), PW(p->q_b), T, Q, D, 0, 1, 0);
     o->matmul(o, s->k, s->ln1, PW(p->k_w), PW(p->k_b), T, KV, D, 0, 1, 0);
     o->matmul(o, s->v, s->ln1, PW(p->v_w), PW(p->v_b), T, KV, D, 0, 1, 0);
