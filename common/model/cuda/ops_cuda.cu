@@ -160,7 +160,7 @@ static void graph_stage(Cuda *c, void *dst, const void *src, size_t bytes) {
     }
     const size_t need = (bytes + 15) & ~(size_t)15;
     if (!g->n_pins || g->pin_used + need > g->pin_cap) {
-        g->pin_cap = need > GRAPH_PIN_BLOCK ? need : GRAPH_PIN_BLOCK;
+        g->pin_cap = need > (size_t)GRAPH_PIN_BLOCK ? need : (size_t)GRAPH_PIN_BLOCK;
         g->pins = (void **)reallocCheck(g->pins, (size_t)(g->n_pins + 1) * sizeof(void *));
         CUDA_CHECK(cudaMallocHost(&g->pins[g->n_pins++], g->pin_cap));
         g->pin_used = 0;
@@ -758,7 +758,7 @@ static void cu_qkv_rope_cache(Ops *o, Tensor *q, Tensor *kc, Tensor *vc, const T
 // segments of a group into one item, reading the prompt's keys once for all samples. When items are too
 // few to fill the GPU (decode), the prefix is split over grid.z blocks whose partial softmax states
 // (unnormalised output, max, sum) a second kernel merges, as in flash-decoding.
-enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128, ATT_MIN_THREADS = 256, ATT_MAX_SPLIT = 16 };
+enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128, ATT_MIN_THREADS = 256, ATT_MAX_SPLIT = 32 };
 
 typedef struct {
     int q, own_start, own_vis, pad;
@@ -801,18 +801,22 @@ template <int DPL, int VPW>
 __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int hd, int nk, float scale, int warp,
                          const int *active, const int *vis, float (*o)[DPL], float *m, float *l) {
     const int lane = threadIdx.x % 32, ldk = hd + 1;
-    float s[VPW];
-    for (int i = 0; i < VPW; i++) s[i] = 0.0f;
+    // four partial sums per vector over d mod 4: independent FMA chains (one vector per warp in decode)
+    float s[VPW][4];
+    for (int i = 0; i < VPW; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
     if (lane < nk)
-        for (int d = 0; d < hd; d++) {
-            const float kd = Ks[lane * ldk + d];
+        for (int d = 0; d < hd; d += 4) {
 #pragma unroll
-            for (int i = 0; i < VPW; i++) s[i] += Qs[(warp * VPW + i) * hd + d] * kd;
+            for (int j = 0; j < 4; j++) {
+                const float kd = Ks[lane * ldk + d + j];
+#pragma unroll
+                for (int i = 0; i < VPW; i++) s[i][j] += Qs[(warp * VPW + i) * hd + d + j] * kd;
+            }
         }
 #pragma unroll
     for (int i = 0; i < VPW; i++) {
         if (!active[i]) continue;  // warp-uniform
-        const float sc = lane < vis[i] && lane < nk ? s[i] * scale : -INFINITY;
+        const float sc = lane < vis[i] && lane < nk ? ((s[i][0] + s[i][1]) + (s[i][2] + s[i][3])) * scale : -INFINITY;
         float mx = sc;
         for (int off = 16; off; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
         const float mn = fmaxf(m[i], mx);
@@ -841,10 +845,10 @@ __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int 
 template <int DPL, int VPW>
 __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 *q, const bf16 *k, const bf16 *v,
                                  const AttRow *rows, const AttItem *items, int H, int KVH, int hd, float scale,
-                                 int vec8, int nq) {
+                                 int vec8, int nq, int qcap) {
     extern __shared__ float sm[];
     __shared__ AttRow rs[ATT_MAXV];
-    float *Qs = sm, *Ks = Qs + ATT_MAXV * hd, *Vs = Ks + ATT_KT * (hd + 1);
+    float *Qs = sm, *Ks = Qs + qcap * hd, *Vs = Ks + ATT_KT * (hd + 1);  // qcap: the plan's most vectors
     const int group = H / KVH, kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int split = gridDim.z, z = blockIdx.z;
     const AttItem it = items[blockIdx.x];
@@ -1064,7 +1068,11 @@ __global__ void __launch_bounds__(128) flash_kernel(bf16 *out, float *lse, const
     if (half == 0) lse[qrow * H + h] = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 
-static size_t att_smem(int hd) { return ((size_t)ATT_MAXV * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4; }
+// Shared memory of attention_kernel for items of up to qcap query vectors: a decode step's few vectors
+// leave room for more resident blocks.
+static size_t att_smem(int hd, int qcap) {
+    return ((size_t)qcap * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4;
+}
 
 // Host work lists of segs (see attention_kernel and flash_kernel) and their sizes in a->.
 typedef struct {
@@ -1218,10 +1226,11 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
     const int vpw = a->max_vec <= 16 ? 1 : ATT_VPW;
     int threads = 32 * ((a->max_vec + vpw - 1) / vpw);
     threads = threads < ATT_MIN_THREADS ? ATT_MIN_THREADS : threads;
-    // split long prefixes while the blocks would not fill two waves of the GPU
+    // split long prefixes while the blocks would not fill four waves of the GPU and every split keeps a
+    // whole key tile: a decode step's prefix is then read by hundreds of blocks at once
     int split = 1;
     const int blocks = a->n_items * KVH;
-    while (!flash && split < ATT_MAX_SPLIT && blocks * split < 2 * c->n_sm && a->max_pre / (2 * split) >= 2 * ATT_KT)
+    while (!flash && split < ATT_MAX_SPLIT && blocks * split < 4 * c->n_sm && a->max_pre / (2 * split) >= ATT_KT)
         split *= 2;
     GRAPH_SKIP(c, out, lse, q, k, v, H, KVH, hd, flash, a->n_fitems, a->n_items, a->n_rows, a->nq, split, threads,
                vpw);
@@ -1255,11 +1264,12 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
     }
     const int vec8 = hd % 8 == 0 && ((uintptr_t)k | (uintptr_t)v) % 16 == 0;
     const dim3 grid(a->n_items, KVH, split);
-    const size_t sh = att_smem(hd);
+    const int qcap = threads / 32 * vpw;  // vectors the warps cover
+    const size_t sh = att_smem(hd, qcap);
     const AttItem *items = (const AttItem *)a->items;
 #define ATT_LAUNCH(DPL, VPW)                                                                                 \
     attention_kernel<DPL, VPW><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, \
-                                                                 hd, scale, vec8, a->nq)
+                                                                 hd, scale, vec8, a->nq, qcap)
     const int dpl = hd <= 32 ? 1 : hd <= 64 ? 2 : 4;
     if (vpw == 1) {
         if (dpl == 1) ATT_LAUNCH(1, 1);
@@ -1308,49 +1318,6 @@ extern "C" void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float valu
     fill_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)x, n, std, value,
                                                                make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)),
                                                                (uint32_t)(key >> 32), (uint32_t)key);
-    CUDA_CHECK(cudaGetLastError());
-}
-
-// Gumbel-max: argmax(logit / T + G), G = -log(-log(u)), is a draw from softmax(logits / T).
-__global__ void sample_kernel(int *ids, const bf16 *logits, int V, float inv_t, uint2 key, const uint32_t *rkey,
-                              uint32_t step) {
-    __shared__ float shv[32];
-    __shared__ int shi[32];
-    const size_t row = blockIdx.x;
-    const bf16 *x = logits + row * V;
-    float best = -INFINITY;
-    int bi = 0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float s = __bfloat162float(x[i]);
-        if (inv_t > 0.0f) {
-            const uint4 r = philox(make_uint4((uint32_t)i, step, rkey[row], 0x5A4D504Cu), key);
-            s = s * inv_t - logf(-logf(u01(r.x)));
-        }
-        if (s > best) best = s, bi = i;
-    }
-    for (int off = 16; off; off >>= 1) {
-        const float b2 = __shfl_xor_sync(0xffffffffu, best, off);
-        const int i2 = __shfl_xor_sync(0xffffffffu, bi, off);
-        if (b2 > best || (b2 == best && i2 < bi)) best = b2, bi = i2;
-    }
-    if (threadIdx.x % 32 == 0) shv[threadIdx.x / 32] = best, shi[threadIdx.x / 32] = bi;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)blockDim.x / 32; w++)
-            if (shv[w] > best || (shv[w] == best && shi[w] < bi)) best = shv[w], bi = shi[w];
-        ids[row] = bi;
-    }
-}
-
-extern "C" void ops_cuda_sample(Ops *o, int *ids, const Tensor *logits, int R, int V, float temperature,
-                                uint64_t seed, const uint32_t *key_host, uint32_t step) {
-    Cuda *c = impl(o);
-    graph_forbid(c, "ops_cuda_sample");
-    if (R <= 0) return;
-    uint32_t *rkey = (uint32_t *)c->scratch;  // R keys, ahead of nothing else in flight
-    CUDA_CHECK(cudaMemcpyAsync(rkey, key_host, (size_t)R * sizeof(uint32_t), cudaMemcpyHostToDevice, c->stream));
-    sample_kernel<<<R, 1024, 0, c->stream>>>(ids, (const bf16 *)logits, V, temperature > 0.0f ? 1.0f / temperature : 0.0f,
-                                             make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)), rkey, step);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -1678,7 +1645,7 @@ extern "C" Ops *ops_cuda_create(void) {
     CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
     c->scratch_n = (size_t)16 << 20;
     CUDA_CHECK(cudaMalloc((void **)&c->scratch, c->scratch_n * sizeof(float)));
-    const int sh = (int)att_smem(ATT_MAXD);
+    const int sh = (int)att_smem(ATT_MAXD, ATT_MAXV);
     CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
     CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
     CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
