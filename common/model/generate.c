@@ -188,7 +188,8 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
             next++;
         }
         n = next;
-        if (n > 0) rc = decode_step(m, &b, a, &kv, graph, lrow, on_dev ? 0 : n, logits, e);
+        // the first step runs op by op: a backend prepares (tunes) its kernels for the shape outside a capture
+        if (n > 0) rc = decode_step(m, &b, a, &kv, t ? graph : NULL, lrow, on_dev ? 0 : n, logits, e);
     }
     double t2 = log_elapsed();
     for (int q = 0; q < n_q; q++) out[q].prefill_s = t1 - t0, out[q].decode_s = t2 - t1;

@@ -66,6 +66,7 @@ struct ModelActs {
     AttnSeg *aseg;                               // [max_audio] encoder segments (host)
     int *h_emb_idx, *h_audio_pos, *h_audio_src;  // [max_tokens] host staging
     int T, nA, n_audio_tok, n_tgt;
+    int inplace;  // this forward runs the fused layers, which update one residual buffer in place
 };
 
 // ---------------------------------------------------------------- config and init
@@ -218,7 +219,7 @@ size_t model_acts_bytes(const ModelActs *a) { return a->bytes; }
 
 // Residual stream inputs: every layer's in training, two alternating buffers in inference.
 static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->train ? l : l % 2]; }
-static Tensor *x_at(ModelActs *a, int l) { return a->x[a->train ? l : l % 2]; }
+static Tensor *x_at(ModelActs *a, int l) { return a->x[a->train ? l : a->inplace ? 0 : l % 2]; }
 
 // ---------------------------------------------------------------- validation
 
@@ -354,9 +355,9 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
 
 // The rest of text_layer_forward with the fused ops (inference with a cache): one GEMM over the stacked
 // q/k/v weights (the table keeps them and their biases adjacent), RoPE and the cache writes in one kernel,
-// one GEMM over gate/up stacked.
-static void text_layer_fused(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l, const Tensor *x,
-                             Tensor *xn) {
+// one GEMM over gate/up stacked, and both residual adds accumulated straight into the residual buffer
+// x (x_at keeps one buffer for such a forward, so nothing is copied).
+static void text_layer_fused(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l, Tensor *x) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const TextLayerParams *p = &m->t.tlayer[l];
@@ -369,13 +370,11 @@ static void text_layer_fused(Model *m, ModelActs *a, const ModelBatch *b, KVCach
                       c->rope_theta);
     o->attention(o, s->att, s->lse, s->q, kc, vc, b->segs, b->n_segs, c->heads, c->kv_heads, c->head_dim,
                  1.0f / sqrtf((float)c->head_dim));
-    o->copy(o, s->xmid, x, (size_t)T * D * o->act_size);
-    o->matmul(o, s->xmid, s->att, PW(p->o_w), NULL, T, D, Q, 0, 1, 1);
-    o->rmsnorm(o, s->ln2, s->rstd2, s->xmid, PW(p->post_norm), T, D, c->rms_eps);
+    o->matmul(o, x, s->att, PW(p->o_w), NULL, T, D, Q, 0, 1, 1);
+    o->rmsnorm(o, s->ln2, s->rstd2, x, PW(p->post_norm), T, D, c->rms_eps);
     o->matmul(o, s->gu, s->ln2, PW(p->gate_w), NULL, T, 2 * FF, D, 0, 1, 0);
     o->swiglu(o, s->s, s->gu, T, FF);
-    o->copy(o, xn, s->xmid, (size_t)T * D * o->act_size);
-    o->matmul(o, xn, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
+    o->matmul(o, x, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
 }
 
 // One decoder layer on T rows: x_at(l) -> x_at(l+1). With a cache, keys/values go to cache rows and
@@ -389,8 +388,8 @@ static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCa
     const int FF = c->ffn;
     Tensor *x = x_at(a, l), *xn = x_at(a, l + 1);
     o->rmsnorm(o, s->ln1, s->rstd1, x, PW(p->in_norm), T, D, c->rms_eps);
-    if (kv && fused_infer(o, a->train)) {
-        text_layer_fused(m, a, b, kv, l, x, xn);
+    if (a->inplace) {
+        text_layer_fused(m, a, b, kv, l, x);
         return;
     }
     o->matmul(o, s->q, s->ln1, PW(p->q_w), PW(p->q_b), T, Q, D, 0, 1, 0);
@@ -424,6 +423,7 @@ static int forward_impl(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv
     if (batch_check(m, b, a, kv, e)) return -1;
     const int T = b->n_tokens, D = c->dim, nA = b->n_audio;
     a->T = T, a->nA = nA, a->n_tgt = b->n_tgt;
+    a->inplace = kv && fused_infer(o, a->train);
     o->upload(o, a->ids, b->ids, (size_t)T * sizeof(int));
     o->upload(o, a->pos, b->pos, (size_t)T * sizeof(int));
     o->upload(o, a->kv_row, b->kv_row, (size_t)T * sizeof(int));

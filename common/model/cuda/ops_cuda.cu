@@ -362,7 +362,44 @@ static int ptr_align(const void *p) {
     return al;
 }
 
-static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias, int beta, int align) {
+enum { PLAN_TRY = 8, PLAN_REPS = 3 };
+
+// Times the heuristic's candidate algorithms on the call's own operands (the output into a scratch
+// buffer) and keeps the fastest: for the skinny decode GEMMs the heuristic's first choice is often not the
+// one that streams the weights fastest. Not while a graph is being captured (nothing may run then).
+static void plan_tune(Cuda *c, GemmPlan *p, const cublasLtMatmulHeuristicResult_t *res, int n, const void *A,
+                      const void *B, const void *bias) {
+    void *C;
+    CUDA_CHECK(cudaMalloc(&C, (size_t)p->M * p->N * sizeof(bf16)));
+    CUDA_CHECK(cudaMemsetAsync(C, 0, (size_t)p->M * p->N * sizeof(bf16), c->stream));
+    if (p->bias)
+        BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    const float one = 1.0f, beta = p->beta ? 1.0f : 0.0f;
+    float best = INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (cublasLtMatmul(c->lt, p->desc, &one, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc, &res[i].algo,
+                           c->lt_ws, c->lt_ws_bytes, c->stream) != CUBLAS_STATUS_SUCCESS)
+            continue;  // warm-up; a candidate that cannot run is skipped
+        CUDA_CHECK(cudaEventRecord(e0, c->stream));
+        for (int r = 0; r < PLAN_REPS; r++)
+            BLAS_CHECK(cublasLtMatmul(c->lt, p->desc, &one, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc,
+                                      &res[i].algo, c->lt_ws, c->lt_ws_bytes, c->stream));
+        CUDA_CHECK(cudaEventRecord(e1, c->stream));
+        CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (ms < best) best = ms, p->algo = res[i].algo;
+    }
+    CUDA_CHECK(cudaEventDestroy(e0));
+    CUDA_CHECK(cudaEventDestroy(e1));
+    CUDA_CHECK(cudaFree(C));
+}
+
+static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias, int beta, int align,
+                          const void *A, const void *B, const void *biasp) {
     for (int i = 0; i < c->n_plans; i++) {
         GemmPlan *p = &c->plans[i];
         if (p->M == M && p->N == N && p->K == K && p->ta == ta && p->tb == tb && p->bias == bias &&
@@ -404,13 +441,14 @@ static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias
     BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
     BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
     BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[PLAN_TRY];
     int found = 0;
-    if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found) ==
+    if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, PLAN_TRY, res, &found) ==
             CUBLAS_STATUS_SUCCESS &&
         found > 0) {
-        p->algo = res.algo;
+        p->algo = res[0].algo;
         p->ok = 1;
+        if (found > 1 && !c->gr) plan_tune(c, p, res, found, A, B, biasp);
     }
     cublasLtMatmulPreferenceDestroy(pref);
     return p;
@@ -438,7 +476,7 @@ static void cu_matmul(Ops *o, Tensor *C, const Tensor *A, const Tensor *B, const
     align = ac < align ? ac : align;
     // the fused epilogue reads the bias with vector loads: only an aligned bias goes through it
     const int fuse = bias && ptr_align(bias) >= 16;
-    GemmPlan *p = plan_get(c, M, N, K, ta, tb, fuse, accumulate, align);
+    GemmPlan *p = plan_get(c, M, N, K, ta, tb, fuse, accumulate, align, A, B, bias);
     int done = 0;
     if (p->ok) {
         if (fuse)
@@ -821,7 +859,7 @@ __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int 
         for (int off = 16; off; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
         const float mn = fmaxf(m[i], mx);
         if (mn == -INFINITY) continue;  // nothing visible yet
-        const float corr = expf(m[i] - mn), p = expf(sc - mn);
+        const float corr = __expf(m[i] - mn), p = __expf(sc - mn);  // ex2.approx: softmax weights only
         float ps = p;
         for (int off = 16; off; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
         l[i] = l[i] * corr + ps;
@@ -1034,16 +1072,19 @@ __global__ void __launch_bounds__(128) flash_kernel(bf16 *out, float *lse, const
             if (row_ok && c < vis) mx = fmaxf(mx, Sw[r * SM::LS + c] * scale);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         const float mn = fmaxf(m, mx);
-        const float corr = mn == -INFINITY ? 1.0f : expf(m - mn);
+        // __expf (ex2.approx) keeps the softmax's per-lane serial work short; its error (~2^-21
+        // relative) is far below the bf16 rounding of P and of the output
+        const float corr = mn == -INFINITY ? 1.0f : __expf(m - mn);
         float ps = 0.0f;
         for (int c = half * 32; c < half * 32 + 32; c++) {
-            const float p = (row_ok && c < vis && mn != -INFINITY) ? expf(Sw[r * SM::LS + c] * scale - mn) : 0.0f;
+            const float p = (row_ok && c < vis && mn != -INFINITY) ? __expf(Sw[r * SM::LS + c] * scale - mn) : 0.0f;
             Pw[r * SM::LP + c] = __float2bfloat16(p);
             ps += p;
         }
         ps += __shfl_xor_sync(0xffffffffu, ps, 1);
         l = l * corr + ps, m = mn;
-        for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) Ow[r * SM::LO + d] *= corr;
+        if (corr != 1.0f)  // the running max moved: rescale this row's output (skipped once it settles)
+            for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) Ow[r * SM::LO + d] *= corr;
         __syncwarp();
         // O[16, HD] += P[16, 64] V[64, HD]
         for (int n = 0; n < HD / 16; n++) {
@@ -1226,11 +1267,12 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
     const int vpw = a->max_vec <= 16 ? 1 : ATT_VPW;
     int threads = 32 * ((a->max_vec + vpw - 1) / vpw);
     threads = threads < ATT_MIN_THREADS ? ATT_MIN_THREADS : threads;
-    // split long prefixes while the blocks would not fill four waves of the GPU and every split keeps a
-    // whole key tile: a decode step's prefix is then read by hundreds of blocks at once
+    // split long prefixes while the blocks stay resident together (about six of these small blocks per
+    // SM) and every split keeps most of a key tile: a block's serial work is then one or two tiles, and a
+    // decode step's prefix is read by hundreds of blocks at once
     int split = 1;
     const int blocks = a->n_items * KVH;
-    while (!flash && split < ATT_MAX_SPLIT && blocks * split < 4 * c->n_sm && a->max_pre / (2 * split) >= ATT_KT)
+    while (!flash && split < ATT_MAX_SPLIT && blocks * split < 6 * c->n_sm && a->max_pre / (2 * split) >= ATT_KT / 2)
         split *= 2;
     GRAPH_SKIP(c, out, lse, q, k, v, H, KVH, hd, flash, a->n_fitems, a->n_items, a->n_rows, a->nq, split, threads,
                vpw);
