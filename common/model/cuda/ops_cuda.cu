@@ -960,26 +960,38 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
 }
 
 // Merges the split states of one (row, head) per block: out = sum_z o_z e^(m_z - M) / sum_z l_z e^(m_z - M).
+// Warp 0 turns the (at most 32) states' (max, sum) into weights with one lane per split; then every
+// thread sums its output elements over the splits with independent loads (no chain of dependent
+// global reads per split).
 __global__ void attention_merge_kernel(bf16 *out, float *lse, const float *part, const AttRow *rows, int H, int hd,
                                        int split, int nq) {
+    __shared__ float w[ATT_MAX_SPLIT], sL;
     const size_t row = rows[blockIdx.x].q;
-    const int h = blockIdx.y;
-    float M = -INFINITY;
-    for (int z = 0; z < split; z++) M = fmaxf(M, part[(((size_t)z * nq + row) * H + h) * (hd + 2) + hd]);
-    float L = 0.0f;
-    for (int z = 0; z < split; z++) {
-        const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
-        if (st[hd + 1] > 0.0f) L += st[hd + 1] * expf(st[hd] - M);
+    const int h = blockIdx.y, lane = threadIdx.x % 32;
+    const size_t zs = (size_t)nq * H * (hd + 2);  // stride between splits
+    const float *st = part + (row * H + h) * (hd + 2);
+    if (threadIdx.x < 32) {
+        const float m = lane < split ? st[lane * zs + hd] : -INFINITY;
+        const float l = lane < split ? st[lane * zs + hd + 1] : 0.0f;
+        float M = l > 0.0f ? m : -INFINITY;
+        for (int off = 16; off; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+        const float wz = l > 0.0f ? expf(m - M) : 0.0f;
+        float L = l * wz;
+        for (int off = 16; off; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+        if (lane < split) w[lane] = wz;
+        if (lane == 0) {
+            sL = L;
+            lse[row * H + h] = L > 0.0f ? M + logf(L) : -INFINITY;
+        }
     }
+    __syncthreads();
+    const float inv = sL > 0.0f ? 1.0f / sL : 0.0f;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (int z = 0; z < split; z++) {
-            const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
-            if (st[hd + 1] > 0.0f) acc += st[d] * expf(st[hd] - M);
-        }
-        out[(row * H + h) * hd + d] = __float2bfloat16(L > 0.0f ? acc / L : 0.0f);
+#pragma unroll 8
+        for (int z = 0; z < split; z++) acc += st[z * zs + d] * w[z];
+        out[(row * H + h) * hd + d] = __float2bfloat16(acc * inv);
     }
-    if (threadIdx.x == 0) lse[row * H + h] = L > 0.0f ? M + logf(L) : -INFINITY;
 }
 
 
