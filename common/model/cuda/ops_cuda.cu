@@ -5,7 +5,10 @@
 // groups) go to a tensor-core flash kernel (WMMA bf16 tiles, fp32 online softmax); short runs (decode)
 // go to a CUDA-core kernel whose blocks hold every query row of a group that shares a prefix, so a
 // decode step reads the shared prompt's keys once for all G samples, split over blocks when they are
-// few. Everything runs in order on one stream. Backward ops are not provided (ops_cuda.h).
+// few. Inference fuses the stacked q/k/v (RoPE and cache writes in one kernel) and gate/up projections,
+// and a repeated op sequence (a decode step) can be captured once as a CUDA graph and replayed with new
+// host inputs (ops.h graph_*). GEMM plans made outside a capture are tuned by timing the heuristic's
+// candidates. Everything runs in order on one stream. Backward ops are not provided (ops_cuda.h).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -924,7 +927,8 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
         int nmax = rs[ra].own_vis;
         for (rb = ra + 1; rb < it.nrows && rs[rb].own_start == rs[ra].own_start; rb++)
             nmax = rs[rb].own_vis > nmax ? rs[rb].own_vis : nmax;
-        if (run % split != z) continue;  // block-uniform
+        if (split - 1 - run % split != z) continue;  // block-uniform; from the last split, which the
+                                                      // prefix's tiles leave idle when they run out
         for (int t0 = 0; t0 < nmax; t0 += ATT_KT) {
             const int nk = nmax - t0 < ATT_KT ? nmax - t0 : ATT_KT;
             __syncthreads();
