@@ -217,7 +217,8 @@ void model_acts_free(Model *m, ModelActs *a) {
 
 size_t model_acts_bytes(const ModelActs *a) { return a->bytes; }
 
-// Residual stream inputs: every layer's in training, two alternating buffers in inference.
+// Residual stream inputs: every layer's in training, two alternating buffers in inference, one updated in
+// place by the fused layers.
 static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->train ? l : l % 2]; }
 static Tensor *x_at(ModelActs *a, int l) { return a->x[a->train ? l : a->inplace ? 0 : l % 2]; }
 
