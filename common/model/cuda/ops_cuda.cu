@@ -365,7 +365,9 @@ static int ptr_align(const void *p) {
     return al;
 }
 
-enum { PLAN_TRY = 8, PLAN_REPS = 3 };
+// Outputs above PLAN_TUNE_MAX bytes are not tuned: such GEMMs are compute-bound, where the heuristic's
+// choice is good, and their scratch output would be large.
+enum { PLAN_TRY = 8, PLAN_REPS = 3, PLAN_TUNE_MAX = 64 << 20 };
 
 // Times the heuristic's candidate algorithms on the call's own operands (the output into a scratch
 // buffer) and keeps the fastest: for the skinny decode GEMMs the heuristic's first choice is often not the
@@ -451,7 +453,8 @@ static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias
         found > 0) {
         p->algo = res[0].algo;
         p->ok = 1;
-        if (found > 1 && !c->gr) plan_tune(c, p, res, found, A, B, biasp);
+        if (found > 1 && !c->gr && (size_t)M * N * sizeof(bf16) <= (size_t)PLAN_TUNE_MAX)
+            plan_tune(c, p, res, found, A, B, biasp);
     }
     cublasLtMatmulPreferenceDestroy(pref);
     return p;
