@@ -99,9 +99,11 @@ static void trainer_reserve(Trainer *t) {
     t->acts_audio = b->n_audio > t->acts_audio ? b->n_audio : t->acts_audio;
     grow = b->n_tgt + b->n_tgt / 4;
     t->acts_tgt = grow > t->acts_tgt ? grow : t->acts_tgt;
-    t->acts = model_acts_create(&t->model, t->acts_tokens, t->acts_audio, t->acts_tgt, 1);
-    log_debug("training activations: %d tokens, %d clips, %d targets, %.1f MiB", t->acts_tokens, t->acts_audio,
-              t->acts_tgt, model_acts_bytes(t->acts) / 1048576.0);
+    t->acts = model_acts_create(&t->model, t->acts_tokens, t->acts_audio, t->acts_tgt,
+                                t->cfg->model.recompute ? ACTS_RECOMPUTE : ACTS_TRAIN);
+    log_debug("training activations%s: %d tokens, %d clips, %d targets, %.1f MiB",
+              t->cfg->model.recompute ? " (recompute)" : "", t->acts_tokens, t->acts_audio, t->acts_tgt,
+              model_acts_bytes(t->acts) / 1048576.0);
 }
 
 int trainer_forward(Trainer *t, Err *e) {

@@ -51,8 +51,8 @@ typedef struct {
 int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e);
 void trainer_free(Trainer *t);
 
-// Forward of t->batch (train activations, regrown as needed): t->lp [batch.n_tgt] gets the targets'
-// log-probs.
+// Forward of t->batch (train activations, regrown as needed; only the layer inputs with model.recompute):
+// t->lp [batch.n_tgt] gets the targets' log-probs.
 int trainer_forward(Trainer *t, Err *e);
 // Backward of the last trainer_forward with t->dlp; accumulates into the gradient.
 void trainer_backward(Trainer *t);

@@ -52,6 +52,9 @@ const CfgKey config_keys[] = {
     KEY_STRING(model.tokenizer, "", "Tokenizer directory; \"\" = model.path"),
     KEY_ENUM(model.backend, "cpu", backend_choices, "Compute backend: cpu (fp32 reference) or cuda"),
     KEY_ENUM(model.dtype, "fp32", dtype_choices, "Weight and activation storage type (bf16 needs cuda)"),
+    KEY_BOOL(model.recompute, "false",
+             "Learner keeps only each layer's input and reruns the layer's forward in backward: activation "
+             "memory of long prompts for about one more forward of compute; gradients are unchanged"),
     KEY_STRING(model.ref_model, "", "Frozen reference model for the KL term; \"\" = model.path"),
 
     KEY_STRING(data.train, "", "Training data file"),

@@ -31,6 +31,7 @@ typedef struct {
         char tokenizer[CFG_PATH_CAP];  // "" = model.path (use config_tokenizer_dir)
         CfgBackend backend;
         CfgDtype dtype;
+        bool recompute;
         char ref_model[CFG_PATH_CAP];  // "" = model.path (use config_ref_model_dir)
     } model;
     struct {

@@ -6,11 +6,43 @@
 #include <string.h>
 #include <time.h>
 
+#include "model/cuda/model_load_device.h"
 #include "model/generate.h"
+#ifdef AQA_CUDA
+#include "model/cuda/ops_cuda.h"
+#endif
 #include "reward/reward.h"
 #include "text/tokenizer.h"
 #include "util/fileio.h"
 #include "util/log.h"
+
+// ---- the model on its backend ----
+
+int eval_model_load(Model *m, const char *model_dir, CfgBackend backend, Err *e) {
+    Ops *o = NULL;
+    if (backend == CFG_BACKEND_CPU) {
+        o = ops_cpu_create();
+    } else {
+#ifdef AQA_CUDA
+        if (ops_cuda_device_count() < 1) return err_set(e, "model.backend=cuda: no CUDA device on this machine");
+        o = ops_cuda_create();
+#else
+        return err_set(e, "model.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
+#endif
+    }
+    // one loader for both: a bf16 checkpoint reaches the GPU as its bytes, the CPU through fp32
+    if (model_load_device(m, model_dir, o, e)) {
+        ops_destroy(o);
+        return -1;
+    }
+    return 0;
+}
+
+void eval_model_free(Model *m) {
+    Ops *o = m->ops;
+    model_free(m);
+    ops_destroy(o);
+}
 
 // ---- generation_config.json ----
 

@@ -6,11 +6,13 @@
 // question, choices and answer-as-text, its index kept as answer_index) plus model_output (the decoded
 // completion, special tokens skipped) and model_prediction (the first <answer>(.*?)</answer>, else the
 // whole output, stripped: reward_extract_answer). A question whose audio or prompt fails gets
-// audio_error (the reason) and empty outputs; mmau_score counts it as wrong.
+// audio_error (the reason) and empty outputs; mmau_score counts it as wrong. The model runs on the CPU
+// (fp32) or a GPU (bf16, the device sampler: only the chosen ids come back); scoring is the same.
 #pragma once
 #include <jansson.h>
 #include <stdint.h>
 
+#include "config/config.h"
 #include "data/dataset.h"
 #include "model/model.h"
 #include "model/sampler.h"
@@ -23,6 +25,12 @@ typedef struct {
     int batch;           // questions per model_generate call (R1-AQA: 32)
     uint64_t seed;       // sampling seed (with each question's index)
 } EvalGenOptions;
+
+// The model of model_dir on `backend` (CFG_BACKEND_CPU: fp32 on the host; CFG_BACKEND_CUDA: the current
+// GPU, bf16 checkpoints as they are) with its own Ops; eval_model_free releases both. CUDA in a build
+// without it, or on a machine without a GPU, is an error, as is any bad checkpoint (model_load_device).
+int eval_model_load(Model *m, const char *model_dir, CfgBackend backend, Err *e);
+void eval_model_free(Model *m);
 
 // The sampler the model's generation_config.json asks for (do_sample, temperature, top_k, top_p,
 // repetition_penalty, eos_token_id: one id or a list), keys it lacks taking transformers'

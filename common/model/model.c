@@ -1,5 +1,7 @@
 // model.c: Qwen2-Audio forward (training and KV-cache inference), target log-probs and backward, all
-// through the ops interface. Shapes: T packed tokens, D hidden, Q = heads*head_dim, KV = kv_heads*head_dim,
+// through the ops interface. Each encoder and decoder layer has one forward and one backward function;
+// with recompute, backward reruns a layer's forward from its saved input just before that layer's
+// backward. Shapes: T packed tokens, D hidden, Q = heads*head_dim, KV = kv_heads*head_dim,
 // FF ffn; audio: nA clips, F = 2P mel frames, P = a_max_pos encoder positions, A a_dim, Ta = nA*P rows,
 // Tp = Ta/2 pooled rows.
 #include "model/model.h"
@@ -21,22 +23,24 @@ typedef struct {
 
 typedef struct {
     Tensor *ln1, *q, *k, *v, *att, *xmid, *ln2, *g, *u, *s;
-    Tensor *qkv, *gu;  // fused inference only (fused_infer): [T, Q + 2 KV], [T, 2 FF]
     float *rstd1, *lse, *rstd2;
 } TextLayerActs;
 
 typedef struct {
     void **dst;
     size_t bytes;
+    ActsPart part;
 } ActSlot;
 
 struct ModelActs {
-    int max_tokens, max_audio, max_tgt, train, chunk;
+    int max_tokens, max_audio, max_tgt, chunk;
+    ActsMode mode;
     int n_ax, n_x, n_al, n_tl;  // stored residual inputs and layer activation sets (all, or scratch)
     ActSlot *slots;             // the size table
     int n_slots, cap_slots;
     size_t bytes;
-    void *mem;  // one backend allocation carved by the slots
+    size_t act_size;  // bytes per Tensor element of the backend the table is for
+    void *mem;        // one backend allocation carved by the slots
     // audio encoder
     Tensor *features;  // [nA, n_mels, F]
     Tensor *cols1;     // [nA*F, n_mels*3]
@@ -58,7 +62,7 @@ struct ModelActs {
     Tensor *logits;            // [chunk, V]
     Tensor *gsel;              // [chunk, D]
     int *ids, *pos, *kv_row, *emb_idx, *audio_pos, *audio_src, *tgt_row, *tgt_id, *rows;
-    // gradients (train only)
+    // gradients (training modes only)
     Tensor *dx, *dln, *datt, *dq, *dk, *dv, *dff1, *dff2, *dhsel;  // decoder
     Tensor *dxa, *dlna, *datta, *dqa, *dka, *dva, *dfa;            // audio layers
     Tensor *dproj, *daf, *dpool, *dcols2, *dc1;                    // audio ends
@@ -66,7 +70,14 @@ struct ModelActs {
     AttnSeg *aseg;                               // [max_audio] encoder segments (host)
     int *h_emb_idx, *h_audio_pos, *h_audio_src;  // [max_tokens] host staging
     int T, nA, n_audio_tok, n_tgt;
-    int inplace;  // this forward runs the fused layers, which update one residual buffer in place
+    int inplace;    // this forward runs the fused layers, which update one residual buffer in place
+    Tensor *fused;  // [T, max(Q + 2 KV, 2 FF)] their stacked projections' output (fused_infer backends)
+};
+
+const char *const acts_part_names[ACTS_PARTS] = {
+    [ACTS_PART_INPUTS] = "layer inputs",   [ACTS_PART_LAYERS] = "layer activations",
+    [ACTS_PART_AUDIO] = "audio conv/pool", [ACTS_PART_HEAD] = "final norm, targets, indices",
+    [ACTS_PART_LOGITS] = "lm_head chunk",  [ACTS_PART_BACKWARD] = "backward scratch",
 };
 
 // ---------------------------------------------------------------- config and init
@@ -105,25 +116,26 @@ void model_free(Model *m) {
 
 // ---------------------------------------------------------------- activations
 
-static void slot(ModelActs *a, void *dst, size_t bytes) {
+static void slot(ModelActs *a, void *dst, size_t bytes, ActsPart part) {
     if (a->n_slots == a->cap_slots) {
         a->cap_slots = a->cap_slots ? 2 * a->cap_slots : 256;
         a->slots = reallocCheck(a->slots, (size_t)a->cap_slots * sizeof(ActSlot));
     }
-    a->slots[a->n_slots++] = (ActSlot){(void **)dst, (bytes + 63) & ~(size_t)63};
+    a->slots[a->n_slots++] = (ActSlot){(void **)dst, (bytes + 63) & ~(size_t)63, part};
 }
-// Inference on a backend with the fused decoder ops (ops.h) runs one GEMM over the stacked q/k/v and
-// one over gate/up; training keeps the separate projections its backward reads.
-static int fused_infer(const Ops *o, int train) { return !train && o->swiglu && o->qkv_rope_cache; }
+#define ACT(dst, n) slot(a, &(dst), (size_t)(n) * a->act_size, part)
+#define F32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(float), part)
+#define I32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(int), part)
 
-#define ACT(dst, n) slot(a, &(dst), (size_t)(n) * m->ops->act_size)
-#define F32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(float))
-#define I32(dst, n) slot(a, &(dst), (size_t)(n) * sizeof(int))
-
-ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tgt, int train) {
-    const ModelConfig *c = &m->cfg;
+// The size table: every buffer of the activations with its size and part; a->bytes gets the total.
+// Recompute keeps what ACTS_TRAIN keeps except the per-layer activations, of which one layer of scratch
+// serves the forward and each layer's rerun in backward.
+static ModelActs *acts_table(const ModelConfig *c, size_t act_size, int max_tokens, int max_audio, int max_tgt,
+                             ActsMode mode) {
     ModelActs *a = callocCheck(1, sizeof *a);
-    a->max_tokens = max_tokens, a->max_audio = max_audio, a->max_tgt = max_tgt, a->train = train;
+    a->max_tokens = max_tokens, a->max_audio = max_audio, a->max_tgt = max_tgt, a->mode = mode;
+    a->act_size = act_size;
+    const int train = mode != ACTS_INFER;
     const size_t T = (size_t)max_tokens, D = c->dim, Q = (size_t)c->heads * c->head_dim;
     const size_t KV = (size_t)c->kv_heads * c->head_dim, FF = c->ffn, V = c->vocab;
     const size_t A = c->a_dim, AF = c->a_ffn, P = c->a_max_pos, F = 2 * P, nA = max_audio;
@@ -134,21 +146,27 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
     if ((size_t)a->chunk > Tl) a->chunk = (int)(Tl ? Tl : 1);
     a->n_ax = train ? c->a_layers + 1 : 2;
     a->n_x = train ? c->layers + 1 : 2;
-    a->n_al = train ? c->a_layers : 1;
-    a->n_tl = train ? c->layers : 1;
+    a->n_al = mode == ACTS_TRAIN ? c->a_layers : 1;
+    a->n_tl = mode == ACTS_TRAIN ? c->layers : 1;
     a->ax = callocCheck((size_t)a->n_ax, sizeof(Tensor *));
     a->x = callocCheck((size_t)a->n_x, sizeof(Tensor *));
     a->al = callocCheck((size_t)a->n_al, sizeof(AudioLayerActs));
     a->tl = callocCheck((size_t)a->n_tl, sizeof(TextLayerActs));
 
+    ActsPart part;
     if (nA) {
+        part = ACTS_PART_AUDIO;
         ACT(a->features, nA * c->n_mels * F);
         ACT(a->cols1, nA * F * c->n_mels * 3);
         ACT(a->c1, nA * F * A);
         ACT(a->c1g, nA * F * A);
         ACT(a->cols2, Ta * 3 * A);
         ACT(a->c2, Ta * A);
+        ACT(a->pool, Tp * A), ACT(a->af, Tp * A), F32(a->af_mean, Tp), F32(a->af_rstd, Tp);
+        ACT(a->proj, Tp * D);
+        part = ACTS_PART_INPUTS;
         for (int l = 0; l < a->n_ax; l++) ACT(a->ax[l], Ta * A);
+        part = ACTS_PART_LAYERS;
         for (int l = 0; l < a->n_al; l++) {
             AudioLayerActs *s = &a->al[l];
             ACT(s->a1, Ta * A), F32(s->mean1, Ta), F32(s->rstd1, Ta);
@@ -156,23 +174,25 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
             F32(s->lse, Ta * c->a_heads), ACT(s->xmid, Ta * A);
             ACT(s->a2, Ta * A), F32(s->mean2, Ta), F32(s->rstd2, Ta), ACT(s->f1, Ta * AF), ACT(s->f1g, Ta * AF);
         }
-        ACT(a->pool, Tp * A), ACT(a->af, Tp * A), F32(a->af_mean, Tp), F32(a->af_rstd, Tp);
-        ACT(a->proj, Tp * D);
     }
+    part = ACTS_PART_INPUTS;
     for (int l = 0; l < a->n_x; l++) ACT(a->x[l], T * D);
+    part = ACTS_PART_LAYERS;
     for (int l = 0; l < a->n_tl; l++) {
         TextLayerActs *s = &a->tl[l];
         ACT(s->ln1, T * D), F32(s->rstd1, T), ACT(s->q, T * Q), ACT(s->k, T * KV), ACT(s->v, T * KV);
         ACT(s->att, T * Q), F32(s->lse, T * c->heads), ACT(s->xmid, T * D), ACT(s->ln2, T * D);
         F32(s->rstd2, T), ACT(s->g, T * FF), ACT(s->u, T * FF), ACT(s->s, T * FF);
-        if (fused_infer(m->ops, train)) ACT(s->qkv, T * (Q + 2 * KV)), ACT(s->gu, T * 2 * FF);
     }
+    part = ACTS_PART_HEAD;
     ACT(a->lnf, T * D), F32(a->rstdf, T), ACT(a->hsel, (size_t)max_tgt * D);
     F32(a->lp, max_tgt), F32(a->lse_lp, max_tgt), F32(a->dlp, max_tgt);
-    ACT(a->logits, (size_t)a->chunk * V), ACT(a->gsel, (size_t)a->chunk * D);
     I32(a->ids, T), I32(a->pos, T), I32(a->kv_row, T), I32(a->emb_idx, T), I32(a->audio_pos, T);
     I32(a->audio_src, T), I32(a->tgt_row, max_tgt), I32(a->tgt_id, max_tgt), I32(a->rows, Tl);
+    part = ACTS_PART_LOGITS;
+    ACT(a->logits, (size_t)a->chunk * V), ACT(a->gsel, (size_t)a->chunk * D);
     if (train) {
+        part = ACTS_PART_BACKWARD;
         ACT(a->dx, T * D), ACT(a->dln, T * D), ACT(a->datt, T * Q), ACT(a->dq, T * Q);
         ACT(a->dk, T * KV), ACT(a->dv, T * KV), ACT(a->dff1, T * FF), ACT(a->dff2, T * FF);
         ACT(a->dhsel, (size_t)max_tgt * D);
@@ -184,25 +204,13 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
         }
     }
     for (int i = 0; i < a->n_slots; i++) a->bytes += a->slots[i].bytes;
-    a->mem = m->ops->alloc(m->ops, a->bytes);
-    size_t off = 0;
-    for (int i = 0; i < a->n_slots; i++) {
-        *a->slots[i].dst = (char *)a->mem + off;
-        off += a->slots[i].bytes;
-    }
-    a->aseg = callocCheck(nA ? nA : 1, sizeof(AttnSeg));
-    a->h_emb_idx = callocCheck(T ? T : 1, sizeof(int));
-    a->h_audio_pos = callocCheck(T ? T : 1, sizeof(int));
-    a->h_audio_src = callocCheck(T ? T : 1, sizeof(int));
     return a;
 }
 #undef ACT
 #undef F32
 #undef I32
 
-void model_acts_free(Model *m, ModelActs *a) {
-    if (!a) return;
-    m->ops->free(m->ops, a->mem);
+static void acts_table_free(ModelActs *a) {
     free(a->slots);
     free(a->ax);
     free(a->x);
@@ -215,12 +223,59 @@ void model_acts_free(Model *m, ModelActs *a) {
     free(a);
 }
 
+ActsSize model_acts_size(const ModelConfig *c, size_t act_size, int max_tokens, int max_audio, int max_tgt,
+                         ActsMode mode) {
+    ModelActs *a = acts_table(c, act_size, max_tokens, max_audio, max_tgt, mode);
+    ActsSize z = {.bytes = a->bytes, .chunk = a->chunk};
+    for (int i = 0; i < a->n_slots; i++) z.part[a->slots[i].part] += a->slots[i].bytes;
+    acts_table_free(a);
+    return z;
+}
+
+// Inference on a backend with the fused decoder ops (ops.h) runs one GEMM over the stacked q/k/v and
+// one over gate/up; training keeps the separate projections its backward reads.
+static int fused_infer(const Ops *o, const ModelActs *a) {
+    return a->mode == ACTS_INFER && o->swiglu && o->qkv_rope_cache;
+}
+
+ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tgt, ActsMode mode) {
+    ModelActs *a = acts_table(&m->cfg, m->ops->act_size, max_tokens, max_audio, max_tgt, mode);
+    a->mem = m->ops->alloc(m->ops, a->bytes);
+    size_t off = 0;
+    for (int i = 0; i < a->n_slots; i++) {
+        *a->slots[i].dst = (char *)a->mem + off;
+        off += a->slots[i].bytes;
+    }
+    const size_t T = (size_t)max_tokens;
+    a->aseg = callocCheck(max_audio ? (size_t)max_audio : 1, sizeof(AttnSeg));
+    a->h_emb_idx = callocCheck(T ? T : 1, sizeof(int));
+    a->h_audio_pos = callocCheck(T ? T : 1, sizeof(int));
+    a->h_audio_src = callocCheck(T ? T : 1, sizeof(int));
+    // backend-specific, so outside the size table (model_acts_size describes any backend)
+    if (fused_infer(m->ops, a)) {
+        const ModelConfig *c = &m->cfg;
+        const size_t qkv = (size_t)(c->heads + 2 * c->kv_heads) * c->head_dim, gu = 2 * (size_t)c->ffn;
+        a->fused = m->ops->alloc(m->ops, T * (qkv > gu ? qkv : gu) * m->ops->act_size);
+    }
+    return a;
+}
+
+void model_acts_free(Model *m, ModelActs *a) {
+    if (!a) return;
+    m->ops->free(m->ops, a->mem);
+    if (a->fused) m->ops->free(m->ops, a->fused);
+    acts_table_free(a);
+}
+
 size_t model_acts_bytes(const ModelActs *a) { return a->bytes; }
 
 // Residual stream inputs: every layer's in training, two alternating buffers in inference, one updated in
 // place by the fused layers.
-static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->train ? l : l % 2]; }
-static Tensor *x_at(ModelActs *a, int l) { return a->x[a->train ? l : a->inplace ? 0 : l % 2]; }
+static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->mode != ACTS_INFER ? l : l % 2]; }
+static Tensor *x_at(ModelActs *a, int l) { return a->x[a->mode != ACTS_INFER ? l : a->inplace ? 0 : l % 2]; }
+// Layer activations: each layer's own with ACTS_TRAIN, else the one scratch set.
+static AudioLayerActs *al_at(ModelActs *a, int l) { return &a->al[a->mode == ACTS_TRAIN ? l : 0]; }
+static TextLayerActs *tl_at(ModelActs *a, int l) { return &a->tl[a->mode == ACTS_TRAIN ? l : 0]; }
 
 // ---------------------------------------------------------------- validation
 
@@ -310,13 +365,36 @@ static int batch_check(Model *m, const ModelBatch *b, ModelActs *a, const KVCach
 
 // ---------------------------------------------------------------- forward
 
+// One encoder layer on Ta rows: ax_at(l) -> xn. xn = NULL (the rerun before its backward) stops after
+// the last activation backward reads, skipping the output projection nobody needs again.
+static void audio_layer_forward(Model *m, ModelActs *a, int l, Tensor *xn) {
+    Ops *o = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const AudioLayerParams *p = &m->t.alayer[l];
+    AudioLayerActs *s = al_at(a, l);
+    const int A = c->a_dim, Ta = a->nA * c->a_max_pos, H = c->a_heads, hd = A / H;
+    Tensor *x = ax_at(a, l);
+    o->layernorm(o, s->a1, s->mean1, s->rstd1, x, PW(p->ln1_w), PW(p->ln1_b), Ta, A, c->a_ln_eps);
+    o->matmul(o, s->q, s->a1, PW(p->q_w), PW(p->q_b), Ta, A, A, 0, 1, 0);
+    o->matmul(o, s->k, s->a1, PW(p->k_w), NULL, Ta, A, A, 0, 1, 0);
+    o->matmul(o, s->v, s->a1, PW(p->v_w), PW(p->v_b), Ta, A, A, 0, 1, 0);
+    o->attention(o, s->att, s->lse, s->q, s->k, s->v, a->aseg, a->nA, H, H, hd, 1.0f / sqrtf((float)hd));
+    o->copy(o, s->xmid, x, (size_t)Ta * A * o->act_size);
+    o->matmul(o, s->xmid, s->att, PW(p->o_w), PW(p->o_b), Ta, A, A, 0, 1, 1);
+    o->layernorm(o, s->a2, s->mean2, s->rstd2, s->xmid, PW(p->ln2_w), PW(p->ln2_b), Ta, A, c->a_ln_eps);
+    o->matmul(o, s->f1, s->a2, PW(p->fc1_w), PW(p->fc1_b), Ta, c->a_ffn, A, 0, 1, 0);
+    o->gelu(o, s->f1g, s->f1, (size_t)Ta * c->a_ffn);
+    if (!xn) return;
+    o->copy(o, xn, s->xmid, (size_t)Ta * A * o->act_size);
+    o->matmul(o, xn, s->f1g, PW(p->fc2_w), PW(p->fc2_b), Ta, A, c->a_ffn, 0, 1, 1);
+}
+
 // Conv front end, 32 encoder blocks, pooling, final LayerNorm and projector -> a->proj [Tp, D].
 static void audio_forward(Model *m, ModelActs *a, int nA) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const ParamTable *t = &m->t;
     const int A = c->a_dim, P = c->a_max_pos, F = 2 * P, M3 = c->n_mels * 3, Ta = nA * P, Tp = Ta / 2;
-    const int H = c->a_heads, hd = A / H;
     for (int i = 0; i < nA; i++)  // features [n_mels, F] are channel-major
         o->im2col(o, AT(a->cols1, (size_t)i * F * M3), AT(a->features, (size_t)i * c->n_mels * F), c->n_mels, F, F,
                   1, 3, 1, 1, F);
@@ -332,23 +410,7 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
         o->add(o, xi, xi, PW(t->embed_pos), (size_t)P * A);
     }
 
-    for (int l = 0; l < c->a_layers; l++) {
-        const AudioLayerParams *p = &t->alayer[l];
-        AudioLayerActs *s = &a->al[a->train ? l : 0];
-        Tensor *x = ax_at(a, l), *xn = ax_at(a, l + 1);
-        o->layernorm(o, s->a1, s->mean1, s->rstd1, x, PW(p->ln1_w), PW(p->ln1_b), Ta, A, c->a_ln_eps);
-        o->matmul(o, s->q, s->a1, PW(p->q_w), PW(p->q_b), Ta, A, A, 0, 1, 0);
-        o->matmul(o, s->k, s->a1, PW(p->k_w), NULL, Ta, A, A, 0, 1, 0);
-        o->matmul(o, s->v, s->a1, PW(p->v_w), PW(p->v_b), Ta, A, A, 0, 1, 0);
-        o->attention(o, s->att, s->lse, s->q, s->k, s->v, a->aseg, nA, H, H, hd, 1.0f / sqrtf((float)hd));
-        o->copy(o, s->xmid, x, (size_t)Ta * A * o->act_size);
-        o->matmul(o, s->xmid, s->att, PW(p->o_w), PW(p->o_b), Ta, A, A, 0, 1, 1);
-        o->layernorm(o, s->a2, s->mean2, s->rstd2, s->xmid, PW(p->ln2_w), PW(p->ln2_b), Ta, A, c->a_ln_eps);
-        o->matmul(o, s->f1, s->a2, PW(p->fc1_w), PW(p->fc1_b), Ta, c->a_ffn, A, 0, 1, 0);
-        o->gelu(o, s->f1g, s->f1, (size_t)Ta * c->a_ffn);
-        o->copy(o, xn, s->xmid, (size_t)Ta * A * o->act_size);
-        o->matmul(o, xn, s->f1g, PW(p->fc2_w), PW(p->fc2_b), Ta, A, c->a_ffn, 0, 1, 1);
-    }
+    for (int l = 0; l < c->a_layers; l++) audio_layer_forward(m, a, l, ax_at(a, l + 1));
     o->avgpool2(o, a->pool, ax_at(a, c->a_layers), Tp, A);
     o->layernorm(o, a->af, a->af_mean, a->af_rstd, a->pool, PW(t->a_norm_w), PW(t->a_norm_b), Tp, A, c->a_ln_eps);
     o->matmul(o, a->proj, a->af, PW(t->proj_w), PW(t->proj_b), Tp, c->dim, A, 0, 1, 0);
@@ -356,38 +418,40 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
 
 // The rest of text_layer_forward with the fused ops (inference with a cache): one GEMM over the stacked
 // q/k/v weights (the table keeps them and their biases adjacent), RoPE and the cache writes in one kernel,
-// one GEMM over gate/up stacked, and both residual adds accumulated straight into the residual buffer
-// x (x_at keeps one buffer for such a forward, so nothing is copied).
+// one GEMM over gate/up stacked (both into the one a->fused buffer, used in turn), and both residual
+// adds accumulated straight into the residual buffer x (x_at keeps one buffer for such a forward, so
+// nothing is copied).
 static void text_layer_fused(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l, Tensor *x) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const TextLayerParams *p = &m->t.tlayer[l];
-    TextLayerActs *s = &a->tl[0];
+    TextLayerActs *s = tl_at(a, l);
     const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
     const int FF = c->ffn;
     Tensor *kc = AT(kv->k, (size_t)l * kv->rows * KV), *vc = AT(kv->v, (size_t)l * kv->rows * KV);
-    o->matmul(o, s->qkv, s->ln1, PW(p->q_w), PW(p->q_b), T, Q + 2 * KV, D, 0, 1, 0);
-    o->qkv_rope_cache(o, s->q, kc, vc, s->qkv, a->pos, a->kv_row, T, c->heads, c->kv_heads, c->head_dim,
+    o->matmul(o, a->fused, s->ln1, PW(p->q_w), PW(p->q_b), T, Q + 2 * KV, D, 0, 1, 0);
+    o->qkv_rope_cache(o, s->q, kc, vc, a->fused, a->pos, a->kv_row, T, c->heads, c->kv_heads, c->head_dim,
                       c->rope_theta);
     o->attention(o, s->att, s->lse, s->q, kc, vc, b->segs, b->n_segs, c->heads, c->kv_heads, c->head_dim,
                  1.0f / sqrtf((float)c->head_dim));
     o->matmul(o, x, s->att, PW(p->o_w), NULL, T, D, Q, 0, 1, 1);
     o->rmsnorm(o, s->ln2, s->rstd2, x, PW(p->post_norm), T, D, c->rms_eps);
-    o->matmul(o, s->gu, s->ln2, PW(p->gate_w), NULL, T, 2 * FF, D, 0, 1, 0);
-    o->swiglu(o, s->s, s->gu, T, FF);
+    o->matmul(o, a->fused, s->ln2, PW(p->gate_w), NULL, T, 2 * FF, D, 0, 1, 0);
+    o->swiglu(o, s->s, a->fused, T, FF);
     o->matmul(o, x, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
 }
 
-// One decoder layer on T rows: x_at(l) -> x_at(l+1). With a cache, keys/values go to cache rows and
-// attention reads the cache; otherwise it reads this batch's keys.
-static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l) {
+// One decoder layer on T rows: x_at(l) -> xn. With a cache, keys/values go to cache rows and attention
+// reads the cache; otherwise it reads this batch's keys. xn = NULL (the rerun before its backward) stops
+// after the last activation backward reads, skipping the down projection.
+static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l, Tensor *xn) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const TextLayerParams *p = &m->t.tlayer[l];
-    TextLayerActs *s = &a->tl[a->train ? l : 0];
+    TextLayerActs *s = tl_at(a, l);
     const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
     const int FF = c->ffn;
-    Tensor *x = x_at(a, l), *xn = x_at(a, l + 1);
+    Tensor *x = x_at(a, l);
     o->rmsnorm(o, s->ln1, s->rstd1, x, PW(p->in_norm), T, D, c->rms_eps);
     if (a->inplace) {
         text_layer_fused(m, a, b, kv, l, x);
@@ -413,6 +477,7 @@ static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCa
     o->matmul(o, s->g, s->ln2, PW(p->gate_w), NULL, T, FF, D, 0, 1, 0);
     o->matmul(o, s->u, s->ln2, PW(p->up_w), NULL, T, FF, D, 0, 1, 0);
     o->silu_mul(o, s->s, s->g, s->u, (size_t)T * FF);
+    if (!xn) return;
     o->copy(o, xn, s->xmid, (size_t)T * D * o->act_size);
     o->matmul(o, xn, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
 }
@@ -424,7 +489,7 @@ static int forward_impl(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv
     if (batch_check(m, b, a, kv, e)) return -1;
     const int T = b->n_tokens, D = c->dim, nA = b->n_audio;
     a->T = T, a->nA = nA, a->n_tgt = b->n_tgt;
-    a->inplace = kv && fused_infer(o, a->train);
+    a->inplace = kv && fused_infer(o, a);
     o->upload(o, a->ids, b->ids, (size_t)T * sizeof(int));
     o->upload(o, a->pos, b->pos, (size_t)T * sizeof(int));
     o->upload(o, a->kv_row, b->kv_row, (size_t)T * sizeof(int));
@@ -441,7 +506,7 @@ static int forward_impl(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv
         audio_forward(m, a, nA);
         o->copy_rows(o, x0, a->audio_pos, a->proj, a->audio_src, a->n_audio_tok, D, 0);
     }
-    for (int l = 0; l < c->layers; l++) text_layer_forward(m, a, b, kv, l);
+    for (int l = 0; l < c->layers; l++) text_layer_forward(m, a, b, kv, l, x_at(a, l + 1));
     o->rmsnorm(o, a->lnf, a->rstdf, x_at(a, c->layers), PW(m->t.norm), T, D, c->rms_eps);
     return 0;
 }
@@ -489,11 +554,15 @@ const Tensor *model_final_hidden(const ModelActs *a) { return a->lnf; }
 
 // ---------------------------------------------------------------- KV-cache inference
 
+size_t kv_cache_bytes(const ModelConfig *c, size_t act_size, int rows) {
+    return 2 * (size_t)c->layers * rows * c->kv_heads * c->head_dim * act_size;
+}
+
 void kv_cache_init(KVCache *kv, Model *m, int rows) {
     kv->layers = m->cfg.layers;
     kv->rows = rows;
     kv->kv_dim = m->cfg.kv_heads * m->cfg.head_dim;
-    size_t bytes = (size_t)kv->layers * rows * kv->kv_dim * m->ops->act_size;
+    size_t bytes = kv_cache_bytes(&m->cfg, m->ops->act_size, rows) / 2;  // k and v apart
     kv->k = m->ops->alloc(m->ops, bytes);
     kv->v = m->ops->alloc(m->ops, bytes);
 }
@@ -518,7 +587,7 @@ static void text_layer_backward(Model *m, ModelActs *a, const ModelBatch *b, int
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const TextLayerParams *p = &m->t.tlayer[l];
-    const TextLayerActs *s = &a->tl[l];
+    const TextLayerActs *s = tl_at(a, l);
     const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
     const int FF = c->ffn;
     // MLP: x_{l+1} = xmid + down(silu(gate(ln2)) * up(ln2))
@@ -557,7 +626,7 @@ static void audio_layer_backward(Model *m, ModelActs *a, int l, Tensor *grads) {
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const AudioLayerParams *p = &m->t.alayer[l];
-    const AudioLayerActs *s = &a->al[l];
+    const AudioLayerActs *s = al_at(a, l);
     const int A = c->a_dim, AF = c->a_ffn, Ta = a->nA * c->a_max_pos, H = c->a_heads, hd = A / H;
     // MLP: x_{l+1} = xmid + fc2(gelu(fc1(ln2(xmid))))
     o->matmul(o, a->dfa, a->dxa, PW(p->fc2_w), NULL, Ta, AF, A, 0, 0, 0);
@@ -603,7 +672,11 @@ static void audio_backward(Model *m, ModelActs *a, Tensor *grads) {
     o->layernorm_bwd(o, a->dpool, GW(t->a_norm_w), GW(t->a_norm_b), a->daf, a->pool, PW(t->a_norm_w), a->af_mean,
                      a->af_rstd, Tp, A);
     o->avgpool2_bwd(o, a->dxa, a->dpool, Tp, A);
-    for (int l = c->a_layers - 1; l >= 0; l--) audio_layer_backward(m, a, l, grads);
+    // recompute: the last layer's activations are still in the scratch from the forward
+    for (int l = c->a_layers - 1; l >= 0; l--) {
+        if (a->mode == ACTS_RECOMPUTE && l < c->a_layers - 1) audio_layer_forward(m, a, l, NULL);
+        audio_layer_backward(m, a, l, grads);
+    }
     // x_0 = gelu(conv2) + embed_positions (frozen)
     o->gelu_bwd(o, a->dxa, a->dxa, a->c2, (size_t)Ta * A);
     o->matmul(o, GW(t->conv2_w), a->dxa, a->cols2, NULL, A, 3 * A, Ta, 1, 0, 1);
@@ -621,12 +694,19 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     Ops *o = m->ops;
     const ModelConfig *c = &m->cfg;
     const int T = a->T, D = c->dim, V = c->vocab, n = a->n_tgt;
-    if (!a->train || b->n_tokens != T || b->n_tgt != n)
+    if (a->mode == ACTS_INFER || b->n_tokens != T || b->n_tgt != n)
         fatal("model_backward: batch differs from the last model_forward");
-    // a backend may offer inference only (the CUDA backend until its backward kernels exist)
-    if (!o->bias_grad || !o->col2im || !o->layernorm_bwd || !o->rmsnorm_bwd || !o->attention_bwd || !o->gelu_bwd ||
-        !o->silu_mul_bwd || !o->avgpool2_bwd || !o->logprob_bwd)
-        fatal("model_backward: the %s backend has no backward ops (inference only)", o->name);
+    // a backend may lack a backward op (one built for inference only): name the first missing one
+    const struct {
+        const char *name;
+        int present;
+    } need[] = {{"bias_grad", !!o->bias_grad},         {"col2im", !!o->col2im},
+                {"layernorm_bwd", !!o->layernorm_bwd}, {"rmsnorm_bwd", !!o->rmsnorm_bwd},
+                {"attention_bwd", !!o->attention_bwd}, {"gelu_bwd", !!o->gelu_bwd},
+                {"silu_mul_bwd", !!o->silu_mul_bwd},   {"avgpool2_bwd", !!o->avgpool2_bwd},
+                {"logprob_bwd", !!o->logprob_bwd}};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!need[i].present) fatal("model_backward: the %s backend has no %s op", o->name, need[i].name);
     o->upload(o, a->dlp, dlp, (size_t)n * sizeof(float));
     // lm_head and log-softmax, recomputing each chunk's logits
     for (int r0 = 0; r0 < n; r0 += a->chunk) {
@@ -641,7 +721,11 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     o->copy_rows(o, a->dln, a->tgt_row, a->dhsel, NULL, n, D, 1);
     o->zero(o, a->dx, (size_t)T * D * o->act_size);
     o->rmsnorm_bwd(o, a->dx, GW(m->t.norm), a->dln, x_at(a, c->layers), PW(m->t.norm), a->rstdf, T, D);
-    for (int l = c->layers - 1; l >= 0; l--) text_layer_backward(m, a, b, l, grads);
+    // recompute: the last layer's activations are still in the scratch from the forward
+    for (int l = c->layers - 1; l >= 0; l--) {
+        if (a->mode == ACTS_RECOMPUTE && l < c->layers - 1) text_layer_forward(m, a, b, NULL, l, NULL);
+        text_layer_backward(m, a, b, l, grads);
+    }
     // x_0 = embed[ids] with audio rows replaced: the replaced rows send no gradient to the table
     o->copy_rows(o, GW(m->t.embed), a->emb_idx, a->dx, NULL, T, D, 1);
     if (a->nA) {

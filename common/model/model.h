@@ -7,11 +7,11 @@
 // A shared-prefix group (prompt once, G completions attending to it) is just another segment layout,
 // so training on groups and on plain sequences share one forward/backward.
 //
-// Training: model_forward saves every activation in a ModelActs buffer (one allocation carved from a
-// size table, sized for the batch shape) and returns target log-probs; model_backward takes
-// d(loss)/d(log-prob) per target and ACCUMULATES every trainable parameter's gradient into a buffer laid
-// out like the parameters (ParamTable offsets). Inference: model_infer runs prefill or decode steps with a
-// KV cache, keeping one layer of scratch.
+// Training: model_forward saves activations in a ModelActs buffer (one allocation carved from a size
+// table, sized for the batch shape: every layer's, or only the layer inputs with recompute) and returns
+// target log-probs; model_backward takes d(loss)/d(log-prob) per target and ACCUMULATES every trainable
+// parameter's gradient into a buffer laid out like the parameters (ParamTable offsets). Inference:
+// model_infer runs prefill or decode steps with a KV cache, keeping one layer of scratch.
 #pragma once
 #include <stdint.h>
 
@@ -74,14 +74,40 @@ void mbatch_add_seg(ModelBatch *b, AttnSeg s);
 // ---- training forward / backward ----
 
 typedef struct ModelActs ModelActs;
-// Activations for batches of up to max_tokens tokens, max_audio clips and max_tgt targets. train=0 keeps
-// one layer of scratch (model_infer); train=1 keeps every layer for model_backward.
-ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tgt, int train);
+// What activations keep. ACTS_INFER: one layer of scratch (model_infer, scoring). ACTS_TRAIN: every
+// layer's activations for model_backward. ACTS_RECOMPUTE: only every layer's input plus one layer of
+// scratch; model_backward reruns each layer's forward just before its backward (decoder and encoder
+// layers), so long prompts train in a fraction of the memory for about one more forward of compute. The
+// gradients are the same bits as ACTS_TRAIN's (same ops, same order, same inputs).
+typedef enum { ACTS_INFER = 0, ACTS_TRAIN = 1, ACTS_RECOMPUTE = 2 } ActsMode;
+// Activations for batches of up to max_tokens tokens, max_audio clips and max_tgt targets.
+ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tgt, ActsMode mode);
 void model_acts_free(Model *m, ModelActs *a);
 size_t model_acts_bytes(const ModelActs *a);
 
-// Forward over the batch; lp (host, [b->n_tgt]) gets the targets' log-probs. With train=1 activations it
-// saves what model_backward needs; with train=0 it only scores (reference-model log-probs).
+// The size table of model_acts_create, by part, without allocating: what a backend of act_size-byte
+// elements would allocate for this shape (memory planning for models that do not fit here).
+typedef enum {
+    ACTS_PART_INPUTS,     // every layer's input (residual stream), encoder and decoder
+    ACTS_PART_LAYERS,     // per-layer activations: all layers (ACTS_TRAIN) or one layer of scratch
+    ACTS_PART_AUDIO,      // encoder conv front end, pooling, final norm, projector output
+    ACTS_PART_HEAD,       // final norm, target rows, log-prob statistics, index buffers
+    ACTS_PART_LOGITS,     // the lm_head chunk workspace ([chunk, vocab] logits + [chunk, dim] rows)
+    ACTS_PART_BACKWARD,   // gradient scratch of model_backward (one layer's worth)
+    ACTS_PARTS
+} ActsPart;
+extern const char *const acts_part_names[ACTS_PARTS];
+typedef struct {
+    size_t bytes;               // the total model_acts_bytes reports
+    size_t part[ACTS_PARTS];    // bytes by part (sums to bytes)
+    int chunk;                  // lm_head rows per chunk
+} ActsSize;
+ActsSize model_acts_size(const ModelConfig *c, size_t act_size, int max_tokens, int max_audio, int max_tgt,
+                         ActsMode mode);
+
+// Forward over the batch; lp (host, [b->n_tgt]) gets the targets' log-probs. With ACTS_TRAIN or
+// ACTS_RECOMPUTE activations it saves what model_backward needs; with ACTS_INFER it only scores
+// (reference-model log-probs).
 int model_forward(Model *m, const ModelBatch *b, ModelActs *a, float *lp, Err *e);
 // Logits [n, vocab] (host) of rows of the last model_forward (or model_infer) batch.
 void model_logits(Model *m, ModelActs *a, const int *rows, int n, float *logits);
@@ -104,11 +130,13 @@ typedef struct {
 } KVCache;
 
 void kv_cache_init(KVCache *kv, Model *m, int rows);
+// Bytes of a cache of `rows` rows (keys and values) for elements of act_size bytes, without allocating.
+size_t kv_cache_bytes(const ModelConfig *c, size_t act_size, int rows);
 void kv_cache_free(KVCache *kv, Model *m);
 
 // Forward of the batch's tokens writing their keys/values to rows b->kv_row of the cache; segment key
 // rows index the CACHE (prefix and earlier tokens already there). Logits of the batch rows `rows`
-// (host [n, vocab]; n = 0 computes none, for model_logits_device afterwards). The activations need
-// train=0 (or 1) capacity for the batch.
+// (host [n, vocab]; n = 0 computes none, for model_logits_device afterwards). The activations (any mode)
+// need capacity for the batch.
 int model_infer(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv, const int *rows, int n, float *logits,
                 Err *e);

@@ -142,7 +142,8 @@ struct Ops {
     // memory at fixed addresses); later passes only restage those inputs and graph_end replays the whole
     // sequence as one launch. graph_end returns 1 when the pass's op sequence differed from the captured
     // one (other shapes or buffers): the graph is then dropped and the caller repeats the pass, which
-    // captures afresh. Nothing in a pass may read results back (download, sync, sample_rows) or allocate.
+    // captures afresh. A pass holds forward ops only; nothing in it may read results back (download,
+    // sync, sample_rows) or allocate.
     // run = 0 abandons the pass (its caller failed part-way) without running anything.
     void *(*graph_create)(Ops *o);
     void (*graph_begin)(Ops *o, void *g);

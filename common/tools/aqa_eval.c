@@ -1,22 +1,24 @@
 // aqa_eval: MMAU test-mini evaluation.
-//   aqa-eval --model DIR --data FILE [--audio-dir DIR] [--greedy] [--batch N] [--out PRED.json]
-//            [--out-json OUT.json]
+//   aqa-eval --model DIR --data FILE [--audio-dir DIR] [--greedy] [--batch N] [--backend cpu|cuda]
+//            [--out PRED.json] [--out-json OUT.json]
 //     answers every question of FILE (MMAU .json, or R1-AQA .jsonl) with the model (eval_generate.h:
 //     the MMAU prompt, the model's generation_config.json or --greedy, up to rollout.max_new_tokens
-//     new tokens, seed train.seed), writes the prediction file atomically (default: FILE's name
-//     without extension + "-pred.json", in the current directory), then scores it as --score-only.
+//     new tokens, seed train.seed) on model.backend (--backend overrides it; cuda: the first GPU, bf16,
+//     sampling on the device), writes the prediction file atomically (default: FILE's name without
+//     extension + "-pred.json", in the current directory), then scores it as --score-only.
 //   aqa-eval --score-only PRED.json [--out-json OUT.json]
 //     scores a prediction file (the MMAU items with "model_prediction", or "model_output") with the
 //     official rule and prints the official evaluation.py layout; --out-json also writes the numbers
 //     as JSON (atomically), e.g. RUN/checkpoints/step-000100/eval-mmau.json for the sweep.
-//   aqa-eval --sweep RUN_DIR [--data FILE [--audio-dir DIR] [--greedy] [--batch N]] [--plot OUT.png]
+//   aqa-eval --sweep RUN_DIR [--data FILE [--audio-dir DIR] [--greedy] [--batch N] [--backend B]]
+//            [--plot OUT.png]
 //     with --data, first evaluates every complete checkpoint that lacks eval-mmau.json (its model/,
 //     predictions into eval-mmau-pred.json beside the result); then lists RUN_DIR/checkpoints/step-*,
 //     prints step/sound/music/speech/total sorted by total, and plots accuracy by step (default
 //     RUN_DIR/eval-mmau-sweep.png; skipped with a note when gnuplot is not installed).
 // Like every binary it takes --config FILE and --set section.key=value (validated; --help-config);
-// model.tokenizer (default: the evaluated model directory), data.mono, data.max_bad_records,
-// rollout.max_new_tokens and train.seed apply.
+// model.backend, model.tokenizer (default: the evaluated model directory), data.mono,
+// data.max_bad_records, rollout.max_new_tokens and train.seed apply.
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,29 +29,30 @@
 #include "eval/eval_generate.h"
 #include "eval/mmau_score.h"
 #include "eval/sweep.h"
-#include "model/checkpoint.h"
 #include "util/fileio.h"
 #include "util/log.h"
 
 static const char *usage =
     "usage: aqa-eval [--config FILE] [--set k=v ...] --model DIR --data FILE [--audio-dir DIR] [--greedy]\n"
-    "                [--batch N] [--out PRED.json] [--out-json OUT.json]\n"
+    "                [--batch N] [--backend cpu|cuda] [--out PRED.json] [--out-json OUT.json]\n"
     "       aqa-eval [--config FILE] [--set k=v ...] --score-only PRED.json [--out-json OUT.json]\n"
     "       aqa-eval [--config FILE] [--set k=v ...] --sweep RUN_DIR [--data FILE [--audio-dir DIR]\n"
-    "                [--greedy] [--batch N]] [--plot OUT.png]\n";
+    "                [--greedy] [--batch N] [--backend cpu|cuda]] [--plot OUT.png]\n";
 
 // The name of a checkpoint's prediction file, beside MMAU_RESULT_NAME.
 #define EVAL_PRED_NAME "eval-mmau-pred.json"
 
 typedef struct {
     const char *score_file, *out_json, *sweep_dir, *plot;
-    const char *model, *data, *audio_dir, *out, *batch_s;
+    const char *model, *data, *audio_dir, *out, *batch_s, *backend_s;
     int greedy, batch;
+    CfgBackend backend;
 } Args;
 
-static int parse_args(int argc, char **argv, Args *a, Err *e) {
+static int parse_args(const Config *cfg, int argc, char **argv, Args *a, Err *e) {
     memset(a, 0, sizeof *a);
     a->batch = 32;  // R1-AQA's evaluation batch
+    a->backend = cfg->model.backend;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--greedy")) {
             a->greedy = 1;
@@ -64,6 +67,7 @@ static int parse_args(int argc, char **argv, Args *a, Err *e) {
                             : !strcmp(argv[i], "--audio-dir") ? &a->audio_dir
                             : !strcmp(argv[i], "--out")      ? &a->out
                             : !strcmp(argv[i], "--batch")    ? &a->batch_s
+                            : !strcmp(argv[i], "--backend")  ? &a->backend_s
                                                              : NULL;
         if (!slot) return err_set(e, "unknown argument %s", argv[i]);
         if (i + 1 == argc) return err_set(e, "%s needs a value", argv[i]);
@@ -74,8 +78,16 @@ static int parse_args(int argc, char **argv, Args *a, Err *e) {
         return err_set(e, "give exactly one of --model, --score-only and --sweep");
     if (a->model && !a->data) return err_set(e, "--model needs --data");
     if (a->score_file && a->data) return err_set(e, "--data goes with --model or --sweep");
-    if (!a->data && (a->audio_dir || a->greedy || a->batch_s))
-        return err_set(e, "--audio-dir, --greedy and --batch go with --data");
+    if (!a->data && (a->audio_dir || a->greedy || a->batch_s || a->backend_s))
+        return err_set(e, "--audio-dir, --greedy, --batch and --backend go with --data");
+    if (a->backend_s) {
+        if (!strcmp(a->backend_s, "cpu"))
+            a->backend = CFG_BACKEND_CPU;
+        else if (!strcmp(a->backend_s, "cuda"))
+            a->backend = CFG_BACKEND_CUDA;
+        else
+            return err_set(e, "--backend: expected cpu or cuda, got \"%s\"", a->backend_s);
+    }
     if (a->out && !a->model) return err_set(e, "--out goes with --model");
     if (a->out_json && a->sweep_dir) return err_set(e, "--out-json goes with --model or --score-only");
     if (a->plot && !a->sweep_dir) return err_set(e, "--plot goes with --sweep");
@@ -108,15 +120,8 @@ static int run_score(const Args *a, Err *e) {
 // score (printed; JSON to out_json when given).
 static int evaluate(const Config *cfg, const Args *a, const Dataset *ds, const char *model_dir,
                     const char *pred_path, const char *out_json, Err *e) {
-    if (cfg->model.backend != CFG_BACKEND_CPU)
-        return err_set(e, "model.backend: only the cpu backend is built into aqa-eval");
-    ModelConfig mc;
-    ParamTable t;
-    float *host = NULL;
-    if (model_load_dir(model_dir, &mc, &t, &host, e)) return -1;
     Model m;
-    model_init(&m, &mc, ops_cpu_create(), host);
-    free(host);
+    if (eval_model_load(&m, model_dir, a->backend, e)) return -1;
     int rc = -1;
     json_t *items = NULL;
     const char *tok_dir = cfg->model.tokenizer[0] ? cfg->model.tokenizer : model_dir;
@@ -136,9 +141,12 @@ static int evaluate(const Config *cfg, const Args *a, const Dataset *ds, const c
         (items = eval_input_items(ds, a->data, e)) &&
         eval_generate(&m, &prep, ds, &sp, go.batch, items, &st, e) == 0 &&
         eval_write_items(items, pred_path, e) == 0) {
-        printf("%s: %lld questions, %lld with unreadable audio, %s, %.1f s (%.1f completion tokens/s)\n",
-               model_dir, (long long)st.questions, (long long)st.audio_errors,
-               sp.greedy ? "greedy" : "sampled", st.seconds, st.seconds > 0 ? st.tokens / st.seconds : 0.0);
+        const double secs = st.seconds > 0 ? st.seconds : 1e-9;
+        printf("%s: %lld questions, %lld with unreadable audio, %s, %s backend, %.1f s (%.2f questions/s, "
+               "%.1f completion tokens/s)\n",
+               model_dir, (long long)st.questions, (long long)st.audio_errors, sp.greedy ? "greedy" : "sampled",
+               a->backend == CFG_BACKEND_CUDA ? "cuda" : "cpu", st.seconds, st.questions / secs,
+               st.tokens / secs);
         printf("predictions: %s\n", pred_path);
         MmauScore s;
         mmau_score_init(&s);
@@ -148,10 +156,7 @@ static int evaluate(const Config *cfg, const Args *a, const Dataset *ds, const c
     }
     json_decref(items);
     if (have_prep) prep_context_free(&prep);
-    Ops *ops = m.ops;
-    model_free(&m);
-    ops_destroy(ops);
-    param_table_free(&t);
+    eval_model_free(&m);
     return rc;
 }
 
@@ -229,7 +234,7 @@ int main(int argc, char **argv) {
     Err e;
     Args a;
     int rc = config_from_args(cfg, &argc, argv, &e);
-    if (rc == 0 && parse_args(argc, argv, &a, &e)) {
+    if (rc == 0 && parse_args(cfg, argc, argv, &a, &e)) {
         fprintf(stderr, "aqa-eval: %s\n%s", e.msg, usage);
         rc = -1;
     } else if (rc == 0) {

@@ -35,7 +35,7 @@ static void test_defaults(void) {
     Config c;
     config_defaults(&c);
     CHECK_STR(c.model.path, "");
-    CHECK(c.model.backend == CFG_BACKEND_CPU && c.model.dtype == CFG_DTYPE_FP32);
+    CHECK(c.model.backend == CFG_BACKEND_CPU && c.model.dtype == CFG_DTYPE_FP32 && !c.model.recompute);
     CHECK(c.data.format == CFG_FORMAT_R1AQA && c.data.mono == CFG_MONO_FIRST);
     CHECK(c.data.prompt_mode == CFG_PROMPT_ANSWER && c.data.shuffle);
     CHECK_INT(c.data.max_bad_records, 100);
@@ -107,7 +107,7 @@ static void test_schema(void) {
 static void test_load_file(void) {
     const char *path = write_tmp("cfg_ok.json",
                                  "{\"grpo\": {\"beta\": 0, \"loss_type\": \"dapo\"},\n"
-                                 " \"model\": {\"path\": \"/m/q\", \"tokenizer\": \"/t\"},\n"
+                                 " \"model\": {\"path\": \"/m/q\", \"tokenizer\": \"/t\", \"recompute\": true},\n"
                                  " \"optim\": {\"lr\": 3e-5},\n"
                                  " \"log\": {\"level\": \"debug\"}, \"data\": {}}\n");
     Config c;
@@ -117,6 +117,7 @@ static void test_load_file(void) {
     CHECK(c.grpo.beta == 0.0 && c.grpo.loss_type == CFG_LOSS_DAPO);
     CHECK_STR(c.model.path, "/m/q");
     CHECK_STR(c.model.tokenizer, "/t");
+    CHECK(c.model.recompute);
     CHECK(c.optim.lr == 3e-5);
     CHECK(c.log.level == LOG_DEBUG);
     CHECK_INT(c.rollout.num_generations, 8);  // untouched keys keep their value

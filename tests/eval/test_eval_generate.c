@@ -2,7 +2,8 @@
 // model-tiny.json, f32) with the built Qwen2-Audio tokenizer answers synthetic MMAU-format questions
 // (aqa-synth's test-mmau.json): generation_config.json parsing, input records of both formats, greedy
 // and sampled determinism (also across batch sizes: the sampler is keyed by question), a missing audio
-// file (audio_error, scored wrong and counted), and the aqa-eval CLI (--model and --sweep --data).
+// file (audio_error, scored wrong and counted), and the aqa-eval CLI (--model and --sweep --data,
+// --backend and its errors).
 // argv[1]: the aqa-eval binary.
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -252,10 +253,11 @@ static void test_cli(void) {
     unlink(res);
     snprintf(cmd, sizeof cmd,
              "'%s' --model '%s' --data '%s' --greedy --batch 2 --out '%s' --out-json '%s' "
-             "--set rollout.max_new_tokens=%d 2>&1",
+             "--set rollout.max_new_tokens=%d --set model.backend=cuda --backend cpu 2>&1",
              aqa_eval_exe, model_dir, mmau_path, pred, res, MAX_NEW);
-    CHECK_INT(run_cmd(cmd, out, sizeof out), 0);
-    CHECKF(strstr(out, "Total Accuracy: ") && strstr(out, "greedy"), "%s", out);
+    CHECK_INT(run_cmd(cmd, out, sizeof out), 0);  // --backend cpu overrides model.backend
+    CHECKF(strstr(out, "Total Accuracy: ") && strstr(out, "greedy, cpu backend") && strstr(out, "questions/s"), "%s",
+           out);
     // The prediction file is what the library gives, and its score is the one written.
     json_error_t je;
     json_t *got = json_load_file(pred, 0, &je);
@@ -298,7 +300,9 @@ static void test_cli(void) {
         const char *args, *want;
     } bad[] = {
         {"--model m", "--model needs --data"},
-        {"--score-only p --greedy", "--greedy and --batch go with --data"},
+        {"--score-only p --greedy", "--greedy, --batch and --backend go with --data"},
+        {"--score-only p --backend cpu", "--backend go with --data"},
+        {"--model m --data d --backend gpu", "--backend: expected cpu or cuda, got \"gpu\""},
         {"--score-only p --data d", "--data goes with --model or --sweep"},
         {"--model m --data d --batch 0", "--batch: expected"},
         {"--sweep r --out x", "--out goes with --model"},
@@ -311,6 +315,20 @@ static void test_cli(void) {
     snprintf(cmd, sizeof cmd, "'%s' --model /no/such/model --data '%s' 2>&1", aqa_eval_exe, mmau_path);
     CHECK_INT(run_cmd(cmd, out, sizeof out), 1);
     CHECKF(strstr(out, "/no/such/model") != NULL, "%s", out);
+    // CUDA where the build or the machine has none: a clear error (with a GPU it runs: tests/gpu/test_eval_cuda)
+    snprintf(cmd, sizeof cmd, "'%s' --model '%s' --data '%s' --greedy --backend cuda --out '%s' 2>&1", aqa_eval_exe,
+             model_dir, mmau_path, pred);
+    if (run_cmd(cmd, out, sizeof out) != 0) {
+#ifdef AQA_CUDA
+        CHECKF(strstr(out, "model.backend=cuda: no CUDA device on this machine") != NULL, "%s", out);
+#else
+        CHECKF(strstr(out, "model.backend=cuda: this build has no CUDA backend") != NULL, "%s", out);
+#endif
+    } else {
+#ifndef AQA_CUDA
+        CHECKF(0, "--backend cuda succeeded in a build without CUDA: %s", out);
+#endif
+    }
 }
 
 int main(int argc, char **argv) {

@@ -1,11 +1,13 @@
 // gpu_testutil.h: the CPU backend next to the CUDA backend for differential tests: bf16-exact random
 // inputs placed in both, outputs read back as fp32 and compared (max abs error, and max abs error
-// relative to the reference's largest magnitude), with the numbers printed for the record.
+// relative to the reference's largest magnitude), with the numbers printed for the record; and one
+// whole-model forward returning chosen rows' logits, for the model-level comparisons.
 #pragma once
 #include <math.h>
 #include <stdio.h>
 
 #include "model/cuda/ops_cuda.h"
+#include "model/model.h"
 #include "model/safetensors.h"
 #include "test.h"
 #include "util/check.h"
@@ -79,4 +81,15 @@ static inline double cmp_f32(const Pair *p, const char *what, const float *bc, c
     free(a);
     free(b);
     return md;
+}
+
+// Forward of b on m; logits of `rows` into logits[n, V], target log-probs into lp (NULL: none wanted).
+static inline int model_rows_logits(Model *m, const ModelBatch *b, const int *rows, int n, float *logits, float *lp) {
+    Err e;
+    ModelActs *a = model_acts_create(m, b->n_tokens, b->n_audio, b->n_tgt, 0);
+    int rc = model_forward(m, b, a, lp, &e);
+    CHECKF(rc == 0, "%s", e.msg);
+    if (rc == 0) model_logits(m, a, rows, n, logits);
+    model_acts_free(m, a);
+    return rc;
 }

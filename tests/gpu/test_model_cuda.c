@@ -31,17 +31,6 @@ static void twin_free(Twin *w) {
     ops_destroy(oc), ops_destroy(og);
 }
 
-// Forward of b on one model; logits of `rows` into logits[n, V], target log-probs into lp.
-static int run_forward(Model *m, const ModelBatch *b, const int *rows, int n, float *logits, float *lp) {
-    Err e;
-    ModelActs *a = model_acts_create(m, b->n_tokens, b->n_audio, b->n_tgt, 0);
-    int rc = model_forward(m, b, a, lp, &e);
-    CHECKF(rc == 0, "%s", e.msg);
-    if (rc == 0) model_logits(m, a, rows, n, logits);
-    model_acts_free(m, a);
-    return rc;
-}
-
 static void test_tiny_random(void) {
     ModelConfig cfg = tiny_config();
     ParamTable t;
@@ -73,7 +62,7 @@ static void test_tiny_random(void) {
     for (int i = 0; i < T; i++) rows[i] = i;
     float *lc = mallocCheck((size_t)T * V * 4), *lg = mallocCheck((size_t)T * V * 4);
     float *pc = mallocCheck(b.n_tgt * 4), *pg = mallocCheck(b.n_tgt * 4);
-    if (!run_forward(&w.c, &b, rows, T, lc, pc) && !run_forward(&w.g, &b, rows, T, lg, pg)) {
+    if (!model_rows_logits(&w.c, &b, rows, T, lc, pc) && !model_rows_logits(&w.g, &b, rows, T, lg, pg)) {
         // weights of std 0.3 make bf16 rounding grow through the layers; the small model below (std 0.02,
         // as trained models) is the tight check
         CHECK(err_report("tiny random: logits (all rows)", lg, lc, (size_t)T * V) < 6e-2);
@@ -142,7 +131,7 @@ static void test_hf_fixture(void) {
         int *rows = mallocCheck(T * sizeof(int));
         for (int i = 0; i < T; i++) rows[i] = i;
         float *lc = mallocCheck((size_t)T * V * 4), *lg = mallocCheck((size_t)T * V * 4);
-        if (!run_forward(&w.c, &b, rows, T, lc, NULL) && !run_forward(&w.g, &b, rows, T, lg, NULL)) {
+        if (!model_rows_logits(&w.c, &b, rows, T, lc, NULL) && !model_rows_logits(&w.g, &b, rows, T, lg, NULL)) {
             err_report("HF fixture: CPU fp32 vs HF fp32", lc, f.logits, (size_t)T * V);
             // fixture weights have std 0.2: bf16 noise is larger than with trained-scale weights
             CHECK(err_report("HF fixture: GPU bf16 vs HF fp32", lg, f.logits, (size_t)T * V) < 6e-2);
@@ -187,7 +176,7 @@ static void test_greedy(void) {
             mbatch_add_audio(&b, f.feat, f.valid);
             float *lg = mallocCheck((size_t)V * 4);
             int last = T - 1;
-            run_forward(&w.c, &b, &last, 1, lg, NULL);
+            model_rows_logits(&w.c, &b, &last, 1, lg, NULL);
             float mx = 0;
             for (int i = 0; i < V; i++) mx = fabsf(lg[i]) > mx ? fabsf(lg[i]) : mx;
             const float gap = lg[rc.tokens[first]] - lg[rg.tokens[first]];
@@ -370,7 +359,7 @@ static void test_small(void) {
         for (int i = 0; i < K; i++) rows[i] = T - K + i;
         float *lc = mallocCheck((size_t)K * V * 4), *lg = mallocCheck((size_t)K * V * 4);
         float *pc = mallocCheck(b.n_tgt * 4), *pg = mallocCheck(b.n_tgt * 4);
-        if (!run_forward(&w.c, &b, rows, K, lc, pc) && !run_forward(&w.g, &b, rows, K, lg, pg)) {
+        if (!model_rows_logits(&w.c, &b, rows, K, lc, pc) && !model_rows_logits(&w.g, &b, rows, K, lg, pg)) {
             printf("  small model, T=%d (%d audio tokens), last %d rows:\n", T, na, K);
             CHECK(err_report("small: GPU bf16 vs CPU fp32 logits", lg, lc, (size_t)K * V) < 3e-2);
             CHECK(err_report("small: GPU vs CPU target log-probs", pg, pc, b.n_tgt) < 5e-2);

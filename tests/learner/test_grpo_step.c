@@ -1,8 +1,8 @@
 // test_grpo_step: a whole GRPO step on the learner (grpo_train_step) with hand-made trajectory groups
 // on a small random model with the real tokenizer and synthetic audio: dynamic filtering, reward
-// scaling, several updates per batch, failed and malformed groups, and the settings the learner
-// refuses. The step's gradient is read back from Trainer.grad (grad_clip 0, lr 0: the weights never
-// move, so every step sees the same model). Runs under mpirun -np 1 (the trainer all-reduces).
+// scaling, several updates per batch, failed and malformed groups, model.recompute (same gradient), and
+// the settings the learner refuses. The step's gradient is read back from Trainer.grad (grad_clip 0,
+// lr 0: the weights never move, so every step sees the same model). Runs under mpirun -np 1 (the trainer all-reduces).
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,11 +18,12 @@ static Config cfg;
 static Trainer tr;
 static int ready;
 
-// A small Qwen2-Audio with the real vocabulary (the tokenizer's ids) and the real audio front end.
+// A small Qwen2-Audio with the real vocabulary (the tokenizer's ids) and the real audio front end; two
+// decoder layers, so recompute has a layer's activations to drop.
 static const char *make_model(const char *tok_dir) {
     ModelConfig c = model_config_qwen2_audio_7b();
     c.a_dim = 32, c.a_layers = 1, c.a_heads = 2, c.a_ffn = 64;
-    c.dim = 32, c.layers = 1, c.heads = 2, c.kv_heads = 1, c.head_dim = 16, c.ffn = 64, c.vocab = 151680;
+    c.dim = 32, c.layers = 2, c.heads = 2, c.kv_heads = 1, c.head_dim = 16, c.ffn = 64, c.vocab = 151680;
     c.tie_embeddings = 1;
     ParamTable t;
     param_table_build(&t, &c);
@@ -291,6 +292,39 @@ static void test_bad_groups(void) {
     free(gB);
 }
 
+// model.recompute: the learner's activations keep only layer inputs (smaller) and the step's gradient is
+// the same bits.
+static void test_recompute(void) {
+    if (!ready) return;
+    size_t n = tr.model.t.numel;
+    float *gA = mallocCheck(n * sizeof(float)), *gB = mallocCheck(n * sizeof(float));
+    TrajGroup g[2];
+    StepStats st;
+    Err e;
+    make_group(&g[0], 0, 0, 1, 0, 4, 0);
+    make_group(&g[1], 1, 1, 0, 1, 3, 0);
+    CHECK(step(g, 2, gA, &st, &e) == 0);
+    size_t stored = model_acts_bytes(tr.acts);
+    model_acts_free(&tr.model, tr.acts);  // the next step sizes new activations in the new mode
+    tr.acts = NULL;
+    cfg.model.recompute = true;
+    CHECK(step(g, 2, gB, &st, &e) == 0);
+    size_t recomputed = model_acts_bytes(tr.acts);
+    ActsSize want = model_acts_size(&tr.model.cfg, tr.ops->act_size, tr.acts_tokens, tr.acts_audio, tr.acts_tgt,
+                                    ACTS_RECOMPUTE);
+    printf("learner activations: %zu bytes stored, %zu with model.recompute\n", stored, recomputed);
+    CHECK(recomputed == want.bytes && recomputed < stored);
+    CHECK(memcmp(gA, gB, n * sizeof(float)) == 0);
+    CHECK(max_abs(gA, n) > 0);
+    model_acts_free(&tr.model, tr.acts);
+    tr.acts = NULL;
+    cfg.model.recompute = false;
+    traj_group_free(&g[0]);
+    traj_group_free(&g[1]);
+    free(gA);
+    free(gB);
+}
+
 static void test_refused_config(void) {
     if (!ready) return;
     struct {
@@ -317,6 +351,7 @@ int main(int argc, char **argv) {
     RUN(test_loss_types);
     RUN(test_num_iterations);
     RUN(test_bad_groups);
+    RUN(test_recompute);
     RUN(test_refused_config);
     if (ready) trainer_free(&tr);
     int rc = test_summary("grpo_step");

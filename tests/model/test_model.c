@@ -1,6 +1,7 @@
 // The whole model on a tiny random Qwen2-Audio: gradients of every trainable tensor against finite
 // differences, KV-cache decode against the full forward, shared-prefix groups against the naive
-// per-sequence computation (log-probs and every parameter gradient), and bad batches.
+// per-sequence computation (log-probs and every parameter gradient), recompute against stored
+// activations (bit for bit), the size-only activation table, and bad batches.
 #include "test.h"
 #include "model_testutil.h"
 
@@ -284,6 +285,94 @@ static void test_shared_prefix_training(void) {
     mbatch_free(&nb);
 }
 
+// ---------------------------------------------------------------- recompute == stored activations
+
+// Forward + backward of batch b with activations of the given mode; lp [b->n_tgt] and grads (zeroed
+// first, [t.numel]) get the results; returns the activations' size.
+static size_t train_step(ModelBatch *b, ActsMode mode, const float *w, float *lp, float *grads) {
+    ModelActs *a = model_acts_create(&M, b->n_tokens, b->n_audio, b->n_tgt, mode);
+    Err e;
+    if (model_forward(&M, b, a, lp, &e)) fatal("%s", e.msg);
+    memset(grads, 0, M.t.numel * sizeof(float));
+    model_backward(&M, b, a, w, grads);
+    size_t bytes = model_acts_bytes(a);
+    model_acts_free(&M, a);
+    return bytes;
+}
+
+// Recompute reruns the same ops on the same saved inputs, so log-probs and every gradient must be the
+// same bits as with stored activations: a shared-prefix group with audio plus a plain sequence with its
+// own clip (two encoder segments).
+static void test_recompute_bit_identical(void) {
+    const int P = 6, G = 3;
+    const int c0[] = {5, 6, 7, 8}, c1[] = {9, 10}, c2[] = {11, 12, 13};
+    const int *comp[3] = {c0, c1, c2}, len[3] = {4, 2, 3};
+    float *feat2 = mallocCheck((size_t)C.n_mels * 2 * C.a_max_pos * sizeof(float));
+    Rng r;
+    rng_init(&r, 21, 0);
+    fill_normal(feat2, (size_t)C.n_mels * 2 * C.a_max_pos, 1.0f, &r);
+    ModelBatch b;
+    mbatch_init(&b, &C);
+    mbatch_add_group(&b, SEQ1, P, comp, len, G, 1, NULL);
+    mbatch_add_audio(&b, FEAT, VALID);
+    mbatch_add_seq(&b, SEQ1, N1, 4);
+    mbatch_add_audio(&b, feat2, VALID);
+    float *w = mallocCheck(b.n_tgt * sizeof(float));
+    fill_normal(w, b.n_tgt, 1.0f, &r);
+    float *lp_s = mallocCheck(b.n_tgt * sizeof(float)), *lp_r = mallocCheck(b.n_tgt * sizeof(float));
+    float *g_s = M.ops->alloc(M.ops, M.t.numel * sizeof(float));
+    float *g_r = M.ops->alloc(M.ops, M.t.numel * sizeof(float));
+    size_t stored = train_step(&b, ACTS_TRAIN, w, lp_s, g_s);
+    size_t recomp = train_step(&b, ACTS_RECOMPUTE, w, lp_r, g_r);
+    CHECK(memcmp(lp_s, lp_r, b.n_tgt * sizeof(float)) == 0);
+    int differ = 0, nonzero = 0;
+    for (int i = 0; i < M.t.n; i++) {
+        const ParamSpec *s = &M.t.specs[i];
+        int same = memcmp(g_s + s->offset, g_r + s->offset, s->numel * sizeof(float)) == 0;
+        CHECKF(same, "recompute changed the gradient of %s", s->name);
+        differ += !same;
+        for (size_t j = 0; j < s->numel && s->trainable; j++)
+            if (g_r[s->offset + j] != 0.0f) {
+                nonzero++;
+                break;
+            }
+    }
+    printf("recompute: %d tokens, %d clips, %d targets: activations %zu -> %zu bytes, %d of %d tensors differ, "
+           "%d with a nonzero gradient\n",
+           b.n_tokens, b.n_audio, b.n_tgt, stored, recomp, differ, M.t.n, nonzero);
+    CHECK(nonzero == M.t.n - 1);  // every tensor but the frozen embed_positions
+    CHECK(recomp < stored);
+    M.ops->free(M.ops, g_s);
+    M.ops->free(M.ops, g_r);
+    free(lp_s), free(lp_r), free(w), free(feat2);
+    mbatch_free(&b);
+}
+
+// The size-only table is the one model_acts_create allocates, part by part, in every mode; recompute
+// keeps every layer input and exactly one layer's activations (the inference scratch).
+static void test_acts_size(void) {
+    ActsSize z[3];
+    for (int mode = ACTS_INFER; mode <= ACTS_RECOMPUTE; mode++) {
+        ModelActs *a = model_acts_create(&M, 23, 2, 11, (ActsMode)mode);
+        z[mode] = model_acts_size(&C, M.ops->act_size, 23, 2, 11, (ActsMode)mode);
+        CHECK(z[mode].bytes == model_acts_bytes(a));
+        CHECK_INT(z[mode].chunk, model_logits_chunk(a));
+        size_t sum = 0;
+        for (int p = 0; p < ACTS_PARTS; p++) sum += z[mode].part[p];
+        CHECK(sum == z[mode].bytes);
+        model_acts_free(&M, a);
+    }
+    const ActsSize *inf = &z[ACTS_INFER], *tr = &z[ACTS_TRAIN], *rc = &z[ACTS_RECOMPUTE];
+    CHECK(rc->part[ACTS_PART_INPUTS] == tr->part[ACTS_PART_INPUTS]);
+    CHECK(rc->part[ACTS_PART_LAYERS] == inf->part[ACTS_PART_LAYERS]);
+    // tiny has as many encoder as decoder layers, so all layers are exactly `layers` scratch sets
+    CHECK(tr->part[ACTS_PART_LAYERS] == (size_t)C.layers * rc->part[ACTS_PART_LAYERS]);
+    CHECK(rc->part[ACTS_PART_BACKWARD] == tr->part[ACTS_PART_BACKWARD] && inf->part[ACTS_PART_BACKWARD] == 0);
+    CHECK(rc->bytes < tr->bytes);
+    printf("activations (23 tokens, 2 clips, 11 targets): infer %zu, train %zu, recompute %zu bytes\n", inf->bytes,
+           tr->bytes, rc->bytes);
+}
+
 // ---------------------------------------------------------------- bad batches
 
 static int forward_err(ModelBatch *b, int max_tokens, Err *e) {
@@ -343,6 +432,8 @@ int main(void) {
     RUN(test_decode_matches_forward);
     RUN(test_shared_prefix_decode);
     RUN(test_shared_prefix_training);
+    RUN(test_recompute_bit_identical);
+    RUN(test_acts_size);
     RUN(test_errors);
     Ops *o = M.ops;
     model_free(&M);

@@ -1,0 +1,187 @@
+// memplan.c: see memplan.h.
+#include "model/memplan.h"
+
+#include <limits.h>
+
+#include "audio/audio_len.h"
+
+#define GIB 1073741824.0
+// the largest micro-batch / rollout batch the fit searches try
+enum { MP_SEARCH_MAX = 256 };
+
+MemPlanOptions memplan_defaults(void) {
+    return (MemPlanOptions){.learners = 8,
+                            .gpu_gib = 81559.0 / 1024,
+                            .prompt_tokens = 846,
+                            .audio_tokens = 750,
+                            .G = 8,
+                            .completion_tokens = 32,
+                            .groups = 1,
+                            .max_new_tokens = 256,
+                            .questions = 1,
+                            .act_size = 2,
+                            .nccl_gib = 1.0,
+                            .runtime_gib = 1.5};
+}
+
+static int options_check(const ModelConfig *c, const MemPlanOptions *o, Err *e) {
+    if (o->learners < 1) return err_set(e, "learners %d: need at least 1", o->learners);
+    if (!(o->gpu_gib > 0)) return err_set(e, "gpu_gib %g: must be positive", o->gpu_gib);
+    if (o->prompt_tokens < 1) return err_set(e, "prompt_tokens %d: must be positive", o->prompt_tokens);
+    const int max_audio = audio_token_count(2 * c->a_max_pos);
+    if (o->audio_tokens < 0 || o->audio_tokens > max_audio || o->audio_tokens > o->prompt_tokens)
+        return err_set(e, "audio_tokens %d: one clip gives 0..%d tokens, within the %d-token prompt", o->audio_tokens,
+                       max_audio, o->prompt_tokens);
+    if (o->G < 1) return err_set(e, "G %d: need at least 1 completion", o->G);
+    if (o->completion_tokens < 1) return err_set(e, "completion_tokens %d: must be positive", o->completion_tokens);
+    if (o->groups < 1) return err_set(e, "groups %d: need at least 1 per micro-batch", o->groups);
+    if (o->max_new_tokens < 1) return err_set(e, "max_new_tokens %d: must be positive", o->max_new_tokens);
+    if (o->questions < 1) return err_set(e, "questions %d: need at least 1", o->questions);
+    if (o->act_size != 2 && o->act_size != 4) return err_set(e, "act_size %d: 2 (bf16) or 4 (fp32)", o->act_size);
+    if (o->nccl_gib < 0 || o->runtime_gib < 0) return err_set(e, "nccl_gib / runtime_gib: must not be negative");
+    // every size below is an int token count of at most MP_SEARCH_MAX questions of the naive layout
+    long long worst = (long long)MP_SEARCH_MAX * o->G * (o->prompt_tokens + o->max_new_tokens + o->completion_tokens);
+    if (worst > INT_MAX / 2) return err_set(e, "prompt and completion lengths too large to plan (%lld tokens)", worst);
+    return 0;
+}
+
+// Training activations of k micro-batch units of one layout: a shared-prefix group (prompt once, G
+// completions after it) or G full sequences each with its own clip.
+static ActsSize learner_acts(const ModelConfig *c, const MemPlanOptions *o, int layout, int k, ActsMode mode,
+                             int *tokens, int *clips, int *targets) {
+    const int P = o->prompt_tokens, G = o->G, C = o->completion_tokens, has_audio = o->audio_tokens > 0;
+    *tokens = k * (layout == MP_GROUP ? P + G * C : G * (P + C));
+    *clips = k * has_audio * (layout == MP_GROUP ? 1 : G);
+    *targets = k * G * C;
+    return model_acts_size(c, (size_t)o->act_size, *tokens, *clips, *targets, mode);
+}
+
+// The rollout GPU's peak for q questions: weights and reserves, then generation (KV cache + prefill
+// activations, freed when model_generate returns) or reference scoring of one group, whichever is larger.
+static double rollout_peak(const ModelConfig *c, const MemPlanOptions *o, const MemPlan *p, int q, double *kv,
+                           double *prefill, int *kv_rows, int *prefill_tokens) {
+    const int P = o->prompt_tokens, G = o->G, N = o->max_new_tokens;
+    *kv_rows = q * (P + G * N);  // model_generate: each question's prompt rows, then G x N sample rows
+    *kv = (double)kv_cache_bytes(c, (size_t)o->act_size, *kv_rows);
+    *prefill_tokens = q * P > q * G ? q * P : q * G;
+    *prefill = (double)model_acts_size(c, (size_t)o->act_size, *prefill_tokens, q * (o->audio_tokens > 0), 0,
+                                       ACTS_INFER)
+                   .bytes;
+    double gen = *kv + *prefill;
+    return p->policy + p->reference + p->nccl + p->runtime + (gen > p->scoring ? gen : p->scoring);
+}
+
+int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err *e) {
+    if (model_config_check(c, e) || options_check(c, o, e)) return -1;
+    *p = (MemPlan){0};
+    ParamTable t;
+    param_table_build(&t, c);
+    p->params = t.numel;
+    param_table_free(&t);
+    const double N = (double)p->params, L = o->learners, a = o->act_size;
+    p->gpu = o->gpu_gib * GIB;
+    // learner: full bf16 weights and gradients on every rank (ZeRO-1 shards optimizer state only)
+    p->weights = N * a;
+    p->grads = N * a;
+    p->master = N * 4 / L;
+    p->moments = 2 * N * 4 / L;
+    p->grad_shard = N * 4 / L;  // the reduce-scatter's output in fp32, the optimizer's input
+    p->nccl = o->nccl_gib * GIB;
+    p->runtime = o->runtime_gib * GIB;
+    p->learner_fixed = p->weights + p->grads + p->master + p->moments + p->grad_shard + p->nccl + p->runtime;
+    for (int l = 0; l < MP_LAYOUTS; l++)
+        for (int m = 0; m < MP_MODES; m++)
+            p->acts[l][m] = learner_acts(c, o, l, o->groups, m == MP_STORED ? ACTS_TRAIN : ACTS_RECOMPUTE,
+                                         &p->tokens[l], &p->clips[l], &p->targets[l]);
+    for (int m = 0; m < MP_MODES; m++)
+        for (int k = 1; k <= MP_SEARCH_MAX; k++) {
+            int tk, ck, gk;
+            ActsMode mode = m == MP_STORED ? ACTS_TRAIN : ACTS_RECOMPUTE;
+            ActsSize z = learner_acts(c, o, MP_GROUP, k, mode, &tk, &ck, &gk);
+            if (p->learner_fixed + (double)z.bytes > p->gpu) break;
+            p->max_groups[m] = k;
+        }
+    // rollout: policy for sampling and the frozen reference for the KL term, both bf16
+    p->policy = N * a;
+    p->reference = N * a;
+    p->scoring_tokens = o->prompt_tokens + o->G * o->max_new_tokens;
+    p->scoring = (double)model_acts_size(c, (size_t)o->act_size, p->scoring_tokens, o->audio_tokens > 0,
+                                         o->G * o->max_new_tokens, ACTS_INFER)
+                     .bytes;
+    p->rollout_total = rollout_peak(c, o, p, o->questions, &p->kv, &p->prefill, &p->kv_rows, &p->prefill_tokens);
+    for (int q = 1; q <= MP_SEARCH_MAX; q++) {
+        double kv, pre;
+        int rows, toks;
+        if (rollout_peak(c, o, p, q, &kv, &pre, &rows, &toks) > p->gpu) break;
+        p->max_questions = q;
+    }
+    return 0;
+}
+
+static double gib(double bytes) { return bytes / GIB; }
+
+static void row(FILE *f, const char *what, double bytes, const char *how) {
+    fprintf(f, "| %s | %.2f | %s |\n", what, gib(bytes), how);
+}
+
+void memplan_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
+    char how[160];
+    fprintf(f, "Model: %zu parameters; %d-byte weights and activations; GPUs of %.2f GiB; %d learner GPUs.\n\n",
+            p->params, o->act_size, o->gpu_gib, o->learners);
+    fprintf(f, "### Learner GPU (each of %d), all but activations\n\n| item | GiB | how |\n|---|---:|---|\n",
+            o->learners);
+    row(f, "weights", p->weights, "every parameter, full copy");
+    row(f, "gradients", p->grads, "every parameter, full copy (model_backward accumulates)");
+    snprintf(how, sizeof how, "fp32, 1/%d (ZeRO-1)", o->learners);
+    row(f, "master weights", p->master, how);
+    snprintf(how, sizeof how, "fp32 m and v, 1/%d (ZeRO-1)", o->learners);
+    row(f, "AdamW moments", p->moments, how);
+    snprintf(how, sizeof how, "fp32 reduce-scatter output, 1/%d", o->learners);
+    row(f, "reduced gradient shard", p->grad_shard, how);
+    row(f, "NCCL buffers", p->nccl, "assumed reserve");
+    row(f, "CUDA context, cuBLAS, slack", p->runtime, "assumed reserve");
+    row(f, "**fixed total**", p->learner_fixed, "");
+
+    fprintf(f,
+            "\n### Learner activations, one micro-batch of %d group(s): %d-token prompt (%d audio), G = %d x %d "
+            "completion tokens\n\n",
+            o->groups, o->prompt_tokens, o->audio_tokens, o->G, o->completion_tokens);
+    fprintf(f, "| layout | tokens | clips | mode |");
+    for (int i = 0; i < ACTS_PARTS; i++) fprintf(f, " %s |", acts_part_names[i]);
+    fprintf(f, " activations | learner total | headroom |\n|---|---:|---:|---|");
+    for (int i = 0; i < ACTS_PARTS + 3; i++) fprintf(f, "---:|");
+    fprintf(f, "\n");
+    static const char *const layouts[] = {"shared prefix", "naive"}, *const modes[] = {"stored", "recompute"};
+    for (int l = 0; l < MP_LAYOUTS; l++)
+        for (int m = 0; m < MP_MODES; m++) {
+            const ActsSize *z = &p->acts[l][m];
+            fprintf(f, "| %s | %d | %d | %s |", layouts[l], p->tokens[l], p->clips[l], modes[m]);
+            for (int i = 0; i < ACTS_PARTS; i++) fprintf(f, " %.3f |", gib((double)z->part[i]));
+            double total = p->learner_fixed + (double)z->bytes;
+            fprintf(f, " %.2f | %.2f | %.2f%s |\n", gib((double)z->bytes), gib(total), gib(p->gpu - total),
+                    total > p->gpu ? " (does not fit)" : "");
+        }
+    fprintf(f, "\nlm_head chunk: %d rows of the vocabulary at a time. Shared-prefix groups per micro-batch that fit: "
+            "%d stored, %d with recompute.\n",
+            p->acts[MP_GROUP][MP_STORED].chunk, p->max_groups[MP_STORED], p->max_groups[MP_RECOMPUTE]);
+
+    fprintf(f, "\n### Rollout GPU: %d question(s) at once, G = %d, up to %d new tokens\n\n", o->questions, o->G,
+            o->max_new_tokens);
+    fprintf(f, "| item | GiB | how |\n|---|---:|---|\n");
+    row(f, "policy weights", p->policy, "sampling; updated by the weight broadcast");
+    row(f, "reference weights", p->reference, "frozen, for the KL term's log-probs");
+    snprintf(how, sizeof how, "%d rows (prompt once + G x new tokens per question), K and V of every layer",
+             p->kv_rows);
+    row(f, "KV cache", p->kv, how);
+    snprintf(how, sizeof how, "inference activations, %d tokens (during generation, with the KV cache)",
+             p->prefill_tokens);
+    row(f, "prefill activations", p->prefill, how);
+    snprintf(how, sizeof how, "one group of %d tokens (after generation; the larger phase counts)",
+             p->scoring_tokens);
+    row(f, "reference scoring activations", p->scoring, how);
+    row(f, "NCCL buffers", p->nccl, "assumed reserve");
+    row(f, "CUDA context, cuBLAS, slack", p->runtime, "assumed reserve");
+    row(f, "**peak total**", p->rollout_total, "");
+    fprintf(f, "\nRollout headroom %.2f GiB%s; questions generated at once that fit: %d.\n",
+            gib(p->gpu - p->rollout_total), p->rollout_total > p->gpu ? " (does not fit)" : "", p->max_questions);
+}
