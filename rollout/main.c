@@ -176,7 +176,8 @@ static void receive_weights(Rollout *r, int64_t k) {
     r->ops->upload_act(r->ops, r->policy.params, r->weights, n);
 }
 
-// One step: weights version k, then this rank's groups of step k to their learners.
+// One step: weights version k, then this rank's groups of step k to their learners, generated
+// rollout.batch_questions questions at a time.
 static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
@@ -188,28 +189,37 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
                                      questions, slots);
     TrajTimes sum = {0};
     int failed = 0;
-    for (int64_t i = 0; i < n; i++) {
-        const Question *q = &r->ds.q[questions[i]];
-        TrajGroup g;
-        if (rollout_question(&r->w, q, slots[i], k, &g, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
-        // The learner reports and counts failed questions; here they only show in the debug log.
-        if (g.failed) {
-            failed++;
-            log_debug("step %lld slot %lld: question %s failed: %s", (long long)k, (long long)slots[i], q->id,
-                      g.reason);
+    const int B = r->cfg.rollout.batch_questions;
+    const Question **qs = mallocCheck((size_t)B * sizeof(Question *));
+    TrajGroup *gs = mallocCheck((size_t)B * sizeof(TrajGroup));
+    for (int64_t i0 = 0; i0 < n; i0 += B) {
+        const int nb = n - i0 < B ? (int)(n - i0) : B;
+        for (int j = 0; j < nb; j++) qs[j] = &r->ds.q[questions[i0 + j]];
+        if (rollout_questions(&r->w, qs, slots + i0, nb, k, gs, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        for (int j = 0; j < nb; j++) {
+            const Question *q = qs[j];
+            TrajGroup *g = &gs[j];
+            const long long slot = (long long)slots[i0 + j];
+            // The learner reports and counts failed questions; here they only show in the debug log.
+            if (g->failed) {
+                failed++;
+                log_debug("step %lld slot %lld: question %s failed: %s", (long long)k, slot, q->id, g->reason);
+            }
+            log_debug("step %lld slot %lld question %s: data %.3fs prefill %.3fs decode %.3fs reward %.3fs "
+                      "reference %.3fs",
+                      (long long)k, slot, q->id, g->time.data, g->time.prefill, g->time.decode, g->time.reward,
+                      g->time.reference);
+            sum.data += g->time.data;
+            sum.prefill += g->time.prefill;
+            sum.decode += g->time.decode;
+            sum.reward += g->time.reward;
+            sum.reference += g->time.reference;
+            if (comm_send_group(c, g, &e)) comm_abort("step %lld slot %lld: %s", (long long)k, slot, e.msg);
+            traj_group_free(g);
         }
-        log_debug("step %lld slot %lld question %s: data %.3fs prefill %.3fs decode %.3fs reward %.3fs "
-                  "reference %.3fs",
-                  (long long)k, (long long)slots[i], q->id, g.time.data, g.time.prefill, g.time.decode,
-                  g.time.reward, g.time.reference);
-        sum.data += g.time.data;
-        sum.prefill += g.time.prefill;
-        sum.decode += g.time.decode;
-        sum.reward += g.time.reward;
-        sum.reference += g.time.reference;
-        if (comm_send_group(c, &g, &e)) comm_abort("step %lld slot %lld: %s", (long long)k, (long long)slots[i], e.msg);
-        traj_group_free(&g);
     }
+    free(qs);
+    free(gs);
     log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs prefill %.3fs decode %.3fs "
               "reward %.3fs reference %.3fs, total %.3fs",
               (long long)k, (long long)n, failed, t_sync, sum.data, sum.prefill, sum.decode, sum.reward,

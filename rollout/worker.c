@@ -102,53 +102,89 @@ static int reference_lp(Model *ref, const PreparedQuestion *p, const GenResult *
     return rc ? err_prefix(e, "reference model") : 0;
 }
 
-int rollout_question(RolloutWorker *w, const Question *q, int64_t slot, int64_t version, TrajGroup *g, Err *e) {
-    memset(g, 0, sizeof *g);
+// Prepares question i into p[i]; one that cannot be prepared becomes failed group g[i] (ok[i] = 0).
+static void prepare_one(RolloutWorker *w, const Question *q, int64_t slot, int64_t version, PreparedQuestion *p,
+                        TrajGroup *g, int *ok) {
     double t0 = log_elapsed();
-    PreparedQuestion p;
     Err bad;
-    if (prep_question(w->prep, q, &p, &bad)) {
+    *ok = prep_question(w->prep, q, p, &bad) == 0;
+    if (!*ok) {
         traj_group_init_failed(g, q->index, slot, q->audio_path, bad.msg);
         g->version = version;
-        g->time.data = log_elapsed() - t0;
-        return 0;
     }
-    TrajTimes t = {.data = log_elapsed() - t0};
-    GenResult r;
-    gen_result_init(&r, w->G, w->sampler.max_new_tokens);
-    GenPrompt gp = {.ids = p.prompt.ids,
-                    .n_ids = p.prompt.n,
-                    .features = p.features,
-                    .valid_frames = p.valid_frames,
-                    .question = (uint32_t)q->index};
-    int rc = model_generate(w->policy, &gp, 1, w->G, &w->sampler, &r, e);
-    t.prefill = r.prefill_s;
-    t.decode = r.decode_s;
-    if (!rc) {
-        traj_group_alloc(g, w->G, r.len, p.prompt.n, ROLLOUT_N_FUNCS, w->ref != NULL);
-        g->question = q->index;
-        g->slot = slot;
-        g->version = version;
-        memcpy(g->prompt_ids, p.prompt.ids, (size_t)p.prompt.n * sizeof(int32_t));
-        g->audio_samples = p.n_samples;
-        g->audio_path = strdupCheck(q->audio_path);
-        for (int f = 0; f < ROLLOUT_N_FUNCS; f++) g->func_names[f] = strdupCheck(ROLLOUT_FUNC_NAMES[f]);
-        fill_completions(w, &r, g);
-        double t2 = log_elapsed();
-        rc = score_group(w, &p, g, e);
-        t.reward = log_elapsed() - t2;
-    }
+    g->time.data = log_elapsed() - t0;
+}
+
+// The rest of a prepared question's group after generation: completions, rewards, reference log-probs.
+static int finish_group(RolloutWorker *w, const Question *q, int64_t slot, int64_t version,
+                        const PreparedQuestion *p, const GenResult *r, TrajGroup *g, Err *e) {
+    TrajTimes t = g->time;
+    traj_group_alloc(g, w->G, r->len, p->prompt.n, ROLLOUT_N_FUNCS, w->ref != NULL);
+    g->question = q->index;
+    g->slot = slot;
+    g->version = version;
+    memcpy(g->prompt_ids, p->prompt.ids, (size_t)p->prompt.n * sizeof(int32_t));
+    g->audio_samples = p->n_samples;
+    g->audio_path = strdupCheck(q->audio_path);
+    for (int f = 0; f < ROLLOUT_N_FUNCS; f++) g->func_names[f] = strdupCheck(ROLLOUT_FUNC_NAMES[f]);
+    fill_completions(w, r, g);
+    double t2 = log_elapsed();
+    int rc = score_group(w, p, g, e);
+    t.reward = log_elapsed() - t2;
     if (!rc && w->ref) {
         double t3 = log_elapsed();
-        rc = reference_lp(w->ref, &p, &r, g, e);
+        rc = reference_lp(w->ref, p, r, g, e);
         t.reference = log_elapsed() - t3;
     }
-    gen_result_free(&r);
-    prep_question_free(&p);
-    if (rc) {
-        traj_group_free(g);
-        return err_prefix(e, "question %s (index %lld, slot %lld)", q->id, (long long)q->index, (long long)slot);
-    }
     g->time = t;
-    return 0;
+    return rc;
+}
+
+int rollout_questions(RolloutWorker *w, const Question *const *qs, const int64_t *slots, int n, int64_t version,
+                      TrajGroup *g, Err *e) {
+    PreparedQuestion *p = callocCheck((size_t)n, sizeof(PreparedQuestion));
+    GenPrompt *gp = callocCheck((size_t)n, sizeof(GenPrompt));
+    GenResult *r = callocCheck((size_t)n, sizeof(GenResult));
+    int *ok = callocCheck((size_t)n, sizeof(int)), *at = callocCheck((size_t)n, sizeof(int));
+    int n_gen = 0;
+    for (int i = 0; i < n; i++) {
+        memset(&g[i], 0, sizeof g[i]);
+        prepare_one(w, qs[i], slots[i], version, &p[i], &g[i], &ok[i]);
+        if (!ok[i]) continue;
+        at[i] = n_gen;
+        gp[n_gen] = (GenPrompt){.ids = p[i].prompt.ids,
+                                .n_ids = p[i].prompt.n,
+                                .features = p[i].features,
+                                .valid_frames = p[i].valid_frames,
+                                .question = (uint32_t)qs[i]->index};
+        gen_result_init(&r[n_gen++], w->G, w->sampler.max_new_tokens);
+    }
+    // every sample's Philox key is (step seed, question index, sample, token): batching changes no draw
+    int rc = n_gen ? model_generate(w->policy, gp, n_gen, w->G, &w->sampler, r, e) : 0;
+    int bad = -1;  // the question whose group failed after generation
+    for (int i = 0; i < n && !rc; i++) {
+        if (!ok[i]) continue;
+        const GenResult *ri = &r[at[i]];
+        g[i].time.prefill = ri->prefill_s / n_gen;  // the batch's phases, shared by its questions
+        g[i].time.decode = ri->decode_s / n_gen;
+        rc = finish_group(w, qs[i], slots[i], version, &p[i], ri, &g[i], e);
+        if (rc) bad = i;
+    }
+    if (rc) {
+        for (int i = 0; i < n; i++) traj_group_free(&g[i]);
+        if (bad >= 0)
+            err_prefix(e, "question %s (index %lld, slot %lld)", qs[bad]->id, (long long)qs[bad]->index,
+                       (long long)slots[bad]);
+        else
+            err_prefix(e, "questions %s.. (%d in one batch)", qs[0]->id, n);
+    }
+    for (int i = 0; i < n_gen; i++) gen_result_free(&r[i]);
+    for (int i = 0; i < n; i++)
+        if (ok[i]) prep_question_free(&p[i]);
+    free(p), free(gp), free(r), free(ok), free(at);
+    return rc ? -1 : 0;
+}
+
+int rollout_question(RolloutWorker *w, const Question *q, int64_t slot, int64_t version, TrajGroup *g, Err *e) {
+    return rollout_questions(w, &q, &slot, 1, version, g, e);
 }

@@ -1,4 +1,5 @@
-// worker.h: one rollout question end to end, the body of the rollout rank's step loop.
+// worker.h: rollout questions end to end (one, or a batch generated together), the body of the rollout
+// rank's step loop.
 // prep_question (audio -> features, prompt ids) -> model_generate (prompt prefilled once, G samples
 // decoded over the shared cached prefix) -> decode each completion with special tokens skipped ->
 // rewards (one reward-service batch per group, or in process) -> reference log-probs (one forward of a
@@ -45,3 +46,9 @@ uint64_t rollout_step_seed(uint64_t train_seed, int64_t step);
 // Fills g (traj_group_free it) for question q in global slot `slot`, sampled with weights `version`.
 // Returns 0 (g may be a failed group: see above) or -1 with e set.
 int rollout_question(RolloutWorker *w, const Question *q, int64_t slot, int64_t version, TrajGroup *g, Err *e);
+// The same for n questions qs[i] (slots[i]) into g[n], generated together: their prompts prefilled in one
+// batch and all their samples decoded in one (rollout.batch_questions). The groups equal those of one
+// question at a time (same sampling keys); each group's prefill and decode times are its share of the
+// batch's. On error no group is left to free.
+int rollout_questions(RolloutWorker *w, const Question *const *qs, const int64_t *slots, int n, int64_t version,
+                      TrajGroup *g, Err *e);

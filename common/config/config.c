@@ -81,6 +81,9 @@ const CfgKey config_keys[] = {
     KEY_ENUM(rollout.backend, "cpu", backend_choices,
              "Compute backend of the rollout ranks (policy sampling and reference log-probs): cpu or cuda (one "
              "GPU per rank, the node-local rank's); independent of model.backend, the learners'"),
+    KEY_INT(rollout.batch_questions, "1", 1, 64,
+            "Questions a rollout rank generates together (prompts prefilled in one batch, every sample "
+            "decoded in one batch); the samples are the same as one question at a time"),
 
     KEY_STRING(reward.server, "127.0.0.1:7700", "Reward service address, host:port"),
     KEY_FLOAT(reward.accuracy_weight, "1", '[', 0, INFINITY, ')', "Weight of the accuracy reward"),

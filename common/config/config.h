@@ -54,6 +54,7 @@ typedef struct {
         int max_new_tokens;
         bool greedy;
         CfgBackend backend;
+        int batch_questions;  // questions generated together (one prefill, one decode batch)
     } rollout;
     struct {
         char server[CFG_NAME_CAP];  // "host:port"

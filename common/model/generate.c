@@ -1,7 +1,10 @@
 // generate.c: see generate.h. Cache layout per question q: its prompt rows [base_q, base_q + P_q), then
 // G blocks of max_new rows, one per sample. A decode step is one batch with a token per running sample;
 // its segment sees the question's prompt rows as a prefix and its own block causally. When the backend
-// samples (Ops.sample_rows) the logits stay on the device and only the chosen ids and log-probs come back.
+// samples (Ops.sample_rows) the logits stay on the device and only the chosen ids and log-probs come back,
+// and a backend with graphs (Ops.graph_*) replays each decode step's forward as one launch: steps differ
+// only in host inputs (ids, positions, cache rows, attention lengths), so one capture serves every step
+// until a sample ends and the batch shrinks.
 #include "model/generate.h"
 
 #include <stdlib.h>
@@ -66,6 +69,19 @@ static void pick_device(Model *m, ModelActs *a, const SamplerParams *sp, const G
     }
 }
 
+// One decode step's forward (logits of the n rows lrow to the host unless the backend samples).
+static int decode_step(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv, void *graph, const int *lrow, int n,
+                       float *logits, Err *e) {
+    Ops *o = m->ops;
+    if (!graph) return model_infer(m, b, a, kv, lrow, n, logits, e);
+    int rc;
+    do {  // a pass whose shape differs from the captured one is repeated, capturing the new shape
+        o->graph_begin(o, graph);
+        rc = model_infer(m, b, a, kv, NULL, 0, NULL, e);
+    } while (o->graph_end(o, graph, !rc) && !rc);
+    return rc;
+}
+
 int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const SamplerParams *sp, GenResult *out,
                    Err *e) {
     const int V = m->cfg.vocab, N = sp->max_new_tokens;
@@ -113,6 +129,7 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
     SampleRow *meta = on_dev ? mallocCheck((size_t)n_s * sizeof(SampleRow)) : NULL;
     const int stride = max_p + N;  // device history row of a sample
     int *dhist = on_dev ? o->alloc(o, (size_t)n_s * stride * sizeof(int)) : NULL;
+    void *graph = on_dev && o->graph_create ? o->graph_create(o) : NULL;
 
     // prefill every prompt once; sample (q, g) starts from its question's last prompt row
     int *last = mallocCheck((size_t)n_q * sizeof(int));
@@ -171,7 +188,8 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
             next++;
         }
         n = next;
-        if (n > 0) rc = model_infer(m, &b, a, &kv, lrow, on_dev ? 0 : n, logits, e);
+        // the first step runs op by op: a backend prepares (tunes) its kernels for the shape outside a capture
+        if (n > 0) rc = decode_step(m, &b, a, &kv, t ? graph : NULL, lrow, on_dev ? 0 : n, logits, e);
     }
     double t2 = log_elapsed();
     for (int q = 0; q < n_q; q++) out[q].prefill_s = t1 - t0, out[q].decode_s = t2 - t1;
@@ -185,6 +203,7 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
     free(row);
     free(meta);
     free(last);
+    if (graph) o->graph_free(o, graph);
     if (dhist) o->free(o, dhist);
     free(base);
     mbatch_free(&b);

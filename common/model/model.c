@@ -70,6 +70,8 @@ struct ModelActs {
     AttnSeg *aseg;                               // [max_audio] encoder segments (host)
     int *h_emb_idx, *h_audio_pos, *h_audio_src;  // [max_tokens] host staging
     int T, nA, n_audio_tok, n_tgt;
+    int inplace;    // this forward runs the fused layers, which update one residual buffer in place
+    Tensor *fused;  // [T, max(Q + 2 KV, 2 FF)] their stacked projections' output (fused_infer backends)
 };
 
 const char *const acts_part_names[ACTS_PARTS] = {
@@ -231,6 +233,12 @@ ActsSize model_acts_size(const ModelConfig *c, size_t act_size, int max_tokens, 
     return z;
 }
 
+// Inference on a backend with the fused decoder ops (ops.h) runs one GEMM over the stacked q/k/v and
+// one over gate/up; training keeps the separate projections its backward reads.
+static int fused_infer(const Ops *o, const ModelActs *a) {
+    return a->mode == ACTS_INFER && o->swiglu && o->qkv_rope_cache;
+}
+
 ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tgt, ActsMode mode) {
     ModelActs *a = acts_table(&m->cfg, m->ops->act_size, max_tokens, max_audio, max_tgt, mode);
     a->mem = m->ops->alloc(m->ops, a->bytes);
@@ -244,20 +252,28 @@ ModelActs *model_acts_create(Model *m, int max_tokens, int max_audio, int max_tg
     a->h_emb_idx = callocCheck(T ? T : 1, sizeof(int));
     a->h_audio_pos = callocCheck(T ? T : 1, sizeof(int));
     a->h_audio_src = callocCheck(T ? T : 1, sizeof(int));
+    // backend-specific, so outside the size table (model_acts_size describes any backend)
+    if (fused_infer(m->ops, a)) {
+        const ModelConfig *c = &m->cfg;
+        const size_t qkv = (size_t)(c->heads + 2 * c->kv_heads) * c->head_dim, gu = 2 * (size_t)c->ffn;
+        a->fused = m->ops->alloc(m->ops, T * (qkv > gu ? qkv : gu) * m->ops->act_size);
+    }
     return a;
 }
 
 void model_acts_free(Model *m, ModelActs *a) {
     if (!a) return;
     m->ops->free(m->ops, a->mem);
+    if (a->fused) m->ops->free(m->ops, a->fused);
     acts_table_free(a);
 }
 
 size_t model_acts_bytes(const ModelActs *a) { return a->bytes; }
 
-// Residual stream inputs: every layer's in training, two alternating buffers in inference.
+// Residual stream inputs: every layer's in training, two alternating buffers in inference, one updated in
+// place by the fused layers.
 static Tensor *ax_at(ModelActs *a, int l) { return a->ax[a->mode != ACTS_INFER ? l : l % 2]; }
-static Tensor *x_at(ModelActs *a, int l) { return a->x[a->mode != ACTS_INFER ? l : l % 2]; }
+static Tensor *x_at(ModelActs *a, int l) { return a->x[a->mode != ACTS_INFER ? l : a->inplace ? 0 : l % 2]; }
 // Layer activations: each layer's own with ACTS_TRAIN, else the one scratch set.
 static AudioLayerActs *al_at(ModelActs *a, int l) { return &a->al[a->mode == ACTS_TRAIN ? l : 0]; }
 static TextLayerActs *tl_at(ModelActs *a, int l) { return &a->tl[a->mode == ACTS_TRAIN ? l : 0]; }
@@ -401,6 +417,31 @@ static void audio_forward(Model *m, ModelActs *a, int nA) {
     o->matmul(o, a->proj, a->af, PW(t->proj_w), PW(t->proj_b), Tp, c->dim, A, 0, 1, 0);
 }
 
+// The rest of text_layer_forward with the fused ops (inference with a cache): one GEMM over the stacked
+// q/k/v weights (the table keeps them and their biases adjacent), RoPE and the cache writes in one kernel,
+// one GEMM over gate/up stacked (both into the one a->fused buffer, used in turn), and both residual
+// adds accumulated straight into the residual buffer x (x_at keeps one buffer for such a forward, so
+// nothing is copied).
+static void text_layer_fused(Model *m, ModelActs *a, const ModelBatch *b, KVCache *kv, int l, Tensor *x) {
+    Ops *o = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const TextLayerParams *p = &m->t.tlayer[l];
+    TextLayerActs *s = tl_at(a, l);
+    const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
+    const int FF = c->ffn;
+    Tensor *kc = AT(kv->k, (size_t)l * kv->rows * KV), *vc = AT(kv->v, (size_t)l * kv->rows * KV);
+    o->matmul(o, a->fused, s->ln1, PW(p->q_w), PW(p->q_b), T, Q + 2 * KV, D, 0, 1, 0);
+    o->qkv_rope_cache(o, s->q, kc, vc, a->fused, a->pos, a->kv_row, T, c->heads, c->kv_heads, c->head_dim,
+                      c->rope_theta);
+    o->attention(o, s->att, s->lse, s->q, kc, vc, b->segs, b->n_segs, c->heads, c->kv_heads, c->head_dim,
+                 1.0f / sqrtf((float)c->head_dim));
+    o->matmul(o, x, s->att, PW(p->o_w), NULL, T, D, Q, 0, 1, 1);
+    o->rmsnorm(o, s->ln2, s->rstd2, x, PW(p->post_norm), T, D, c->rms_eps);
+    o->matmul(o, a->fused, s->ln2, PW(p->gate_w), NULL, T, 2 * FF, D, 0, 1, 0);
+    o->swiglu(o, s->s, a->fused, T, FF);
+    o->matmul(o, x, s->s, PW(p->down_w), NULL, T, D, FF, 0, 1, 1);
+}
+
 // One decoder layer on T rows: x_at(l) -> xn. With a cache, keys/values go to cache rows and attention
 // reads the cache; otherwise it reads this batch's keys. xn = NULL (the rerun before its backward) stops
 // after the last activation backward reads, skipping the down projection.
@@ -413,6 +454,10 @@ static void text_layer_forward(Model *m, ModelActs *a, const ModelBatch *b, KVCa
     const int FF = c->ffn;
     Tensor *x = x_at(a, l);
     o->rmsnorm(o, s->ln1, s->rstd1, x, PW(p->in_norm), T, D, c->rms_eps);
+    if (a->inplace) {
+        text_layer_fused(m, a, b, kv, l, x);
+        return;
+    }
     o->matmul(o, s->q, s->ln1, PW(p->q_w), PW(p->q_b), T, Q, D, 0, 1, 0);
     o->matmul(o, s->k, s->ln1, PW(p->k_w), PW(p->k_b), T, KV, D, 0, 1, 0);
     o->matmul(o, s->v, s->ln1, PW(p->v_w), PW(p->v_b), T, KV, D, 0, 1, 0);
@@ -445,6 +490,7 @@ static int forward_impl(Model *m, const ModelBatch *b, ModelActs *a, KVCache *kv
     if (batch_check(m, b, a, kv, e)) return -1;
     const int T = b->n_tokens, D = c->dim, nA = b->n_audio;
     a->T = T, a->nA = nA, a->n_tgt = b->n_tgt;
+    a->inplace = kv && fused_infer(o, a);
     o->upload(o, a->ids, b->ids, (size_t)T * sizeof(int));
     o->upload(o, a->pos, b->pos, (size_t)T * sizeof(int));
     o->upload(o, a->kv_row, b->kv_row, (size_t)T * sizeof(int));

@@ -83,11 +83,13 @@ void param_table_build(ParamTable *t, const ModelConfig *c) {
     for (int l = 0; l < c->layers; l++) {
         TextLayerParams *p = &t->tlayer[l];
         const char *pre = "language_model.model.layers";
+        // q/k/v weights adjacent, then their biases, and gate before up: each run is one stacked
+        // matrix ([Q + 2 KV, D], [2 FF, D]) for a backend's fused inference GEMMs (ops.h)
         p->q_w = table_add(t, cap, 1, 2, Q, D, 0, "%s.%d.self_attn.q_proj.weight", pre, l);
-        p->q_b = table_add(t, cap, 1, 1, Q, 0, 0, "%s.%d.self_attn.q_proj.bias", pre, l);
         p->k_w = table_add(t, cap, 1, 2, KV, D, 0, "%s.%d.self_attn.k_proj.weight", pre, l);
-        p->k_b = table_add(t, cap, 1, 1, KV, 0, 0, "%s.%d.self_attn.k_proj.bias", pre, l);
         p->v_w = table_add(t, cap, 1, 2, KV, D, 0, "%s.%d.self_attn.v_proj.weight", pre, l);
+        p->q_b = table_add(t, cap, 1, 1, Q, 0, 0, "%s.%d.self_attn.q_proj.bias", pre, l);
+        p->k_b = table_add(t, cap, 1, 1, KV, 0, 0, "%s.%d.self_attn.k_proj.bias", pre, l);
         p->v_b = table_add(t, cap, 1, 1, KV, 0, 0, "%s.%d.self_attn.v_proj.bias", pre, l);
         p->o_w = table_add(t, cap, 1, 2, D, Q, 0, "%s.%d.self_attn.o_proj.weight", pre, l);
         p->gate_w = table_add(t, cap, 1, 2, FF, D, 0, "%s.%d.mlp.gate_proj.weight", pre, l);

@@ -126,6 +126,29 @@ struct Ops {
     // choice is appended to its history (hist[hist_off + n_hist] = id), so the caller never uploads it.
     void (*sample_rows)(Ops *o, int *ids_host, float *lp_host, const Tensor *logits, int R, int V,
                         const SamplerParams *sp, int *hist, const SampleRow *rows, uint32_t step);
+
+    // Optional (NULL: no fused decoder ops; the model then uses the ops above). Inference-only fusions
+    // over the parameter table's adjacent tensors: y[T,FF] = silu(gu[:, :FF]) * gu[:, FF:] for the one
+    // GEMM over gate_proj and up_proj stacked ([2FF, D]) ...
+    void (*swiglu)(Ops *o, Tensor *y, const Tensor *gu, int T, int FF);
+    // ... and, from qkv[T, Q + 2 KV] (q_proj, k_proj, v_proj stacked), q[T, Q] with RoPE at pos[T] and
+    // the roped key and the value of row t written to cache rows kv_row[t] of kc, vc [rows, KV].
+    void (*qkv_rope_cache)(Ops *o, Tensor *q, Tensor *kc, Tensor *vc, const Tensor *qkv, const int *pos,
+                           const int *kv_row, int T, int H, int KVH, int hd, float theta);
+
+    // Optional (NULL: every op runs when it is called). Graphs of a repeated op sequence (decode steps).
+    // Between graph_begin and graph_end ops are not run one by one: the first pass through a graph
+    // captures them (host inputs such as upload sources and attention work lists staged in pinned
+    // memory at fixed addresses); later passes only restage those inputs and graph_end replays the whole
+    // sequence as one launch. graph_end returns 1 when the pass's op sequence differed from the captured
+    // one (other shapes or buffers): the graph is then dropped and the caller repeats the pass, which
+    // captures afresh. A pass holds forward ops only; nothing in it may read results back (download,
+    // sync, sample_rows) or allocate.
+    // run = 0 abandons the pass (its caller failed part-way) without running anything.
+    void *(*graph_create)(Ops *o);
+    void (*graph_begin)(Ops *o, void *g);
+    int (*graph_end)(Ops *o, void *g, int run);
+    void (*graph_free)(Ops *o, void *g);
 };
 
 // The CPU backend: fp32, OpenMP threads.

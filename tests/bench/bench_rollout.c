@@ -1,11 +1,13 @@
 // bench_rollout: the R1-AQA rollout on the CUDA backend at a model config's shape with random bf16
 // weights drawn on the GPU (default configs/model-7b.json): one 30 s clip (3000 frames -> 750 audio
-// tokens) + 96 text tokens, G = 8 samples of 32 new tokens (EOS ignored), temperature-1 sampling on the
-// GPU (Gumbel-max, no host copy of the logits). Also times the library's model_generate (GPU sampler with
-// and without top-k 50, and the host sampler)
-// and the reference-model forward over the 8 x 878 sequences, both as 8 separate sequences and as one
-// shared-prefix group. Prints seconds, tokens/s and peak device memory; --json writes them for
-// tests/bench/hf_rollout.py, which runs transformers on the same workload and prints the ratio.
+// tokens) + 96 text tokens, G = 8 samples of 32 new tokens (EOS ignored), temperature-1 sampling, all
+// through the library's model_generate (the rollout binary's path: GPU sampler, only ids and log-probs
+// leave the GPU). Times it with decode steps replayed as CUDA graphs and launched op by op, with the
+// recipe's top-k 50, with the host sampler, and Q = 4 questions generated together against one at a
+// time; then the prefill split into encoder and decoder, and the reference-model forward over the
+// 8 x 878 sequences, both as 8 separate sequences and as one shared-prefix group. Prints seconds,
+// phases, tokens/s and peak device memory; --json writes them for tests/bench/hf_rollout.py, which runs
+// transformers on the same workload and prints the ratios.
 // Usage: bench_rollout [config.json] [--json OUT]
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,60 +49,6 @@ static void model_random_gpu(Model *m, const ModelConfig *c, Ops *o) {
     o->sync(o);
 }
 
-typedef struct {
-    KVCache kv;
-    ModelActs *a;
-    ModelBatch b;
-    Tensor *logits;  // [G, V]
-    int *ids_dev, *last_dev;
-    int tokens[G][NEW];
-    double t_prefill;  // seconds of the last run's prefill (audio encoder + prompt)
-    double t_enqueue;  // host seconds inside the decode steps' model_infer calls (launching, not waiting)
-} Rollout;
-
-// Prefill once, then G samples decode together over the shared cached prompt.
-static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const float *feat) {
-    Ops *o = m->ops;
-    const int V = m->cfg.vocab, D = m->cfg.dim;
-    Err e;
-    uint32_t keys[G];
-    for (int g = 0; g < G; g++) keys[g] = (uint32_t)g;
-    const double t0 = now();
-    mbatch_clear(&r->b);
-    for (int i = 0; i < P; i++) mbatch_add_token(&r->b, prompt[i], i, i);
-    mbatch_add_seg(&r->b, (AttnSeg){.q_start = 0, .q_len = P, .k_start = 0, .k_len = P, .causal = 1});
-    mbatch_add_audio(&r->b, feat, FRAMES);
-    if (model_infer(m, &r->b, r->a, &r->kv, NULL, 0, NULL, &e)) fatal("%s", e.msg);
-    // every sample starts from the prompt's last row
-    Tensor *x = (Tensor *)model_final_hidden(r->a);
-    o->matmul(o, r->logits, ops_at(o, x, (size_t)(P - 1) * D), ops_at(o, m->params, m->t.specs[m->t.lm_head].offset),
-              NULL, 1, V, D, 0, 1, 0);
-    o->copy_rows(o, r->logits, NULL, r->logits, r->last_dev, G, V, 0);
-    o->sync(o);
-    r->t_prefill = now() - t0;
-    r->t_enqueue = 0;
-    for (int t = 0; t < NEW; t++) {
-        ops_cuda_sample(o, r->ids_dev, r->logits, G, V, 1.0f, 42, keys, (uint32_t)t);
-        int ids[G];
-        o->download(o, ids, r->ids_dev, sizeof ids);
-        for (int g = 0; g < G; g++) r->tokens[g][t] = ids[g];
-        if (t == NEW - 1) break;
-        mbatch_clear(&r->b);
-        for (int g = 0; g < G; g++) {
-            const int blk = P + g * NEW;
-            mbatch_add_token(&r->b, ids[g], P + t, blk + t);
-            mbatch_add_seg(&r->b, (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = P, .k_start = blk,
-                                            .k_len = t + 1, .causal = 1});
-        }
-        const double te = now();
-        if (model_infer(m, &r->b, r->a, &r->kv, NULL, 0, NULL, &e)) fatal("%s", e.msg);
-        r->t_enqueue += now() - te;
-        o->matmul(o, r->logits, model_final_hidden(r->a), ops_at(o, m->params, m->t.specs[m->t.lm_head].offset),
-                  NULL, G, V, D, 0, 1, 0);
-    }
-}
-
-
 // Seconds per call of fn over reps calls (synchronised), after one warm-up call.
 #define TIME_OP(o, reps, call)                    \
     ({                                            \
@@ -120,14 +68,19 @@ static void components(Model *m, int P) {
     const int D = c->dim, FF = c->ffn, V = c->vocab, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim;
     const TextLayerParams *lp = &m->t.tlayer[0];
 #define W(i) ops_at(o, m->params, m->t.specs[(i)].offset)
-    Tensor *x = o->alloc(o, (size_t)P * (FF > V / 8 ? FF : V / 8) * 2 * o->act_size);
-    Tensor *y = o->alloc(o, (size_t)P * (FF > V / 8 ? FF : V / 8) * 2 * o->act_size);
+    Tensor *x = o->alloc(o, (size_t)P * (FF > V / 8 ? FF : V / 8) * 4 * o->act_size);
+    Tensor *y = o->alloc(o, (size_t)P * (FF > V / 8 ? FF : V / 8) * 4 * o->act_size);
     struct {
         const char *name;
         int M, N, K, w, b;
-    } g[] = {{"q_proj +bias", G, Q, D, lp->q_w, lp->q_b}, {"gate_proj", G, FF, D, lp->gate_w, -1},
-             {"down_proj", G, D, FF, lp->down_w, -1},      {"lm_head", G, V, D, m->t.lm_head, -1},
-             {"q_proj +bias (prefill)", P, Q, D, lp->q_w, lp->q_b}, {"gate_proj (prefill)", P, FF, D, lp->gate_w, -1}};
+    } g[] = {{"q_proj +bias", G, Q, D, lp->q_w, lp->q_b},
+             {"q/k/v stacked +bias", G, Q + 2 * KV, D, lp->q_w, lp->q_b},
+             {"gate_proj", G, FF, D, lp->gate_w, -1},
+             {"gate/up stacked", G, 2 * FF, D, lp->gate_w, -1},
+             {"down_proj", G, D, FF, lp->down_w, -1},
+             {"lm_head", G, V, D, m->t.lm_head, -1},
+             {"q/k/v stacked (prefill)", P, Q + 2 * KV, D, lp->q_w, lp->q_b},
+             {"gate/up stacked (prefill)", P, 2 * FF, D, lp->gate_w, -1}};
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
         double t = TIME_OP(o, 20, o->matmul(o, y, x, W(g[i].w), g[i].b >= 0 ? W(g[i].b) : NULL, g[i].M, g[i].N,
                                              g[i].K, 0, 1, 0));
@@ -152,7 +105,6 @@ static void components(Model *m, int P) {
         t = TIME_OP(o, 5, o->attention(o, y, lse, x, x, x, &enc, 1, ah, ah, ahd, 0.125f));
         printf("    attention encoder %d bidirectional (%d heads x %d): %.1f us per layer\n", Pa, ah, ahd, t * 1e6);
     }
-    (void)KV;
 #undef W
     o->free(o, x), o->free(o, y), o->free(o, lse);
 }
@@ -178,71 +130,96 @@ int main(int argc, char **argv) {
            now() - t0);
     Rng rng;
     rng_init(&rng, 3, 0);
-    const int na = audio_token_count(FRAMES), P = na + TEXT, L = P + NEW, V = c.vocab;
+    const int na = audio_token_count(FRAMES), P = na + TEXT, L = P + NEW;
     float *feat = mallocCheck((size_t)c.n_mels * FRAMES * sizeof(float));
     for (size_t i = 0; i < (size_t)c.n_mels * FRAMES; i++) feat[i] = (float)rng_normal(&rng);
     int *prompt = mallocCheck((size_t)P * sizeof(int));
     for (int i = 0; i < P; i++) prompt[i] = (int)rng_below(&rng, 100000) + 100;
     for (int i = 0; i < na; i++) prompt[3 + i] = c.audio_token_id;
 
-    // ---- rollout, GPU sampling
-    Rollout r;
-    memset(&r, 0, sizeof r);
-    kv_cache_init(&r.kv, &m, P + G * NEW);
-    r.a = model_acts_create(&m, P, 1, 0, 0);
-    mbatch_init(&r.b, &c);
-    r.logits = o->alloc(o, (size_t)G * V * o->act_size);
-    r.ids_dev = o->alloc(o, G * sizeof(int));
-    r.last_dev = o->alloc(o, G * sizeof(int));  // zeros: row 0 of the logits, G times
-    rollout_run(&m, &r, prompt, P, feat);        // warm-up: GEMM plans, attention lists
-    double best = 1e30, sum = 0;
-    for (int i = 0; i < REPS; i++) {
-        o->sync(o);
-        t0 = now();
-        rollout_run(&m, &r, prompt, P, feat);
-        o->sync(o);
-        double t = now() - t0;
-        sum += t, best = t < best ? t : best;
+    // ---- model_generate: graphs / op by op / top-k 50 / host sampler, then Q questions together
+    enum { MODES = 4, Q = 4 };
+    static const char *mode_name[MODES] = {"GPU sampler, decode graphs", "GPU sampler, op by op",
+                                           "GPU sampler, graphs, top-k 50", "host sampler, op by op"};
+    double t_gen[MODES], best_gen[MODES], pre[MODES], dec[MODES];
+    GenPrompt qs[Q];
+    for (int i = 0; i < Q; i++) qs[i] = (GenPrompt){prompt, P, feat, FRAMES, (uint32_t)i};
+    GenResult res[Q];
+    for (int i = 0; i < Q; i++) gen_result_init(&res[i], G, NEW);
+    SamplerParams sp = sampler_defaults(c.eos_id, NEW, 5);
+    sp.n_eos = 0;  // 32 tokens, EOS or not
+    int tokens[G][NEW];
+    void *(*graph_create)(Ops *) = o->graph_create;
+    void (*dev_sampler)(Ops *, int *, float *, const Tensor *, int, int, const SamplerParams *, int *,
+                        const SampleRow *, uint32_t) = o->sample_rows;
+    for (int mode = 0; mode < MODES; mode++) {
+        sp.top_k = mode == 2 ? 50 : 0;
+        if (mode == 1 || mode == 3) o->graph_create = NULL;
+        if (mode == 3) o->sample_rows = NULL;
+        const int reps = mode == 3 ? 1 : REPS;
+        if (model_generate(&m, qs, 1, G, &sp, res, &e)) fatal("%s", e.msg);  // warm-up: plans, graph shapes
+        best_gen[mode] = 1e30, t_gen[mode] = pre[mode] = dec[mode] = 0;
+        for (int i = 0; i < reps; i++) {
+            t0 = now();
+            if (model_generate(&m, qs, 1, G, &sp, res, &e)) fatal("%s", e.msg);
+            const double t = now() - t0;
+            t_gen[mode] += t / reps, pre[mode] += res[0].prefill_s / reps, dec[mode] += res[0].decode_s / reps;
+            best_gen[mode] = t < best_gen[mode] ? t : best_gen[mode];
+        }
+        o->graph_create = graph_create, o->sample_rows = dev_sampler;
+        printf("  model_generate (%s): mean %.4f s (best %.4f), %.0f new tokens/s; prefill %.4f s, decode %.2f ms "
+               "per step\n",
+               mode_name[mode], t_gen[mode], best_gen[mode], G * NEW / t_gen[mode], pre[mode],
+               dec[mode] / (NEW - 1) * 1e3);
+        if (mode == 0)
+            for (int g = 0; g < G; g++) memcpy(tokens[g], res[0].tokens + g * NEW, sizeof tokens[g]);
     }
-    const double t_roll = sum / REPS;
-    printf("  rollout (GPU sampling): prompt %d (%d audio) + %d x %d new tokens: mean %.4f s (best %.4f), "
-           "%.0f new tokens/s\n", P, na, G, NEW, t_roll, best, G * NEW / t_roll);
-    printf("    prefill (encoder + %d-token prompt) %.4f s, decode %.2f ms per step (host launch time inside "
-           "model_infer %.2f ms per step)\n", P, r.t_prefill, (best - r.t_prefill) / (NEW - 1) * 1e3,
-           r.t_enqueue / (NEW - 1) * 1e3);
     printf("    sample 0 tokens 0..7:");
-    for (int j = 0; j < 8; j++) printf(" %d", r.tokens[0][j]);
+    for (int j = 0; j < 8; j++) printf(" %d", tokens[0][j]);
     printf("\n");
-    mbatch_free(&r.b);
-    model_acts_free(&m, r.a);
-    kv_cache_free(&r.kv, &m);
-
-    // ---- the library's model_generate, the rollout binary's path: the backend sampler (only ids and
-    // log-probs leave the GPU) at temperature 1 with and without the recipe's top-k 50, then the host
-    // sampler over downloaded logits (sample_rows switched off) for comparison
-    GenPrompt q = {prompt, P, feat, FRAMES, 0};
-    double t_gen[3];
-    for (int mode = 0; mode < 3; mode++) {
-        SamplerParams sp = sampler_defaults(c.eos_id, NEW, 5);
-        sp.n_eos = 0;
-        sp.top_k = mode == 1 ? 50 : 0;
-        GenResult res;
-        gen_result_init(&res, G, NEW);
-        void (*dev)(Ops *, int *, float *, const Tensor *, int, int, const SamplerParams *, int *, const SampleRow *,
-                    uint32_t) = o->sample_rows;
-        if (mode == 2) o->sample_rows = NULL;
-        const int reps = mode == 2 ? 1 : REPS;
-        if (mode < 2 && model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);  // warm-up
+    // Q questions (same clip and prompt, other sampling keys) in one call against Q calls
+    sp.top_k = 0;
+    if (model_generate(&m, qs, Q, G, &sp, res, &e)) fatal("%s", e.msg);  // warm-up
+    double t_batch = 0, t_seq = 0, pre_b = 0, dec_b = 0;
+    for (int i = 0; i < REPS; i++) {
         t0 = now();
-        for (int i = 0; i < reps; i++)
-            if (model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);
-        t_gen[mode] = (now() - t0) / reps;
-        o->sample_rows = dev;
-        printf("  model_generate (%s): %.4f s, %.0f new tokens/s\n",
-               mode == 0 ? "GPU sampler, T=1" : mode == 1 ? "GPU sampler, T=1 top-k 50" : "host sampler, T=1",
-               t_gen[mode], G * NEW / t_gen[mode]);
-        gen_result_free(&res);
+        if (model_generate(&m, qs, Q, G, &sp, res, &e)) fatal("%s", e.msg);
+        t_batch += (now() - t0) / REPS, pre_b += res[0].prefill_s / REPS, dec_b += res[0].decode_s / REPS;
     }
+    int same = 0;  // batched tokens equal to question 0's alone (a bf16 rounding tie may differ)
+    for (int g = 0; g < G; g++) same += !memcmp(tokens[g], res[0].tokens + g * NEW, sizeof tokens[g]);
+    for (int i = 0; i < REPS; i++) {
+        t0 = now();
+        for (int q = 0; q < Q; q++)
+            if (model_generate(&m, &qs[q], 1, G, &sp, &res[q], &e)) fatal("%s", e.msg);
+        t_seq += (now() - t0) / REPS;
+    }
+    printf("  model_generate, %d questions x %d samples together: %.4f s (prefill %.4f s, decode %.2f ms per "
+           "step), %.0f new tokens/s; one at a time %.4f s -> %.2fx; question 0's samples equal to alone: %d of "
+           "%d\n",
+           Q, G, t_batch, pre_b, dec_b / (NEW - 1) * 1e3, Q * G * NEW / t_batch, t_seq, t_seq / t_batch, same, G);
+    for (int i = 0; i < Q; i++) gen_result_free(&res[i]);
+    const double t_roll = t_gen[0], best = best_gen[0];
+
+    // ---- where the prefill goes: the whole prompt with its clip, and the same tokens without the clip
+    // (<|AUDIO|> embedded as a token: no encoder)
+    double t_pre[2];
+    for (int mode = 0; mode < 2; mode++) {
+        KVCache kv;
+        kv_cache_init(&kv, &m, P);
+        ModelActs *a = model_acts_create(&m, P, 1, 0, 0);
+        ModelBatch b;
+        mbatch_init(&b, &c);
+        for (int i = 0; i < P; i++) mbatch_add_token(&b, prompt[i], i, i);
+        mbatch_add_seg(&b, (AttnSeg){.q_start = 0, .q_len = P, .k_start = 0, .k_len = P, .causal = 1});
+        if (mode == 0) mbatch_add_audio(&b, feat, FRAMES);
+        t_pre[mode] = TIME_OP(o, REPS, if (model_infer(&m, &b, a, &kv, NULL, 0, NULL, &e)) fatal("%s", e.msg));
+        mbatch_free(&b);
+        model_acts_free(&m, a);
+        kv_cache_free(&kv, &m);
+    }
+    printf("  prefill %.4f s = audio encoder + projector %.4f s + decoder over %d tokens %.4f s\n", t_pre[0],
+           t_pre[0] - t_pre[1], P, t_pre[1]);
 
     // ---- reference-model forward: 8 separate 878-token sequences, and one shared-prefix group
     int *seq = mallocCheck((size_t)L * sizeof(int));
@@ -250,7 +227,7 @@ int main(int argc, char **argv) {
     int comp_ids[G][NEW], lens[G];
     const int *comp[G];
     for (int g = 0; g < G; g++) {
-        for (int j = 0; j < NEW; j++) comp_ids[g][j] = r.tokens[g][j];
+        for (int j = 0; j < NEW; j++) comp_ids[g][j] = tokens[g][j];
         comp[g] = comp_ids[g], lens[g] = NEW;
     }
     double t_ref[2];
@@ -290,13 +267,15 @@ int main(int argc, char **argv) {
     if (json) {
         FILE *f = fopenCheck(json, "w");
         fprintf(f,
-                "{\"rollout_s\": %.5f, \"rollout_best_s\": %.5f, \"generate_s\": %.5f, \"generate_topk_s\": %.5f, "
-                "\"generate_host_s\": %.5f, \"ref_separate_s\": "
-                "%.5f, \"ref_shared_s\": %.5f, \"peak_gib\": %.3f, \"new_tokens\": %d, \"prompt\": %d}\n",
-                t_roll, best, t_gen[0], t_gen[1], t_gen[2], t_ref[0], t_ref[1], peak, G * NEW, P);
+                "{\"rollout_s\": %.5f, \"rollout_best_s\": %.5f, \"prefill_s\": %.5f, \"decode_step_s\": %.6f, "
+                "\"nograph_s\": %.5f, \"nograph_decode_step_s\": %.6f, \"generate_topk_s\": %.5f, "
+                "\"generate_host_s\": %.5f, \"batch_q\": %d, \"batch_s\": %.5f, \"batch_seq_s\": %.5f, "
+                "\"encoder_s\": %.5f, \"ref_separate_s\": %.5f, \"ref_shared_s\": %.5f, \"peak_gib\": %.3f, "
+                "\"new_tokens\": %d, \"prompt\": %d}\n",
+                t_roll, best, pre[0], dec[0] / (NEW - 1), t_gen[1], dec[1] / (NEW - 1), t_gen[2], t_gen[3], Q,
+                t_batch, t_seq, t_pre[0] - t_pre[1], t_ref[0], t_ref[1], peak, G * NEW, P);
         fcloseCheck(f);
     }
-    o->free(o, r.logits), o->free(o, r.ids_dev), o->free(o, r.last_dev);
     free(seq), free(prompt), free(feat);
     model_free(&m);
     ops_destroy(o);

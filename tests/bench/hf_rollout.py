@@ -4,7 +4,7 @@ configs/model-7b.json) with random bf16 weights, sdpa attention, on the GPU. Wor
 (3000 frames -> 750 audio tokens) + 96 text tokens, generate(num_return_sequences=8, do_sample=True,
 temperature 1, no top-k/top-p, 32 new tokens with EOS ignored); plus the reference-model forward over
 the 8 x 878 sequences (log-probs of the 32 completion tokens). Prints seconds, tokens/s, peak memory,
-and with --ours (bench_rollout's --json output) the speed ratio.
+and with --ours (bench_rollout's --json output) the speed ratios (graphs, op by op, Q questions together).
 
     python3 tests/bench/hf_rollout.py configs/model-7b.json --ours /tmp/ours.json
 """
@@ -93,10 +93,16 @@ def main():
         print(f"RESULT rollout: ours {ours['rollout_s']:.4f} s vs transformers {t_roll:.4f} s -> "
               f"{t_roll / ours['rollout_s']:.2f}x (target >= 4.5x); peak ours {ours['peak_gib']:.2f} GiB vs "
               f"{peak_roll:.2f} GiB")
-        if "generate_s" in ours:
-            print(f"RESULT model_generate (the rollout binary's path): ours {ours['generate_s']:.4f} s "
-                  f"(top-k 50: {ours['generate_topk_s']:.4f} s, host sampler {ours['generate_host_s']:.4f} s) vs "
-                  f"transformers {t_roll:.4f} s -> {t_roll / ours['generate_s']:.2f}x")
+        print(f"RESULT model_generate op by op (no graphs): ours {ours['nograph_s']:.4f} s -> "
+              f"{t_roll / ours['nograph_s']:.2f}x; decode {ours['decode_step_s'] * 1e3:.2f} ms/step with graphs, "
+              f"{ours['nograph_decode_step_s'] * 1e3:.2f} without; prefill {ours['prefill_s']:.4f} s "
+              f"(encoder {ours['encoder_s']:.4f} s)")
+        print(f"RESULT top-k 50 {ours['generate_topk_s']:.4f} s, host sampler {ours['generate_host_s']:.4f} s")
+        q = ours["batch_q"]
+        print(f"RESULT {q} questions together: ours {ours['batch_s']:.4f} s ({ours['batch_s'] / q:.4f} s per "
+              f"question, {q * ours['new_tokens'] / ours['batch_s']:.0f} new tokens/s) vs one at a time "
+              f"{ours['batch_seq_s']:.4f} s; vs transformers one question {t_roll:.4f} s -> "
+              f"{t_roll * q / ours['batch_s']:.2f}x per question")
         print(f"RESULT reference forward: ours {ours['ref_separate_s']:.4f} s (8 separate), "
               f"{ours['ref_shared_s']:.4f} s (shared prefix) vs transformers {t_ref:.4f} s -> "
               f"{t_ref / ours['ref_separate_s']:.2f}x / {t_ref / ours['ref_shared_s']:.2f}x")

@@ -1,7 +1,9 @@
 // test_ops_cuda: every forward and backward op of the CUDA backend (attention_bwd has its own test)
 // against the CPU backend on bf16-exact random inputs, printing max abs / rel errors, and the time of
 // the backward ops that move the most bytes. Tolerances are bf16's: one rounding of the output (2^-8
-// relative) plus fp32 summation-order noise. Exits 77 (skipped) without a GPU or a CUDA build.
+// relative) plus fp32 summation-order noise. Also the fused inference ops against the unfused ones, and
+// a graph's captured and replayed passes against the same ops run one by one. Exits 77 (skipped)
+// without a GPU or a CUDA build.
 #include <string.h>
 #include <time.h>
 
@@ -191,6 +193,107 @@ static void test_elementwise(void) {
     CHECK(cmp_act(&P, "avgpool2", yc, yg, 5000) < 1e-2);
     free_pair(&P, ac, ag), free_pair(&P, bc, bg), free_pair(&P, yc, yg);
     free(a), free(b);
+}
+
+// The fused inference ops against the CPU's unfused ones: swiglu over stacked [g | u] rows against
+// silu_mul, and qkv_rope_cache against rope on q and k plus copy_rows into cache rows (GQA 4 / 2 heads).
+static void test_fused(void) {
+    const int T = 5, FF = 96, H = 4, KVH = 2, hd = 64, Q = H * hd, KV = KVH * hd, ROWS = 12;
+    float *gu = rand_bf16((size_t)T * 2 * FF, 2, &R), *g = mallocCheck((size_t)T * FF * 4);
+    float *u = mallocCheck((size_t)T * FF * 4);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < FF; j++) g[t * FF + j] = gu[t * 2 * FF + j], u[t * FF + j] = gu[t * 2 * FF + FF + j];
+    Tensor *guc, *gug, *gc, *gg, *uc, *ug;
+    put_act(&P, gu, (size_t)T * 2 * FF, &guc, &gug);
+    put_act(&P, g, (size_t)T * FF, &gc, &gg);
+    put_act(&P, u, (size_t)T * FF, &uc, &ug);
+    Tensor *yc = P.c->alloc(P.c, (size_t)T * FF * 4), *yg = P.g->alloc(P.g, (size_t)T * FF * 2);
+    P.c->silu_mul(P.c, yc, gc, uc, (size_t)T * FF);
+    P.g->swiglu(P.g, yg, gug, T, FF);
+    CHECK(cmp_act(&P, "swiglu vs silu_mul", yc, yg, (size_t)T * FF) < 1e-2);
+    free_pair(&P, guc, gug), free_pair(&P, gc, gg), free_pair(&P, uc, ug), free_pair(&P, yc, yg);
+    free(gu), free(g), free(u);
+
+    float *qkv = rand_bf16((size_t)T * (Q + 2 * KV), 1, &R), *qh = mallocCheck((size_t)T * Q * 4);
+    float *kh = mallocCheck((size_t)T * KV * 4), *vh = mallocCheck((size_t)T * KV * 4);
+    for (int t = 0; t < T; t++) {
+        memcpy(qh + t * Q, qkv + t * (Q + 2 * KV), Q * 4);
+        memcpy(kh + t * KV, qkv + t * (Q + 2 * KV) + Q, KV * 4);
+        memcpy(vh + t * KV, qkv + t * (Q + 2 * KV) + Q + KV, KV * 4);
+    }
+    int pos[5] = {0, 7, 300, 301, 4095}, rows[5] = {11, 0, 3, 4, 8};
+    Tensor *qkvc, *qkvg, *qc, *qg, *kc, *kg, *vc, *vg;
+    void *pc, *pg, *rc, *rg;
+    put_act(&P, qkv, (size_t)T * (Q + 2 * KV), &qkvc, &qkvg);
+    put_act(&P, qh, (size_t)T * Q, &qc, &qg);
+    put_act(&P, kh, (size_t)T * KV, &kc, &kg);
+    put_act(&P, vh, (size_t)T * KV, &vc, &vg);
+    put_raw(&P, pos, sizeof pos, &pc, &pg);
+    put_raw(&P, rows, sizeof rows, &rc, &rg);
+    Tensor *kcc = P.c->alloc(P.c, (size_t)ROWS * KV * 4), *kcg = P.g->alloc(P.g, (size_t)ROWS * KV * 2);
+    Tensor *vcc = P.c->alloc(P.c, (size_t)ROWS * KV * 4), *vcg = P.g->alloc(P.g, (size_t)ROWS * KV * 2);
+    P.c->rope(P.c, qc, pc, T, H, hd, 1e4f, 0);
+    P.c->rope(P.c, kc, pc, T, KVH, hd, 1e4f, 0);
+    P.c->copy_rows(P.c, kcc, rc, kc, NULL, T, KV, 0);
+    P.c->copy_rows(P.c, vcc, rc, vc, NULL, T, KV, 0);
+    P.g->qkv_rope_cache(P.g, qg, kcg, vcg, qkvg, pg, rg, T, H, KVH, hd, 1e4f);
+    CHECK(cmp_act(&P, "qkv_rope_cache q", qc, qg, (size_t)T * Q) < 1e-2);
+    CHECK(cmp_act(&P, "qkv_rope_cache key rows", kcc, kcg, (size_t)ROWS * KV) < 1e-2);
+    CHECK(cmp_act(&P, "qkv_rope_cache value rows", vcc, vcg, (size_t)ROWS * KV) < 1e-2);
+    free_pair(&P, qkvc, qkvg), free_pair(&P, qc, qg), free_pair(&P, kc, kg), free_pair(&P, vc, vg);
+    free_pair(&P, pc, pg), free_pair(&P, rc, rg), free_pair(&P, kcc, kcg), free_pair(&P, vcc, vcg);
+    free(qkv), free(qh), free(kh), free(vh);
+}
+
+// A decode-like op sequence (upload of host rows, gather, GEMM, attention over a shared prefix with
+// per-step own-key lengths) through a graph: the captured pass and replays with new host inputs give
+// the op-by-op results exactly; a pass with another shape is refused (graph_end 1) and then recaptured.
+static void graph_pass(Ops *o, void *g, Tensor *y, Tensor *att, float *lse, const Tensor *x, const Tensor *w,
+                       const Tensor *kv, int *d_idx, const int *idx, int n, int step, int D) {
+    AttnSeg segs[4];
+    for (int i = 0; i < n; i++)
+        segs[i] = (AttnSeg){.q_start = i, .q_len = 1, .pre_start = 0, .pre_len = 40, .k_start = 40 + 8 * i,
+                            .k_len = step + 1, .causal = 1};
+    if (g) o->graph_begin(o, g);
+    o->upload(o, d_idx, idx, (size_t)n * sizeof(int));
+    o->copy_rows(o, att, NULL, x, d_idx, n, D, 0);
+    o->matmul(o, y, att, w, NULL, n, D, D, 0, 1, 0);
+    o->attention(o, att, lse, y, kv, kv, segs, n, 2, 2, D / 2, 0.125f);
+}
+
+static void test_graph(void) {
+    const int D = 64, ROWS = 80;
+    float *x = rand_bf16((size_t)ROWS * D, 1, &R), *w = rand_bf16((size_t)D * D, 0.2f, &R);
+    Ops *o = P.g;
+    Tensor *xg = o->alloc(o, (size_t)ROWS * D * 2), *wg = o->alloc(o, (size_t)D * D * 2);
+    o->upload_act(o, xg, x, (size_t)ROWS * D);
+    o->upload_act(o, wg, w, (size_t)D * D);
+    Tensor *y = o->alloc(o, 4 * D * 2), *att = o->alloc(o, 4 * D * 2);
+    float *lse = o->alloc(o, 4 * 2 * 4);
+    int *d_idx = o->alloc(o, 4 * sizeof(int));
+    void *g = o->graph_create(o);
+    float want[4 * 64], got[4 * 64];
+    int ok = 1, refused = 0;
+    for (int step = 0; step < 6; step++) {
+        const int n = step < 4 ? 4 : 3;  // the batch shrinks at step 4: a new shape
+        int idx[4];
+        for (int i = 0; i < n; i++) idx[i] = (step * 7 + i * 13) % ROWS;
+        graph_pass(o, NULL, y, att, lse, xg, wg, xg, d_idx, idx, n, step, D);
+        o->download_act(o, want, att, (size_t)n * D);
+        o->zero(o, att, (size_t)n * D * 2);
+        int r;
+        while ((r = (graph_pass(o, g, y, att, lse, xg, wg, xg, d_idx, idx, n, step, D), o->graph_end(o, g, 1))))
+            refused += r;
+        o->download_act(o, got, att, (size_t)n * D);
+        ok &= memcmp(want, got, (size_t)n * D * sizeof(float)) == 0;
+    }
+    printf("  graph: 6 passes (capture, replays, one new shape): %s, %d pass refused\n", ok ? "exact" : "DIFFERENT",
+           refused);
+    CHECK(ok);
+    CHECK_INT(refused, 1);
+    o->graph_free(o, g);
+    o->free(o, xg), o->free(o, wg), o->free(o, y), o->free(o, att), o->free(o, lse), o->free(o, d_idx);
+    free(x), free(w);
 }
 
 static void test_copy_rows(void) {
@@ -662,6 +765,8 @@ int main(void) {
     RUN(test_attention);
     RUN(test_elementwise);
     RUN(test_copy_rows);
+    RUN(test_fused);
+    RUN(test_graph);
     RUN(test_logprob);
     RUN(test_sample_rows);
     RUN(test_matmul_bwd);

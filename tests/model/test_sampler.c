@@ -229,6 +229,16 @@ static void test_generate_batch_independent(void) {
     CHECK(memcmp(both[1].len, alone.len, 3 * sizeof(int)) == 0);
     CHECK(rel_err(both[1].lp, alone.lp, 15) < 1e-5);
     CHECK(memcmp(one.tokens, alone.tokens, 5 * sizeof(int)) == 0);
+    // batched == sequential exactly on the CPU: question 0 (with audio) alone too, tokens and log-probs
+    // bit for bit (rows are computed independently of the batch they share)
+    GenResult first;
+    gen_result_init(&first, 3, 5);
+    CHECK(model_generate(&M, &qs[0], 1, 3, &p, &first, &e) == 0);
+    CHECK(memcmp(both[0].tokens, first.tokens, 15 * sizeof(int)) == 0);
+    CHECK(memcmp(both[0].lp, first.lp, 15 * sizeof(float)) == 0);
+    CHECK(memcmp(both[0].eos, first.eos, 3 * sizeof(int)) == 0);
+    CHECK(memcmp(both[1].lp, alone.lp, 15 * sizeof(float)) == 0);
+    gen_result_free(&first);
     int differ = 0;
     for (int i = 0; i < 5; i++)
         differ |= both[0].tokens[i] != both[0].tokens[5 + i] || both[0].tokens[i] != both[0].tokens[10 + i];

@@ -3,8 +3,9 @@
 // shape and fields, that its completions and sampling log-probs are exactly what model_generate gives,
 // the mask (up to and including the first EOS), rewards equal to reward_score on the decoded text (in
 // process, and through a reward-server child on 127.0.0.1:0 with the totals weighted by the config),
-// reference log-probs equal to a plain per-sequence model_forward, beta = 0 (no reference), a new seed per step, and a
-// question whose audio is missing becoming a failed group that names the file.
+// reference log-probs equal to a plain per-sequence model_forward, beta = 0 (no reference), a new seed per step, a
+// question whose audio is missing becoming a failed group that names the file, and a batch of questions
+// generated together giving each question's groups exactly.
 // Usage: test_worker REWARD_SERVER_BINARY
 #include <signal.h>
 #include <spawn.h>
@@ -203,6 +204,37 @@ static void test_failed_question(void) {
     traj_group_free(&g);
 }
 
+// Three questions generated together (rollout.batch_questions), one of them failing to prepare: each
+// good group equals the group of its question alone, bit for bit, and the bad one is a failed group.
+static void test_batch(void) {
+    RolloutWorker w = make_worker();
+    Question bad = ds.q[2];
+    bad.audio_path = (char *)TMP_PATH("rollout_batch_missing.wav");
+    const Question *qs[3] = {&ds.q[1], &bad, &ds.q[3]};
+    const int64_t slots[3] = {4, 5, 6};
+    TrajGroup g[3];
+    Err e;
+    if (rollout_questions(&w, qs, slots, 3, 2, g, &e)) {
+        CHECKF(0, "%s", e.msg);
+        return;
+    }
+    CHECK(g[1].failed && g[1].slot == 5 && g[1].G == 0);
+    for (int i = 0; i < 3; i += 2) {
+        TrajGroup one;
+        CHECK(rollout_question(&w, qs[i], slots[i], 2, &one, &e) == 0);
+        CHECK(traj_group_check(&g[i], &e) == 0);
+        CHECK(!g[i].failed && g[i].slot == slots[i] && g[i].question == qs[i]->index);
+        CHECK_INT(g[i].n_tokens, one.n_tokens);
+        CHECK(memcmp(g[i].ids, one.ids, sizeof(int32_t) * (size_t)one.n_tokens) == 0);
+        CHECK(memcmp(g[i].sample_lp, one.sample_lp, sizeof(float) * (size_t)one.n_tokens) == 0);
+        CHECK(memcmp(g[i].ref_lp, one.ref_lp, sizeof(float) * (size_t)one.n_tokens) == 0);
+        CHECK(memcmp(g[i].rewards, one.rewards, sizeof(float) * G) == 0);
+        CHECK(g[i].time.prefill > 0 && g[i].time.decode > 0);
+        traj_group_free(&one);
+    }
+    for (int i = 0; i < 3; i++) traj_group_free(&g[i]);
+}
+
 // reward-server on 127.0.0.1:0 (weights 1 and 1); the worker's totals use the config's 2 and 0.5. No
 // reference model here (beta = 0): no ref_lp.
 static void test_reward_service(void) {
@@ -278,6 +310,7 @@ int main(int argc, char **argv) {
     RUN(test_question);
     RUN(test_eos);
     RUN(test_failed_question);
+    RUN(test_batch);
     server_bin = argv[1];
     RUN(test_reward_service);
     model_free(&model);

@@ -5,9 +5,12 @@
 // groups) go to a tensor-core flash kernel (WMMA bf16 tiles, fp32 online softmax); short runs (decode)
 // go to a CUDA-core kernel whose blocks hold every query row of a group that shares a prefix, so a
 // decode step reads the shared prompt's keys once for all G samples, split over blocks when they are
-// few. Everything runs in order on one stream. Backward ops accumulate their parameter gradients in fp32
-// (column sums through fp32 partials, embedding scatter-add by first occurrence) and round once into the
-// bf16 gradient; the scatter-add and the column sums are deterministic (no float atomics).
+// few. Inference fuses the stacked q/k/v (RoPE and cache writes in one kernel) and gate/up projections,
+// and a repeated op sequence (a decode step) can be captured once as a CUDA graph and replayed with new
+// host inputs (ops.h graph_*). GEMM plans made outside a capture are tuned by timing the heuristic's
+// candidates. Everything runs in order on one stream. Backward ops accumulate their parameter gradients
+// in fp32 (column sums through fp32 partials, embedding scatter-add by first occurrence) and round once
+// into the bf16 gradient; the scatter-add and the column sums are deterministic (no float atomics).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -53,6 +56,8 @@ typedef struct {
     int n_fitems;
     int n_items, n_rows, max_vec, nq, max_pre;  // nq: query rows spanned, max_pre: longest prefix
     unsigned long long stamp;
+    float *part;  // a graph's list only: its own split states (Cuda.part otherwise)
+    size_t part_n;
 } AttnCache;
 
 typedef struct {
@@ -77,9 +82,171 @@ typedef struct {
     void *smp;  // sample_rows workspace (see there)
     size_t smp_bytes;
     AttnBwd *attn_bwd;  // attention_bwd.cu's plan and scratch
+    struct Graph *gr;  // the graph of the pass in progress (graph_begin .. graph_end), or NULL
 } Cuda;
 
 static Cuda *impl(Ops *o) { return (Cuda *)o->impl; }
+
+// ---------------------------------------------------------------- graphs (ops.h graph_*)
+
+// A pass through a graph is the model code issuing its ops as usual. On the first pass the stream is
+// captured: host inputs are copied into pinned blocks the graph owns and the captured copies read them
+// there, and device buffers an op needs for itself (attention work lists, split states) are the graph's
+// own, so every address in the graph stays valid. On a later pass each op only adds its arguments to a
+// signature and the host inputs are rewritten in place, in the same order; graph_end compares the
+// signature with the captured one and replays, or asks for the pass again after dropping the graph.
+enum { GRAPH_PIN_BLOCK = 1 << 16 };
+
+typedef struct {
+    void *host;  // pinned source of one captured upload
+    size_t bytes;
+    void *dst;
+} GraphStage;
+
+typedef struct Graph {
+    cudaGraphExec_t exec;  // NULL until captured
+    cudaEvent_t done;      // the last launch finished: its pinned inputs may be rewritten
+    int replay, bad;       // this pass only stages; its inputs did not match the captured ones
+    uint64_t key, pass_key;
+    GraphStage *st;  // captured uploads in order; i_st: the next one of this pass
+    int n_st, cap_st, i_st;
+    void **pins;  // pinned blocks; the last one is filled from pin_used
+    int n_pins;
+    size_t pin_used, pin_cap;
+    void **devs;  // device buffers owned by the graph
+    int n_devs;
+    AttnCache *plans;  // attention work lists in first-use order; i_plan: the current one of this pass
+    int n_plans, i_plan;
+} Graph;
+
+static void graph_mix(Graph *g, const uint64_t *v, size_t n) {
+    for (size_t i = 0; i < n; i++) g->pass_key = (g->pass_key ^ v[i]) * 1099511628211ull + (v[i] >> 29);
+}
+
+// Records an op's arguments (integers and pointers) in the pass signature; true when the op must not
+// run (a replay pass: its kernels are in the graph already).
+template <typename... Ts>
+static int graph_skip(Cuda *c, int line, Ts... v) {
+    if (!c->gr) return 0;
+    const uint64_t k[] = {(uint64_t)line, (uint64_t)v...};
+    graph_mix(c->gr, k, sizeof k / sizeof k[0]);
+    return c->gr->replay;
+}
+#define GRAPH_SKIP(c, ...)                                    \
+    do {                                                     \
+        if (graph_skip((c), __LINE__, __VA_ARGS__)) return; \
+    } while (0)
+
+static void graph_forbid(Cuda *c, const char *what) {
+    if (c->gr) fatal("cuda: %s inside a graph pass (graph passes may not read back, synchronise or allocate)", what);
+}
+
+static void *graph_dev_alloc(Graph *g, size_t bytes) {
+    void *p;
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    g->devs = (void **)reallocCheck(g->devs, (size_t)(g->n_devs + 1) * sizeof(void *));
+    g->devs[g->n_devs++] = p;
+    return p;
+}
+
+// dst <- src_host[bytes] as an input of the graph (see above).
+static void graph_stage(Cuda *c, void *dst, const void *src, size_t bytes) {
+    Graph *g = c->gr;
+    if (g->replay) {
+        if (g->i_st >= g->n_st || g->st[g->i_st].dst != dst || g->st[g->i_st].bytes != bytes) {
+            g->bad = 1;
+            return;
+        }
+        memcpy(g->st[g->i_st++].host, src, bytes);
+        return;
+    }
+    const size_t need = (bytes + 15) & ~(size_t)15;
+    if (!g->n_pins || g->pin_used + need > g->pin_cap) {
+        g->pin_cap = need > (size_t)GRAPH_PIN_BLOCK ? need : (size_t)GRAPH_PIN_BLOCK;
+        g->pins = (void **)reallocCheck(g->pins, (size_t)(g->n_pins + 1) * sizeof(void *));
+        CUDA_CHECK(cudaMallocHost(&g->pins[g->n_pins++], g->pin_cap));
+        g->pin_used = 0;
+    }
+    void *h = (char *)g->pins[g->n_pins - 1] + g->pin_used;
+    g->pin_used += need;
+    memcpy(h, src, bytes);
+    if (g->n_st == g->cap_st) {
+        g->cap_st = g->cap_st ? 2 * g->cap_st : 16;
+        g->st = (GraphStage *)reallocCheck(g->st, (size_t)g->cap_st * sizeof(GraphStage));
+    }
+    g->st[g->n_st++] = (GraphStage){h, bytes, dst};
+    CUDA_CHECK(cudaMemcpyAsync(dst, h, bytes, cudaMemcpyHostToDevice, c->stream));
+}
+
+static void graph_clear(Graph *g) {
+    CUDA_CHECK(cudaEventSynchronize(g->done));  // a launch in flight still uses the buffers
+    if (g->exec) CUDA_CHECK(cudaGraphExecDestroy(g->exec));
+    g->exec = NULL;
+    for (int i = 0; i < g->n_pins; i++) CUDA_CHECK(cudaFreeHost(g->pins[i]));
+    for (int i = 0; i < g->n_devs; i++) CUDA_CHECK(cudaFree(g->devs[i]));
+    for (int i = 0; i < g->n_plans; i++) free(g->plans[i].segs);
+    free(g->pins), free(g->devs), free(g->st), free(g->plans);
+    g->pins = NULL, g->devs = NULL, g->st = NULL, g->plans = NULL;
+    g->n_pins = g->n_devs = g->n_st = g->cap_st = g->n_plans = 0;
+    g->pin_used = g->pin_cap = 0;
+}
+
+static void *cu_graph_create(Ops *o) {
+    (void)o;
+    Graph *g = (Graph *)callocCheck(1, sizeof(Graph));
+    CUDA_CHECK(cudaEventCreateWithFlags(&g->done, cudaEventDisableTiming));
+    return g;
+}
+
+static void cu_graph_begin(Ops *o, void *gp) {
+    Cuda *c = impl(o);
+    Graph *g = (Graph *)gp;
+    if (c->gr) fatal("cuda: graph_begin inside another graph pass");
+    c->gr = g;
+    g->replay = g->exec != NULL, g->bad = 0, g->pass_key = 1469598103934665603ull, g->i_st = 0, g->i_plan = 0;
+    if (g->replay)
+        CUDA_CHECK(cudaEventSynchronize(g->done));  // the last replay may still read the pinned inputs
+    else
+        CUDA_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeRelaxed));
+}
+
+static int cu_graph_end(Ops *o, void *gp, int run) {
+    Cuda *c = impl(o);
+    Graph *g = (Graph *)gp;
+    if (c->gr != g) fatal("cuda: graph_end without its graph_begin");
+    c->gr = NULL;
+    if (!g->replay) {
+        cudaGraph_t graph;
+        CUDA_CHECK(cudaStreamEndCapture(c->stream, &graph));
+        if (run) {
+            CUDA_CHECK(cudaGraphInstantiate(&g->exec, graph, 0));
+            g->key = g->pass_key;
+        }
+        CUDA_CHECK(cudaGraphDestroy(graph));
+        if (!run) {
+            graph_clear(g);
+            return 0;
+        }
+    } else if (!run) {
+        return 0;
+    } else if (g->bad || g->i_st != g->n_st || g->i_plan != g->n_plans || g->pass_key != g->key) {
+        graph_clear(g);  // another op sequence: the caller's next pass captures it
+        return 1;
+    }
+    CUDA_CHECK(cudaGraphLaunch(g->exec, c->stream));
+    CUDA_CHECK(cudaEventRecord(g->done, c->stream));
+    return 0;
+}
+
+static void cu_graph_free(Ops *o, void *gp) {
+    Graph *g = (Graph *)gp;
+    if (!g) return;
+    if (impl(o)->gr == g) fatal("cuda: graph_free during its pass");
+    CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream));
+    graph_clear(g);
+    CUDA_CHECK(cudaEventDestroy(g->done));
+    free(g);
+}
 
 static unsigned grid_for(size_t n, int threads) {
     size_t b = (n + threads - 1) / threads;
@@ -91,6 +258,7 @@ static unsigned grid_for(size_t n, int threads) {
 
 static void *cu_alloc(Ops *o, size_t bytes) {
     Cuda *c = impl(o);
+    graph_forbid(c, "alloc");
     void *p;
     CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
     CUDA_CHECK(cudaMemsetAsync(p, 0, bytes ? bytes : 1, c->stream));
@@ -107,6 +275,7 @@ static void *cu_alloc(Ops *o, size_t bytes) {
 
 static void cu_free(Ops *o, void *p) {
     Cuda *c = impl(o);
+    graph_forbid(c, "free");
     if (!p) return;
     for (int i = 0; i < c->n_blk; i++)
         if (c->blk_ptr[i] == p) {
@@ -119,24 +288,37 @@ static void cu_free(Ops *o, void *p) {
 }
 
 static void cu_upload(Ops *o, void *dst, const void *src, size_t bytes) {
+    Cuda *c = impl(o);
+    if (c->gr) {
+        const uint64_t k[] = {(uint64_t)dst, bytes};
+        graph_mix(c->gr, k, 2);
+        if (bytes) graph_stage(c, dst, src, bytes);
+        return;
+    }
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, impl(o)->stream));
 }
 
 static void cu_download(Ops *o, void *dst, const void *src, size_t bytes) {
+    graph_forbid(impl(o), "download");
     if (!bytes) return;
     CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, impl(o)->stream));
     CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream));
 }
 
 static void cu_copy(Ops *o, void *dst, const void *src, size_t bytes) {
+    GRAPH_SKIP(impl(o), dst, src, bytes);
     if (bytes) CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl(o)->stream));
 }
 
 static void cu_zero(Ops *o, void *dst, size_t bytes) {
+    GRAPH_SKIP(impl(o), dst, bytes);
     if (bytes) CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, impl(o)->stream));
 }
 
-static void cu_sync(Ops *o) { CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream)); }
+static void cu_sync(Ops *o) {
+    graph_forbid(impl(o), "sync");
+    CUDA_CHECK(cudaStreamSynchronize(impl(o)->stream));
+}
 
 __global__ void f32_to_bf16_kernel(bf16 *y, const float *x, size_t n) {
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -152,6 +334,7 @@ __global__ void bf16_to_f32_kernel(float *y, const bf16 *x, size_t n) {
 // needs a device fp32 copy of the whole model.
 static void cu_upload_act(Ops *o, Tensor *dst, const float *src, size_t n) {
     Cuda *c = impl(o);
+    graph_forbid(c, "upload_act");
     for (size_t i = 0; i < n; i += c->scratch_n) {
         size_t k = n - i < c->scratch_n ? n - i : c->scratch_n;
         CUDA_CHECK(cudaMemcpyAsync(c->scratch, src + i, k * sizeof(float), cudaMemcpyHostToDevice, c->stream));
@@ -162,6 +345,7 @@ static void cu_upload_act(Ops *o, Tensor *dst, const float *src, size_t n) {
 
 static void cu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) {
     Cuda *c = impl(o);
+    graph_forbid(c, "download_act");
     for (size_t i = 0; i < n; i += c->scratch_n) {
         size_t k = n - i < c->scratch_n ? n - i : c->scratch_n;
         bf16_to_f32_kernel<<<grid_for(k, 256), 256, 0, c->stream>>>(c->scratch, (const bf16 *)src + i, k);
@@ -180,7 +364,46 @@ static int ptr_align(const void *p) {
     return al;
 }
 
-static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias, int beta, int align) {
+// Outputs above PLAN_TUNE_MAX bytes are not tuned: such GEMMs are compute-bound, where the heuristic's
+// choice is good, and their scratch output would be large.
+enum { PLAN_TRY = 8, PLAN_REPS = 3, PLAN_TUNE_MAX = 64 << 20 };
+
+// Times the heuristic's candidate algorithms on the call's own operands (the output into a scratch
+// buffer) and keeps the fastest: for the skinny decode GEMMs the heuristic's first choice is often not the
+// one that streams the weights fastest. Not while a graph is being captured (nothing may run then).
+static void plan_tune(Cuda *c, GemmPlan *p, const cublasLtMatmulHeuristicResult_t *res, int n, const void *A,
+                      const void *B, const void *bias) {
+    void *C;
+    CUDA_CHECK(cudaMalloc(&C, (size_t)p->M * p->N * sizeof(bf16)));
+    CUDA_CHECK(cudaMemsetAsync(C, 0, (size_t)p->M * p->N * sizeof(bf16), c->stream));
+    if (p->bias)
+        BLAS_CHECK(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    cudaEvent_t e0, e1;
+    CUDA_CHECK(cudaEventCreate(&e0));
+    CUDA_CHECK(cudaEventCreate(&e1));
+    const float one = 1.0f, beta = p->beta ? 1.0f : 0.0f;
+    float best = INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (cublasLtMatmul(c->lt, p->desc, &one, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc, &res[i].algo,
+                           c->lt_ws, c->lt_ws_bytes, c->stream) != CUBLAS_STATUS_SUCCESS)
+            continue;  // warm-up; a candidate that cannot run is skipped
+        CUDA_CHECK(cudaEventRecord(e0, c->stream));
+        for (int r = 0; r < PLAN_REPS; r++)
+            BLAS_CHECK(cublasLtMatmul(c->lt, p->desc, &one, B, p->la, A, p->lb, &beta, C, p->lc, C, p->lc,
+                                      &res[i].algo, c->lt_ws, c->lt_ws_bytes, c->stream));
+        CUDA_CHECK(cudaEventRecord(e1, c->stream));
+        CUDA_CHECK(cudaEventSynchronize(e1));
+        float ms;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        if (ms < best) best = ms, p->algo = res[i].algo;
+    }
+    CUDA_CHECK(cudaEventDestroy(e0));
+    CUDA_CHECK(cudaEventDestroy(e1));
+    CUDA_CHECK(cudaFree(C));
+}
+
+static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias, int beta, int align,
+                          const void *A, const void *B, const void *biasp) {
     for (int i = 0; i < c->n_plans; i++) {
         GemmPlan *p = &c->plans[i];
         if (p->M == M && p->N == N && p->K == K && p->ta == ta && p->tb == tb && p->bias == bias &&
@@ -222,13 +445,15 @@ static GemmPlan *plan_get(Cuda *c, int M, int N, int K, int ta, int tb, int bias
     BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al));
     BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al));
     BLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al));
-    cublasLtMatmulHeuristicResult_t res;
+    cublasLtMatmulHeuristicResult_t res[PLAN_TRY];
     int found = 0;
-    if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, 1, &res, &found) ==
+    if (cublasLtMatmulAlgoGetHeuristic(c->lt, p->desc, p->la, p->lb, p->lc, p->lc, pref, PLAN_TRY, res, &found) ==
             CUBLAS_STATUS_SUCCESS &&
         found > 0) {
-        p->algo = res.algo;
+        p->algo = res[0].algo;
         p->ok = 1;
+        if (found > 1 && !c->gr && (size_t)M * N * sizeof(bf16) <= (size_t)PLAN_TUNE_MAX)
+            plan_tune(c, p, res, found, A, B, biasp);
     }
     cublasLtMatmulPreferenceDestroy(pref);
     return p;
@@ -242,6 +467,7 @@ __global__ void add_bias_kernel(bf16 *C, const bf16 *bias, size_t MN, int N) {
 static void cu_matmul(Ops *o, Tensor *C, const Tensor *A, const Tensor *B, const Tensor *bias, int M, int N, int K,
                       int ta, int tb, int accumulate) {
     Cuda *c = impl(o);
+    GRAPH_SKIP(c, C, A, B, bias, M, N, K, ta, tb, accumulate);
     if (M <= 0 || N <= 0) return;
     const float one = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     if (K <= 0) {  // empty sum: C = bias (+ C)
@@ -255,7 +481,7 @@ static void cu_matmul(Ops *o, Tensor *C, const Tensor *A, const Tensor *B, const
     align = ac < align ? ac : align;
     // the fused epilogue reads the bias with vector loads: only an aligned bias goes through it
     const int fuse = bias && ptr_align(bias) >= 16;
-    GemmPlan *p = plan_get(c, M, N, K, ta, tb, fuse, accumulate, align);
+    GemmPlan *p = plan_get(c, M, N, K, ta, tb, fuse, accumulate, align, A, B, bias);
     int done = 0;
     if (p->ok) {
         if (fuse)
@@ -332,12 +558,14 @@ static int row_threads(int C) {
 
 static void cu_layernorm(Ops *o, Tensor *y, float *mean, float *rstd, const Tensor *x, const Tensor *w,
                          const Tensor *b, int T, int C, float eps) {
+    GRAPH_SKIP(impl(o), y, mean, rstd, x, w, b, T, C);
     if (T <= 0) return;
     layernorm_kernel<<<T, row_threads(C), 0, impl(o)->stream>>>((bf16 *)y, mean, rstd, (const bf16 *)x,
                                                                 (const bf16 *)w, (const bf16 *)b, C, eps);
 }
 
 static void cu_rmsnorm(Ops *o, Tensor *y, float *rstd, const Tensor *x, const Tensor *w, int T, int C, float eps) {
+    GRAPH_SKIP(impl(o), y, rstd, x, w, T, C);
     if (T <= 0) return;
     rmsnorm_kernel<<<T, row_threads(C), 0, impl(o)->stream>>>((bf16 *)y, rstd, (const bf16 *)x, (const bf16 *)w, C,
                                                               eps);
@@ -375,6 +603,7 @@ __global__ void logprob_kernel(float *lp, float *lse, const bf16 *logits, const 
 }
 
 static void cu_logprob(Ops *o, float *lp, float *lse, const Tensor *logits, const int *tgt, int R, int V) {
+    GRAPH_SKIP(impl(o), lp, lse, logits, tgt, R, V);
     if (R <= 0) return;
     logprob_kernel<<<R, 1024, 0, impl(o)->stream>>>(lp, lse, (const bf16 *)logits, tgt, V);
 }
@@ -393,6 +622,7 @@ __global__ void im2col_kernel(bf16 *cols, const bf16 *x, int C, int Tin, int sc,
 
 static void cu_im2col(Ops *o, Tensor *cols, const Tensor *x, int C, int Tin, int sc, int st, int K, int stride,
                       int pad, int Tout) {
+    GRAPH_SKIP(impl(o), cols, x, C, Tin, sc, st, K, stride, pad, Tout);
     size_t n = (size_t)Tout * C * K;
     if (!n) return;
     im2col_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)cols, (const bf16 *)x, C, Tin, sc, st, K,
@@ -418,6 +648,7 @@ __global__ void rope_kernel(bf16 *x, const int *pos, int T, int H, int hd, float
 }
 
 static void cu_rope(Ops *o, Tensor *x, const int *pos, int T, int H, int hd, float theta, int inverse) {
+    GRAPH_SKIP(impl(o), x, pos, T, H, hd, inverse);
     size_t n = (size_t)T * H * (hd / 2);
     if (!n) return;
     rope_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)x, pos, T, H, hd, theta, inverse);
@@ -452,17 +683,21 @@ __global__ void avgpool2_kernel(bf16 *y, const bf16 *x, int R, int C) {
 }
 
 static void cu_gelu(Ops *o, Tensor *y, const Tensor *x, size_t n) {
+    GRAPH_SKIP(impl(o), y, x, n);
     if (n) gelu_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)x, n);
 }
 static void cu_silu_mul(Ops *o, Tensor *y, const Tensor *g, const Tensor *u, size_t n) {
+    GRAPH_SKIP(impl(o), y, g, u, n);
     if (n)
         silu_mul_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)g, (const bf16 *)u,
                                                                        n);
 }
 static void cu_add(Ops *o, Tensor *y, const Tensor *a, const Tensor *b, size_t n) {
+    GRAPH_SKIP(impl(o), y, a, b, n);
     if (n) add_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)a, (const bf16 *)b, n);
 }
 static void cu_avgpool2(Ops *o, Tensor *y, const Tensor *x, int R, int C) {
+    GRAPH_SKIP(impl(o), y, x, R, C);
     size_t n = (size_t)R * C;
     if (n) avgpool2_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)x, R, C);
 }
@@ -528,6 +763,7 @@ __global__ void __launch_bounds__(CR_THREADS)
 
 static void cu_copy_rows(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *src, const int *src_idx, int n,
                          int C, int accumulate) {
+    GRAPH_SKIP(impl(o), dst, dst_idx, src, src_idx, n, C, accumulate);
     if (n <= 0 || C <= 0) return;
     if (accumulate)
         copy_rows_acc_kernel<<<dim3(n, (C + CR_THREADS * CR_CPT - 1) / (CR_THREADS * CR_CPT)), CR_THREADS, 0,
@@ -535,6 +771,61 @@ static void cu_copy_rows(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *
     else
         copy_rows_kernel<<<n, C < 256 ? 32 * ((C + 31) / 32) : 256, 0, impl(o)->stream>>>(
             (bf16 *)dst, dst_idx, (const bf16 *)src, src_idx, C);
+}
+
+// ---------------------------------------------------------------- fused decoder ops (inference)
+
+// y[T, FF] = silu(gate) * up from gu[T, 2FF] (one GEMM over the stacked gate/up weights): as silu_mul.
+__global__ void swiglu_kernel(bf16 *y, const bf16 *gu, int FF, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / FF, j = i % FF;
+        const float a = __bfloat162float(gu[t * 2 * FF + j]);
+        y[i] = __float2bfloat16(a / (1.0f + expf(-a)) * __bfloat162float(gu[t * 2 * FF + FF + j]));
+    }
+}
+
+static void cu_swiglu(Ops *o, Tensor *y, const Tensor *gu, int T, int FF) {
+    GRAPH_SKIP(impl(o), y, gu, T, FF);
+    const size_t n = (size_t)T * FF;
+    if (n) swiglu_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)y, (const bf16 *)gu, FF, n);
+}
+
+// From qkv[T, Q + 2 KV]: q with RoPE -> q[T, Q]; k with RoPE and v -> cache row kv_row[t]. Element i of a
+// row's work is a rotation pair of a q head (i < H * half), of a k head (next KVH * half), else a v
+// element. The rotation is rope_kernel's.
+__global__ void qkv_rope_cache_kernel(bf16 *q, bf16 *kc, bf16 *vc, const bf16 *qkv, const int *pos,
+                                      const int *kv_row, int T, int H, int KVH, int hd, float theta) {
+    const int half = hd / 2, Q = H * hd, KV = KVH * hd, nq = H * half, nk = KVH * half;
+    const size_t per = (size_t)nq + nk + KV, n = (size_t)T * per;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / per;
+        const int e = (int)(i % per);
+        const bf16 *row = qkv + t * (Q + 2 * KV);
+        const size_t cr = (size_t)kv_row[t] * KV;
+        if (e >= nq + nk) {
+            const int j = e - nq - nk;
+            vc[cr + j] = row[Q + KV + j];
+            continue;
+        }
+        const int is_k = e >= nq, p = is_k ? e - nq : e, head = p / half, d = p % half;
+        const bf16 *x = row + (is_k ? Q : 0) + head * hd;
+        bf16 *y = is_k ? kc + cr + head * hd : q + t * Q + head * hd;
+        const float inv_freq = 1.0f / powf(theta, (float)(2 * d) / (float)hd);
+        float sn, cs;
+        sincosf(inv_freq * (float)pos[t], &sn, &cs);
+        const float a = __bfloat162float(x[d]), b = __bfloat162float(x[d + half]);
+        y[d] = __float2bfloat16(a * cs - b * sn);
+        y[d + half] = __float2bfloat16(b * cs + a * sn);
+    }
+}
+
+static void cu_qkv_rope_cache(Ops *o, Tensor *q, Tensor *kc, Tensor *vc, const Tensor *qkv, const int *pos,
+                              const int *kv_row, int T, int H, int KVH, int hd, float theta) {
+    GRAPH_SKIP(impl(o), q, kc, vc, qkv, pos, kv_row, T, H, KVH, hd);
+    const size_t n = (size_t)T * ((size_t)(H + KVH) * (hd / 2) + (size_t)KVH * hd);
+    if (n)
+        qkv_rope_cache_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>(
+            (bf16 *)q, (bf16 *)kc, (bf16 *)vc, (const bf16 *)qkv, pos, kv_row, T, H, KVH, hd, theta);
 }
 
 // ---------------------------------------------------------------- attention
@@ -545,7 +836,7 @@ static void cu_copy_rows(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *
 // segments of a group into one item, reading the prompt's keys once for all samples. When items are too
 // few to fill the GPU (decode), the prefix is split over grid.z blocks whose partial softmax states
 // (unnormalised output, max, sum) a second kernel merges, as in flash-decoding.
-enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128, ATT_MIN_THREADS = 256, ATT_MAX_SPLIT = 16 };
+enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128, ATT_MIN_THREADS = 256, ATT_MAX_SPLIT = 32 };
 
 typedef struct {
     int q, own_start, own_vis, pad;
@@ -588,23 +879,27 @@ template <int DPL, int VPW>
 __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int hd, int nk, float scale, int warp,
                          const int *active, const int *vis, float (*o)[DPL], float *m, float *l) {
     const int lane = threadIdx.x % 32, ldk = hd + 1;
-    float s[VPW];
-    for (int i = 0; i < VPW; i++) s[i] = 0.0f;
+    // four partial sums per vector over d mod 4: independent FMA chains (one vector per warp in decode)
+    float s[VPW][4];
+    for (int i = 0; i < VPW; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
     if (lane < nk)
-        for (int d = 0; d < hd; d++) {
-            const float kd = Ks[lane * ldk + d];
+        for (int d = 0; d < hd; d += 4) {
 #pragma unroll
-            for (int i = 0; i < VPW; i++) s[i] += Qs[(warp * VPW + i) * hd + d] * kd;
+            for (int j = 0; j < 4; j++) {
+                const float kd = Ks[lane * ldk + d + j];
+#pragma unroll
+                for (int i = 0; i < VPW; i++) s[i][j] += Qs[(warp * VPW + i) * hd + d + j] * kd;
+            }
         }
 #pragma unroll
     for (int i = 0; i < VPW; i++) {
         if (!active[i]) continue;  // warp-uniform
-        const float sc = lane < vis[i] && lane < nk ? s[i] * scale : -INFINITY;
+        const float sc = lane < vis[i] && lane < nk ? ((s[i][0] + s[i][1]) + (s[i][2] + s[i][3])) * scale : -INFINITY;
         float mx = sc;
         for (int off = 16; off; off >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
         const float mn = fmaxf(m[i], mx);
         if (mn == -INFINITY) continue;  // nothing visible yet
-        const float corr = expf(m[i] - mn), p = expf(sc - mn);
+        const float corr = __expf(m[i] - mn), p = __expf(sc - mn);  // ex2.approx: softmax weights only
         float ps = p;
         for (int off = 16; off; off >>= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
         l[i] = l[i] * corr + ps;
@@ -628,10 +923,10 @@ __device__ void att_tile(const float *Qs, const float *Ks, const float *Vs, int 
 template <int DPL, int VPW>
 __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 *q, const bf16 *k, const bf16 *v,
                                  const AttRow *rows, const AttItem *items, int H, int KVH, int hd, float scale,
-                                 int vec8, int nq) {
+                                 int vec8, int nq, int qcap) {
     extern __shared__ float sm[];
     __shared__ AttRow rs[ATT_MAXV];
-    float *Qs = sm, *Ks = Qs + ATT_MAXV * hd, *Vs = Ks + ATT_KT * (hd + 1);
+    float *Qs = sm, *Ks = Qs + qcap * hd, *Vs = Ks + ATT_KT * (hd + 1);  // qcap: the plan's most vectors
     const int group = H / KVH, kvh = blockIdx.y, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int split = gridDim.z, z = blockIdx.z;
     const AttItem it = items[blockIdx.x];
@@ -669,7 +964,8 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
         int nmax = rs[ra].own_vis;
         for (rb = ra + 1; rb < it.nrows && rs[rb].own_start == rs[ra].own_start; rb++)
             nmax = rs[rb].own_vis > nmax ? rs[rb].own_vis : nmax;
-        if (run % split != z) continue;  // block-uniform
+        if (split - 1 - run % split != z) continue;  // block-uniform; from the last split, which the
+                                                      // prefix's tiles leave idle when they run out
         for (int t0 = 0; t0 < nmax; t0 += ATT_KT) {
             const int nk = nmax - t0 < ATT_KT ? nmax - t0 : ATT_KT;
             __syncthreads();
@@ -705,26 +1001,38 @@ __global__ void attention_kernel(bf16 *out, float *lse, float *part, const bf16 
 }
 
 // Merges the split states of one (row, head) per block: out = sum_z o_z e^(m_z - M) / sum_z l_z e^(m_z - M).
+// Warp 0 turns the (at most 32) states' (max, sum) into weights with one lane per split; then every
+// thread sums its output elements over the splits with independent loads (no chain of dependent
+// global reads per split).
 __global__ void attention_merge_kernel(bf16 *out, float *lse, const float *part, const AttRow *rows, int H, int hd,
                                        int split, int nq) {
+    __shared__ float w[ATT_MAX_SPLIT], sL;
     const size_t row = rows[blockIdx.x].q;
-    const int h = blockIdx.y;
-    float M = -INFINITY;
-    for (int z = 0; z < split; z++) M = fmaxf(M, part[(((size_t)z * nq + row) * H + h) * (hd + 2) + hd]);
-    float L = 0.0f;
-    for (int z = 0; z < split; z++) {
-        const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
-        if (st[hd + 1] > 0.0f) L += st[hd + 1] * expf(st[hd] - M);
+    const int h = blockIdx.y, lane = threadIdx.x % 32;
+    const size_t zs = (size_t)nq * H * (hd + 2);  // stride between splits
+    const float *st = part + (row * H + h) * (hd + 2);
+    if (threadIdx.x < 32) {
+        const float m = lane < split ? st[lane * zs + hd] : -INFINITY;
+        const float l = lane < split ? st[lane * zs + hd + 1] : 0.0f;
+        float M = l > 0.0f ? m : -INFINITY;
+        for (int off = 16; off; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+        const float wz = l > 0.0f ? expf(m - M) : 0.0f;
+        float L = l * wz;
+        for (int off = 16; off; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+        if (lane < split) w[lane] = wz;
+        if (lane == 0) {
+            sL = L;
+            lse[row * H + h] = L > 0.0f ? M + logf(L) : -INFINITY;
+        }
     }
+    __syncthreads();
+    const float inv = sL > 0.0f ? 1.0f / sL : 0.0f;
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
         float acc = 0.0f;
-        for (int z = 0; z < split; z++) {
-            const float *st = part + (((size_t)z * nq + row) * H + h) * (hd + 2);
-            if (st[hd + 1] > 0.0f) acc += st[d] * expf(st[hd] - M);
-        }
-        out[(row * H + h) * hd + d] = __float2bfloat16(L > 0.0f ? acc / L : 0.0f);
+#pragma unroll 8
+        for (int z = 0; z < split; z++) acc += st[z * zs + d] * w[z];
+        out[(row * H + h) * hd + d] = __float2bfloat16(acc * inv);
     }
-    if (threadIdx.x == 0) lse[row * H + h] = L > 0.0f ? M + logf(L) : -INFINITY;
 }
 
 
@@ -817,16 +1125,19 @@ __global__ void __launch_bounds__(128) flash_kernel(bf16 *out, float *lse, const
             if (row_ok && c < vis) mx = fmaxf(mx, Sw[r * SM::LS + c] * scale);
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         const float mn = fmaxf(m, mx);
-        const float corr = mn == -INFINITY ? 1.0f : expf(m - mn);
+        // __expf (ex2.approx) keeps the softmax's per-lane serial work short; its error (~2^-21
+        // relative) is far below the bf16 rounding of P and of the output
+        const float corr = mn == -INFINITY ? 1.0f : __expf(m - mn);
         float ps = 0.0f;
         for (int c = half * 32; c < half * 32 + 32; c++) {
-            const float p = (row_ok && c < vis && mn != -INFINITY) ? expf(Sw[r * SM::LS + c] * scale - mn) : 0.0f;
+            const float p = (row_ok && c < vis && mn != -INFINITY) ? __expf(Sw[r * SM::LS + c] * scale - mn) : 0.0f;
             Pw[r * SM::LP + c] = __float2bfloat16(p);
             ps += p;
         }
         ps += __shfl_xor_sync(0xffffffffu, ps, 1);
         l = l * corr + ps, m = mn;
-        for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) Ow[r * SM::LO + d] *= corr;
+        if (corr != 1.0f)  // the running max moved: rescale this row's output (skipped once it settles)
+            for (int d = half * (HD / 2); d < (half + 1) * (HD / 2); d++) Ow[r * SM::LO + d] *= corr;
         __syncwarp();
         // O[16, HD] += P[16, 64] V[64, HD]
         for (int n = 0; n < HD / 16; n++) {
@@ -851,32 +1162,26 @@ __global__ void __launch_bounds__(128) flash_kernel(bf16 *out, float *lse, const
     if (half == 0) lse[qrow * H + h] = l > 0.0f ? m + logf(l) : -INFINITY;
 }
 
-static size_t att_smem(int hd) { return ((size_t)ATT_MAXV * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4; }
+// Shared memory of attention_kernel for items of up to qcap query vectors: a decode step's few vectors
+// leave room for more resident blocks.
+static size_t att_smem(int hd, int qcap) {
+    return ((size_t)qcap * hd + (size_t)ATT_KT * (hd + 1) + (size_t)ATT_KT * hd) * 4;
+}
 
-// The device work list of segs (cached: the same list serves every layer of a forward).
-static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
-    for (int i = 0; i < ATT_CACHE; i++) {
-        AttnCache *a = &c->att[i];
-        if (a->nseg == nseg && a->group == group && a->segs && !memcmp(a->segs, segs, (size_t)nseg * sizeof *segs)) {
-            a->stamp = ++c->att_clock;
-            return a;
-        }
-    }
-    AttnCache *a = &c->att[0];
-    for (int i = 1; i < ATT_CACHE; i++)
-        if (c->att[i].stamp < a->stamp) a = &c->att[i];
-    if (nseg > a->cap_seg) {
-        a->cap_seg = nseg;
-        a->segs = (AttnSeg *)reallocCheck(a->segs, (size_t)nseg * sizeof *segs);
-    }
-    memcpy(a->segs, segs, (size_t)nseg * sizeof *segs);
-    a->nseg = nseg, a->group = group, a->stamp = ++c->att_clock;
+// Host work lists of segs (see attention_kernel and flash_kernel) and their sizes in a->.
+typedef struct {
+    AttRow *rows;
+    AttItem *items, *fitems;
+} AttLists;
+
+static AttLists att_build(AttnCache *a, const AttnSeg *segs, int nseg, int group) {
     const int R = ATT_MAXV / group;
     size_t nrows = 0;
     for (int i = 0; i < nseg; i++) nrows += segs[i].q_len;
-    AttRow *rows = (AttRow *)mallocCheck((nrows ? nrows : 1) * sizeof(AttRow));
-    AttItem *items = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
-    AttItem *fitems = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
+    AttLists L;
+    L.rows = (AttRow *)mallocCheck((nrows ? nrows : 1) * sizeof(AttRow));
+    L.items = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
+    L.fitems = (AttItem *)mallocCheck((nrows ? nrows : 1) * sizeof(AttItem));
     int n_items = 0, nr = 0, n_fitems = 0;
     a->nq = 0, a->max_pre = 0;
     for (int i = 0; i < nseg; i++) {
@@ -884,47 +1189,116 @@ static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
         a->nq = s->q_start + s->q_len > a->nq ? s->q_start + s->q_len : a->nq;
         a->max_pre = s->pre_len > a->max_pre ? s->pre_len : a->max_pre;
         for (int j0 = 0; j0 < s->q_len; j0 += FA_BQ)
-            fitems[n_fitems++] = (AttItem){nr + j0, s->q_len - j0 < FA_BQ ? s->q_len - j0 : FA_BQ, s->pre_start, s->pre_len};
+            L.fitems[n_fitems++] =
+                (AttItem){nr + j0, s->q_len - j0 < FA_BQ ? s->q_len - j0 : FA_BQ, s->pre_start, s->pre_len};
         for (int j0 = 0; j0 < s->q_len; j0 += R) {
             const int n = s->q_len - j0 < R ? s->q_len - j0 : R;
-            AttItem *last = n_items ? &items[n_items - 1] : NULL;
+            AttItem *last = n_items ? &L.items[n_items - 1] : NULL;
             // segments sharing a non-empty prefix join one item while rows fit
             if (!(last && s->pre_len > 0 && last->pre_len == s->pre_len && last->pre_start == s->pre_start &&
                   last->nrows + n <= R))
-                last = &items[n_items++], *last = (AttItem){nr, 0, s->pre_start, s->pre_len};
+                last = &L.items[n_items++], *last = (AttItem){nr, 0, s->pre_start, s->pre_len};
             for (int j = j0; j < j0 + n; j++)
-                rows[nr++] = (AttRow){s->q_start + j, s->k_start, s->causal ? s->k_len - s->q_len + j + 1 : s->k_len, 0};
+                L.rows[nr++] =
+                    (AttRow){s->q_start + j, s->k_start, s->causal ? s->k_len - s->q_len + j + 1 : s->k_len, 0};
             last->nrows += n;
         }
     }
-    if ((size_t)nr > a->cap_rows) {
-        if (a->rows) CUDA_CHECK(cudaFree(a->rows));
-        CUDA_CHECK(cudaMalloc(&a->rows, (size_t)nr * sizeof(AttRow)));
-        a->cap_rows = nr;
-    }
-    if ((size_t)n_items > a->cap_items) {
-        if (a->items) CUDA_CHECK(cudaFree(a->items));
-        CUDA_CHECK(cudaMalloc(&a->items, (size_t)n_items * sizeof(AttItem)));
-        a->cap_items = n_items;
-    }
-    if ((size_t)n_fitems > a->cap_fitems) {
-        if (a->fitems) CUDA_CHECK(cudaFree(a->fitems));
-        CUDA_CHECK(cudaMalloc(&a->fitems, (size_t)n_fitems * sizeof(AttItem)));
-        a->cap_fitems = n_fitems;
-    }
-    CUDA_CHECK(cudaMemcpyAsync(a->fitems, fitems, (size_t)n_fitems * sizeof(AttItem), cudaMemcpyHostToDevice,
-                               c->stream));
-    a->n_fitems = n_fitems;
-    free(fitems);
-    // pageable sources are staged before cudaMemcpyAsync returns, so the host arrays may go now
-    CUDA_CHECK(cudaMemcpyAsync(a->rows, rows, (size_t)nr * sizeof(AttRow), cudaMemcpyHostToDevice, c->stream));
-    CUDA_CHECK(cudaMemcpyAsync(a->items, items, (size_t)n_items * sizeof(AttItem), cudaMemcpyHostToDevice, c->stream));
     a->max_vec = 0;
-    for (int i = 0; i < n_items; i++) a->max_vec = items[i].nrows * group > a->max_vec ? items[i].nrows * group : a->max_vec;
-    a->n_items = n_items, a->n_rows = nr;
-    free(rows);
-    free(items);
+    for (int i = 0; i < n_items; i++) {
+        const int nv = L.items[i].nrows * group;
+        a->max_vec = nv > a->max_vec ? nv : a->max_vec;
+    }
+    a->n_items = n_items, a->n_rows = nr, a->n_fitems = n_fitems;
+    return L;
+}
+
+static void att_lists_free(AttLists *L) { free(L->rows), free(L->items), free(L->fitems); }
+
+static void att_key(AttnCache *a, const AttnSeg *segs, int nseg, int group) {
+    if (nseg > a->cap_seg) {
+        a->cap_seg = nseg;
+        a->segs = (AttnSeg *)reallocCheck(a->segs, (size_t)nseg * sizeof *segs);
+    }
+    memcpy(a->segs, segs, (size_t)nseg * sizeof *segs);
+    a->nseg = nseg, a->group = group;
+}
+
+static int att_same(const AttnCache *a, const AttnSeg *segs, int nseg, int group) {
+    return a->segs && a->nseg == nseg && a->group == group && !memcmp(a->segs, segs, (size_t)nseg * sizeof *segs);
+}
+
+// The device work list of segs (cached: the same list serves every layer of a forward).
+static AttnCache *att_plan(Cuda *c, const AttnSeg *segs, int nseg, int group) {
+    for (int i = 0; i < ATT_CACHE; i++)
+        if (att_same(&c->att[i], segs, nseg, group)) {
+            c->att[i].stamp = ++c->att_clock;
+            return &c->att[i];
+        }
+    AttnCache *a = &c->att[0];
+    for (int i = 1; i < ATT_CACHE; i++)
+        if (c->att[i].stamp < a->stamp) a = &c->att[i];
+    att_key(a, segs, nseg, group);
+    a->stamp = ++c->att_clock;
+    AttLists L = att_build(a, segs, nseg, group);
+    if ((size_t)a->n_rows > a->cap_rows) {
+        if (a->rows) CUDA_CHECK(cudaFree(a->rows));
+        CUDA_CHECK(cudaMalloc(&a->rows, (size_t)a->n_rows * sizeof(AttRow)));
+        a->cap_rows = a->n_rows;
+    }
+    if ((size_t)a->n_items > a->cap_items) {
+        if (a->items) CUDA_CHECK(cudaFree(a->items));
+        CUDA_CHECK(cudaMalloc(&a->items, (size_t)a->n_items * sizeof(AttItem)));
+        a->cap_items = a->n_items;
+    }
+    if ((size_t)a->n_fitems > a->cap_fitems) {
+        if (a->fitems) CUDA_CHECK(cudaFree(a->fitems));
+        CUDA_CHECK(cudaMalloc(&a->fitems, (size_t)a->n_fitems * sizeof(AttItem)));
+        a->cap_fitems = a->n_fitems;
+    }
+    // pageable sources are staged before cudaMemcpyAsync returns, so the host arrays may go now
+    CUDA_CHECK(cudaMemcpyAsync(a->fitems, L.fitems, (size_t)a->n_fitems * sizeof(AttItem), cudaMemcpyHostToDevice,
+                               c->stream));
+    CUDA_CHECK(cudaMemcpyAsync(a->rows, L.rows, (size_t)a->n_rows * sizeof(AttRow), cudaMemcpyHostToDevice, c->stream));
+    CUDA_CHECK(cudaMemcpyAsync(a->items, L.items, (size_t)a->n_items * sizeof(AttItem), cudaMemcpyHostToDevice,
+                               c->stream));
+    att_lists_free(&L);
     return a;
+}
+
+// In a graph pass: the pass's work lists are the graph's own, one per change of segs in call order
+// (every layer of a decode step shares one), staged as graph inputs so a replay sees this step's lists.
+static AttnCache *att_plan_graph(Cuda *c, const AttnSeg *segs, int nseg, int group) {
+    Graph *g = c->gr;
+    if (g->i_plan > 0 && att_same(&g->plans[g->i_plan - 1], segs, nseg, group)) return &g->plans[g->i_plan - 1];
+    if (g->replay && g->i_plan >= g->n_plans) {  // more lists than captured: the pass fails at graph_end
+        g->bad = 1;
+        return NULL;
+    }
+    if (!g->replay) {
+        g->plans = (AttnCache *)reallocCheck(g->plans, (size_t)(g->n_plans + 1) * sizeof(AttnCache));
+        memset(&g->plans[g->n_plans++], 0, sizeof(AttnCache));
+    }
+    AttnCache *a = &g->plans[g->i_plan++];
+    att_key(a, segs, nseg, group);
+    AttnCache sizes = *a;
+    AttLists L = att_build(&sizes, segs, nseg, group);
+    if (!g->replay) {
+        a->rows = graph_dev_alloc(g, (size_t)sizes.n_rows * sizeof(AttRow));
+        a->items = graph_dev_alloc(g, (size_t)sizes.n_items * sizeof(AttItem));
+        a->fitems = graph_dev_alloc(g, (size_t)sizes.n_fitems * sizeof(AttItem));
+    } else if (sizes.n_rows != a->n_rows || sizes.n_items != a->n_items || sizes.n_fitems != a->n_fitems) {
+        g->bad = 1;  // other list sizes: the captured launches do not fit
+    }
+    sizes.rows = a->rows, sizes.items = a->items, sizes.fitems = a->fitems, sizes.segs = a->segs;
+    *a = sizes;
+    if (!g->bad) {
+        graph_stage(c, a->rows, L.rows, (size_t)a->n_rows * sizeof(AttRow));
+        graph_stage(c, a->items, L.items, (size_t)a->n_items * sizeof(AttItem));
+        graph_stage(c, a->fitems, L.fitems, (size_t)a->n_fitems * sizeof(AttItem));
+    }
+    att_lists_free(&L);
+    return g->bad ? NULL : a;
 }
 
 static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const Tensor *k, const Tensor *v,
@@ -935,14 +1309,27 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
     if (hd > ATT_MAXD || group > ATT_MAXV)
         fatal("cuda attention: head_dim %d (max %d) or GQA group %d (max %d) unsupported", hd, ATT_MAXD, group,
               ATT_MAXV);
-    AttnCache *a = att_plan(c, segs, nseg, group);
-    if (!a->n_items) return;
+    AttnCache *a = c->gr ? att_plan_graph(c, segs, nseg, group) : att_plan(c, segs, nseg, group);
+    if (!a || !a->n_items) return;
     bf16 *ob = (bf16 *)out;
     const bf16 *qb = (const bf16 *)q, *kb = (const bf16 *)k, *vb = (const bf16 *)v;
     const AttRow *rows = (const AttRow *)a->rows;
     // runs of at least 16 rows a segment on average go to the tensor cores
-    if ((hd == 32 || hd == 64 || hd == 128) && ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % 16 == 0 &&
-        a->n_rows >= 16 * nseg) {
+    const int flash = (hd == 32 || hd == 64 || hd == 128) &&
+                      ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v) % 16 == 0 && a->n_rows >= 16 * nseg;
+    const int vpw = a->max_vec <= 16 ? 1 : ATT_VPW;
+    int threads = 32 * ((a->max_vec + vpw - 1) / vpw);
+    threads = threads < ATT_MIN_THREADS ? ATT_MIN_THREADS : threads;
+    // split long prefixes while the blocks stay resident together (about six of these small blocks per
+    // SM) and every split keeps most of a key tile: a block's serial work is then one or two tiles, and a
+    // decode step's prefix is read by hundreds of blocks at once
+    int split = 1;
+    const int blocks = a->n_items * KVH;
+    while (!flash && split < ATT_MAX_SPLIT && blocks * split < 6 * c->n_sm && a->max_pre / (2 * split) >= ATT_KT / 2)
+        split *= 2;
+    GRAPH_SKIP(c, out, lse, q, k, v, H, KVH, hd, flash, a->n_fitems, a->n_items, a->n_rows, a->nq, split, threads,
+               vpw);
+    if (flash) {
         const dim3 grid(a->n_fitems, H);
         const AttItem *fi = (const AttItem *)a->fitems;
         if (hd == 32)
@@ -957,30 +1344,27 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
         CUDA_CHECK(cudaGetLastError());
         return;
     }
-    const int vpw = a->max_vec <= 16 ? 1 : ATT_VPW;
-    int threads = 32 * ((a->max_vec + vpw - 1) / vpw);
-    threads = threads < ATT_MIN_THREADS ? ATT_MIN_THREADS : threads;
-    // split long prefixes while the blocks would not fill two waves of the GPU
-    int split = 1;
-    const int blocks = a->n_items * KVH;
-    while (split < ATT_MAX_SPLIT && blocks * split < 2 * c->n_sm && a->max_pre / (2 * split) >= 2 * ATT_KT) split *= 2;
     float *part = NULL;
     if (split > 1) {
         const size_t need = (size_t)split * a->nq * H * (hd + 2);
-        if (need > c->part_n) {
+        if (c->gr) {  // captured launches keep their buffer
+            if (need > a->part_n) a->part = (float *)graph_dev_alloc(c->gr, need * sizeof(float)), a->part_n = need;
+            part = a->part;
+        } else if (need > c->part_n) {
             if (c->part) CUDA_CHECK(cudaFree(c->part));
             CUDA_CHECK(cudaMalloc((void **)&c->part, need * sizeof(float)));
             c->part_n = need;
         }
-        part = c->part;
+        if (!c->gr) part = c->part;
     }
     const int vec8 = hd % 8 == 0 && ((uintptr_t)k | (uintptr_t)v) % 16 == 0;
     const dim3 grid(a->n_items, KVH, split);
-    const size_t sh = att_smem(hd);
+    const int qcap = threads / 32 * vpw;  // vectors the warps cover
+    const size_t sh = att_smem(hd, qcap);
     const AttItem *items = (const AttItem *)a->items;
 #define ATT_LAUNCH(DPL, VPW)                                                                                 \
     attention_kernel<DPL, VPW><<<grid, threads, sh, c->stream>>>(ob, lse, part, qb, kb, vb, rows, items, H, KVH, \
-                                                                 hd, scale, vec8, a->nq)
+                                                                 hd, scale, vec8, a->nq, qcap)
     const int dpl = hd <= 32 ? 1 : hd <= 64 ? 2 : 4;
     if (vpw == 1) {
         if (dpl == 1) ATT_LAUNCH(1, 1);
@@ -1262,52 +1646,11 @@ __global__ void fill_kernel(bf16 *x, size_t n, float std, float value, uint2 key
 }
 
 extern "C" void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float value, uint64_t seed, uint64_t key) {
+    graph_forbid(impl(o), "ops_cuda_fill");
     if (!n) return;
     fill_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)x, n, std, value,
                                                                make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)),
                                                                (uint32_t)(key >> 32), (uint32_t)key);
-    CUDA_CHECK(cudaGetLastError());
-}
-
-// Gumbel-max: argmax(logit / T + G), G = -log(-log(u)), is a draw from softmax(logits / T).
-__global__ void sample_kernel(int *ids, const bf16 *logits, int V, float inv_t, uint2 key, const uint32_t *rkey,
-                              uint32_t step) {
-    __shared__ float shv[32];
-    __shared__ int shi[32];
-    const size_t row = blockIdx.x;
-    const bf16 *x = logits + row * V;
-    float best = -INFINITY;
-    int bi = 0;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        float s = __bfloat162float(x[i]);
-        if (inv_t > 0.0f) {
-            const uint4 r = philox(make_uint4((uint32_t)i, step, rkey[row], 0x5A4D504Cu), key);
-            s = s * inv_t - logf(-logf(u01(r.x)));
-        }
-        if (s > best) best = s, bi = i;
-    }
-    for (int off = 16; off; off >>= 1) {
-        const float b2 = __shfl_xor_sync(0xffffffffu, best, off);
-        const int i2 = __shfl_xor_sync(0xffffffffu, bi, off);
-        if (b2 > best || (b2 == best && i2 < bi)) best = b2, bi = i2;
-    }
-    if (threadIdx.x % 32 == 0) shv[threadIdx.x / 32] = best, shi[threadIdx.x / 32] = bi;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int w = 1; w < (int)blockDim.x / 32; w++)
-            if (shv[w] > best || (shv[w] == best && shi[w] < bi)) best = shv[w], bi = shi[w];
-        ids[row] = bi;
-    }
-}
-
-extern "C" void ops_cuda_sample(Ops *o, int *ids, const Tensor *logits, int R, int V, float temperature,
-                                uint64_t seed, const uint32_t *key_host, uint32_t step) {
-    Cuda *c = impl(o);
-    if (R <= 0) return;
-    uint32_t *rkey = (uint32_t *)c->scratch;  // R keys, ahead of nothing else in flight
-    CUDA_CHECK(cudaMemcpyAsync(rkey, key_host, (size_t)R * sizeof(uint32_t), cudaMemcpyHostToDevice, c->stream));
-    sample_kernel<<<R, 1024, 0, c->stream>>>(ids, (const bf16 *)logits, V, temperature > 0.0f ? 1.0f / temperature : 0.0f,
-                                             make_uint2((uint32_t)seed, (uint32_t)(seed >> 32)), rkey, step);
     CUDA_CHECK(cudaGetLastError());
 }
 
@@ -1537,6 +1880,7 @@ __global__ void __launch_bounds__(SMP_THREADS)
 static void cu_sample_rows(Ops *o, int *ids_host, float *lp_host, const Tensor *logits, int R, int V,
                            const SamplerParams *sp, int *hist, const SampleRow *rows, uint32_t step) {
     Cuda *c = impl(o);
+    graph_forbid(c, "sample_rows");
     if (R <= 0) return;
     int np = 1;
     while (np < V) np <<= 1;
@@ -1637,7 +1981,7 @@ extern "C" Ops *ops_cuda_create(void) {
     CUDA_CHECK(cudaMalloc(&c->lt_ws, c->lt_ws_bytes));
     c->scratch_n = (size_t)16 << 20;
     CUDA_CHECK(cudaMalloc((void **)&c->scratch, c->scratch_n * sizeof(float)));
-    const int sh = (int)att_smem(ATT_MAXD);
+    const int sh = (int)att_smem(ATT_MAXD, ATT_MAXV);
     CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<1, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
     CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<2, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
     CUDA_CHECK(cudaFuncSetAttribute(attention_kernel<4, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, sh));
@@ -1680,6 +2024,12 @@ extern "C" Ops *ops_cuda_create(void) {
     o->copy_rows = cu_copy_rows;
     o->logprob = cu_logprob;
     o->sample_rows = cu_sample_rows;
+    o->swiglu = cu_swiglu;
+    o->qkv_rope_cache = cu_qkv_rope_cache;
+    o->graph_create = cu_graph_create;
+    o->graph_begin = cu_graph_begin;
+    o->graph_end = cu_graph_end;
+    o->graph_free = cu_graph_free;
     o->bias_grad = cu_bias_grad;
     o->col2im = cu_col2im;
     o->layernorm_bwd = cu_layernorm_bwd;

@@ -27,10 +27,6 @@ void *ops_cuda_stream(const Ops *o);
 // Fills x[n] on the device: normal(0, std) from a Philox stream keyed by (seed, key), or the constant
 // `value` when std == 0 (random 7B weights without a 28 GB host copy).
 void ops_cuda_fill(Ops *o, Tensor *x, size_t n, float std, float value, uint64_t seed, uint64_t key);
-// Row-wise argmax of logits[R, V] after adding Gumbel noise scaled by temperature (temperature 0: plain
-// argmax): a draw from softmax(logits / temperature) keyed by (seed, key[r], step). ids (device) [R].
-void ops_cuda_sample(Ops *o, int *ids, const Tensor *logits, int R, int V, float temperature, uint64_t seed,
-                     const uint32_t *key_host, uint32_t step);
 
 #ifdef __cplusplus
 }
