@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "audio/audio_len.h"
 #include "model/cuda/ops_cuda.h"
@@ -19,33 +18,10 @@
 #include "model/model.h"
 #include "util/rng.h"
 
+#include "bench_common.h"
+
 #ifdef AQA_CUDA
-enum { G = 8, NEW = 32, TEXT = 96, FRAMES = 3000, REPS = 3 };
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// Random weights as param_init.h draws them (normal(0, init_std), biases 0, norms 1), on the device.
-static void model_random_gpu(Model *m, const ModelConfig *c, Ops *o) {
-    Err e;
-    if (model_config_check(c, &e)) fatal("%s", e.msg);
-    memset(m, 0, sizeof *m);
-    m->cfg = *c;
-    m->ops = o;
-    param_table_build(&m->t, c);
-    m->params = o->alloc(o, m->t.numel * o->act_size);
-    for (int i = 0; i < m->t.n; i++) {
-        const ParamSpec *s = &m->t.specs[i];
-        const size_t n = strlen(s->name);
-        const int bias = n > 5 && !strcmp(s->name + n - 5, ".bias"), norm = strstr(s->name, "norm") != NULL;
-        ops_cuda_fill(o, ops_at(o, m->params, s->offset), s->numel, bias || norm ? 0.0f : c->init_std,
-                      norm && !bias ? 1.0f : 0.0f, 1, (uint64_t)i);
-    }
-    o->sync(o);
-}
+enum { G = 8, NEW = 32, FRAMES = BENCH_FRAMES, REPS = 3 };
 
 typedef struct {
     KVCache kv;
@@ -65,7 +41,7 @@ static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const fl
     Err e;
     uint32_t keys[G];
     for (int g = 0; g < G; g++) keys[g] = (uint32_t)g;
-    const double t0 = now();
+    const double t0 = bench_now();
     mbatch_clear(&r->b);
     for (int i = 0; i < P; i++) mbatch_add_token(&r->b, prompt[i], i, i);
     mbatch_add_seg(&r->b, (AttnSeg){.q_start = 0, .q_len = P, .k_start = 0, .k_len = P, .causal = 1});
@@ -77,7 +53,7 @@ static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const fl
               NULL, 1, V, D, 0, 1, 0);
     o->copy_rows(o, r->logits, NULL, r->logits, r->last_dev, G, V, 0);
     o->sync(o);
-    r->t_prefill = now() - t0;
+    r->t_prefill = bench_now() - t0;
     r->t_enqueue = 0;
     for (int t = 0; t < NEW; t++) {
         ops_cuda_sample(o, r->ids_dev, r->logits, G, V, 1.0f, 42, keys, (uint32_t)t);
@@ -92,9 +68,9 @@ static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const fl
             mbatch_add_seg(&r->b, (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = P, .k_start = blk,
                                             .k_len = t + 1, .causal = 1});
         }
-        const double te = now();
+        const double te = bench_now();
         if (model_infer(m, &r->b, r->a, &r->kv, NULL, 0, NULL, &e)) fatal("%s", e.msg);
-        r->t_enqueue += now() - te;
+        r->t_enqueue += bench_now() - te;
         o->matmul(o, r->logits, model_final_hidden(r->a), ops_at(o, m->params, m->t.specs[m->t.lm_head].offset),
                   NULL, G, V, D, 0, 1, 0);
     }
@@ -106,10 +82,10 @@ static void rollout_run(Model *m, Rollout *r, const int *prompt, int P, const fl
     ({                                            \
         call;                                     \
         (o)->sync(o);                             \
-        double t0_ = now();                       \
+        double t0_ = bench_now();                 \
         for (int i_ = 0; i_ < (reps); i_++) call; \
         (o)->sync(o);                             \
-        (now() - t0_) / (reps);                   \
+        (bench_now() - t0_) / (reps);             \
     })
 
 // Where a rollout's time goes: the decode-step GEMMs (M = G rows) against the weight-streaming bound,
@@ -172,18 +148,16 @@ int main(int argc, char **argv) {
     if (hf_config_load(path, &c, &e)) fatal("%s", e.msg);
     Ops *o = ops_cuda_create();
     Model m;
-    double t0 = now();
-    model_random_gpu(&m, &c, o);
+    double t0 = bench_now();
+    bench_model_random_gpu(&m, &c, o);
     printf("bench_rollout: %s, %zu params, random bf16 weights drawn on the GPU in %.2f s\n", path, m.t.numel,
-           now() - t0);
+           bench_now() - t0);
     Rng rng;
     rng_init(&rng, 3, 0);
-    const int na = audio_token_count(FRAMES), P = na + TEXT, L = P + NEW, V = c.vocab;
-    float *feat = mallocCheck((size_t)c.n_mels * FRAMES * sizeof(float));
-    for (size_t i = 0; i < (size_t)c.n_mels * FRAMES; i++) feat[i] = (float)rng_normal(&rng);
-    int *prompt = mallocCheck((size_t)P * sizeof(int));
-    for (int i = 0; i < P; i++) prompt[i] = (int)rng_below(&rng, 100000) + 100;
-    for (int i = 0; i < na; i++) prompt[3 + i] = c.audio_token_id;
+    float *feat = bench_features(&c, &rng);
+    int P;
+    int *prompt = bench_prompt(&c, &rng, &P);
+    const int na = audio_token_count(FRAMES), L = P + NEW, V = c.vocab;
 
     // ---- rollout, GPU sampling
     Rollout r;
@@ -198,10 +172,10 @@ int main(int argc, char **argv) {
     double best = 1e30, sum = 0;
     for (int i = 0; i < REPS; i++) {
         o->sync(o);
-        t0 = now();
+        t0 = bench_now();
         rollout_run(&m, &r, prompt, P, feat);
         o->sync(o);
-        double t = now() - t0;
+        double t = bench_now() - t0;
         sum += t, best = t < best ? t : best;
     }
     const double t_roll = sum / REPS;
@@ -233,10 +207,10 @@ int main(int argc, char **argv) {
         if (mode == 2) o->sample_rows = NULL;
         const int reps = mode == 2 ? 1 : REPS;
         if (mode < 2 && model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);  // warm-up
-        t0 = now();
+        t0 = bench_now();
         for (int i = 0; i < reps; i++)
             if (model_generate(&m, &q, 1, G, &sp, &res, &e)) fatal("%s", e.msg);
-        t_gen[mode] = (now() - t0) / reps;
+        t_gen[mode] = (bench_now() - t0) / reps;
         o->sample_rows = dev;
         printf("  model_generate (%s): %.4f s, %.0f new tokens/s\n",
                mode == 0 ? "GPU sampler, T=1" : mode == 1 ? "GPU sampler, T=1 top-k 50" : "host sampler, T=1",
@@ -270,10 +244,10 @@ int main(int argc, char **argv) {
         ModelActs *a = model_acts_create(&m, b.n_tokens, b.n_audio, b.n_tgt, 0);
         float *lp = mallocCheck((size_t)b.n_tgt * sizeof(float));
         if (model_forward(&m, &b, a, lp, &e)) fatal("%s", e.msg);  // warm-up
-        t0 = now();
+        t0 = bench_now();
         for (int i = 0; i < REPS; i++)
             if (model_forward(&m, &b, a, lp, &e)) fatal("%s", e.msg);
-        t_ref[mode] = (now() - t0) / REPS;
+        t_ref[mode] = (bench_now() - t0) / REPS;
         double s = 0;
         for (int i = 0; i < b.n_tgt; i++) s += lp[i];
         printf("  reference forward, %s: %d tokens, %d targets: %.4f s (mean lp %.3f)\n",
