@@ -586,10 +586,17 @@ void model_backward(Model *m, const ModelBatch *b, ModelActs *a, const float *dl
     const int T = a->T, D = c->dim, V = c->vocab, n = a->n_tgt;
     if (!a->train || b->n_tokens != T || b->n_tgt != n)
         fatal("model_backward: batch differs from the last model_forward");
-    // a backend may offer inference only (the CUDA backend until its backward kernels exist)
-    if (!o->bias_grad || !o->col2im || !o->layernorm_bwd || !o->rmsnorm_bwd || !o->attention_bwd || !o->gelu_bwd ||
-        !o->silu_mul_bwd || !o->avgpool2_bwd || !o->logprob_bwd)
-        fatal("model_backward: the %s backend has no backward ops (inference only)", o->name);
+    // a backend may lack a backward op (one built for inference only): name the first missing one
+    const struct {
+        const char *name;
+        int present;
+    } need[] = {{"bias_grad", !!o->bias_grad},         {"col2im", !!o->col2im},
+                {"layernorm_bwd", !!o->layernorm_bwd}, {"rmsnorm_bwd", !!o->rmsnorm_bwd},
+                {"attention_bwd", !!o->attention_bwd}, {"gelu_bwd", !!o->gelu_bwd},
+                {"silu_mul_bwd", !!o->silu_mul_bwd},   {"avgpool2_bwd", !!o->avgpool2_bwd},
+                {"logprob_bwd", !!o->logprob_bwd}};
+    for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+        if (!need[i].present) fatal("model_backward: the %s backend has no %s op", o->name, need[i].name);
     o->upload(o, a->dlp, dlp, (size_t)n * sizeof(float));
     // lm_head and log-softmax, recomputing each chunk's logits
     for (int r0 = 0; r0 < n; r0 += a->chunk) {

@@ -1,6 +1,10 @@
-// test_ops_cuda: every forward op of the CUDA backend against the CPU backend on bf16-exact random
-// inputs, printing max abs / rel errors. Tolerances are bf16's: one rounding of the output (2^-8
+// test_ops_cuda: every forward and backward op of the CUDA backend (attention_bwd has its own test)
+// against the CPU backend on bf16-exact random inputs, printing max abs / rel errors, and the time of
+// the backward ops that move the most bytes. Tolerances are bf16's: one rounding of the output (2^-8
 // relative) plus fp32 summation-order noise. Exits 77 (skipped) without a GPU or a CUDA build.
+#include <string.h>
+#include <time.h>
+
 #include "gpu_testutil.h"
 
 #ifdef AQA_CUDA
@@ -99,6 +103,11 @@ static void test_rope(void) {
         P.g->rope(P.g, xg, pg, T, H, hd, 1e6f, inv);
         CHECK(cmp_act(&P, inv ? "rope inverse" : "rope", xc, xg, (size_t)T * H * hd) < 1e-2);
     }
+    // the inverse (the backward) undoes the rotation
+    float *back = mallocCheck((size_t)T * H * hd * sizeof(float));
+    P.g->download_act(P.g, back, xg, (size_t)T * H * hd);
+    CHECK(err_report("rope then inverse vs input", back, x, (size_t)T * H * hd) < 1e-2);
+    free(back);
     free_pair(&P, xc, xg), free_pair(&P, pc, pg);
     free(x);
 }
@@ -287,6 +296,299 @@ static void test_sample_rows(void) {
     }
 }
 
+// ---- backward ops. Gradients are bf16 on the GPU: each output is one bf16 rounding of an fp32 sum
+// (2^-9 relative) of bf16-exact inputs, so the tolerance is 1e-2 of the reference's largest magnitude
+// (GEMMs over long sums included); outputs that accumulate start from random values.
+
+// Seconds on the monotonic clock.
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+// Runs fn on the GPU backend reps times after one warm-up and prints the mean time and the bandwidth
+// of `bytes` moved per call.
+static void time_op(const char *what, void (*fn)(void *), void *ctx, double bytes) {
+    const int reps = 10;
+    fn(ctx);
+    P.g->sync(P.g);
+    const double t0 = now_s();
+    for (int i = 0; i < reps; i++) fn(ctx);
+    P.g->sync(P.g);
+    const double dt = (now_s() - t0) / reps;
+    printf("  time %-40s %8.3f ms  %7.1f GB/s\n", what, dt * 1e3, bytes / dt * 1e-9);
+}
+
+// The GEMMs of model_backward: input gradients (ta0 tb0, = then +=) and weight gradients (ta1 tb0 +=)
+// at 7B-like widths, and the lm_head chunk (27 rows of V=151680).
+static void test_matmul_bwd(void) {
+    const int shapes[][6] = {
+        // M, N, K, ta, tb, accumulate
+        {128, 3584, 3584, 0, 0, 0},  // dln = dq Wq
+        {128, 3584, 512, 0, 0, 1},   // dln += dk Wk
+        {3584, 512, 256, 1, 0, 1},   // dWk += dk^T ln1
+        {512, 3584, 256, 1, 0, 1},   // dWo-like: [out, in] += dy^T x
+        {1280, 5120, 96, 1, 0, 1},   // audio fc1
+        {27, 256, 151680, 0, 0, 0},  // dhsel = dlogits lm_head
+        {151680, 256, 27, 1, 0, 1},  // dlm_head += dlogits^T h
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ta = shapes[s][3], tb = shapes[s][4];
+        const int acc = shapes[s][5];
+        float *a = rand_bf16((size_t)M * K, 1, &R), *b = rand_bf16((size_t)K * N, 1, &R);
+        float *c0 = rand_bf16((size_t)M * N, 10, &R);
+        Tensor *ac, *ag, *bc, *bg, *cc, *cg;
+        put_act(&P, a, (size_t)M * K, &ac, &ag);
+        put_act(&P, b, (size_t)K * N, &bc, &bg);
+        put_act(&P, c0, (size_t)M * N, &cc, &cg);
+        P.c->matmul(P.c, cc, ac, bc, NULL, M, N, K, ta, tb, acc);
+        P.g->matmul(P.g, cg, ag, bg, NULL, M, N, K, ta, tb, acc);
+        char what[96];
+        snprintf(what, sizeof what, "matmul bwd %dx%dx%d ta%d tb%d%s", M, N, K, ta, tb, acc ? " acc" : "");
+        const double e = cmp_act(&P, what, cc, cg, (size_t)M * N);
+        CHECKF(e < 1e-2, "%s: rel %.3e", what, e);
+        free_pair(&P, ac, ag), free_pair(&P, bc, bg), free_pair(&P, cc, cg);
+        free(a), free(b), free(c0);
+    }
+}
+
+typedef struct {
+    Tensor *db, *dy;
+    int M, N;
+} BiasCtx;
+static void bias_run(void *p) {
+    BiasCtx *c = p;
+    P.g->bias_grad(P.g, c->db, c->dy, c->M, c->N);
+}
+
+static void test_bias_grad(void) {
+    const int shapes[][2] = {{4096, 3584}, {1500, 5120}, {3, 1001}, {700, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int M = shapes[s][0], N = shapes[s][1];
+        float *dy = rand_bf16((size_t)M * N, 1, &R), *db = rand_bf16(N, 10, &R);
+        Tensor *dyc, *dyg, *dbc, *dbg;
+        put_act(&P, dy, (size_t)M * N, &dyc, &dyg);
+        put_act(&P, db, N, &dbc, &dbg);
+        P.c->bias_grad(P.c, dbc, dyc, M, N);
+        P.g->bias_grad(P.g, dbg, dyg, M, N);
+        char what[64];
+        snprintf(what, sizeof what, "bias_grad M=%d N=%d", M, N);
+        CHECKF(cmp_act(&P, what, dbc, dbg, N) < 1e-2, "%s", what);
+        if (s == 0) {
+            BiasCtx c = {dbg, dyg, M, N};
+            time_op(what, bias_run, &c, (double)M * N * 2);
+        }
+        free_pair(&P, dyc, dyg), free_pair(&P, dbc, dbg);
+        free(dy), free(db);
+    }
+}
+
+static void test_col2im(void) {
+    // conv2 of the encoder at full size (time-major, stride 2), then a channel-major stride-1 layout
+    const int cfg[][7] = {{1280, 3000, 1, 1280, 3, 2, 1}, {6, 20, 20, 1, 3, 1, 1}, {5, 17, 1, 5, 3, 2, 1}};
+    for (int s = 0; s < 3; s++) {
+        const int C = cfg[s][0], Tin = cfg[s][1], sc = cfg[s][2], st = cfg[s][3], K = cfg[s][4];
+        const int stride = cfg[s][5], pad = cfg[s][6], Tout = (Tin + 2 * pad - K) / stride + 1;
+        float *dcols = rand_bf16((size_t)Tout * C * K, 1, &R), *dx = rand_bf16((size_t)C * Tin, 1, &R);
+        Tensor *cc, *cg, *xc, *xg;
+        put_act(&P, dcols, (size_t)Tout * C * K, &cc, &cg);
+        put_act(&P, dx, (size_t)C * Tin, &xc, &xg);
+        P.c->col2im(P.c, xc, cc, C, Tin, sc, st, K, stride, pad, Tout);
+        P.g->col2im(P.g, xg, cg, C, Tin, sc, st, K, stride, pad, Tout);
+        char what[64];
+        snprintf(what, sizeof what, "col2im C=%d Tin=%d stride %d", C, Tin, stride);
+        CHECKF(cmp_act(&P, what, xc, xg, (size_t)C * Tin) < 1e-2, "%s", what);
+        free_pair(&P, cc, cg), free_pair(&P, xc, xg);
+        free(dcols), free(dx);
+    }
+}
+
+typedef struct {
+    Tensor *dx, *dw, *db, *dy, *x, *w;
+    float *mean, *rstd;
+    int T, C, ln;
+} NormCtx;
+static void norm_run(void *p) {
+    NormCtx *c = p;
+    if (c->ln)
+        P.g->layernorm_bwd(P.g, c->dx, c->dw, c->db, c->dy, c->x, c->w, c->mean, c->rstd, c->T, c->C);
+    else
+        P.g->rmsnorm_bwd(P.g, c->dx, c->dw, c->dy, c->x, c->w, c->rstd, c->T, c->C);
+}
+
+// The statistics come from the CPU forward and go to both backends, so only the backward differs.
+static void norm_bwd_case(int ln, int T, int C, int timed) {
+    float *x = rand_bf16((size_t)T * C, 2, &R), *dy = rand_bf16((size_t)T * C, 1, &R);
+    float *w = rand_bf16(C, 0.3f, &R), *b = rand_bf16(C, 1, &R), *dx = rand_bf16((size_t)T * C, 1, &R);
+    float *dw = rand_bf16(C, 10, &R), *db = rand_bf16(C, 10, &R);
+    for (int i = 0; i < C; i++) w[i] = st_bf16_to_f32(st_f32_to_bf16(w[i] + 1.0f));
+    for (size_t i = 0; i < (size_t)T * C; i++) x[i] = st_bf16_to_f32(st_f32_to_bf16(x[i] + (float)(i / C % 5)));
+    Tensor *xc, *xg, *dyc, *dyg, *wc, *wg, *bc, *bg, *dxc, *dxg, *dwc, *dwg, *dbc, *dbg;
+    put_act(&P, x, (size_t)T * C, &xc, &xg);
+    put_act(&P, dy, (size_t)T * C, &dyc, &dyg);
+    put_act(&P, w, C, &wc, &wg);
+    put_act(&P, b, C, &bc, &bg);
+    put_act(&P, dx, (size_t)T * C, &dxc, &dxg);
+    put_act(&P, dw, C, &dwc, &dwg);
+    put_act(&P, db, C, &dbc, &dbg);
+    float *mean = mallocCheck((size_t)T * 4), *rstd = mallocCheck((size_t)T * 4);
+    Tensor *y = P.c->alloc(P.c, (size_t)T * C * P.c->act_size);
+    void *mc, *mg, *rc, *rg;
+    if (ln)
+        P.c->layernorm(P.c, y, mean, rstd, xc, wc, bc, T, C, 1e-5f);
+    else
+        P.c->rmsnorm(P.c, y, rstd, xc, wc, T, C, 1e-6f);
+    put_raw(&P, mean, (size_t)T * 4, &mc, &mg);
+    put_raw(&P, rstd, (size_t)T * 4, &rc, &rg);
+    NormCtx g = {dxg, dwg, dbg, dyg, xg, wg, mg, rg, T, C, ln};
+    if (ln) {
+        P.c->layernorm_bwd(P.c, dxc, dwc, dbc, dyc, xc, wc, mc, rc, T, C);
+    } else {
+        P.c->rmsnorm_bwd(P.c, dxc, dwc, dyc, xc, wc, rc, T, C);
+    }
+    norm_run(&g);
+    char what[80];
+    const char *name = ln ? "layernorm_bwd" : "rmsnorm_bwd";
+    snprintf(what, sizeof what, "%s T=%d C=%d dx", name, T, C);
+    CHECKF(cmp_act(&P, what, dxc, dxg, (size_t)T * C) < 1e-2, "%s", what);
+    snprintf(what, sizeof what, "%s T=%d C=%d dw", name, T, C);
+    CHECKF(cmp_act(&P, what, dwc, dwg, C) < 1e-2, "%s", what);
+    if (ln) {
+        snprintf(what, sizeof what, "%s T=%d C=%d db", name, T, C);
+        CHECKF(cmp_act(&P, what, dbc, dbg, C) < 1e-2, "%s", what);
+    }
+    if (timed) {
+        snprintf(what, sizeof what, "%s T=%d C=%d", name, T, C);
+        time_op(what, norm_run, &g, (double)T * C * 2 * 4);
+    }
+    free_pair(&P, xc, xg), free_pair(&P, dyc, dyg), free_pair(&P, wc, wg), free_pair(&P, bc, bg);
+    free_pair(&P, dxc, dxg), free_pair(&P, dwc, dwg), free_pair(&P, dbc, dbg), free_pair(&P, mc, mg);
+    free_pair(&P, rc, rg);
+    P.c->free(P.c, y);
+    free(x), free(dy), free(w), free(b), free(dx), free(dw), free(db), free(mean), free(rstd);
+}
+
+static void test_norms_bwd(void) {
+    norm_bwd_case(1, 1500, 1280, 1);  // encoder layer norm, one clip
+    norm_bwd_case(1, 5, 100, 0);
+    norm_bwd_case(0, 4096, 3584, 1);  // 7B decoder
+    norm_bwd_case(0, 300, 4096, 0);
+    norm_bwd_case(0, 3, 16, 0);
+}
+
+static void test_elementwise_bwd(void) {
+    const size_t n = (size_t)1 << 20;
+    float *x = rand_bf16(n, 3, &R), *u = rand_bf16(n, 3, &R), *dy = rand_bf16(n, 1, &R);
+    Tensor *xc, *xg, *uc, *ug, *dyc, *dyg, *dc, *dg, *ec, *eg;
+    put_act(&P, x, n, &xc, &xg);
+    put_act(&P, u, n, &uc, &ug);
+    put_act(&P, dy, n, &dyc, &dyg);
+    put_act(&P, dy, n, &dc, &dg);  // a second copy of dy, overwritten in place (dx aliases dy)
+    ec = P.c->alloc(P.c, n * P.c->act_size);
+    eg = P.g->alloc(P.g, n * P.g->act_size);
+    P.c->gelu_bwd(P.c, ec, dyc, xc, n), P.g->gelu_bwd(P.g, eg, dyg, xg, n);
+    CHECK(cmp_act(&P, "gelu_bwd", ec, eg, n) < 1e-2);
+    P.c->gelu_bwd(P.c, dc, dc, xc, n), P.g->gelu_bwd(P.g, dg, dg, xg, n);
+    CHECK(cmp_act(&P, "gelu_bwd in place", dc, dg, n) < 1e-2);
+    P.c->upload_act(P.c, dc, dy, n), P.g->upload_act(P.g, dg, dy, n);
+    P.c->silu_mul_bwd(P.c, dc, ec, dc, xc, uc, n), P.g->silu_mul_bwd(P.g, dg, eg, dg, xg, ug, n);
+    CHECK(cmp_act(&P, "silu_mul_bwd dg (in place)", dc, dg, n) < 1e-2);
+    CHECK(cmp_act(&P, "silu_mul_bwd du", ec, eg, n) < 1e-2);
+    P.c->avgpool2_bwd(P.c, ec, dyc, 750, 1280), P.g->avgpool2_bwd(P.g, eg, dyg, 750, 1280);
+    CHECK(cmp_act(&P, "avgpool2_bwd", ec, eg, 1500 * 1280) == 0);  // halving is exact
+    free_pair(&P, xc, xg), free_pair(&P, uc, ug), free_pair(&P, dyc, dyg), free_pair(&P, dc, dg);
+    free_pair(&P, ec, eg);
+    free(x), free(u), free(dy);
+}
+
+typedef struct {
+    Tensor *dst;
+    const Tensor *src;
+    int *di, *si;
+    int n, C;
+} ScatterCtx;
+static void scatter_run(void *p) {
+    ScatterCtx *c = p;
+    P.g->copy_rows(P.g, c->dst, c->di, c->src, c->si, c->n, c->C, 1);
+}
+
+// The embedding's scatter-add: 4096 token rows into a 1000-row table (many repeats), rows replaced by
+// audio skipped (-1), one row repeated 600 times; then gathered sources with distinct destinations. The
+// GPU result must also be bit-identical between two runs (no atomics).
+static void test_scatter_add(void) {
+    const int n = 4096, rows = 1000, C = 3584;
+    float *src = rand_bf16((size_t)n * C, 1, &R), *dst = rand_bf16((size_t)rows * C, 1, &R);
+    int *di = mallocCheck(n * sizeof(int)), *si = mallocCheck(n * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        di[i] = (int)rng_below(&R, rows);
+        if (i % 7 == 3) di[i] = 5;
+        if (i % 97 == 1) di[i] = -1;
+        si[i] = (int)rng_below(&R, n);
+    }
+    Tensor *sc, *sg, *dc, *dg;
+    void *dic, *dig, *sic, *sig;
+    put_act(&P, src, (size_t)n * C, &sc, &sg);
+    put_act(&P, dst, (size_t)rows * C, &dc, &dg);
+    put_raw(&P, di, n * sizeof(int), &dic, &dig);
+    put_raw(&P, si, n * sizeof(int), &sic, &sig);
+    P.c->copy_rows(P.c, dc, dic, sc, NULL, n, C, 1), P.g->copy_rows(P.g, dg, dig, sg, NULL, n, C, 1);
+    CHECK(cmp_act(&P, "scatter-add 4096 rows -> 1000 (dups)", dc, dg, (size_t)rows * C) < 1e-2);
+    float *r1 = mallocCheck((size_t)rows * C * 4), *r2 = mallocCheck((size_t)rows * C * 4);
+    P.g->download_act(P.g, r1, dg, (size_t)rows * C);
+    P.g->upload_act(P.g, dg, dst, (size_t)rows * C);
+    P.g->copy_rows(P.g, dg, dig, sg, NULL, n, C, 1);
+    P.g->download_act(P.g, r2, dg, (size_t)rows * C);
+    CHECKF(memcmp(r1, r2, (size_t)rows * C * 4) == 0, "scatter-add differs between two runs");
+    ScatterCtx t = {dg, sg, dig, NULL, n, C};
+    time_op("scatter-add n=4096 C=3584", scatter_run, &t, (double)n * C * 2 + (double)rows * C * 4);
+    // with gathered sources, and with no destination index (distinct rows), from the initial table
+    P.c->upload_act(P.c, dc, dst, (size_t)rows * C), P.g->upload_act(P.g, dg, dst, (size_t)rows * C);
+    P.c->copy_rows(P.c, dc, dic, sc, sic, n, C, 1), P.g->copy_rows(P.g, dg, dig, sg, sig, n, C, 1);
+    CHECK(cmp_act(&P, "scatter-add gathered sources", dc, dg, (size_t)rows * C) < 1e-2);
+    P.c->copy_rows(P.c, dc, NULL, sc, sic, rows, C, 1), P.g->copy_rows(P.g, dg, NULL, sg, sig, rows, C, 1);
+    CHECK(cmp_act(&P, "copy_rows accumulate, no dst index", dc, dg, (size_t)rows * C) < 1e-2);
+    free_pair(&P, sc, sg), free_pair(&P, dc, dg), free_pair(&P, dic, dig), free_pair(&P, sic, sig);
+    free(src), free(dst), free(di), free(si), free(r1), free(r2);
+}
+
+// One lm_head chunk at the real vocabulary: the target entries (dlp * (1 - p)) and the rest (-dlp * p,
+// tiny) are compared apart, each against its own largest magnitude.
+static void test_logprob_bwd(void) {
+    const int Rw = 27, V = 151680;
+    float *x = rand_bf16((size_t)Rw * V, 3, &R), dlp[27];
+    int tgt[27];
+    for (int r = 0; r < Rw; r++) {
+        tgt[r] = (int)rng_below(&R, V);
+        dlp[r] = (float)rng_normal(&R);
+    }
+    x[(size_t)3 * V + tgt[3]] = 20.0f;  // a confident row: p(target) near 1
+    Tensor *xc, *xg;
+    void *tc, *tg, *gc, *gg;
+    put_act(&P, x, (size_t)Rw * V, &xc, &xg);
+    put_raw(&P, tgt, sizeof tgt, &tc, &tg);
+    put_raw(&P, dlp, sizeof dlp, &gc, &gg);
+    float *lpc = P.c->alloc(P.c, Rw * 4), *lsc = P.c->alloc(P.c, Rw * 4), lse[27];
+    P.c->logprob(P.c, lpc, lsc, xc, tc, Rw, V);
+    P.c->download(P.c, lse, lsc, sizeof lse);
+    void *lc, *lg;
+    put_raw(&P, lse, sizeof lse, &lc, &lg);
+    P.c->logprob_bwd(P.c, xc, lc, tc, gc, Rw, V);
+    P.g->logprob_bwd(P.g, xg, lg, tg, gg, Rw, V);
+    float *a = mallocCheck((size_t)Rw * V * 4), *b = mallocCheck((size_t)Rw * V * 4), at[27], bt[27];
+    P.g->download_act(P.g, a, xg, (size_t)Rw * V);
+    P.c->download_act(P.c, b, xc, (size_t)Rw * V);
+    for (int r = 0; r < Rw; r++) {
+        at[r] = a[(size_t)r * V + tgt[r]], bt[r] = b[(size_t)r * V + tgt[r]];
+        a[(size_t)r * V + tgt[r]] = b[(size_t)r * V + tgt[r]] = 0.0f;
+    }
+    CHECK(err_report("logprob_bwd R=27 V=151680 targets", at, bt, Rw) < 1e-2);
+    CHECK(err_report("logprob_bwd R=27 V=151680 others", a, b, (size_t)Rw * V) < 1e-2);
+    free_pair(&P, xc, xg), free_pair(&P, tc, tg), free_pair(&P, gc, gg), free_pair(&P, lc, lg);
+    P.c->free(P.c, lpc), P.c->free(P.c, lsc);
+    free(x), free(a), free(b);
+}
+
 static void test_memory(void) {
     Ops *g = P.g;
     int h[1000], back[1000];
@@ -334,6 +636,13 @@ int main(void) {
     RUN(test_copy_rows);
     RUN(test_logprob);
     RUN(test_sample_rows);
+    RUN(test_matmul_bwd);
+    RUN(test_bias_grad);
+    RUN(test_col2im);
+    RUN(test_norms_bwd);
+    RUN(test_elementwise_bwd);
+    RUN(test_scatter_add);
+    RUN(test_logprob_bwd);
     ops_destroy(P.c);
     ops_destroy(P.g);
     return test_summary("test_ops_cuda");

@@ -1,10 +1,13 @@
 // model_testutil.h: shared pieces of the model tests: a tiny random Qwen2-Audio (every code path of the
-// 7B model at toy sizes, GQA included), random tensors, finite differences and error summaries.
+// 7B model at toy sizes, GQA included), random tensors, finite differences, error summaries and the
+// readers of the transformers reference file.
 #pragma once
 #include <math.h>
 #include <stdio.h>
 
 #include "model/model.h"
+#include "model/safetensors.h"
+#include "test.h"
 #include "util/check.h"
 #include "util/rng.h"
 
@@ -90,4 +93,31 @@ static inline double fd_check(LossFn f, void *ctx, float *x, const float *an, si
         if (e > worst) worst = e;
     }
     return worst;
+}
+
+// Tensors of a reference file (tests/fixtures/model/expected.safetensors): an int32 one, or any float one
+// as fp32; NULL (with a failed check) when absent or mistyped. *n gets the element count.
+static inline int *read_i32(const StReader *r, const char *name, size_t *n) {
+    const StTensor *t = st_find(r, name);
+    CHECKF(t && t->dtype == ST_I32, "expected.safetensors: %s missing or not int32", name);
+    if (!t || t->dtype != ST_I32) return NULL;
+    int *out = mallocCheck(t->numel * sizeof(int) + 1);
+    memcpy(out, t->data, t->numel * sizeof(int));
+    *n = t->numel;
+    return out;
+}
+
+static inline float *read_f32(const StReader *r, const char *name, size_t *n) {
+    const StTensor *t = st_find(r, name);
+    CHECKF(t != NULL, "expected.safetensors: %s missing", name);
+    if (!t) return NULL;
+    float *out = mallocCheck(t->numel * sizeof(float) + 1);
+    Err e;
+    if (st_to_f32(r, t, out, &e)) {
+        CHECKF(0, "%s", e.msg);
+        free(out);
+        return NULL;
+    }
+    *n = t->numel;
+    return out;
 }

@@ -7,32 +7,6 @@
 #include "model/checkpoint.h"
 #include "model/safetensors.h"
 
-// Integer tensor (I32) from the reference file; NULL (with a failed check) when absent or mistyped.
-static int *read_i32(const StReader *r, const char *name, size_t *n) {
-    const StTensor *t = st_find(r, name);
-    CHECKF(t && t->dtype == ST_I32, "expected.safetensors: %s missing or not int32", name);
-    if (!t || t->dtype != ST_I32) return NULL;
-    int *out = mallocCheck(t->numel * sizeof(int) + 1);
-    memcpy(out, t->data, t->numel * sizeof(int));
-    *n = t->numel;
-    return out;
-}
-
-static float *read_f32(const StReader *r, const char *name, size_t *n) {
-    const StTensor *t = st_find(r, name);
-    CHECKF(t != NULL, "expected.safetensors: %s missing", name);
-    if (!t) return NULL;
-    float *out = mallocCheck(t->numel * sizeof(float) + 1);
-    Err e;
-    if (st_to_f32(r, t, out, &e)) {
-        CHECKF(0, "%s", e.msg);
-        free(out);
-        return NULL;
-    }
-    *n = t->numel;
-    return out;
-}
-
 static void test_parity(void) {
     Err e;
     ModelConfig cfg;

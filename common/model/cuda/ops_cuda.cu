@@ -5,7 +5,9 @@
 // groups) go to a tensor-core flash kernel (WMMA bf16 tiles, fp32 online softmax); short runs (decode)
 // go to a CUDA-core kernel whose blocks hold every query row of a group that shares a prefix, so a
 // decode step reads the shared prompt's keys once for all G samples, split over blocks when they are
-// few. Everything runs in order on one stream. Backward ops are not provided (ops_cuda.h).
+// few. Everything runs in order on one stream. Backward ops accumulate their parameter gradients in fp32
+// (column sums through fp32 partials, embedding scatter-add by first occurrence) and round once into the
+// bf16 gradient; the scatter-add and the column sums are deterministic (no float atomics).
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -478,26 +480,61 @@ __global__ void copy_rows_kernel(bf16 *dst, const int *dst_idx, const bf16 *src,
     for (int c = threadIdx.x; c < C; c += blockDim.x) d[c] = s[c];
 }
 
-// Accumulation: a destination row may repeat (the same token twice), so each thread owns columns and
-// walks every row in order, as the CPU backend does.
-__global__ void copy_rows_acc_kernel(bf16 *dst, const int *dst_idx, const bf16 *src, const int *src_idx, int n,
-                                     int C) {
-    const int c = blockIdx.x * blockDim.x + threadIdx.x;
-    if (c >= C) return;
-    for (int i = 0; i < n; i++) {
-        const int di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
-        if (di < 0) continue;
-        bf16 *d = dst + (size_t)di * C + c;
-        *d = __float2bfloat16(__bfloat162float(*d) + __bfloat162float(src[(size_t)si * C + c]));
+enum { CR_THREADS = 256, CR_CPT = 4 };  // a block covers CR_THREADS * CR_CPT columns
+
+// Accumulation (the embedding's scatter-add), where a destination row may repeat (the same token
+// twice). Deterministic and sort-free, in fp32: the block of a row's FIRST occurrence in dst_idx sums the
+// sources of all its occurrences in index order and adds the sum once (one bf16 rounding); blocks of
+// later occurrences do nothing. Each source row is read once; the price is an O(n) scan of dst_idx per
+// block (ints that stay in L2).
+__global__ void __launch_bounds__(CR_THREADS)
+    copy_rows_acc_kernel(bf16 *dst, const int *dst_idx, const bf16 *src, const int *src_idx, int n, int C) {
+    __shared__ int list[CR_THREADS], wcount[CR_THREADS / 32];
+    const int i = blockIdx.x, di = dst_idx ? dst_idx[i] : i;
+    if (di < 0) return;
+    const int c0 = blockIdx.y * CR_THREADS * CR_CPT + threadIdx.x;
+    float acc[CR_CPT];
+    for (int k = 0; k < CR_CPT; k++) acc[k] = 0.0f;
+    if (!dst_idx) {  // rows are distinct
+        const bf16 *s = src + (size_t)(src_idx ? src_idx[i] : i) * C;
+        for (int k = 0; k < CR_CPT; k++)
+            if (c0 + k * CR_THREADS < C) acc[k] = __bfloat162float(s[c0 + k * CR_THREADS]);
+    } else {
+        int earlier = 0;
+        for (int j = threadIdx.x; j < i && !earlier; j += CR_THREADS) earlier = dst_idx[j] == di;
+        if (__syncthreads_or(earlier)) return;  // an earlier occurrence's block owns the row
+        const int lane = threadIdx.x % 32, w = threadIdx.x / 32;
+        for (int base = i; base < n; base += CR_THREADS) {
+            // this chunk's occurrences, compacted in index order
+            const int j = base + threadIdx.x, hit = j < n && dst_idx[j] == di;
+            const unsigned bal = __ballot_sync(0xffffffffu, hit);
+            if (lane == 0) wcount[w] = __popc(bal);
+            __syncthreads();
+            int off = 0, tot = 0;
+            for (int v = 0; v < CR_THREADS / 32; v++) off += v < w ? wcount[v] : 0, tot += wcount[v];
+            if (hit) list[off + __popc(bal & ((1u << lane) - 1u))] = j;
+            __syncthreads();
+            for (int m = 0; m < tot; m++) {
+                const int jj = list[m];
+                const bf16 *s = src + (size_t)(src_idx ? src_idx[jj] : jj) * C;
+                for (int k = 0; k < CR_CPT; k++)
+                    if (c0 + k * CR_THREADS < C) acc[k] += __bfloat162float(s[c0 + k * CR_THREADS]);
+            }
+            __syncthreads();  // list and wcount are rewritten by the next chunk
+        }
     }
+    bf16 *d = dst + (size_t)di * C;
+    for (int k = 0; k < CR_CPT; k++)
+        if (c0 + k * CR_THREADS < C)
+            d[c0 + k * CR_THREADS] = __float2bfloat16(__bfloat162float(d[c0 + k * CR_THREADS]) + acc[k]);
 }
 
 static void cu_copy_rows(Ops *o, Tensor *dst, const int *dst_idx, const Tensor *src, const int *src_idx, int n,
                          int C, int accumulate) {
     if (n <= 0 || C <= 0) return;
     if (accumulate)
-        copy_rows_acc_kernel<<<(C + 127) / 128, 128, 0, impl(o)->stream>>>((bf16 *)dst, dst_idx, (const bf16 *)src,
-                                                                         src_idx, n, C);
+        copy_rows_acc_kernel<<<dim3(n, (C + CR_THREADS * CR_CPT - 1) / (CR_THREADS * CR_CPT)), CR_THREADS, 0,
+                               impl(o)->stream>>>((bf16 *)dst, dst_idx, (const bf16 *)src, src_idx, n, C);
     else
         copy_rows_kernel<<<n, C < 256 ? 32 * ((C + 31) / 32) : 256, 0, impl(o)->stream>>>(
             (bf16 *)dst, dst_idx, (const bf16 *)src, src_idx, C);
@@ -963,6 +1000,235 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
     CUDA_CHECK(cudaGetLastError());
 }
 
+// ---------------------------------------------------------------- backward
+
+// Column sums (parameter gradients of biases and norm weights) go in two deterministic steps: blocks
+// each own a slice of rows and write fp32 partial sums [nb, N] to the backend's fp32 scratch, then one
+// finishing pass adds the nb partials, in block order, to the bf16 gradient once. The stream orders
+// these uses of the scratch after any upload_act/download_act staging through it.
+static float *part_scratch(Cuda *c, size_t n) {
+    if (n > c->scratch_n) fatal("ops_cuda: %zu fp32 partial sums exceed the %zu-float scratch", n, c->scratch_n);
+    return c->scratch;
+}
+
+// dst[j] += sum_b part[b * N + j], b in order.
+__global__ void colsum_finish_kernel(bf16 *dst, const float *part, int nb, int N) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= N) return;
+    float s = 0.0f;
+    for (int b = 0; b < nb; b++) s += part[(size_t)b * N + j];
+    dst[j] = __float2bfloat16(__bfloat162float(dst[j]) + s);
+}
+
+enum { BG_WARPS = 8, BG_COLS = 64 };
+
+// Block (x: 64 columns, y: a slice of rows); each warp sums every BG_WARPS-th row of the slice, a lane
+// two columns 32 apart (coalesced 64-byte row reads), then the warps' sums meet in shared memory.
+__global__ void __launch_bounds__(BG_WARPS * 32) bias_grad_kernel(float *part, const bf16 *dy, int M, int N) {
+    __shared__ float sh[BG_WARPS][BG_COLS];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int j0 = blockIdx.x * BG_COLS + lane, j1 = j0 + 32;
+    float s0 = 0.0f, s1 = 0.0f;
+    for (int i = blockIdx.y * BG_WARPS + warp; i < M; i += gridDim.y * BG_WARPS) {
+        const bf16 *r = dy + (size_t)i * N;
+        if (j0 < N) s0 += __bfloat162float(r[j0]);
+        if (j1 < N) s1 += __bfloat162float(r[j1]);
+    }
+    sh[warp][lane] = s0, sh[warp][lane + 32] = s1;
+    __syncthreads();
+    if (threadIdx.x < BG_COLS) {
+        const int j = blockIdx.x * BG_COLS + threadIdx.x;
+        float s = 0.0f;
+        for (int w = 0; w < BG_WARPS; w++) s += sh[w][threadIdx.x];
+        if (j < N) part[(size_t)blockIdx.y * N + j] = s;
+    }
+}
+
+// One pass over dy (M*N*2 bytes) plus nb*N*8 bytes of partials; nb row slices fill the GPU about twice.
+static void cu_bias_grad(Ops *o, Tensor *db, const Tensor *dy, int M, int N) {
+    Cuda *c = impl(o);
+    if (M <= 0 || N <= 0) return;
+    const int nx = (N + BG_COLS - 1) / BG_COLS, rows = (M + BG_WARPS - 1) / BG_WARPS;
+    int ny = (4 * c->n_sm + nx - 1) / nx;
+    ny = ny < rows ? ny : rows;
+    if ((size_t)ny * N > c->scratch_n) ny = (int)(c->scratch_n / N);
+    float *part = part_scratch(c, (size_t)ny * N);
+    bias_grad_kernel<<<dim3(nx, ny), BG_WARPS * 32, 0, c->stream>>>(part, (const bf16 *)dy, M, N);
+    colsum_finish_kernel<<<(N + 255) / 256, 256, 0, c->stream>>>((bf16 *)db, part, ny, N);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+// Gather form of the scatter: each dx element sums the (at most K) cols entries copied from it, so no
+// two threads write one element.
+__global__ void col2im_kernel(bf16 *dx, const bf16 *dcols, int C, int Tin, int sc, int st, int K, int stride,
+                              int pad, int Tout) {
+    const size_t n = (size_t)Tin * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const int ch = (int)(i % C), t = (int)(i / C);
+        float s = 0.0f;
+        for (int k = 0; k < K; k++) {
+            const int tn = t + pad - k;
+            if (tn < 0 || tn % stride) continue;
+            const int to = tn / stride;
+            if (to < Tout) s += __bfloat162float(dcols[((size_t)to * C + ch) * K + k]);
+        }
+        bf16 *d = dx + (size_t)ch * sc + (size_t)t * st;
+        *d = __float2bfloat16(__bfloat162float(*d) + s);
+    }
+}
+
+static void cu_col2im(Ops *o, Tensor *dx, const Tensor *dcols, int C, int Tin, int sc, int st, int K, int stride,
+                      int pad, int Tout) {
+    const size_t n = (size_t)Tin * C;
+    if (!n) return;
+    col2im_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)dx, (const bf16 *)dcols, C, Tin, sc, st, K,
+                                                                 stride, pad, Tout);
+}
+
+// Norm backward, LayerNorm (LN) or RMSNorm: a block walks its rows one at a time (two block reductions
+// per row give dx), while each thread keeps the dw (and db) sums of its own columns in shared memory in
+// fp32; at the end the block's sums go to the partials. Per row: x and dy read twice (the second time
+// from cache) and dx read-modify-written: ~8 bytes per element from DRAM, plus nb*C*4 per partial set.
+// xhat = (x - mean) * rstd (LN) or x * rstd (RMS).
+template <int LN>
+__global__ void norm_bwd_kernel(bf16 *dx, float *part, const bf16 *dy, const bf16 *x, const bf16 *w,
+                                const float *mean, const float *rstd, int T, int C) {
+    extern __shared__ float nsh[];  // [C] dw sums, then [C] db sums (LN)
+    __shared__ float red[32];
+    float *sw = nsh, *sb = nsh + C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        sw[i] = 0.0f;
+        if (LN) sb[i] = 0.0f;
+    }
+    for (int t = blockIdx.x; t < T; t += gridDim.x) {
+        const bf16 *xr = x + (size_t)t * C, *dyr = dy + (size_t)t * C;
+        const float m = LN ? mean[t] : 0.0f, r = rstd[t];
+        float s1 = 0.0f, s2 = 0.0f;  // sum(dy w), sum(dy w xhat)
+        for (int i = threadIdx.x; i < C; i += blockDim.x) {
+            const float g = __bfloat162float(dyr[i]), xh = (__bfloat162float(xr[i]) - m) * r;
+            const float dxh = g * __bfloat162float(w[i]);
+            s1 += dxh, s2 += dxh * xh;
+            sw[i] += g * xh;
+            if (LN) sb[i] += g;
+        }
+        if (LN) s1 = block_sum(s1, red) / C;
+        s2 = block_sum(s2, red) / C;
+        bf16 *dxr = dx + (size_t)t * C;
+        for (int i = threadIdx.x; i < C; i += blockDim.x) {
+            const float xh = (__bfloat162float(xr[i]) - m) * r;
+            const float dxh = __bfloat162float(dyr[i]) * __bfloat162float(w[i]);
+            dxr[i] = __float2bfloat16(__bfloat162float(dxr[i]) + r * (dxh - (LN ? s1 : 0.0f) - xh * s2));
+        }
+    }
+    float *pw = part + (size_t)blockIdx.x * C, *pb = part + ((size_t)gridDim.x + blockIdx.x) * C;
+    for (int i = threadIdx.x; i < C; i += blockDim.x) {
+        pw[i] = sw[i];
+        if (LN) pb[i] = sb[i];
+    }
+}
+
+enum { NORM_MAX_SMEM = 160 * 1024 };
+
+static void norm_bwd(Ops *o, int ln, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                     const Tensor *w, const float *mean, const float *rstd, int T, int C) {
+    Cuda *c = impl(o);
+    if (T <= 0 || C <= 0) return;
+    const int sets = ln ? 2 : 1;
+    const size_t smem = (size_t)sets * C * sizeof(float);
+    if (smem > NORM_MAX_SMEM) fatal("ops_cuda: norm backward over %d columns exceeds shared memory", C);
+    int nb = 2 * c->n_sm < T ? 2 * c->n_sm : T;
+    if ((size_t)nb * sets * C > c->scratch_n) nb = (int)(c->scratch_n / ((size_t)sets * C));
+    float *part = part_scratch(c, (size_t)nb * sets * C);
+    if (ln)
+        norm_bwd_kernel<1><<<nb, row_threads(C), smem, c->stream>>>((bf16 *)dx, part, (const bf16 *)dy,
+                                                                    (const bf16 *)x, (const bf16 *)w, mean, rstd, T, C);
+    else
+        norm_bwd_kernel<0><<<nb, row_threads(C), smem, c->stream>>>((bf16 *)dx, part, (const bf16 *)dy,
+                                                                    (const bf16 *)x, (const bf16 *)w, mean, rstd, T, C);
+    colsum_finish_kernel<<<(C + 255) / 256, 256, 0, c->stream>>>((bf16 *)dw, part, nb, C);
+    if (ln) colsum_finish_kernel<<<(C + 255) / 256, 256, 0, c->stream>>>((bf16 *)db, part + (size_t)nb * C, nb, C);
+    CUDA_CHECK(cudaGetLastError());
+}
+
+static void cu_layernorm_bwd(Ops *o, Tensor *dx, Tensor *dw, Tensor *db, const Tensor *dy, const Tensor *x,
+                             const Tensor *w, const float *mean, const float *rstd, int T, int C) {
+    norm_bwd(o, 1, dx, dw, db, dy, x, w, mean, rstd, T, C);
+}
+
+static void cu_rmsnorm_bwd(Ops *o, Tensor *dx, Tensor *dw, const Tensor *dy, const Tensor *x, const Tensor *w,
+                           const float *rstd, int T, int C) {
+    norm_bwd(o, 0, dx, dw, NULL, dy, x, w, NULL, rstd, T, C);
+}
+
+// Element-wise backward ops read every input of element i before writing, so dx may alias dy.
+__global__ void gelu_bwd_kernel(bf16 *dx, const bf16 *dy, const bf16 *x, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float v = __bfloat162float(x[i]);
+        const float cdf = 0.5f * (1.0f + erff(v * 0.70710678118654752f));
+        const float pdf = 0.3989422804014327f * expf(-0.5f * v * v);
+        dx[i] = __float2bfloat16(__bfloat162float(dy[i]) * (cdf + v * pdf));
+    }
+}
+
+__global__ void silu_mul_bwd_kernel(bf16 *dg, bf16 *du, const bf16 *dy, const bf16 *g, const bf16 *u, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const float a = __bfloat162float(g[i]), b = __bfloat162float(u[i]), d = __bfloat162float(dy[i]);
+        const float sig = 1.0f / (1.0f + expf(-a));
+        du[i] = __float2bfloat16(d * a * sig);
+        dg[i] = __float2bfloat16(d * b * sig * (1.0f + a * (1.0f - sig)));
+    }
+}
+
+__global__ void avgpool2_bwd_kernel(bf16 *dx, const bf16 *dy, int R, int C) {
+    const size_t n = (size_t)R * C;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = i / C, c = i % C;
+        const bf16 h = __float2bfloat16(__bfloat162float(dy[i]) * 0.5f);
+        dx[2 * r * C + c] = h;
+        dx[(2 * r + 1) * C + c] = h;
+    }
+}
+
+static void cu_gelu_bwd(Ops *o, Tensor *dx, const Tensor *dy, const Tensor *x, size_t n) {
+    if (n)
+        gelu_bwd_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)dx, (const bf16 *)dy,
+                                                                       (const bf16 *)x, n);
+}
+static void cu_silu_mul_bwd(Ops *o, Tensor *dg, Tensor *du, const Tensor *dy, const Tensor *g, const Tensor *u,
+                            size_t n) {
+    if (n)
+        silu_mul_bwd_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>(
+            (bf16 *)dg, (bf16 *)du, (const bf16 *)dy, (const bf16 *)g, (const bf16 *)u, n);
+}
+static void cu_avgpool2_bwd(Ops *o, Tensor *dx, const Tensor *dy, int R, int C) {
+    size_t n = (size_t)R * C;
+    if (n) avgpool2_bwd_kernel<<<grid_for(n, 256), 256, 0, impl(o)->stream>>>((bf16 *)dx, (const bf16 *)dy, R, C);
+}
+
+// In place over one chunk of rows: x = dlp * (onehot(tgt) - exp(x - lse)), in fp32, rounded once (the
+// target element too). Blocks (x: a span of the row, y: rows); R*V*4 bytes (read + write).
+__global__ void logprob_bwd_kernel(bf16 *logits, const float *lse, const int *tgt, const float *dlp, int R, int V) {
+    for (int row = blockIdx.y; row < R; row += gridDim.y) {
+        bf16 *x = logits + (size_t)row * V;
+        const float g = dlp[row], L = lse[row];
+        const int t = tgt[row];
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < V; i += gridDim.x * blockDim.x) {
+            const float p = expf(__bfloat162float(x[i]) - L);
+            x[i] = __float2bfloat16(i == t ? g * (1.0f - p) : -g * p);
+        }
+    }
+}
+
+static void cu_logprob_bwd(Ops *o, Tensor *logits, const float *lse, const int *tgt, const float *dlp, int R,
+                           int V) {
+    Cuda *c = impl(o);
+    if (R <= 0 || V <= 0) return;
+    int nx = (4 * c->n_sm + R - 1) / R, vx = (V + 255) / 256;
+    nx = nx < vx ? nx : vx;
+    logprob_bwd_kernel<<<dim3(nx, R < 65535 ? R : 65535), 256, 0, c->stream>>>((bf16 *)logits, lse, tgt, dlp, R,
+                                                                                 V);
+}
+
 // ---------------------------------------------------------------- Philox, fills and sampling
 
 // Philox4x32-10 (Salmon et al. 2011): counter (i, 0, key_hi, key_lo-mixed) under a seed key.
@@ -1375,6 +1641,8 @@ extern "C" Ops *ops_cuda_create(void) {
                                     (int)FaSmem<64>::bytes));
     CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)FaSmem<128>::bytes));
+    CUDA_CHECK(cudaFuncSetAttribute(norm_bwd_kernel<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, NORM_MAX_SMEM));
+    CUDA_CHECK(cudaFuncSetAttribute(norm_bwd_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, NORM_MAX_SMEM));
     Ops *o = (Ops *)callocCheck(1, sizeof(Ops));
     o->name = "cuda";
     o->impl = c;
@@ -1402,6 +1670,14 @@ extern "C" Ops *ops_cuda_create(void) {
     o->copy_rows = cu_copy_rows;
     o->logprob = cu_logprob;
     o->sample_rows = cu_sample_rows;
-    // backward entries stay NULL (see ops_cuda.h)
+    o->bias_grad = cu_bias_grad;
+    o->col2im = cu_col2im;
+    o->layernorm_bwd = cu_layernorm_bwd;
+    o->rmsnorm_bwd = cu_rmsnorm_bwd;
+    o->gelu_bwd = cu_gelu_bwd;
+    o->silu_mul_bwd = cu_silu_mul_bwd;
+    o->avgpool2_bwd = cu_avgpool2_bwd;
+    o->logprob_bwd = cu_logprob_bwd;
+    // attention_bwd: the flash backward of attention_bwd.cu
     return o;
 }

@@ -1,7 +1,7 @@
 // ops_cuda.h: the CUDA backend of ops.h (bf16 Tensors, fp32 accumulation and statistics) and the few
 // GPU-only helpers the rollout path and the benchmarks use. Only built with -Dcuda=enabled (AQA_CUDA).
-// The backward entries of the table are NULL: training kernels are a separate piece of work, and
-// model_backward refuses a backend without them.
+// Every backward entry of the table is filled (attention_bwd by attention_bwd.cu), so model_backward
+// trains on it; gradients are bf16 buffers into which each op adds its fp32-accumulated contribution.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
