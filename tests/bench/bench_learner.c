@@ -11,6 +11,7 @@
 // Usage: bench_learner [config.json] [--layers N] [--audio-layers N] [--reps R] [--peak-tflops X]
 //                      [--forward-only] [--json OUT]
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,8 +213,7 @@ static int bench_run(const BenchArgs *args, const ModelConfig *full, const Model
     // the two layouts compute the same log-probs (up to bf16 rounding in different kernel shapes)
     double lp_diff = 0, lp_mean = 0;
     for (int i = 0; i < G * NEW; i++) {
-        double d = r[0].lp[i] - r[1].lp[i];
-        lp_diff = d > lp_diff ? d : -d > lp_diff ? -d : lp_diff;
+        lp_diff = fmax(lp_diff, fabs((double)r[0].lp[i] - r[1].lp[i]));
         lp_mean += r[1].lp[i] / (G * NEW);
     }
     printf("  shared prefix vs naive: %.2fx faster; the naive FLOPs in the shared time: %.1f TFLOP/s; "
