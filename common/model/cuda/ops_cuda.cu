@@ -21,14 +21,10 @@ extern "C" {
 #include "model/cuda/ops_cuda.h"
 #include "util/check.h"
 }
+#include "model/cuda/ops_cuda_internal.h"
 
 typedef __nv_bfloat16 bf16;
 
-#define CUDA_CHECK(x)                                                                 \
-    do {                                                                              \
-        cudaError_t err_ = (x);                                                       \
-        if (err_ != cudaSuccess) fatal("CUDA: %s: %s", #x, cudaGetErrorString(err_)); \
-    } while (0)
 #define BLAS_CHECK(x)                                                               \
     do {                                                                            \
         int st_ = (int)(x);                                                         \
@@ -80,6 +76,7 @@ typedef struct {
     size_t cur_bytes, peak_bytes;
     void *smp;  // sample_rows workspace (see there)
     size_t smp_bytes;
+    AttnBwd *attn_bwd;  // attention_bwd.cu's plan and scratch
 } Cuda;
 
 static Cuda *impl(Ops *o) { return (Cuda *)o->impl; }
@@ -1229,6 +1226,15 @@ static void cu_logprob_bwd(Ops *o, Tensor *logits, const float *lse, const int *
                                                                                  V);
 }
 
+// The flash backward lives in attention_bwd.cu.
+static void cu_attention_bwd(Ops *o, Tensor *dq, Tensor *dk, Tensor *dv, const Tensor *dout, const Tensor *out,
+                             const float *lse, const Tensor *q, const Tensor *k, const Tensor *v, const AttnSeg *segs,
+                             int nseg, int H, int KVH, int hd, float scale) {
+    Cuda *c = impl(o);
+    attn_bwd_run(&c->attn_bwd, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)out, lse,
+                 (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, segs, nseg, H, KVH, hd, scale, c->n_sm, c->stream);
+}
+
 // ---------------------------------------------------------------- Philox, fills and sampling
 
 // Philox4x32-10 (Salmon et al. 2011): counter (i, 0, key_hi, key_lo-mixed) under a seed key.
@@ -1582,6 +1588,7 @@ static void cu_destroy(Ops *o) {
     cudaFree(c->scratch);
     if (c->part) cudaFree(c->part);
     if (c->smp) cudaFree(c->smp);
+    attn_bwd_free(c->attn_bwd);
     cublasLtDestroy(c->lt);
     cublasDestroy(c->blas);
     cudaStreamDestroy(c->stream);
@@ -1610,7 +1617,7 @@ extern "C" int ops_cuda_set_device(int index) {
 
 extern "C" size_t ops_cuda_peak_bytes(const Ops *o) {
     const Cuda *c = (const Cuda *)o->impl;
-    return c->peak_bytes + c->lt_ws_bytes + c->scratch_n * sizeof(float) + c->smp_bytes;
+    return c->peak_bytes + c->lt_ws_bytes + c->scratch_n * sizeof(float) + c->smp_bytes + attn_bwd_bytes(c->attn_bwd);
 }
 
 extern "C" Ops *ops_cuda_create(void) {
@@ -1663,6 +1670,7 @@ extern "C" Ops *ops_cuda_create(void) {
     o->rmsnorm = cu_rmsnorm;
     o->rope = cu_rope;
     o->attention = cu_attention;
+    o->attention_bwd = cu_attention_bwd;
     o->gelu = cu_gelu;
     o->silu_mul = cu_silu_mul;
     o->add = cu_add;
@@ -1678,6 +1686,5 @@ extern "C" Ops *ops_cuda_create(void) {
     o->silu_mul_bwd = cu_silu_mul_bwd;
     o->avgpool2_bwd = cu_avgpool2_bwd;
     o->logprob_bwd = cu_logprob_bwd;
-    // attention_bwd: the flash backward of attention_bwd.cu
     return o;
 }
