@@ -5,11 +5,12 @@
 // completion tokens. The same work in two layouts: shared prefix (mbatch_add_group: prompt and clip
 // once, 1102 tokens) and naive (8 separate 878-token sequences, each with its own clip: 7024 tokens).
 // One warm-up then timed repeats, median seconds; model FLOPs (bench_flops), achieved TFLOP/s against
-// the card's dense bf16 peak; activation bytes and peak device memory. --layers / --audio-layers cut
+// the card's dense bf16 peak; activation bytes and peak device memory; with --components, where the
+// time goes (every GEMM shape and attention alone, TFLOP/s each). --layers / --audio-layers cut
 // the depth (full width) where a card cannot hold the whole model. --json writes the numbers for
 // tests/bench/hf_learner.py, which runs transformers on the naive workload and prints the ratios.
 // Usage: bench_learner [config.json] [--layers N] [--audio-layers N] [--reps R] [--peak-tflops X]
-//                      [--forward-only] [--json OUT]
+//                      [--forward-only] [--components] [--json OUT]
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -29,12 +30,12 @@ enum { G = 8, NEW = 32 };
 
 static const char *USAGE =
     "usage: bench_learner [config.json] [--layers N] [--audio-layers N] [--reps R] [--peak-tflops X]\n"
-    "                     [--forward-only] [--json OUT]\n";
+    "                     [--forward-only] [--components] [--json OUT]\n";
 
 typedef struct {
     const char *config, *json;
     int layers, audio_layers;  // 0: the config's
-    int reps, forward_only;
+    int reps, forward_only, components;
     double peak_tflops;  // dense bf16 peak of the card: H100/H200 SXM nominal by default
 } BenchArgs;
 
@@ -60,6 +61,8 @@ static int args_parse(int argc, char **argv, BenchArgs *a, Err *e) {
             a->json = v, i++;
         } else if (!strcmp(f, "--forward-only")) {
             a->forward_only = 1;
+        } else if (!strcmp(f, "--components")) {
+            a->components = 1;
         } else if (f[0] == '-') {
             return err_set(e, "unknown option %s", f);
         } else if (have_config) {
@@ -116,6 +119,123 @@ static void layout_batch(ModelBatch *b, const ModelConfig *c, int shared, const 
     free(seq);
 }
 
+// ---- where a step's time goes: every GEMM shape of the step (forward, input gradient, weight gradient
+// of each projection) and attention forward + backward, each timed alone at the layout's shapes and
+// multiplied by how often the step runs it; what the measured step has beyond their sum is norms,
+// element-wise ops, copies and launch gaps.
+
+typedef struct {
+    Ops *o;
+    Tensor *x, *y, *w;  // scratch operands: [rows, max width] activations, [max out, max in] weights
+} Comp;
+
+// Seconds per call over `reps` synchronised calls after one warm-up.
+#define COMP_TIME(o, reps, call)                  \
+    ({                                            \
+        call;                                     \
+        (o)->sync(o);                             \
+        double t0_ = bench_now();                 \
+        for (int i_ = 0; i_ < (reps); i_++) call; \
+        (o)->sync(o);                             \
+        (bench_now() - t0_) / (reps);             \
+    })
+
+// A Linear of in -> out over M rows, run `count` times per step: forward y = x W^T, input gradient
+// dx = dy W (unless no_dgrad: the first layer sees fixed inputs), weight gradient dW += dy^T x.
+static double comp_linear(Comp *cp, const char *name, int M, int out, int in, double count, int no_dgrad) {
+    Ops *o = cp->o;
+    const double fl = 2.0 * M * out * in;
+    double t[3];
+    t[0] = COMP_TIME(o, 10, o->matmul(o, cp->y, cp->x, cp->w, NULL, M, out, in, 0, 1, 0));
+    t[1] = no_dgrad ? 0 : COMP_TIME(o, 10, o->matmul(o, cp->x, cp->y, cp->w, NULL, M, in, out, 0, 0, 0));
+    t[2] = COMP_TIME(o, 10, o->matmul(o, cp->w, cp->y, cp->x, NULL, out, in, M, 1, 0, 1));
+    printf("      %-12s [%5d x %5d x %5d] x %-4g fwd %7.1f us %4.0f TF/s | dgrad %7.1f us %4.0f TF/s | wgrad %7.1f us "
+           "%4.0f TF/s\n", name, M, out, in, count, t[0] * 1e6, fl / t[0] / 1e12, t[1] * 1e6,
+           t[1] > 0 ? fl / t[1] / 1e12 : 0.0, t[2] * 1e6, fl / t[2] / 1e12);
+    return (t[0] + t[1] + t[2]) * count;
+}
+
+// Attention forward + backward over segs, run `count` times per step; pairs = visible (query, key) pairs.
+static double comp_attention(Comp *cp, const char *name, const AttnSeg *segs, int nseg, int rows, int H, int KVH,
+                             int hd, double count, double pairs, Tensor *const buf[8], float *lse) {
+    Ops *o = cp->o;
+    const float scale = 1.0f / sqrtf((float)hd);
+    Tensor *q = buf[0], *k = buf[1], *v = buf[2], *out = buf[3], *dout = buf[4], *dq = buf[5], *dk = buf[6];
+    Tensor *dv = buf[7];
+    ops_cuda_fill(o, q, (size_t)rows * H * hd, 1.0f, 0.0f, 7, 1);
+    ops_cuda_fill(o, k, (size_t)rows * KVH * hd, 1.0f, 0.0f, 7, 2);
+    ops_cuda_fill(o, v, (size_t)rows * KVH * hd, 1.0f, 0.0f, 7, 3);
+    ops_cuda_fill(o, dout, (size_t)rows * H * hd, 1.0f, 0.0f, 7, 4);
+    const double tf = COMP_TIME(o, 5, o->attention(o, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale));
+    const double tb =
+        COMP_TIME(o, 5, o->attention_bwd(o, dq, dk, dv, dout, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale));
+    const double fl = 4.0 * pairs * H * hd;
+    printf("      %-12s %d segments, %.0f pairs x %-4g fwd %7.1f us %4.0f TF/s | bwd %7.1f us %4.0f TF/s\n", name, nseg,
+           pairs, count, tf * 1e6, fl / tf / 1e12, tb * 1e6, 2 * fl / tb / 1e12);
+    return (tf + tb) * count;
+}
+
+// chunk: rows per lm_head chunk (model_logits_chunk of the layout's activations).
+static void components(Model *m, const ModelBatch *b, double step_s, int chunk) {
+    Ops *o = m->ops;
+    const ModelConfig *c = &m->cfg;
+    const int T = b->n_tokens, D = c->dim, Q = c->heads * c->head_dim, KV = c->kv_heads * c->head_dim, FF = c->ffn;
+    const int A = c->a_dim, AF = c->a_ffn, P = c->a_max_pos, nA = b->n_audio, Ta = nA * P, F = 2 * P;
+    const int R = b->n_tgt < chunk ? b->n_tgt : chunk;
+    const size_t rows = (size_t)(T > nA * F ? T : nA * F), width = (size_t)(FF > 3 * A ? FF : 3 * A);
+    const size_t wmax = (size_t)c->vocab * D > (size_t)FF * D ? (size_t)c->vocab * D : (size_t)FF * D;
+    Comp cp = {.o = o};
+    cp.x = o->alloc(o, rows * width * o->act_size);
+    cp.y = o->alloc(o, rows * width * o->act_size);
+    cp.w = o->alloc(o, wmax * o->act_size);
+    ops_cuda_fill(o, cp.x, rows * width, 1.0f, 0.0f, 5, 1);
+    ops_cuda_fill(o, cp.y, rows * width, 1.0f, 0.0f, 5, 2);
+    ops_cuda_fill(o, cp.w, wmax, 0.02f, 0.0f, 5, 3);
+    const double L = c->layers, AL = c->a_layers;
+    printf("    components (each alone, x per-step count):\n");
+    double dec = comp_linear(&cp, "q_proj", T, Q, D, L, 0);
+    dec += comp_linear(&cp, "k_proj", T, KV, D, L, 0);
+    dec += comp_linear(&cp, "v_proj", T, KV, D, L, 0);
+    dec += comp_linear(&cp, "o_proj", T, D, Q, L, 0);
+    dec += comp_linear(&cp, "gate_proj", T, FF, D, L, 0);
+    dec += comp_linear(&cp, "up_proj", T, FF, D, L, 0);
+    dec += comp_linear(&cp, "down_proj", T, D, FF, L, 0);
+    // the lm_head runs on chunks of target rows, twice forward (the backward recomputes the logits)
+    const double lm = comp_linear(&cp, "lm_head", R, c->vocab, D, (double)b->n_tgt / R, 0) +
+                      COMP_TIME(o, 10, o->matmul(o, cp.y, cp.x, cp.w, NULL, R, c->vocab, D, 0, 1, 0)) * b->n_tgt / R;
+    double enc = 0;
+    if (nA) {
+        enc += comp_linear(&cp, "a.q/k/v/o", Ta, A, A, 4 * AL, 0);
+        enc += comp_linear(&cp, "a.fc1", Ta, AF, A, AL, 0);
+        enc += comp_linear(&cp, "a.fc2", Ta, A, AF, AL, 0);
+        enc += comp_linear(&cp, "a.conv1", nA * F, A, c->n_mels * 3, 1, 1);
+        enc += comp_linear(&cp, "a.conv2", Ta, A, 3 * A, 1, 0);
+        enc += comp_linear(&cp, "projector", Ta / 2, D, A, 1, 0);
+    }
+    const size_t abuf = (size_t)(T * Q > Ta * A ? T * Q : Ta * A);
+    Tensor *buf[8];  // q, k, v, out, dout, dq, dk, dv
+    for (int i = 0; i < 8; i++) buf[i] = o->alloc(o, abuf * o->act_size);
+    float *lse = o->alloc(o, (size_t)(T * c->heads > Ta * c->a_heads ? T * c->heads : Ta * c->a_heads) * sizeof(float));
+    const BenchFlops f = bench_flops(c, b, b->n_tgt);
+    const double dattn = comp_attention(&cp, "attention", b->segs, b->n_segs, T, c->heads, c->kv_heads, c->head_dim, L,
+                                        f.dec_attn / (4.0 * Q * L), buf, lse);
+    double aattn = 0;
+    if (nA) {
+        AttnSeg *aseg = mallocCheck((size_t)nA * sizeof(AttnSeg));
+        for (int i = 0; i < nA; i++)
+            aseg[i] = (AttnSeg){.q_start = i * P, .q_len = P, .k_start = i * P, .k_len = audio_encoder_len(b->valid[i])};
+        aattn = comp_attention(&cp, "a.attention", aseg, nA, Ta, c->a_heads, c->a_heads, A / c->a_heads, AL,
+                               f.audio_attn / (4.0 * A * AL), buf, lse);
+        free(aseg);
+    }
+    const double sum = dec + lm + enc + dattn + aattn, rest = step_s - sum;
+    printf("    sum: decoder GEMMs %.4f s, lm_head %.4f s, encoder GEMMs %.4f s, decoder attention %.4f s, encoder "
+           "attention %.4f s = %.4f s of the %.4f s step; the other %.4f s (%.0f%%): norms, element-wise ops, "
+           "copies, gaps\n", dec, lm, enc, dattn, aattn, sum, step_s, rest, 100 * rest / step_s);
+    for (int i = 0; i < 8; i++) o->free(o, buf[i]);
+    o->free(o, lse), o->free(o, cp.x), o->free(o, cp.y), o->free(o, cp.w);
+}
+
 // Warm-up then a->reps timed steps of one layout; grads accumulate over the repeats as over micro-batches.
 static void layout_run(Model *m, const BenchArgs *args, const ModelBatch *b, const float *dlp, Tensor *grads,
                        LayoutResult *r) {
@@ -143,6 +263,7 @@ static void layout_run(Model *m, const BenchArgs *args, const ModelBatch *b, con
     r->step_s = bench_median(ts, args->reps);
     const BenchFlops f = bench_flops(&m->cfg, b, b->n_tgt);
     r->flops = args->forward_only ? bench_flops_forward(&f) : bench_flops_train(&f);
+    if (args->components) components(m, b, r->step_s, model_logits_chunk(acts));
     model_acts_free(m, acts);
     r->peak_gib = ops_cuda_peak_bytes(o) / 1073741824.0;
     free(tf), free(tb), free(ts);
@@ -161,7 +282,7 @@ static void json_write(const BenchArgs *args, const ModelConfig *c, const Model 
                                       r[i].bwd_s, "step_s", r[i].step_s, "flops", r[i].flops, "tflops",
                                       r[i].flops / r[i].step_s / 1e12, "acts_gib", r[i].acts_gib, "peak_gib",
                                       r[i].peak_gib));
-    char *text = json_dumps(root, JSON_INDENT(1));
+    char *text = json_dumps(root, JSON_INDENT(1) | JSON_REAL_PRECISION(7));
     if (!text) fatal("bench_learner: json_dumps failed");
     Err e;
     if (file_write_atomic(args->json, text, strlen(text), &e)) fatal("bench_learner: %s", e.msg);
