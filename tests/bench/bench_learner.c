@@ -263,9 +263,9 @@ static void layout_run(Model *m, const BenchArgs *args, const ModelBatch *b, con
     r->step_s = bench_median(ts, args->reps);
     const BenchFlops f = bench_flops(&m->cfg, b, b->n_tgt);
     r->flops = args->forward_only ? bench_flops_forward(&f) : bench_flops_train(&f);
+    r->peak_gib = ops_cuda_peak_bytes(o) / 1073741824.0;  // before the components' scratch
     if (args->components) components(m, b, r->step_s, model_logits_chunk(acts));
     model_acts_free(m, acts);
-    r->peak_gib = ops_cuda_peak_bytes(o) / 1073741824.0;
     free(tf), free(tb), free(ts);
 }
 

@@ -31,7 +31,7 @@ refuse 'no/such.json' no/such.json
 short="${AQA_TMP:-/tmp}/bench_learner_short_clip.json"
 sed 's/"max_source_positions": 1500/"max_source_positions": 750/' configs/model-tiny.json >"$short"
 refuse 'max_source_positions 750, the benchmark'"'"'s clip needs 1500' "$short"
-"$exe" configs/model-tiny.json --reps 1 --json "${AQA_TMP:-/tmp}/bench_learner_tiny.json" >/dev/null
+"$exe" configs/model-tiny.json --reps 1 --components --json "${AQA_TMP:-/tmp}/bench_learner_tiny.json" >/dev/null
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 77 ]; then
     echo "FAIL: bench_learner on the tiny config: rc $rc"
