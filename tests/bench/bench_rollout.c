@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "audio/audio_len.h"
 #include "model/cuda/ops_cuda.h"
@@ -21,43 +20,20 @@
 #include "model/model.h"
 #include "util/rng.h"
 
+#include "bench_common.h"
+
 #ifdef AQA_CUDA
-enum { G = 8, NEW = 32, TEXT = 96, FRAMES = 3000, REPS = 3 };
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-// Random weights as param_init.h draws them (normal(0, init_std), biases 0, norms 1), on the device.
-static void model_random_gpu(Model *m, const ModelConfig *c, Ops *o) {
-    Err e;
-    if (model_config_check(c, &e)) fatal("%s", e.msg);
-    memset(m, 0, sizeof *m);
-    m->cfg = *c;
-    m->ops = o;
-    param_table_build(&m->t, c);
-    m->params = o->alloc(o, m->t.numel * o->act_size);
-    for (int i = 0; i < m->t.n; i++) {
-        const ParamSpec *s = &m->t.specs[i];
-        const size_t n = strlen(s->name);
-        const int bias = n > 5 && !strcmp(s->name + n - 5, ".bias"), norm = strstr(s->name, "norm") != NULL;
-        ops_cuda_fill(o, ops_at(o, m->params, s->offset), s->numel, bias || norm ? 0.0f : c->init_std,
-                      norm && !bias ? 1.0f : 0.0f, 1, (uint64_t)i);
-    }
-    o->sync(o);
-}
+enum { G = 8, NEW = 32, FRAMES = BENCH_FRAMES, REPS = 3 };
 
 // Seconds per call of fn over reps calls (synchronised), after one warm-up call.
 #define TIME_OP(o, reps, call)                    \
     ({                                            \
         call;                                     \
         (o)->sync(o);                             \
-        double t0_ = now();                       \
+        double t0_ = bench_now();                       \
         for (int i_ = 0; i_ < (reps); i_++) call; \
         (o)->sync(o);                             \
-        (now() - t0_) / (reps);                   \
+        (bench_now() - t0_) / (reps);                   \
     })
 
 // Where a rollout's time goes: the decode-step GEMMs (M = G rows) against the weight-streaming bound,
@@ -124,18 +100,16 @@ int main(int argc, char **argv) {
     if (hf_config_load(path, &c, &e)) fatal("%s", e.msg);
     Ops *o = ops_cuda_create();
     Model m;
-    double t0 = now();
-    model_random_gpu(&m, &c, o);
+    double t0 = bench_now();
+    bench_model_random_gpu(&m, &c, o);
     printf("bench_rollout: %s, %zu params, random bf16 weights drawn on the GPU in %.2f s\n", path, m.t.numel,
-           now() - t0);
+           bench_now() - t0);
     Rng rng;
     rng_init(&rng, 3, 0);
-    const int na = audio_token_count(FRAMES), P = na + TEXT, L = P + NEW;
-    float *feat = mallocCheck((size_t)c.n_mels * FRAMES * sizeof(float));
-    for (size_t i = 0; i < (size_t)c.n_mels * FRAMES; i++) feat[i] = (float)rng_normal(&rng);
-    int *prompt = mallocCheck((size_t)P * sizeof(int));
-    for (int i = 0; i < P; i++) prompt[i] = (int)rng_below(&rng, 100000) + 100;
-    for (int i = 0; i < na; i++) prompt[3 + i] = c.audio_token_id;
+    int P;
+    float *feat = bench_features(&c, &rng);
+    int *prompt = bench_prompt(&c, &rng, &P);
+    const int L = P + NEW;
 
     // ---- model_generate: graphs / op by op / top-k 50 / host sampler, then Q questions together
     enum { MODES = 4, Q = 4 };
@@ -160,9 +134,9 @@ int main(int argc, char **argv) {
         if (model_generate(&m, qs, 1, G, &sp, res, &e)) fatal("%s", e.msg);  // warm-up: plans, graph shapes
         best_gen[mode] = 1e30, t_gen[mode] = pre[mode] = dec[mode] = 0;
         for (int i = 0; i < reps; i++) {
-            t0 = now();
+            t0 = bench_now();
             if (model_generate(&m, qs, 1, G, &sp, res, &e)) fatal("%s", e.msg);
-            const double t = now() - t0;
+            const double t = bench_now() - t0;
             t_gen[mode] += t / reps, pre[mode] += res[0].prefill_s / reps, dec[mode] += res[0].decode_s / reps;
             best_gen[mode] = t < best_gen[mode] ? t : best_gen[mode];
         }
@@ -182,17 +156,17 @@ int main(int argc, char **argv) {
     if (model_generate(&m, qs, Q, G, &sp, res, &e)) fatal("%s", e.msg);  // warm-up
     double t_batch = 0, t_seq = 0, pre_b = 0, dec_b = 0;
     for (int i = 0; i < REPS; i++) {
-        t0 = now();
+        t0 = bench_now();
         if (model_generate(&m, qs, Q, G, &sp, res, &e)) fatal("%s", e.msg);
-        t_batch += (now() - t0) / REPS, pre_b += res[0].prefill_s / REPS, dec_b += res[0].decode_s / REPS;
+        t_batch += (bench_now() - t0) / REPS, pre_b += res[0].prefill_s / REPS, dec_b += res[0].decode_s / REPS;
     }
     int same = 0;  // batched tokens equal to question 0's alone (a bf16 rounding tie may differ)
     for (int g = 0; g < G; g++) same += !memcmp(tokens[g], res[0].tokens + g * NEW, sizeof tokens[g]);
     for (int i = 0; i < REPS; i++) {
-        t0 = now();
+        t0 = bench_now();
         for (int q = 0; q < Q; q++)
             if (model_generate(&m, &qs[q], 1, G, &sp, &res[q], &e)) fatal("%s", e.msg);
-        t_seq += (now() - t0) / REPS;
+        t_seq += (bench_now() - t0) / REPS;
     }
     printf("  model_generate, %d questions x %d samples together: %.4f s (prefill %.4f s, decode %.2f ms per "
            "step), %.0f new tokens/s; one at a time %.4f s -> %.2fx; question 0's samples equal to alone: %d of "
@@ -247,10 +221,10 @@ int main(int argc, char **argv) {
         ModelActs *a = model_acts_create(&m, b.n_tokens, b.n_audio, b.n_tgt, 0);
         float *lp = mallocCheck((size_t)b.n_tgt * sizeof(float));
         if (model_forward(&m, &b, a, lp, &e)) fatal("%s", e.msg);  // warm-up
-        t0 = now();
+        t0 = bench_now();
         for (int i = 0; i < REPS; i++)
             if (model_forward(&m, &b, a, lp, &e)) fatal("%s", e.msg);
-        t_ref[mode] = (now() - t0) / REPS;
+        t_ref[mode] = (bench_now() - t0) / REPS;
         double s = 0;
         for (int i = 0; i < b.n_tgt; i++) s += lp[i];
         printf("  reference forward, %s: %d tokens, %d targets: %.4f s (mean lp %.3f)\n",

@@ -18,10 +18,16 @@ from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 G, NEW, TEXT, FRAMES, REPS = 8, 32, 96, 3000, 3
 
 
-def build(path):
+def build(path, layers=None, audio_layers=None):
+    """The model of a config (random bf16 weights on the GPU, sdpa), with the decoder / encoder cut to
+    `layers` / `audio_layers` layers when given (full width)."""
     raw = json.load(open(path))
-    cfg = Qwen2AudioConfig(audio_config=raw["audio_config"], text_config=raw["text_config"],
-                           audio_token_index=raw["audio_token_index"])
+    text, audio = dict(raw["text_config"]), dict(raw["audio_config"])
+    if layers:
+        text["num_hidden_layers"] = layers
+    if audio_layers:
+        audio["encoder_layers"] = audio_layers
+    cfg = Qwen2AudioConfig(audio_config=audio, text_config=text, audio_token_index=raw["audio_token_index"])
     cfg.audio_token_id = raw["audio_token_index"]
     cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
