@@ -13,7 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "audio/audio_len.h"
 #include "model/cuda/ops_cuda.h"
 #include "model/generate.h"
 #include "model/hf_config.h"
