@@ -141,8 +141,10 @@ static ModelActs *acts_table(const ModelConfig *c, size_t act_size, int max_toke
     const size_t KV = (size_t)c->kv_heads * c->head_dim, FF = c->ffn, V = c->vocab;
     const size_t A = c->a_dim, AF = c->a_ffn, P = c->a_max_pos, F = 2 * P, nA = max_audio;
     const size_t Ta = nA * P, Tp = Ta / 2, Tl = T > (size_t)max_tgt ? T : (size_t)max_tgt;
-    // lm_head rows per chunk: a ~16 MiB logits workspace bounds memory for any vocabulary
-    a->chunk = (int)(4194304 / V);
+    // lm_head rows per chunk: a 128 MiB logits workspace bounds memory for any vocabulary, and is large
+    // enough that a group's targets (8 x 32 at the 7B vocabulary) fit one chunk: every chunk's weight
+    // gradient streams the whole [V, D] lm_head gradient (1.1 GB at 7B), so small chunks cost ~1 ms each
+    a->chunk = (int)(((size_t)128 << 20) / (V * act_size));
     if (a->chunk < 1) a->chunk = 1;
     if ((size_t)a->chunk > Tl) a->chunk = (int)(Tl ? Tl : 1);
     a->n_ax = train ? c->a_layers + 1 : 2;
