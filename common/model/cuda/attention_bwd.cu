@@ -3,7 +3,10 @@
 // forward's lse, so no [T x T] matrix ever exists in global memory. Per (query row i, key j, head):
 //   P = exp(scale q.k - lse), dP = dout.v, dS = P (dP - D) scale, D = rowsum(dout * out) (fp32, first pass)
 //   dv += P^T dout, dk += dS^T q, dq += dS k
-// All five products are bf16 WMMA tiles with fp32 accumulation (P and dS are rounded to bf16 for them).
+// All five products are bf16 tensor-core products with fp32 accumulation (P and dS rounded to bf16 for
+// them). Two kernels share the work list, the scratch and the passes around them: the FA2 one (mma.sync
+// m16n8k16, see its section below) at head_dim 33..128 in 16-byte rows, and the WMMA one everywhere else,
+// or everywhere with AQA_ATTN_BWD=old (read when an Ops makes its backward state, i.e. at its first call).
 //
 // Work is KEY-MAJOR. The keys are cut into tiles of <= 64 rows that never straddle a boundary of any
 // segment's key range (prefix or own), and each tile lists every query row that sees any of its keys, with
@@ -18,8 +21,9 @@
 // where aligned) into a zeroed scratch; a last pass adds the scratch into the bf16 dq/dk/dv (+=, as ops.h
 // asks), so each gradient element is rounded to bf16 once. The reductions make the fp32 summation order,
 // and so the last bits, vary between runs.
-// Measured (H200, bench_attention): 52-58 TFLOP/s at the 7B group shape, 72-77 at the encoder's; ncu
-// calls it latency-bound (8 warps an SM at head_dim 128: registers and shared memory allow one block).
+// Measured for the WMMA kernel (H200, bench_attention): 52-58 TFLOP/s at the 7B group shape, 72-77 at the
+// encoder's; ncu calls it latency-bound (8 warps an SM at head_dim 128: registers and shared memory allow
+// one block). bench_attention prints both kernels side by side.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -427,6 +431,7 @@ __global__ void __launch_bounds__(128, HD > 64 ? 2 : 3)
                         const float *Dsum, const bf16 *q, const bf16 *k, const bf16 *v, const BwdRow *rows,
                         const BwdItem *items, int H, int KVH, int hd, float scale) {
     typedef Fa2Cfg<HD> C;
+    static_assert(BwdSmem<HD>::LD == Fa2Cfg<HD>::LD, "bwd_load fills K, V with the WMMA kernel's row pitch");
     constexpr int BR = C::BR, LD = C::LD, LS = C::LS, NS = BR / 8, ND = HD / 8;  // n-tiles of S^T, of dK/dV
     // dQ [BR, HD]: warp w takes row block w % RB and the HD / NP columns of part w / RB
     constexpr int RB = BR / 16, NP = 4 / RB, NQ = HD / NP / 8;
