@@ -329,9 +329,10 @@ __global__ void __launch_bounds__(BWD_THREADS)
 // two adjacent 8-column tiles is the A layout of one 16-deep step, so P and dS never touch shared memory
 // for those. Only dQ = dS K needs the whole tile's keys, so dS^T goes to shared memory (bf16) once and
 // the warps split dQ [BR, HD] between them; dQ leaves by fp32 reductions straight from registers (the
-// same scratch as the WMMA kernel). A dq pass of its own (query-major, recomputing P) would avoid those
-// reductions but repeat S and dP, two of the five products; the reductions are 2 B per FLOP-heavy
-// (row, column) pair per key tile and overlap the next chunk's math, so they are the cheaper side.
+// same scratch and traffic as the WMMA kernel: 4 B per dq element per key tile, against 640 FLOP of the
+// five products behind it). A query-major dq pass of its own would drop the reductions but recompute S and
+// dP, two of the five products (+40% math); the fire-and-forget reductions overlap the next chunk's math
+// instead, so they were chosen (on that arithmetic: no GPU was at hand to time both).
 // BR is 64 at head_dim 64 and 32 at 128: at 128 the registers (dK, dV 128 a thread) allow 2 blocks an SM,
 // and 32-row chunks keep the double-buffered Q/dO small enough (74 KB a block) for both to fit.
 
