@@ -4,6 +4,8 @@
 // must be the sum over the G copies. Both backends get identical bf16-exact inputs; out and lse come from
 // the CPU forward (out rounded to bf16). Tolerance: max abs error under 3e-2 of the reference's largest
 // magnitude - P and dS are rounded to bf16 for the tensor-core products, each result once more when added.
+// The FA2 kernel (head_dim 33..128 in 16-byte rows) runs by default, the WMMA one at the other head dims;
+// test_old_kernel runs the layouts again on the WMMA kernel everywhere (AQA_ATTN_BWD=old).
 // Exits 77 (skipped) without a GPU or a CUDA build.
 #include "gpu_testutil.h"
 
@@ -189,6 +191,16 @@ static void test_shared_vs_naive(void) {
     free(qs), free(ks), free(vs), free(dos), free(qn), free(kn), free(vn), free(don);
     free(dqs), free(dks), free(dvs), free(dqn), free(dkn), free(dvn), free(fq), free(fk), free(fv);
 }
+
+// The WMMA kernel kept behind AQA_ATTN_BWD=old (read at an Ops' first backward call): the same layouts
+// on a fresh CUDA Ops made and first used while it is set.
+static void test_old_kernel(void) {
+    ops_destroy(P.g);
+    CHECK(setenv("AQA_ATTN_BWD", "old", 1) == 0);
+    P.g = ops_cuda_create();
+    test_vs_cpu();
+    CHECK(unsetenv("AQA_ATTN_BWD") == 0);
+}
 #endif
 
 int main(void) {
@@ -197,12 +209,14 @@ int main(void) {
         printf("test_attention_bwd: no CUDA device, skipped\n");
         return 77;
     }
+    if (unsetenv("AQA_ATTN_BWD")) fatal("test_attention_bwd: unsetenv failed");  // the default kernel first
     P.c = ops_cpu_create();
     P.g = ops_cuda_create();
     rng_init(&R, 11, 0);
     RUN(test_vs_cpu);
     RUN(test_real_shapes);
     RUN(test_shared_vs_naive);
+    RUN(test_old_kernel);
     ops_destroy(P.c);
     ops_destroy(P.g);
     return test_summary("test_attention_bwd");

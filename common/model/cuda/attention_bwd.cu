@@ -3,7 +3,10 @@
 // forward's lse, so no [T x T] matrix ever exists in global memory. Per (query row i, key j, head):
 //   P = exp(scale q.k - lse), dP = dout.v, dS = P (dP - D) scale, D = rowsum(dout * out) (fp32, first pass)
 //   dv += P^T dout, dk += dS^T q, dq += dS k
-// All five products are bf16 WMMA tiles with fp32 accumulation (P and dS are rounded to bf16 for them).
+// All five products are bf16 tensor-core products with fp32 accumulation (P and dS rounded to bf16 for
+// them). Two kernels share the work list, the scratch and the passes around them: the FA2 one (mma.sync
+// m16n8k16, see its section below) at head_dim 33..128 in 16-byte rows, and the WMMA one everywhere else,
+// or everywhere with AQA_ATTN_BWD=old (read when an Ops makes its backward state, i.e. at its first call).
 //
 // Work is KEY-MAJOR. The keys are cut into tiles of <= 64 rows that never straddle a boundary of any
 // segment's key range (prefix or own), and each tile lists every query row that sees any of its keys, with
@@ -18,8 +21,9 @@
 // where aligned) into a zeroed scratch; a last pass adds the scratch into the bf16 dq/dk/dv (+=, as ops.h
 // asks), so each gradient element is rounded to bf16 once. The reductions make the fp32 summation order,
 // and so the last bits, vary between runs.
-// Measured (H200, bench_attention): 52-58 TFLOP/s at the 7B group shape, 72-77 at the encoder's; ncu
-// calls it latency-bound (8 warps an SM at head_dim 128: registers and shared memory allow one block).
+// Measured for the WMMA kernel (H200, bench_attention): 52-58 TFLOP/s at the 7B group shape, 72-77 at the
+// encoder's; ncu calls it latency-bound (8 warps an SM at head_dim 128: registers and shared memory allow
+// one block). bench_attention prints both kernels side by side.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <mma.h>
@@ -51,6 +55,7 @@ struct AttnBwd {
     float *scratch;       // device fp32: D [nq, H] | dq [nq, H, hd] | dk, dv [nk, KVH, hd]
     size_t scratch_n;
     unsigned attr_set;  // kernels whose shared-memory limit is raised
+    int old;            // AQA_ATTN_BWD=old when the state was made: the WMMA kernel for every head_dim
 };
 
 // Shared memory of one block (bytes). HD is the head_dim padded to a WMMA multiple; leading dimensions are
@@ -316,6 +321,243 @@ __global__ void __launch_bounds__(BWD_THREADS)
 #undef BUF_V
 }
 
+// ---- The FA2 kernel: mma.sync m16n8k16 with every product in registers ----
+// Same work items as above. A block is 4 warps; warp w owns keys [16 w, 16 w + 16) of the tile and keeps
+// their dK, dV [16, HD] in registers over the whole item. Per chunk of BR query rows it forms S^T = K Q^T
+// and dP^T = V dO^T ([16 keys, BR rows], fp32 registers), turns them into P^T and dS^T in place, and feeds
+// them straight back as the A operand of dV += P^T dO and dK += dS^T Q: the m16n8k16 accumulator layout of
+// two adjacent 8-column tiles is the A layout of one 16-deep step, so P and dS never touch shared memory
+// for those. Only dQ = dS K needs the whole tile's keys, so dS^T goes to shared memory (bf16) once and
+// the warps split dQ [BR, HD] between them; dQ leaves by fp32 reductions straight from registers (the
+// same scratch and traffic as the WMMA kernel: 4 B per dq element per key tile, against 640 FLOP of the
+// five products behind it). A query-major dq pass of its own would drop the reductions but recompute S and
+// dP, two of the five products (+40% math); the fire-and-forget reductions overlap the next chunk's math
+// instead, so they were chosen (on that arithmetic: no GPU was at hand to time both).
+// BR is 64 at head_dim 64 and 32 at 128: at 128 the registers (dK, dV 128 a thread) allow 2 blocks an SM,
+// and 32-row chunks keep the double-buffered Q/dO small enough (74 KB a block) for both to fit.
+
+// Fragment plumbing (PTX ISA, warp-level mma m16n8k16 .bf16): g = lane / 4, c = lane % 4.
+// A 16x16 row-major: a0 (g, 2c..2c+1), a1 (g + 8, 2c..), a2 (g, 2c + 8..), a3 (g + 8, 2c + 8..);
+// B 16x8 "col": b0 (k 2c..2c+1, n g), b1 (k 2c + 8.., n g); C 16x8 fp32: c0, c1 (g, 2c..2c+1), c2, c3 (g + 8, ..).
+// ldmatrix x4 gives lane l of matrix i (rows addressed by lanes 8i..8i+7) the pair (l / 4, 2 (l % 4)..),
+// and with .trans the pair ((2 (l % 4)), l / 4), (2 (l % 4) + 1, l / 4) of the stored 8x8 matrix.
+__device__ __forceinline__ void ldsm4(unsigned r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+__device__ __forceinline__ void ldsm4t(unsigned r[4], const bf16 *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"((unsigned)__cvta_generic_to_shared(p)));
+}
+// d += a b, fp32 accumulate
+__device__ __forceinline__ void mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+    __nv_bfloat162 t = __floats2bfloat162_rn(lo, hi);  // .x = lo (the lower address, the lower k)
+    return *(unsigned *)&t;
+}
+__device__ __forceinline__ void red_add2(float *p, float a, float b) {
+    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
+}
+
+template <int HD>
+struct Fa2Cfg {
+    static constexpr int BR = HD > 64 ? 32 : 64;  // query rows per chunk
+    static constexpr int LD = HD + 8, LS = BR + 8;  // padded rows: ldmatrix's 8 row addresses hit 8 bank groups
+    static constexpr size_t kv_tile = (size_t)BWD_B * LD * 2, q_tile = (size_t)BR * LD * 2;
+    static constexpr size_t k = 0, v = kv_tile, q = 2 * kv_tile, dout = q + 2 * q_tile;  // Q, dO two buffers each
+    static constexpr size_t ds = dout + 2 * q_tile;                 // dS^T [64 keys][LS] bf16
+    static constexpr size_t meta = ds + (size_t)BWD_B * LS * 2;     // per buffer: lse, D, q row, vis [BR] each
+    static constexpr size_t meta_buf = 4 * (size_t)BR * 4;
+    static constexpr size_t bytes = meta + 2 * meta_buf;
+};
+
+// Q or dO rows of a chunk into a [BR][LD] buffer by 16-byte cp.async: row i is the query row rw[i].q (the
+// work list itself, so the next chunk can be requested before its row indices reach shared memory); rows
+// past n and columns past hd are zero.
+template <int HD>
+__device__ void fa2_load_rows(bf16 *t, const bf16 *src, const BwdRow *rw, int n, int H, int h, int hd) {
+    typedef Fa2Cfg<HD> C;
+    for (int e = threadIdx.x; e < C::BR * (HD / 8); e += blockDim.x) {
+        const int i = e / (HD / 8), d = (e % (HD / 8)) * 8;
+        if (i < n && d < hd)
+            cp_async16(t + i * C::LD + d, src + ((size_t)rw[i].q * H + h) * hd + d);
+        else
+            *(uint4 *)(t + i * C::LD + d) = make_uint4(0, 0, 0, 0);
+    }
+}
+
+// Requests chunk c of the item into buffer b (rows, lse, D, Q, dO) and commits the group.
+template <int HD>
+__device__ void fa2_request(unsigned char *sm, int b, int c, const BwdItem &it, const BwdRow *rows, const bf16 *q,
+                            const bf16 *dout, const float *lse, const float *Dsum, int H, int h, int hd) {
+    typedef Fa2Cfg<HD> C;
+    const int left = it.nrows - c * C::BR, n = left < C::BR ? left : C::BR;
+    const BwdRow *rw = rows + it.row0 + c * C::BR;
+    float *L = (float *)(sm + C::meta + b * C::meta_buf);
+    if (threadIdx.x < C::BR) {
+        const int ok = (int)threadIdx.x < n;
+        bwd_meta((int *)(L + 2 * C::BR), (int *)(L + 3 * C::BR), L, L + C::BR, ok ? rw[threadIdx.x] : BwdRow{0, 0},
+                 ok, lse, Dsum, H, h);
+    }
+    fa2_load_rows<HD>((bf16 *)(sm + C::q + b * C::q_tile), q, rw, n, H, h, hd);
+    fa2_load_rows<HD>((bf16 *)(sm + C::dout + b * C::q_tile), dout, rw, n, H, h, hd);
+    cp_async_commit();
+}
+
+// acc[(row * stride + head) * hd + d ..] += C fragments f[NT] of a 16-row block whose tile j covers columns
+// d0 + 8 j; rows g and g + 8 of the block map to row indices r0 and r1 (< 0: not a real row).
+template <int NT>
+__device__ __forceinline__ void fa2_red_frags(float *acc, const float (*f)[4], int r0, int r1, int stride, int head,
+                                              int hd, int d0) {
+    const int c = threadIdx.x % 4;
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        const int d = d0 + 8 * j + 2 * c;
+        if (d >= hd) continue;  // hd % 8 == 0: d + 1 < hd too
+        if (r0 >= 0) red_add2(acc + ((size_t)r0 * stride + head) * hd + d, f[j][0], f[j][1]);
+        if (r1 >= 0) red_add2(acc + ((size_t)r1 * stride + head) * hd + d, f[j][2], f[j][3]);
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(128, HD > 64 ? 2 : 3)
+    attn_bwd_fa2_kernel(float *dq_acc, float *dk_acc, float *dv_acc, const bf16 *dout, const float *lse,
+                        const float *Dsum, const bf16 *q, const bf16 *k, const bf16 *v, const BwdRow *rows,
+                        const BwdItem *items, int H, int KVH, int hd, float scale) {
+    typedef Fa2Cfg<HD> C;
+    static_assert(BwdSmem<HD>::LD == Fa2Cfg<HD>::LD, "bwd_load fills K, V with the WMMA kernel's row pitch");
+    constexpr int BR = C::BR, LD = C::LD, LS = C::LS, NS = BR / 8, ND = HD / 8;  // n-tiles of S^T, of dK/dV
+    // dQ [BR, HD]: warp w takes row block w % RB and the HD / NP columns of part w / RB
+    constexpr int RB = BR / 16, NP = 4 / RB, NQ = HD / NP / 8;
+    extern __shared__ __align__(128) unsigned char sm[];
+    const bf16 *Ks = (const bf16 *)(sm + C::k), *Vs = (const bf16 *)(sm + C::v);
+    bf16 *dSt = (bf16 *)(sm + C::ds);
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, cq = lane % 4;
+    const int li = lane / 8, lr = lane % 8;  // ldmatrix: which 8x8 matrix this lane addresses, which row of it
+    const int h = blockIdx.y, kvh = h / (H / KVH);
+    const BwdItem it = items[blockIdx.x];
+    const int nchunk = (it.nrows + BR - 1) / BR;
+    const int kw = 16 * warp;                           // this warp's first key in the tile
+    const int act = kw < it.nk, nkb = (it.nk + 15) / 16;  // warp has real keys; key blocks dQ reads
+    bwd_load<HD>((bf16 *)Ks, k, NULL, it.k0, it.nk, KVH, kvh, hd, 1);
+    bwd_load<HD>((bf16 *)Vs, v, NULL, it.k0, it.nk, KVH, kvh, hd, 1);
+    fa2_request<HD>(sm, 0, 0, it, rows, q, dout, lse, Dsum, H, h, hd);  // K, V ride in chunk 0's group
+    float dK[ND][4], dV[ND][4];
+#pragma unroll
+    for (int j = 0; j < ND; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) dK[j][e] = dV[j][e] = 0.0f;
+    for (int c = 0; c < nchunk; c++) {
+        const int b = c & 1, left = it.nrows - c * BR, n = left < BR ? left : BR;
+        const bf16 *Qs = (const bf16 *)(sm + C::q + b * C::q_tile), *dOs = (const bf16 *)(sm + C::dout + b * C::q_tile);
+        const float *Ls = (const float *)(sm + C::meta + b * C::meta_buf), *Dl = Ls + BR;
+        const int *Qr = (const int *)(Ls + 2 * BR), *Vis = Qr + BR;
+        cp_async_wait_all();
+        __syncthreads();  // chunk c has landed; every warp is done with chunk c - 1 (buffer b ^ 1 and dS^T)
+        if (c + 1 < nchunk) fa2_request<HD>(sm, b ^ 1, c + 1, it, rows, q, dout, lse, Dsum, H, h, hd);
+        if (act) {  // warp-uniform
+            // S^T = K_w Q^T, dP^T = V_w dO^T: [16 keys, BR rows], NS tiles of 8 rows
+            float s[NS][4], dp[NS][4];
+#pragma unroll
+            for (int j = 0; j < NS; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[j][e] = dp[j][e] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < HD / 16; kk++) {
+                unsigned ak[4], av[4];
+                const int ar = kw + lr + (li & 1) * 8, ac = kk * 16 + (li >> 1) * 8;
+                ldsm4(ak, Ks + ar * LD + ac);
+                ldsm4(av, Vs + ar * LD + ac);
+#pragma unroll
+                for (int j = 0; j < NS; j += 2) {  // B of row tiles j, j + 1: Q rows are B's n, their d its k
+                    unsigned bq[4], bo[4];
+                    const int br = j * 8 + lr + (li >> 1) * 8, bc = kk * 16 + (li & 1) * 8;
+                    ldsm4(bq, Qs + br * LD + bc);
+                    ldsm4(bo, dOs + br * LD + bc);
+                    mma16816(s[j], ak, bq[0], bq[1]);
+                    mma16816(s[j + 1], ak, bq[2], bq[3]);
+                    mma16816(dp[j], av, bo[0], bo[1]);
+                    mma16816(dp[j + 1], av, bo[2], bo[3]);
+                }
+            }
+            // P^T and dS^T in place; a key past the row's visible count (padding rows see none) gets 0
+#pragma unroll
+            for (int j = 0; j < NS; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int i = j * 8 + 2 * cq + (e & 1), key = kw + g + (e >> 1) * 8;
+                    const float p = key < Vis[i] ? __expf(s[j][e] * scale - Ls[i]) : 0.0f;
+                    s[j][e] = p;
+                    dp[j][e] = p * (dp[j][e] - Dl[i]) * scale;
+                }
+            // dS^T to shared memory for dQ: rows 2c, 2c + 1 of a tile are adjacent there, one 32-bit store
+#pragma unroll
+            for (int j = 0; j < NS; j++) {
+                *(unsigned *)(dSt + (kw + g) * LS + j * 8 + 2 * cq) = pack_bf16(dp[j][0], dp[j][1]);
+                *(unsigned *)(dSt + (kw + g + 8) * LS + j * 8 + 2 * cq) = pack_bf16(dp[j][2], dp[j][3]);
+            }
+            // dV += P^T dO, dK += dS^T Q over the chunk's rows, 16 at a time: S^T tiles 2m, 2m + 1 are A
+#pragma unroll
+            for (int m = 0; m < NS / 2; m++) {
+                const unsigned ap[4] = {pack_bf16(s[2 * m][0], s[2 * m][1]), pack_bf16(s[2 * m][2], s[2 * m][3]),
+                                        pack_bf16(s[2 * m + 1][0], s[2 * m + 1][1]),
+                                        pack_bf16(s[2 * m + 1][2], s[2 * m + 1][3])};
+                const unsigned ad[4] = {pack_bf16(dp[2 * m][0], dp[2 * m][1]), pack_bf16(dp[2 * m][2], dp[2 * m][3]),
+                                        pack_bf16(dp[2 * m + 1][0], dp[2 * m + 1][1]),
+                                        pack_bf16(dp[2 * m + 1][2], dp[2 * m + 1][3])};
+#pragma unroll
+                for (int j = 0; j < ND; j += 2) {  // B of column tiles j, j + 1: rows are B's k, .trans
+                    unsigned bo[4], bq[4];
+                    const int br = m * 16 + lr + (li & 1) * 8, bc = j * 8 + (li >> 1) * 8;
+                    ldsm4t(bo, dOs + br * LD + bc);
+                    ldsm4t(bq, Qs + br * LD + bc);
+                    mma16816(dV[j], ap, bo[0], bo[1]);
+                    mma16816(dV[j + 1], ap, bo[2], bo[3]);
+                    mma16816(dK[j], ad, bq[0], bq[1]);
+                    mma16816(dK[j + 1], ad, bq[2], bq[3]);
+                }
+            }
+        }
+        __syncthreads();  // dS^T of all warps in place
+        {
+            // dQ = dS K: rows rb * 16.., columns d0.., over the tile's real key blocks
+            const int rb = warp % RB, d0 = (warp / RB) * (HD / NP);
+            float dq[NQ][4];
+#pragma unroll
+            for (int j = 0; j < NQ; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) dq[j][e] = 0.0f;
+            for (int kb = 0; kb < nkb; kb++) {
+                unsigned a[4];  // dS [rows, keys] = (dS^T)^T: .trans of the stored [key][row]
+                ldsm4t(a, dSt + (kb * 16 + lr + (li >> 1) * 8) * LS + rb * 16 + (li & 1) * 8);
+#pragma unroll
+                for (int j = 0; j < NQ; j += 2) {
+                    unsigned bk[4];
+                    ldsm4t(bk, Ks + (kb * 16 + lr + (li & 1) * 8) * LD + d0 + j * 8 + (li >> 1) * 8);
+                    mma16816(dq[j], a, bk[0], bk[1]);
+                    mma16816(dq[j + 1], a, bk[2], bk[3]);
+                }
+            }
+            const int i0 = rb * 16 + g, i1 = i0 + 8;
+            fa2_red_frags<NQ>(dq_acc, dq, i0 < n ? Qr[i0] : -1, i1 < n ? Qr[i1] : -1, H, h, hd, d0);
+        }
+    }
+    // the warp's keys' dK, dV out
+    if (act) {
+        const int k0 = kw + g, k1 = k0 + 8;
+        const int r0 = k0 < it.nk ? it.k0 + k0 : -1, r1 = k1 < it.nk ? it.k0 + k1 : -1;
+        fa2_red_frags<ND>(dk_acc, dK, r0, r1, KVH, kvh, hd, 0);
+        fa2_red_frags<ND>(dv_acc, dV, r0, r1, KVH, kvh, hd, 0);
+    }
+}
+
 // D[w] = sum_d dout[w, d] out[w, d] over the (row, head) vectors w < n, one warp each, in fp32.
 __global__ void attn_bwd_dsum_kernel(float *D, const bf16 *dout, const bf16 *out, size_t n, int hd) {
     const int lane = threadIdx.x % 32;
@@ -438,6 +680,20 @@ static void bwd_plan(AttnBwd *st, const AttnSeg *segs, int nseg, int H, int n_sm
 static size_t round4(size_t n) { return (n + 3) & ~(size_t)3; }
 
 template <int HD>
+static void fa2_launch(AttnBwd *st, float *D, float *dqa, float *dka, float *dva, const bf16 *dout, const float *lse,
+                       const bf16 *q, const bf16 *k, const bf16 *v, int H, int KVH, int hd, float scale,
+                       cudaStream_t stream) {
+    const unsigned bit = 1u << (16 + HD / 16);
+    if (!(st->attr_set & bit)) {
+        CUDA_CHECK(cudaFuncSetAttribute(attn_bwd_fa2_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)Fa2Cfg<HD>::bytes));
+        st->attr_set |= bit;
+    }
+    attn_bwd_fa2_kernel<HD><<<dim3(st->n_items, H), 128, Fa2Cfg<HD>::bytes, stream>>>(
+        dqa, dka, dva, dout, lse, D, q, k, v, st->rows, st->items, H, KVH, hd, scale);
+}
+
+template <int HD>
 static void bwd_launch(AttnBwd *st, float *D, float *dqa, float *dka, float *dva, const bf16 *dout, const float *lse,
                        const bf16 *q, const bf16 *k, const bf16 *v, int H, int KVH, int hd, float scale, int vec,
                        cudaStream_t stream) {
@@ -457,7 +713,11 @@ void attn_bwd_run(AttnBwd **stp, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
     if (nseg <= 0) return;
     if (hd < 1 || hd > BWD_MAXD || KVH < 1 || H % KVH)
         fatal("cuda attention_bwd: head_dim %d (1..%d) or heads %d / kv heads %d unsupported", hd, BWD_MAXD, H, KVH);
-    if (!*stp) *stp = (AttnBwd *)callocCheck(1, sizeof(AttnBwd));
+    if (!*stp) {
+        *stp = (AttnBwd *)callocCheck(1, sizeof(AttnBwd));
+        const char *sel = getenv("AQA_ATTN_BWD");
+        (*stp)->old = sel && !strcmp(sel, "old");
+    }
     AttnBwd *st = *stp;
     if (!(st->segs && st->nseg == nseg && st->H == H && !memcmp(st->segs, segs, (size_t)nseg * sizeof *segs))) {
         if (nseg > st->cap_seg) {
@@ -482,7 +742,12 @@ void attn_bwd_run(AttnBwd **stp, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
     const size_t nvec = (size_t)st->nq * H;
     attn_bwd_dsum_kernel<<<bwd_grid(nvec * 32, 256), 256, 0, stream>>>(D, dout, out, nvec, hd);
     const int vec = hd % 8 == 0 && ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)dout) % 16 == 0;
-    if (hd <= 16)
+    // the FA2 kernel wants 16-byte rows (cp.async) and pays for padding below 33 (the WMMA one pads to 16)
+    if (!st->old && vec && hd > 32 && hd <= 64)
+        fa2_launch<64>(st, D, dqa, dka, dva, dout, lse, q, k, v, H, KVH, hd, scale, stream);
+    else if (!st->old && vec && hd > 64)
+        fa2_launch<128>(st, D, dqa, dka, dva, dout, lse, q, k, v, H, KVH, hd, scale, stream);
+    else if (hd <= 16)
         bwd_launch<16>(st, D, dqa, dka, dva, dout, lse, q, k, v, H, KVH, hd, scale, vec, stream);
     else if (hd <= 32)
         bwd_launch<32>(st, D, dqa, dka, dva, dout, lse, q, k, v, H, KVH, hd, scale, vec, stream);
