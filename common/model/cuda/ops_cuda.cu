@@ -1193,6 +1193,16 @@ __global__ void __launch_bounds__(32 * DA_WARPS)
     float *Qs = (float *)(da_sm + SM::q), *MLs = (float *)(da_sm + SM::ml);
     bf16 *Ks = (bf16 *)(da_sm + SM::k) + (size_t)warp * DA_KT * SM::LK;
     float *Ps = (float *)(da_sm + SM::p) + warp * DA_KT * NV;
+    {  // the warp's first prefix tile into L2 while the rows and queries arrive (item alone says where)
+        const int t = z * tpb + warp, nk = it.pre_len - t * DA_KT;
+        if (t < (z + 1) * tpb && lane < nk) {
+            const size_t off = ((size_t)(it.pre_start + t * DA_KT + lane) * KVH + kvh) * HD;
+#pragma unroll
+            for (int b = 0; b < HD * 2; b += 128)  // 128-byte lines
+                asm volatile("prefetch.global.L2 [%0];\n\tprefetch.global.L2 [%1];" ::"l"((const char *)(k + off) + b),
+                             "l"((const char *)(v + off) + b));
+        }
+    }
     for (int i = threadIdx.x; i < it.nrows; i += blockDim.x) rs[i] = rows[it.row0 + i];
     __syncthreads();
     // vector i of the block is (item row (v0 + i) / group, head kvh * group + (v0 + i) % group)
