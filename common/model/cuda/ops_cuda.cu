@@ -1058,7 +1058,7 @@ struct DaSmem {
     static constexpr size_t bytes = ml + (size_t)DA_WARPS * 2 * NV * 4;
     // the warps' final states [DA_WARPS][NV][HD] reuse the key rows
     static_assert((size_t)DA_WARPS * NV * HD * 4 <= (size_t)DA_WARPS * DA_KT * LK * 2, "combine area");
-    static_assert(NV % 4 == 0 && HD % 32 == 0, "float4 probabilities, whole dims per lane");
+    static_assert(NV % 4 == 0 && HD % 64 == 0, "float4 probabilities, bf16 pairs of dims per lane");
 };
 
 // Own-key tile u of the runs of rows [rlo, rhi] (rows sharing own_start): its run [*ra, *rb) and first
