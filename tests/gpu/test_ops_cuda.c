@@ -239,6 +239,7 @@ static void test_attention_decode7b(void) {
                             .k_len = own[g], .causal = 1};
     const int Tk = PRE + 32 * G, kvh[2] = {32, 8};
     const char *prev = getenv("AQA_DECODE_ATTN");
+    const int env_old = prev && !strcmp(prev, "old");  // the shared backend is the old path too
     char *saved = prev ? strdupCheck(prev) : NULL;
     setenv("AQA_DECODE_ATTN", "old", 1);
     Ops *old = ops_cuda_create();
@@ -250,7 +251,8 @@ static void test_attention_decode7b(void) {
         P.g = path ? old : fast;
         for (int i = 0; i < 2; i++) {
             char what[96];
-            snprintf(what, sizeof what, "7B decode G8 pre%d H32 KVH%d hd128 %s", PRE, kvh[i], path ? "old" : "fast");
+            snprintf(what, sizeof what, "7B decode G8 pre%d H32 KVH%d hd128 %s", PRE, kvh[i],
+                     path ? "old" : env_old ? "old (env)" : "fast");
             attn_case(what, segs, G, G, Tk, 32, kvh[i], 128);
             attn_time(P.g, what, segs, G, G, Tk, 32, kvh[i], 128);
         }
