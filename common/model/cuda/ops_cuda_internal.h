@@ -44,7 +44,8 @@ typedef struct {
 int flash_fwd_supports(int hd);
 // Raises the kernels' shared-memory limit on the current device (once, at backend creation).
 void flash_fwd_init(void);
-// out [rows, H, hd] bf16, lse [rows, H]; q [rows, H, hd], k/v [keys, KVH, hd], all 16-byte aligned.
+// out [rows, H, hd] bf16 (4-byte aligned), lse [rows, H]; q [rows, H, hd], k/v [keys, KVH, hd] (16-byte
+// aligned).
 void flash_fwd_run(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
                    const __nv_bfloat16 *v, const AttRow *rows, const AttItem *items, int n_items, int H, int KVH,
                    int hd, float scale, cudaStream_t stream);
