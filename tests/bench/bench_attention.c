@@ -1,24 +1,32 @@
 // bench_attention: GPU time of the flash attention forward and backward at the shapes training runs:
 // the 7B decoder's GRPO group (prompt 846 + G 8 completions of 32 on the shared prefix, 28 heads on 4 kv
 // heads, head_dim 128) and the audio encoder (1500 rows a clip, bidirectional, 20 heads, head_dim 64,
-// keys masked to the clip's valid length), one and several at once. FLOPs count only the (query, key)
-// pairs the segments allow: forward 2 products, backward 5, each 2 * pairs * head_dim per head. The
-// backward runs twice: the FA2 kernel (default) and the WMMA one (AQA_ATTN_BWD=old, on an Ops of its own).
+// keys masked to the clip's valid length), one and several at once. The forward runs twice: the WMMA
+// flash_kernel (a backend made with AQA_FLASH=old) and flash_fwd.cu's mma.sync kernel (AQA_FLASH=new),
+// on the same inputs, with the largest differences of their outputs and lse. FLOPs count only the
+// (query, key) pairs the segments allow: forward 2 products, backward 5, each 2 * pairs * head_dim per head.
+// Times are cudaEvent intervals over `reps` calls on the backend's stream after two warm-up calls.
+// The backward runs twice too: attention_bwd.cu's FA2 kernel (default) and its WMMA kernel (the old
+// backend, whose first backward call happens while AQA_ATTN_BWD=old is set; it reads it once).
 // Usage: bench_attention [reps]   (exits 77 without a GPU or a CUDA build)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
+#include <string.h>
 
 #include "model/cuda/ops_cuda.h"
 #include "util/check.h"
 
 #ifdef AQA_CUDA
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include <cuda_runtime.h>
+
+typedef struct {
+    const AttnSeg *segs;
+    int nseg, H, KVH, hd;
+    float scale;
+    Tensor *q, *k, *v, *out, *dout, *dq, *dk, *dv;
+    float *lse;
+} AttnArgs;
 
 // (query, key) pairs the segments allow, per head.
 static double seg_pairs(const AttnSeg *s, int nseg) {
@@ -29,8 +37,45 @@ static double seg_pairs(const AttnSeg *s, int nseg) {
     return n;
 }
 
-// Seconds per forward (t[0]) and backward (t[1]) on o.
-static void bench_times(Ops *o, const AttnSeg *segs, int nseg, int H, int KVH, int hd, int reps, double t[2]) {
+static void run_once(Ops *o, const AttnArgs *a, int bwd) {
+    if (bwd)
+        o->attention_bwd(o, a->dq, a->dk, a->dv, a->dout, a->out, a->lse, a->q, a->k, a->v, a->segs, a->nseg, a->H,
+                         a->KVH, a->hd, a->scale);
+    else
+        o->attention(o, a->out, a->lse, a->q, a->k, a->v, a->segs, a->nseg, a->H, a->KVH, a->hd, a->scale);
+}
+
+// Seconds per call of the forward (bwd 0) or backward on o's stream.
+static double time_call(Ops *o, const AttnArgs *a, int bwd, int reps) {
+    cudaStream_t st = (cudaStream_t)ops_cuda_stream(o);
+    cudaEvent_t e0, e1;
+    if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
+        fatal("bench_attention: cudaEventCreate failed");
+    for (int r = 0; r < 2; r++) run_once(o, a, bwd);  // warm-up: plans, shared-memory limits
+    cudaEventRecord(e0, st);
+    for (int r = 0; r < reps; r++) run_once(o, a, bwd);
+    cudaEventRecord(e1, st);
+    if (cudaEventSynchronize(e1) != cudaSuccess) fatal("bench_attention: cudaEventSynchronize failed");
+    float ms = 0;
+    cudaEventElapsedTime(&ms, e0, e1);
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return ms * 1e-3 / reps;
+}
+
+// Largest |a - b| over n floats; NaN when either holds one (so a broken kernel cannot look close).
+static double max_diff(const float *a, const float *b, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isinf(a[i]) && isinf(b[i]) && a[i] == b[i]) continue;  // both -inf: a row with no keys
+        const double d = fabs((double)a[i] - b[i]);
+        if (!(d <= m)) m = d;  // NaN sticks
+    }
+    return m;
+}
+
+// Forward and backward with the old kernels (o_old) and the new ones (o); forward outputs compared.
+static void bench(Ops *o, Ops *o_old, const char *what, const AttnSeg *segs, int nseg, int H, int KVH, int hd,
+                  int reps) {
     int Tq = 0, Tk = 0;
     for (int i = 0; i < nseg; i++) {
         const AttnSeg *s = &segs[i];
@@ -38,42 +83,48 @@ static void bench_times(Ops *o, const AttnSeg *segs, int nseg, int H, int KVH, i
         Tk = s->k_start + s->k_len > Tk ? s->k_start + s->k_len : Tk;
         Tk = s->pre_start + s->pre_len > Tk ? s->pre_start + s->pre_len : Tk;
     }
-    const size_t nq = (size_t)Tq * H * hd, nk = (size_t)Tk * KVH * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
-    Tensor *q = o->alloc(o, nq * 2), *k = o->alloc(o, nk * 2), *v = o->alloc(o, nk * 2), *out = o->alloc(o, nq * 2);
-    Tensor *dout = o->alloc(o, nq * 2), *dq = o->alloc(o, nq * 2), *dk = o->alloc(o, nk * 2), *dv = o->alloc(o, nk * 2);
-    float *lse = o->alloc(o, (size_t)Tq * H * sizeof(float));
-    ops_cuda_fill(o, q, nq, 1, 0, 1, 1), ops_cuda_fill(o, k, nk, 1, 0, 1, 2), ops_cuda_fill(o, v, nk, 1, 0, 1, 3);
-    ops_cuda_fill(o, dout, nq, 1, 0, 1, 4);
-    for (int b = 0; b < 2; b++) {
-        for (int r = -2; r < reps; r++) {  // two warm-up calls (plans, shared-memory limits)
-            if (r == 0) o->sync(o), t[b] = now();
-            if (b)
-                o->attention_bwd(o, dq, dk, dv, dout, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale);
-            else
-                o->attention(o, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale);
-        }
-        o->sync(o);
-        t[b] = (now() - t[b]) / reps;
-    }
-    void *bufs[] = {q, k, v, out, dout, dq, dk, dv, lse};
+    const size_t nq = (size_t)Tq * H * hd, nk = (size_t)Tk * KVH * hd, nl = (size_t)Tq * H;
+    AttnArgs a = {.segs = segs, .nseg = nseg, .H = H, .KVH = KVH, .hd = hd, .scale = 1.0f / sqrtf((float)hd)};
+    a.q = o->alloc(o, nq * 2), a.k = o->alloc(o, nk * 2), a.v = o->alloc(o, nk * 2), a.out = o->alloc(o, nq * 2);
+    a.dout = o->alloc(o, nq * 2), a.dq = o->alloc(o, nq * 2), a.dk = o->alloc(o, nk * 2), a.dv = o->alloc(o, nk * 2);
+    a.lse = o->alloc(o, nl * sizeof(float));
+    ops_cuda_fill(o, a.q, nq, 1, 0, 1, 1), ops_cuda_fill(o, a.k, nk, 1, 0, 1, 2), ops_cuda_fill(o, a.v, nk, 1, 0, 1, 3);
+    ops_cuda_fill(o, a.dout, nq, 1, 0, 1, 4);
+    o->sync(o);
+    // the old kernel's results first (its backend runs on its own stream over the same device buffers)
+    const double t_old = time_call(o_old, &a, 0, reps);
+    o_old->sync(o_old);
+    float *out_old = mallocCheck(nq * sizeof(float)), *out_new = mallocCheck(nq * sizeof(float));
+    float *lse_old = mallocCheck(nl * sizeof(float)), *lse_new = mallocCheck(nl * sizeof(float));
+    o->download_act(o, out_old, a.out, nq), o->download(o, lse_old, a.lse, nl * sizeof(float));
+    const double t_new = time_call(o, &a, 0, reps);
+    o->sync(o);
+    o->download_act(o, out_new, a.out, nq), o->download(o, lse_new, a.lse, nl * sizeof(float));
+    const double t_bwd = time_call(o, &a, 1, reps);
+    if (setenv("AQA_ATTN_BWD", "old", 1)) fatal("bench_attention: setenv failed");
+    const double t_bwd_old = time_call(o_old, &a, 1, reps);
+    if (unsetenv("AQA_ATTN_BWD")) fatal("bench_attention: unsetenv failed");
+    const double pf = 2.0 * seg_pairs(segs, nseg) * H * hd;  // one product
+    printf("%-42s fwd old %7.3f ms %6.1f TFLOP/s | new %7.3f ms %6.1f TFLOP/s (x%.2f) | max diff out %.2e lse %.2e"
+           " | bwd old %7.3f ms %6.1f TFLOP/s | new %7.3f ms %6.1f TFLOP/s (x%.2f)\n",
+           what, t_old * 1e3, 2 * pf / t_old * 1e-12, t_new * 1e3, 2 * pf / t_new * 1e-12, t_old / t_new,
+           max_diff(out_old, out_new, nq), max_diff(lse_old, lse_new, nl), t_bwd_old * 1e3,
+           5 * pf / t_bwd_old * 1e-12, t_bwd * 1e3, 5 * pf / t_bwd * 1e-12, t_bwd_old / t_bwd);
+    free(out_old), free(out_new), free(lse_old), free(lse_new);
+    void *bufs[] = {a.q, a.k, a.v, a.out, a.dout, a.dq, a.dk, a.dv, a.lse};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) o->free(o, bufs[i]);
 }
 
-// One line: the forward, the backward's GFLOP, the old and new backward and the speedup. The backward
-// reads AQA_ATTN_BWD once, at an Ops' first backward call: o_old's happens inside the window it is set.
-static void bench(Ops *o, Ops *o_old, const char *what, const AttnSeg *segs, int nseg, int H, int KVH, int hd,
-                  int reps) {
-    double t[2], t_old[2];
-    bench_times(o, segs, nseg, H, KVH, hd, reps, t);
-    if (setenv("AQA_ATTN_BWD", "old", 1)) fatal("bench_attention: setenv failed");
-    bench_times(o_old, segs, nseg, H, KVH, hd, reps, t_old);
-    if (unsetenv("AQA_ATTN_BWD")) fatal("bench_attention: unsetenv failed");
-    const double pf = 2.0 * seg_pairs(segs, nseg) * H * hd;  // one product
-    printf("%-42s fwd %7.3f ms %6.1f TFLOP/s | bwd %6.2f GFLOP: old %7.3f ms %6.1f TFLOP/s, new %7.3f ms %6.1f "
-           "TFLOP/s (%.2fx)\n",
-           what, t[0] * 1e3, 2 * pf / t[0] * 1e-12, 5 * pf * 1e-9, t_old[1] * 1e3, 5 * pf / t_old[1] * 1e-12,
-           t[1] * 1e3, 5 * pf / t[1] * 1e-12, t_old[1] / t[1]);
+// A backend whose flash forward is AQA_FLASH=mode (read once at creation); the environment is restored.
+static Ops *create_with(const char *mode) {
+    const char *prev = getenv("AQA_FLASH");
+    char *keep = prev ? strdupCheck(prev) : NULL;
+    setenv("AQA_FLASH", mode, 1);
+    Ops *o = ops_cuda_create();
+    if (keep) setenv("AQA_FLASH", keep, 1);
+    else unsetenv("AQA_FLASH");
+    free(keep);
+    return o;
 }
 
 // n groups of the 7B shape side by side: prompt P causal, G completions of L on it as a prefix.
@@ -109,7 +160,7 @@ int main(int argc, char **argv) {
     const int reps = argc > 1 ? atoi(argv[1]) : 20;
     if (reps < 1) fatal("bench_attention: reps must be >= 1 (got '%s')", argv[1]);
     if (getenv("AQA_ATTN_BWD")) fatal("bench_attention: unset AQA_ATTN_BWD (the bench runs both kernels)");
-    Ops *o = ops_cuda_create(), *o_old = ops_cuda_create();
+    Ops *o = create_with("new"), *o_old = create_with("old");
     int ns;
     for (int n = 1; n <= 4; n *= 4) {
         AttnSeg *s = group_segs(n, 846, 8, 32, &ns);
@@ -128,8 +179,7 @@ int main(int argc, char **argv) {
     AttnSeg *s = clip_segs(8, 750);
     bench(o, o_old, "encoder x8: 1500 rows, 750 keys, H20 hd64", s, 8, 20, 20, 64, reps);
     free(s);
-    ops_destroy(o);
-    ops_destroy(o_old);
+    ops_destroy(o_old), ops_destroy(o);
     return 0;
 #else
     (void)argc, (void)argv;

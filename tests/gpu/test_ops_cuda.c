@@ -155,6 +155,17 @@ static void test_attention(void) {
         grp[g + 1] = (AttnSeg){.q_start = 50 + 10 * g, .q_len = 10, .pre_start = 0, .pre_len = 50,
                                .k_start = 50 + 10 * g, .k_len = 10, .causal = 1};
     attn_case("prefix+3 completions hd=128 G4", grp, 4, 80, 80, 8, 2, 128);
+    // the mma.sync flash kernel's head dims over several key tiles with ragged ends: encoder clips of
+    // 150 and 130 rows (keys masked to 97 and 130), and a 130-row prompt with completions of 70 rows
+    // (two causal own tiles after three prefix tiles), GQA group 4
+    AttnSeg enc64[2] = {{.q_start = 0, .q_len = 150, .k_start = 0, .k_len = 97, .causal = 0},
+                        {.q_start = 150, .q_len = 130, .k_start = 150, .k_len = 130, .causal = 0}};
+    attn_case("encoder 2 clips hd=64, ragged tiles", enc64, 2, 280, 280, 4, 4, 64);
+    AttnSeg grp2[3] = {{.q_start = 0, .q_len = 130, .k_start = 0, .k_len = 130, .causal = 1}};
+    for (int g = 0; g < 2; g++)
+        grp2[g + 1] = (AttnSeg){.q_start = 130 + 70 * g, .q_len = 70, .pre_start = 0, .pre_len = 130,
+                                .k_start = 130 + 70 * g, .k_len = 70, .causal = 1};
+    attn_case("prefix 130 + 2 completions of 70 hd=128 G4", grp2, 3, 270, 270, 8, 2, 128);
     // decode step: 5 samples, one query each, shared 70-row prefix read once, own rows cached so far
     AttnSeg dec[5];
     for (int g = 0; g < 5; g++)

@@ -2,8 +2,9 @@
 // log-sum-exp) accumulates in fp32 and the saved statistics (mean, rstd, lse) are fp32. GEMMs go through
 // cuBLASLt with the bias fused as an epilogue (plans cached per shape, so a decode step pays no heuristic
 // search). Attention never forms a [T x T] matrix: runs of many query rows (prefill, encoder, training
-// groups) go to a tensor-core flash kernel (WMMA bf16 tiles, fp32 online softmax); short runs (decode)
-// go to a CUDA-core kernel whose blocks hold every query row of a group that shares a prefix, so a
+// groups) go to a tensor-core flash kernel (flash_fwd.cu's mma.sync kernel for head_dim 64 and 128, else
+// WMMA bf16 tiles here; fp32 online softmax); short runs (decode) go to a CUDA-core kernel whose blocks
+// hold every query row of a group that shares a prefix, so a
 // decode step reads the shared prompt's keys once for all G samples, split over blocks when they are
 // few. Inference fuses the stacked q/k/v (RoPE and cache writes in one kernel) and gate/up projections,
 // and a repeated op sequence (a decode step) can be captured once as a CUDA graph and replayed with new
@@ -84,6 +85,7 @@ typedef struct {
     size_t smp_bytes;
     AttnBwd *attn_bwd;  // attention_bwd.cu's plan and scratch
     int decode_old;     // AQA_DECODE_ATTN=old: short runs always take attention_kernel (isolates the fast path)
+    int flash_old;      // AQA_FLASH=old: the WMMA flash_kernel for every head dim (flash_fwd.cu otherwise)
     struct Graph *gr;  // the graph of the pass in progress (graph_begin .. graph_end), or NULL
 } Cuda;
 
@@ -839,13 +841,6 @@ static void cu_qkv_rope_cache(Ops *o, Tensor *q, Tensor *kc, Tensor *vc, const T
 // few to fill the GPU (decode), the prefix is split over grid.z blocks whose partial softmax states
 // (unnormalised output, max, sum) a second kernel merges, as in flash-decoding.
 enum { ATT_KT = 32, ATT_VPW = 4, ATT_MAXV = 64, ATT_MAXD = 128, ATT_MIN_THREADS = 256, ATT_MAX_SPLIT = 32 };
-
-typedef struct {
-    int q, own_start, own_vis, pad;
-} AttRow;
-typedef struct {
-    int row0, nrows, pre_start, pre_len;
-} AttItem;
 
 // Loads key/value rows base + j, j < nk, of kv head kvh into the shared tiles as fp32; 16-byte loads
 // when rows are 8-element aligned (vec8).
@@ -1604,7 +1599,9 @@ static void cu_attention(Ops *o, Tensor *out, float *lse, const Tensor *q, const
     if (flash) {
         const dim3 grid(a->n_fitems, H);
         const AttItem *fi = (const AttItem *)a->fitems;
-        if (hd == 32)
+        if (!c->flash_old && flash_fwd_supports(hd) && (uintptr_t)out % 4 == 0)  // it stores bf16 pairs
+            flash_fwd_run(ob, lse, qb, kb, vb, rows, fi, a->n_fitems, H, KVH, hd, scale, c->stream);
+        else if (hd == 32)
             flash_kernel<32><<<grid, 32 * FA_WARPS, FaSmem<32>::bytes, c->stream>>>(ob, lse, qb, kb, vb, rows, fi, H,
                                                                                      KVH, scale);
         else if (hd == 64)
@@ -2290,6 +2287,11 @@ extern "C" Ops *ops_cuda_create(void) {
                                     (int)FaSmem<64>::bytes));
     CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)FaSmem<128>::bytes));
+    flash_fwd_init();
+    const char *fl = getenv("AQA_FLASH");
+    if (fl && *fl && strcmp(fl, "old") && strcmp(fl, "new"))
+        fatal("ops_cuda_create: AQA_FLASH='%s' (expected 'old' or 'new')", fl);
+    c->flash_old = fl && !strcmp(fl, "old");
     CUDA_CHECK(cudaFuncSetAttribute(norm_bwd_kernel<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, NORM_MAX_SMEM));
     CUDA_CHECK(cudaFuncSetAttribute(norm_bwd_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, NORM_MAX_SMEM));
     Ops *o = (Ops *)callocCheck(1, sizeof(Ops));

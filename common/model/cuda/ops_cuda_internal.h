@@ -27,3 +27,25 @@ void attn_bwd_run(AttnBwd **st, __nv_bfloat16 *dq, __nv_bfloat16 *dk, __nv_bfloa
 // Device bytes the state holds (plan and scratch), for the backend's peak.
 size_t attn_bwd_bytes(const AttnBwd *st);
 void attn_bwd_free(AttnBwd *st);
+
+// The attention work lists ops_cuda.cu builds (att_build) and its kernels and flash_fwd.cu read. A row:
+// query row q sees own_vis keys from own_start (plus its item's prefix). An item: rows
+// [row0, row0 + nrows) of the row list, all seeing the prefix keys [pre_start, pre_start + pre_len).
+typedef struct {
+    int q, own_start, own_vis, pad;
+} AttRow;
+typedef struct {
+    int row0, nrows, pre_start, pre_len;
+} AttItem;
+
+// flash_fwd.cu: the FlashAttention-2 style forward (mma.sync, cp.async) over the tensor-core path's
+// one-segment items of up to 64 rows (every row of an item has the same own_start); same out and
+// natural-log lse as flash_kernel. Head dims it handles:
+int flash_fwd_supports(int hd);
+// Raises the kernels' shared-memory limit on the current device (once, at backend creation).
+void flash_fwd_init(void);
+// out [rows, H, hd] bf16 (4-byte aligned), lse [rows, H]; q [rows, H, hd], k/v [keys, KVH, hd] (16-byte
+// aligned).
+void flash_fwd_run(__nv_bfloat16 *out, float *lse, const __nv_bfloat16 *q, const __nv_bfloat16 *k,
+                   const __nv_bfloat16 *v, const AttRow *rows, const AttItem *items, int n_items, int H, int KVH,
+                   int hd, float scale, cudaStream_t stream);
