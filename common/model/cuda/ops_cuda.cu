@@ -4,9 +4,8 @@
 // search). Attention never forms a [T x T] matrix: runs of many query rows (prefill, encoder, training
 // groups) go to a tensor-core flash kernel (flash_fwd.cu's mma.sync kernel for head_dim 64 and 128, else
 // WMMA bf16 tiles here; fp32 online softmax); short runs (decode) go to a CUDA-core kernel whose blocks
-// hold every query row of a group that shares a prefix, so a
-// decode step reads the shared prompt's keys once for all G samples, split over blocks when they are
-// few. Inference fuses the stacked q/k/v (RoPE and cache writes in one kernel) and gate/up projections,
+// hold every query row of a group that shares a prefix, so a decode step reads the shared prompt's keys
+// once for all G samples, split over blocks when they are few. Inference fuses the stacked q/k/v (RoPE and cache writes in one kernel) and gate/up projections,
 // and a repeated op sequence (a decode step) can be captured once as a CUDA graph and replayed with new
 // host inputs (ops.h graph_*). GEMM plans made outside a capture are tuned by timing the heuristic's
 // candidates. Everything runs in order on one stream. Backward ops accumulate their parameter gradients
