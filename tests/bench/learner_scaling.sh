@@ -49,7 +49,7 @@ mean() {
 run one 1 2
 run two 2 1
 echo "learner_scaling: $(basename "$model_config"), SFT, $questions questions per step, $steps steps, backend $backend"
-for m in time.step time.fwd_bwd time.allreduce time.optim; do
+for m in time.step time.data time.fwd_bwd time.allreduce time.optim; do
     printf "  %-15s 1 learner %s s   2 learners %s s\n" "$m" "$(mean one/metrics.jsonl $m)" "$(mean two/metrics.jsonl $m)"
 done
 t1=$(mean one/metrics.jsonl time.step)
