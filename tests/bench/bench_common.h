@@ -17,6 +17,17 @@ int bench_parse_int(const char *flag, const char *s, int lo, int hi, int *out, E
 // Parses a positive finite number (e.g. --peak-tflops).
 int bench_parse_pos(const char *flag, const char *s, double *out, Err *e);
 
+// Seconds per call of `call` over `reps` synchronised calls on backend o, after one warm-up call.
+#define BENCH_TIME(o, reps, call)                 \
+    ({                                            \
+        call;                                     \
+        (o)->sync(o);                             \
+        double t0_ = bench_now();                 \
+        for (int i_ = 0; i_ < (reps); i_++) call; \
+        (o)->sync(o);                             \
+        (bench_now() - t0_) / (reps);             \
+    })
+
 // Random weights as param_init.h draws them (normal(0, init_std), biases 0, norms 1), on the device.
 void bench_model_random_gpu(Model *m, const ModelConfig *c, Ops *o);
 // Log-mel features [n_mels, BENCH_FRAMES] ~ normal(0, 1) (caller frees).

@@ -129,16 +129,6 @@ typedef struct {
     Tensor *x, *y, *w;  // scratch operands: [rows, max width] activations, [max out, max in] weights
 } Comp;
 
-// Seconds per call over `reps` synchronised calls after one warm-up.
-#define COMP_TIME(o, reps, call)                  \
-    ({                                            \
-        call;                                     \
-        (o)->sync(o);                             \
-        double t0_ = bench_now();                 \
-        for (int i_ = 0; i_ < (reps); i_++) call; \
-        (o)->sync(o);                             \
-        (bench_now() - t0_) / (reps);             \
-    })
 
 // A Linear of in -> out over M rows, run `count` times per step: forward y = x W^T, input gradient
 // dx = dy W (unless no_dgrad: the first layer sees fixed inputs), weight gradient dW += dy^T x.
@@ -146,9 +136,9 @@ static double comp_linear(Comp *cp, const char *name, int M, int out, int in, do
     Ops *o = cp->o;
     const double fl = 2.0 * M * out * in;
     double t[3];
-    t[0] = COMP_TIME(o, 10, o->matmul(o, cp->y, cp->x, cp->w, NULL, M, out, in, 0, 1, 0));
-    t[1] = no_dgrad ? 0 : COMP_TIME(o, 10, o->matmul(o, cp->x, cp->y, cp->w, NULL, M, in, out, 0, 0, 0));
-    t[2] = COMP_TIME(o, 10, o->matmul(o, cp->w, cp->y, cp->x, NULL, out, in, M, 1, 0, 1));
+    t[0] = BENCH_TIME(o, 10, o->matmul(o, cp->y, cp->x, cp->w, NULL, M, out, in, 0, 1, 0));
+    t[1] = no_dgrad ? 0 : BENCH_TIME(o, 10, o->matmul(o, cp->x, cp->y, cp->w, NULL, M, in, out, 0, 0, 0));
+    t[2] = BENCH_TIME(o, 10, o->matmul(o, cp->w, cp->y, cp->x, NULL, out, in, M, 1, 0, 1));
     printf("      %-12s [%5d x %5d x %5d] x %-4g fwd %7.1f us %4.0f TF/s | dgrad %7.1f us %4.0f TF/s | wgrad %7.1f us "
            "%4.0f TF/s\n", name, M, out, in, count, t[0] * 1e6, fl / t[0] / 1e12, t[1] * 1e6,
            t[1] > 0 ? fl / t[1] / 1e12 : 0.0, t[2] * 1e6, fl / t[2] / 1e12);
@@ -166,9 +156,9 @@ static double comp_attention(Comp *cp, const char *name, const AttnSeg *segs, in
     ops_cuda_fill(o, k, (size_t)rows * KVH * hd, 1.0f, 0.0f, 7, 2);
     ops_cuda_fill(o, v, (size_t)rows * KVH * hd, 1.0f, 0.0f, 7, 3);
     ops_cuda_fill(o, dout, (size_t)rows * H * hd, 1.0f, 0.0f, 7, 4);
-    const double tf = COMP_TIME(o, 5, o->attention(o, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale));
+    const double tf = BENCH_TIME(o, 5, o->attention(o, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale));
     const double tb =
-        COMP_TIME(o, 5, o->attention_bwd(o, dq, dk, dv, dout, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale));
+        BENCH_TIME(o, 5, o->attention_bwd(o, dq, dk, dv, dout, out, lse, q, k, v, segs, nseg, H, KVH, hd, scale));
     const double fl = 4.0 * pairs * H * hd;
     printf("      %-12s %d segments, %.0f pairs x %-4g fwd %7.1f us %4.0f TF/s | bwd %7.1f us %4.0f TF/s\n", name, nseg,
            pairs, count, tf * 1e6, fl / tf / 1e12, tb * 1e6, 2 * fl / tb / 1e12);
@@ -202,7 +192,7 @@ static void components(Model *m, const ModelBatch *b, double step_s, int chunk) 
     dec += comp_linear(&cp, "down_proj", T, D, FF, L, 0);
     // the lm_head runs on chunks of target rows, twice forward (the backward recomputes the logits)
     const double lm = comp_linear(&cp, "lm_head", R, c->vocab, D, (double)b->n_tgt / R, 0) +
-                      COMP_TIME(o, 10, o->matmul(o, cp.y, cp.x, cp.w, NULL, R, c->vocab, D, 0, 1, 0)) * b->n_tgt / R;
+                      BENCH_TIME(o, 10, o->matmul(o, cp.y, cp.x, cp.w, NULL, R, c->vocab, D, 0, 1, 0)) * b->n_tgt / R;
     double enc = 0;
     if (nA) {
         enc += comp_linear(&cp, "a.q/k/v/o", Ta, A, A, 4 * AL, 0);

@@ -24,16 +24,6 @@
 #ifdef AQA_CUDA
 enum { G = 8, NEW = 32, FRAMES = BENCH_FRAMES, REPS = 3 };
 
-// Seconds per call of fn over reps calls (synchronised), after one warm-up call.
-#define TIME_OP(o, reps, call)                    \
-    ({                                            \
-        call;                                     \
-        (o)->sync(o);                             \
-        double t0_ = bench_now();                       \
-        for (int i_ = 0; i_ < (reps); i_++) call; \
-        (o)->sync(o);                             \
-        (bench_now() - t0_) / (reps);                   \
-    })
 
 // Where a rollout's time goes: the decode-step GEMMs (M = G rows) against the weight-streaming bound,
 // a prefill GEMM, and attention at the decode, decoder-prefill and encoder shapes.
@@ -57,7 +47,7 @@ static void components(Model *m, int P) {
              {"q/k/v stacked (prefill)", P, Q + 2 * KV, D, lp->q_w, lp->q_b},
              {"gate/up stacked (prefill)", P, 2 * FF, D, lp->gate_w, -1}};
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++) {
-        double t = TIME_OP(o, 20, o->matmul(o, y, x, W(g[i].w), g[i].b >= 0 ? W(g[i].b) : NULL, g[i].M, g[i].N,
+        double t = BENCH_TIME(o, 20, o->matmul(o, y, x, W(g[i].w), g[i].b >= 0 ? W(g[i].b) : NULL, g[i].M, g[i].N,
                                              g[i].K, 0, 1, 0));
         printf("    gemm %-24s [%d x %d x %d]: %8.1f us, %6.0f GB/s weights, %6.1f TFLOP/s\n", g[i].name, g[i].M,
                g[i].N, g[i].K, t * 1e6, (double)g[i].N * g[i].K * 2 / t / 1e9,
@@ -69,15 +59,15 @@ static void components(Model *m, int P) {
         dec[s] = (AttnSeg){.q_start = s, .q_len = 1, .pre_start = 0, .pre_len = P, .k_start = P + s * NEW,
                            .k_len = NEW / 2, .causal = 1};
     // keys/values of P + G * NEW rows fit in x / y
-    double t = TIME_OP(o, 20, o->attention(o, y, lse, x, x, x, dec, G, c->heads, c->kv_heads, c->head_dim, 0.088f));
+    double t = BENCH_TIME(o, 20, o->attention(o, y, lse, x, x, x, dec, G, c->heads, c->kv_heads, c->head_dim, 0.088f));
     printf("    attention decode (%d samples, prefix %d): %.1f us per layer\n", G, P, t * 1e6);
     AttnSeg pre = {.q_start = 0, .q_len = P, .k_start = 0, .k_len = P, .causal = 1};
-    t = TIME_OP(o, 5, o->attention(o, y, lse, x, x, x, &pre, 1, c->heads, c->kv_heads, c->head_dim, 0.088f));
+    t = BENCH_TIME(o, 5, o->attention(o, y, lse, x, x, x, &pre, 1, c->heads, c->kv_heads, c->head_dim, 0.088f));
     printf("    attention prefill causal %d: %.1f us per layer\n", P, t * 1e6);
     const int Pa = c->a_max_pos, ah = c->a_heads, ahd = c->a_dim / c->a_heads;
     AttnSeg enc = {.q_start = 0, .q_len = Pa, .k_start = 0, .k_len = Pa, .causal = 0};
     if ((size_t)Pa * c->a_dim <= (size_t)P * FF) {
-        t = TIME_OP(o, 5, o->attention(o, y, lse, x, x, x, &enc, 1, ah, ah, ahd, 0.125f));
+        t = BENCH_TIME(o, 5, o->attention(o, y, lse, x, x, x, &enc, 1, ah, ah, ahd, 0.125f));
         printf("    attention encoder %d bidirectional (%d heads x %d): %.1f us per layer\n", Pa, ah, ahd, t * 1e6);
     }
 #undef W
@@ -186,7 +176,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < P; i++) mbatch_add_token(&b, prompt[i], i, i);
         mbatch_add_seg(&b, (AttnSeg){.q_start = 0, .q_len = P, .k_start = 0, .k_len = P, .causal = 1});
         if (mode == 0) mbatch_add_audio(&b, feat, FRAMES);
-        t_pre[mode] = TIME_OP(o, REPS, if (model_infer(&m, &b, a, &kv, NULL, 0, NULL, &e)) fatal("%s", e.msg));
+        t_pre[mode] = BENCH_TIME(o, REPS, if (model_infer(&m, &b, a, &kv, NULL, 0, NULL, &e)) fatal("%s", e.msg));
         mbatch_free(&b);
         model_acts_free(&m, a);
         kv_cache_free(&kv, &m);
