@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static int test_passed_, test_failed_;
 static const char *test_case_ = "";
@@ -50,6 +51,17 @@ static inline int test_check_(int ok, const char *expr, const char *file, int li
 static inline int test_summary(const char *name) {
     printf("%s: %d passed, %d failed\n", name, test_passed_, test_failed_);
     return test_failed_ ? 1 : 0;
+}
+
+// Runs a shell command (popen), capturing up to cap - 1 bytes of its stdout into out; returns its exit
+// status, or -1 when it could not run or did not exit.
+static inline int test_run_cmd(const char *cmd, char *out, size_t cap) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 // Path helpers: "$AQA_TMP/name", "$AQA_SHARED/rel", "$AQA_SRC/rel" (static buffers, rotate 8).

@@ -7,7 +7,6 @@
 #include <ctype.h>
 #include <jansson.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "eval/mmau_score.h"
@@ -481,16 +480,6 @@ static void test_bad_input(void) {
     mmau_score_free(&s);
 }
 
-// Runs a shell command, capturing stdout + stderr; returns the exit status.
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli_score(void) {
     // aqa-eval --score-only prints exactly mmau_score_print and writes the same JSON.
     json_t *d = predict(pred_by_task, "model_prediction");
@@ -507,7 +496,7 @@ static void test_cli_score(void) {
     unlink(outj);
     snprintf(cmd, sizeof cmd, "'%s' --score-only '%s' --out-json '%s' --set grpo.beta=0.02 2>&1",
              aqa_eval_exe, pred, outj);
-    CHECK_INT(run_cmd(cmd, out, sizeof out), 0);
+    CHECK_INT(test_run_cmd(cmd, out, sizeof out), 0);
     CHECK_STR(out, want);
     size_t n;
     char *got = file_read_all(outj, &n, NULL), *json = mmau_score_to_json(&s);
@@ -529,7 +518,7 @@ static void test_cli_score(void) {
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", aqa_eval_exe, bad[k].args);
-        CHECK_INT(run_cmd(cmd, out, sizeof out), 1);
+        CHECK_INT(test_run_cmd(cmd, out, sizeof out), 1);
         CHECKF(strstr(out, bad[k].want) != NULL, "%s -> %s", bad[k].args, out);
     }
     mmau_score_free(&s);
@@ -641,7 +630,7 @@ static void test_sweep(void) {
     // The tool prints the same report and notes the plot.
     static char out[65536];
     snprintf(cmd, sizeof cmd, "'%s' --sweep '%s' --plot '%s' 2>&1", aqa_eval_exe, run, png);
-    CHECK_INT(run_cmd(cmd, out, sizeof out), 0);
+    CHECK_INT(test_run_cmd(cmd, out, sizeof out), 0);
     CHECKF(strstr(out, table) && (strstr(out, "plot: ") || strstr(out, "plot skipped: ")), "%s", out);
     // No results at all: the plot is skipped, not an error.
     Sweep none = {0};

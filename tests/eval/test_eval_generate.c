@@ -6,7 +6,6 @@
 // --backend and its errors).
 // argv[1]: the aqa-eval binary.
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "data/synth.h"
@@ -237,15 +236,6 @@ static void test_audio_error(void) {
     dataset_free(&d);
 }
 
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_cli(void) {
     static char out[65536], cmd[16384];
     const char *pred = TMP_PATH("evalgen_cli_pred.json"), *res = TMP_PATH("evalgen_cli_score.json");
@@ -255,7 +245,7 @@ static void test_cli(void) {
              "'%s' --model '%s' --data '%s' --greedy --batch 2 --out '%s' --out-json '%s' "
              "--set rollout.max_new_tokens=%d --set model.backend=cuda --backend cpu 2>&1",
              aqa_eval_exe, model_dir, mmau_path, pred, res, MAX_NEW);
-    CHECK_INT(run_cmd(cmd, out, sizeof out), 0);  // --backend cpu overrides model.backend
+    CHECK_INT(test_run_cmd(cmd, out, sizeof out), 0);  // --backend cpu overrides model.backend
     CHECKF(strstr(out, "Total Accuracy: ") && strstr(out, "greedy, cpu backend") && strstr(out, "questions/s"), "%s",
            out);
     // The prediction file is what the library gives, and its score is the one written.
@@ -287,7 +277,7 @@ static void test_cli(void) {
     }
     snprintf(cmd, sizeof cmd, "'%s' --sweep '%s' --data '%s' --greedy --set rollout.max_new_tokens=%d 2>&1",
              aqa_eval_exe, run, mmau_path, MAX_NEW);
-    CHECK_INT(run_cmd(cmd, out, sizeof out), 0);
+    CHECK_INT(test_run_cmd(cmd, out, sizeof out), 0);
     CHECKF(strstr(out, "== step 1\n") && !strstr(out, "== step 2\n") && strstr(out, "1 evaluated"), "%s", out);
     snprintf(step, sizeof step, "%s/checkpoints/step-00000001/%s", run, MMAU_RESULT_NAME);
     mmau_score_init(&a);
@@ -309,16 +299,16 @@ static void test_cli(void) {
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", aqa_eval_exe, bad[k].args);
-        CHECK_INT(run_cmd(cmd, out, sizeof out), 1);
+        CHECK_INT(test_run_cmd(cmd, out, sizeof out), 1);
         CHECKF(strstr(out, bad[k].want) != NULL, "%s -> %s", bad[k].args, out);
     }
     snprintf(cmd, sizeof cmd, "'%s' --model /no/such/model --data '%s' 2>&1", aqa_eval_exe, mmau_path);
-    CHECK_INT(run_cmd(cmd, out, sizeof out), 1);
+    CHECK_INT(test_run_cmd(cmd, out, sizeof out), 1);
     CHECKF(strstr(out, "/no/such/model") != NULL, "%s", out);
     // CUDA where the build or the machine has none: a clear error (with a GPU it runs: tests/gpu/test_eval_cuda)
     snprintf(cmd, sizeof cmd, "'%s' --model '%s' --data '%s' --greedy --backend cuda --out '%s' 2>&1", aqa_eval_exe,
              model_dir, mmau_path, pred);
-    if (run_cmd(cmd, out, sizeof out) != 0) {
+    if (test_run_cmd(cmd, out, sizeof out) != 0) {
 #ifdef AQA_CUDA
         CHECKF(strstr(out, "model.backend=cuda: no CUDA device on this machine") != NULL, "%s", out);
 #else

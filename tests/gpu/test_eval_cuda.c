@@ -8,7 +8,6 @@
 // GPU's token within bf16 noise (3e-2 of max|logit|, test_model_cuda's logits bound) of its own.
 // Questions/s of both backends are printed. Last, the aqa-eval binary (argv[1]) with --backend cuda
 // writes the same prediction file as the library. Exits 77 without a GPU or a CUDA build.
-#include <sys/wait.h>
 
 #include "gpu_testutil.h"
 #include "data/synth.h"
@@ -206,15 +205,6 @@ static json_t *compare_backends(const char *config, const char *dir) {
     return ig;
 }
 
-static int run_cmd(const char *cmd, char *out, size_t cap) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return -1;
-    size_t n = fread(out, 1, cap - 1, p);
-    out[n] = 0;
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void test_tiny_and_cli(void) {
     const char *dir = TMP_PATH("evalcuda_tiny");
     json_t *ig = compare_backends("configs/model-tiny.json", dir);
@@ -226,7 +216,7 @@ static void test_tiny_and_cli(void) {
              "'%s' --model '%s' --data '%s' --greedy --batch %d --backend cuda --out '%s' "
              "--set rollout.max_new_tokens=%d --set train.seed=1 2>&1",
              aqa_eval_exe, dir, mmau_path, BATCH, pred, MAX_NEW);
-    CHECK_INT(run_cmd(cmd, out, sizeof out), 0);
+    CHECK_INT(test_run_cmd(cmd, out, sizeof out), 0);
     CHECKF(strstr(out, "cuda backend") && strstr(out, "questions/s") && strstr(out, "Total Accuracy: "), "%s", out);
     json_error_t je;
     json_t *got = json_load_file(pred, 0, &je);
