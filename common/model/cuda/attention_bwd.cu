@@ -716,8 +716,7 @@ void attn_bwd_run(AttnBwd **stp, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
         fatal("cuda attention_bwd: head_dim %d (1..%d) or heads %d / kv heads %d unsupported", hd, BWD_MAXD, H, KVH);
     if (!*stp) {
         *stp = (AttnBwd *)callocCheck(1, sizeof(AttnBwd));
-        const char *sel = getenv("AQA_ATTN_BWD");
-        (*stp)->old = sel && !strcmp(sel, "old");
+        (*stp)->old = cuda_env_old("AQA_ATTN_BWD");
     }
     AttnBwd *st = *stp;
     if (!(st->segs && st->nseg == nseg && st->H == H && !memcmp(st->segs, segs, (size_t)nseg * sizeof *segs))) {

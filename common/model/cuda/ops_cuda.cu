@@ -360,6 +360,13 @@ static void cu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) {
 // ---------------------------------------------------------------- GEMM
 
 // Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T, so cuBLAS sees B first.
+int cuda_env_old(const char *var) {
+    const char *v = getenv(var);
+    if (!v || !*v || !strcmp(v, "new")) return 0;
+    if (!strcmp(v, "old")) return 1;
+    fatal("ops_cuda: %s='%s' (expected 'old' or 'new')", var, v);
+}
+
 static int ptr_align(const void *p) {
     uintptr_t a = (uintptr_t)p;
     int al = 256;
@@ -2276,10 +2283,7 @@ extern "C" Ops *ops_cuda_create(void) {
                                     (int)DaSmem<128, 8>::bytes));
     CUDA_CHECK(cudaFuncSetAttribute(decode_attention_kernel<128, 16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)DaSmem<128, 16>::bytes));
-    const char *da = getenv("AQA_DECODE_ATTN");
-    if (da && strcmp(da, "old") && strcmp(da, "fast"))
-        fatal("ops_cuda_create: AQA_DECODE_ATTN=%s (want old or fast)", da);
-    c->decode_old = da && !strcmp(da, "old");
+    c->decode_old = cuda_env_old("AQA_DECODE_ATTN");
     CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<32>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)FaSmem<32>::bytes));
     CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -2287,10 +2291,7 @@ extern "C" Ops *ops_cuda_create(void) {
     CUDA_CHECK(cudaFuncSetAttribute(flash_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)FaSmem<128>::bytes));
     flash_fwd_init();
-    const char *fl = getenv("AQA_FLASH");
-    if (fl && *fl && strcmp(fl, "old") && strcmp(fl, "new"))
-        fatal("ops_cuda_create: AQA_FLASH='%s' (expected 'old' or 'new')", fl);
-    c->flash_old = fl && !strcmp(fl, "old");
+    c->flash_old = cuda_env_old("AQA_FLASH");
     CUDA_CHECK(cudaFuncSetAttribute(norm_bwd_kernel<0>, cudaFuncAttributeMaxDynamicSharedMemorySize, NORM_MAX_SMEM));
     CUDA_CHECK(cudaFuncSetAttribute(norm_bwd_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, NORM_MAX_SMEM));
     Ops *o = (Ops *)callocCheck(1, sizeof(Ops));

@@ -17,6 +17,10 @@ extern "C" {
         if (err_ != cudaSuccess) fatal("CUDA: %s: %s", #x, cudaGetErrorString(err_)); \
     } while (0)
 
+// The kernel switches AQA_FLASH, AQA_DECODE_ATTN and AQA_ATTN_BWD: 1 when environment variable `var` is
+// "old" (the older kernel, to isolate a fault), 0 when it is unset, empty or "new"; anything else is fatal.
+int cuda_env_old(const char *var);
+
 // attention_bwd.cu: flash attention backward (Ops.attention_bwd). The state caches the key-major work
 // list of the last segment list and the fp32 accumulation scratch; *st starts NULL.
 typedef struct AttnBwd AttnBwd;
