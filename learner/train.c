@@ -245,7 +245,8 @@ enum { TRAINER_MPI_CHUNK = 1 << 28 };
 // Root: all[r * count + i] = rank r's x[i].
 static void trainer_gather_f32(const Comm *c, const float *x, size_t count, float *all) {
     int L = c->role_size, root = c->role_rank == 0;
-    float *tmp = root ? mallocCheck((size_t)L * TRAINER_MPI_CHUNK * sizeof(float)) : NULL;
+    const size_t chunk = count < TRAINER_MPI_CHUNK ? count : TRAINER_MPI_CHUNK;
+    float *tmp = root ? mallocCheck(((size_t)L * chunk + 1) * sizeof(float)) : NULL;
     for (size_t off = 0; off < count; off += TRAINER_MPI_CHUNK) {
         size_t k = count - off < TRAINER_MPI_CHUNK ? count - off : TRAINER_MPI_CHUNK;
         MPI_CHECK(MPI_Gather(x + off, (int)k, MPI_FLOAT, tmp, (int)k, MPI_FLOAT, 0, c->role_comm));

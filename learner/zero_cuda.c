@@ -54,13 +54,16 @@ static void grad_ready(void *ctx, int range) { launch_upto((ZeroCuda *)ctx, rang
 int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const float *master, size_t bucket_elems,
                    double timeout_s, Err *e) {
     memset(zc, 0, sizeof *zc);
+    // ops_cuda_set_device wraps the index: more learners than GPUs would share one, which NCCL refuses
+    // with only "invalid usage"
+    if (!nccl_distinct_devices(c->role_comm))
+        return err_set(e, "model.backend=cuda: the %d learners need a GPU each, and some share one", c->role_size);
     int n_ranges = model_grad_range_count(&m->cfg);
     GradRange *ranges = mallocCheck((size_t)n_ranges * sizeof *ranges);
     model_grad_ranges(m, ranges);
     int rc = zero_layout_build(&zc->z, ranges, n_ranges, m->t.numel, bucket_elems, c->role_size, e);
     free(ranges);
     if (rc) return -1;
-    zc->rank = c->role_rank;
     zc->model = m;
     zc->grad = grad;
     zc->compute = (cudaStream_t)ops_cuda_stream(m->ops);
@@ -78,7 +81,7 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
     zc->sumsq = dev_alloc(sizeof(double));
     CUDA_RT_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
     float *shard = mallocCheck((n ? n : 1) * sizeof(float));
-    zero_shard_gather(&zc->z, zc->rank, master, shard);
+    zero_shard_gather(&zc->z, c->role_rank, master, shard);
     CUDA_RT_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyHostToDevice));
     free(shard);
     return 0;

@@ -21,7 +21,6 @@
 typedef struct ZeroCuda {
     ZeroLayout z;
     Nccl nccl;       // over the learners
-    int rank;        // learner role rank = shard index
     Model *model;
     Tensor *grad;    // [numel] the backend's gradient buffer model_backward accumulates into
     cudaStream_t compute, comm;

@@ -143,8 +143,11 @@ static void setup(Rollout *r) {
     load_models(r);
 #ifdef AQA_CUDA
     // The same decision, at the same point of the job, as the learner root's trainer_init.
-    if (cfg->model.backend == CFG_BACKEND_CUDA && cfg->rollout.backend == CFG_BACKEND_CUDA)
-        nccl_weights_init(&r->comm, &r->wnccl, cfg->train.nccl_timeout_s);
+    if (cfg->model.backend == CFG_BACKEND_CUDA && cfg->rollout.backend == CFG_BACKEND_CUDA &&
+        nccl_weights_init(&r->comm, &r->wnccl, cfg->train.nccl_timeout_s)) {
+        free(r->weights);  // weights arrive in device memory: the host copy only serves the MPI path
+        r->weights = NULL;
+    }
 #endif
     r->w = (RolloutWorker){.policy = &r->policy,
                            .ref = cfg->grpo.beta > 0 ? &r->ref : NULL,

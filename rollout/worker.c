@@ -94,7 +94,7 @@ static int reference_lp(Model *ref, const PreparedQuestion *p, const GenResult *
     mbatch_init(&b, &ref->cfg);
     mbatch_add_group(&b, p->prompt.ids, p->prompt.n, comp, g->len, g->G, 1, NULL);
     mbatch_add_audio(&b, p->features, p->valid_frames);
-    ModelActs *a = model_acts_create(ref, b.n_tokens, 1, b.n_tgt, 0);
+    ModelActs *a = model_acts_create(ref, b.n_tokens, 1, b.n_tgt, ACTS_INFER);
     int rc = model_forward(ref, &b, a, g->ref_lp, e);
     model_acts_free(ref, a);
     mbatch_free(&b);

@@ -1,6 +1,7 @@
 // nccl.c: NCCL communicators over MPI, the watchdog wait and the NCCL weight broadcast (see nccl.h).
 #include "comm/nccl.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -16,12 +17,6 @@ void cuda_rt_check_at(const char *file, int line, cudaError_t rc, const char *wh
     if (rc != cudaSuccess) comm_abort_at(file, line, "CUDA: %s: %s", what, cudaGetErrorString(rc));
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 // 0.1 ms between polls: a small model's collective takes about that.
 static void nap(void) {
     struct timespec ts = {0, 100000};
@@ -31,9 +26,15 @@ static void nap(void) {
 // Ends the job over a stuck or failed communicator: aborting it first releases the GPU kernels and the
 // proxy threads that wait on the peers.
 static void nccl_fail(Nccl *n, const char *what, ncclResult_t async, double waited) {
+    if (async != ncclSuccess && async != ncclInProgress) {
+        // the detail ("Duplicate GPU detected", ...) is only in the last-error string, read before the abort
+        char detail[512];
+        snprintf(detail, sizeof detail, "%s", ncclGetLastError(n->comm));
+        ncclCommAbort(n->comm);
+        comm_abort("NCCL %s failed on rank %d of %d: %s (%s)", what, n->rank, n->size, ncclGetErrorString(async),
+                   detail);
+    }
     ncclCommAbort(n->comm);
-    if (async != ncclSuccess && async != ncclInProgress)
-        comm_abort("NCCL %s failed on rank %d of %d: %s", what, n->rank, n->size, ncclGetErrorString(async));
     comm_abort("NCCL %s: no progress after %.0f s (train.nccl_timeout_s) on rank %d of %d: a peer is gone or stuck",
                what, waited, n->rank, n->size);
 }
@@ -41,12 +42,12 @@ static void nccl_fail(Nccl *n, const char *what, ncclResult_t async, double wait
 // The communicator is nonblocking: set-up and an enqueue that must first connect to its peers return
 // ncclInProgress instead of blocking inside NCCL. This waits for that host-side work, with the timeout.
 static void nccl_settle(Nccl *n, const char *what) {
-    double t0 = now_s();
+    double t0 = log_elapsed();
     for (;;) {
         ncclResult_t async;
         NCCL_CHECK(ncclCommGetAsyncError(n->comm, &async));
         if (async == ncclSuccess) return;
-        double waited = now_s() - t0;
+        double waited = log_elapsed() - t0;
         if (async != ncclInProgress || waited > n->timeout_s) nccl_fail(n, what, async, waited);
         nap();
     }
@@ -84,14 +85,14 @@ void nccl_free(Nccl *n) {
 
 void nccl_wait(Nccl *n, cudaStream_t stream, const char *what) {
     CUDA_RT_CHECK(cudaEventRecord(n->done, stream));
-    double t0 = now_s();
+    double t0 = log_elapsed();
     for (;;) {
         cudaError_t q = cudaEventQuery(n->done);
         if (q == cudaSuccess) return;
         if (q != cudaErrorNotReady) CUDA_RT_CHECK(q);
         ncclResult_t async;
         NCCL_CHECK(ncclCommGetAsyncError(n->comm, &async));
-        double waited = now_s() - t0;
+        double waited = log_elapsed() - t0;
         if ((async != ncclSuccess && async != ncclInProgress) || waited > n->timeout_s)
             nccl_fail(n, what, async, waited);
         nap();

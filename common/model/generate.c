@@ -116,7 +116,7 @@ int model_generate(Model *m, const GenPrompt *prompts, int n_q, int G, const Sam
     Ops *o = m->ops;
     KVCache kv;
     kv_cache_init(&kv, m, rows);
-    ModelActs *a = model_acts_create(m, n_prompt > n_s ? n_prompt : n_s, n_audio, 0, 0);
+    ModelActs *a = model_acts_create(m, n_prompt > n_s ? n_prompt : n_s, n_audio, 0, ACTS_INFER);
     ModelBatch b;
     mbatch_init(&b, &m->cfg);
     Sample *s = callocCheck((size_t)n_s, sizeof(Sample));

@@ -90,6 +90,13 @@ typedef struct {
 
 static Cuda *impl(Ops *o) { return (Cuda *)o->impl; }
 
+int cuda_env_old(const char *var) {
+    const char *v = getenv(var);
+    if (!v || !*v || !strcmp(v, "new")) return 0;
+    if (!strcmp(v, "old")) return 1;
+    fatal("ops_cuda: %s='%s' (expected 'old' or 'new')", var, v);
+}
+
 // ---------------------------------------------------------------- graphs (ops.h graph_*)
 
 // A pass through a graph is the model code issuing its ops as usual. On the first pass the stream is
@@ -360,13 +367,6 @@ static void cu_download_act(Ops *o, float *dst, const Tensor *src, size_t n) {
 // ---------------------------------------------------------------- GEMM
 
 // Row-major C[M,N] = op(A) op(B) is column-major C^T[N,M] = op(B)^T op(A)^T, so cuBLAS sees B first.
-int cuda_env_old(const char *var) {
-    const char *v = getenv(var);
-    if (!v || !*v || !strcmp(v, "new")) return 0;
-    if (!strcmp(v, "old")) return 1;
-    fatal("ops_cuda: %s='%s' (expected 'old' or 'new')", var, v);
-}
-
 static int ptr_align(const void *p) {
     uintptr_t a = (uintptr_t)p;
     int al = 256;
