@@ -239,6 +239,7 @@ int trainer_sync_weights(Trainer *t, int64_t version, Err *e) {
     return comm_bcast_weights(t->comm, t->wbuf, n, version, e);
 }
 
+#ifdef AQA_CUDA
 // Chunks of MPI counts (int).
 enum { TRAINER_MPI_CHUNK = 1 << 28 };
 
@@ -255,6 +256,7 @@ static void trainer_gather_f32(const Comm *c, const float *x, size_t count, floa
     }
     free(tmp);
 }
+#endif
 
 void trainer_state_to_host(Trainer *t, int gather) {
 #ifdef AQA_CUDA
