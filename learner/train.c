@@ -72,9 +72,7 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
                              .eps = cfg->optim.eps,
                              .weight_decay = cfg->optim.weight_decay};
     int64_t mu = cfg->train.mode == CFG_MODE_GRPO ? cfg->grpo.num_iterations : 1;
-    static const LrKind kinds[] = {
-        [CFG_SCHEDULE_LINEAR] = LR_LINEAR, [CFG_SCHEDULE_CONSTANT] = LR_CONSTANT, [CFG_SCHEDULE_COSINE] = LR_COSINE};
-    t->lr = (LrConfig){.kind = kinds[cfg->optim.schedule],
+    t->lr = (LrConfig){.kind = cfg->optim.schedule,
                        .lr = cfg->optim.lr,
                        .warmup_steps = cfg->optim.warmup_steps * mu,
                        .max_steps = t->n_steps * mu,
