@@ -28,7 +28,7 @@ static const char *usage =
 typedef struct {
     const char *title;
     const char *patterns[4];
-    int log_y;
+    int log_y;  // when every value is positive
 } Panel;
 
 static const Panel panels[] = {
@@ -65,6 +65,14 @@ static int panel_has(const Panel *p, const MetricsTable *t, int s) {
     for (int k = 0; k < 4 && p->patterns[k]; k++)
         if (name_matches(t->name[s], p->patterns[k])) return 1;
     return 0;
+}
+
+// A log axis only when every value shown is positive (a zero gradient norm would leave nothing to draw).
+static int panel_positive(const Panel *p, const MetricsTable *t) {
+    for (int s = 0; s < t->n_series; s++)
+        for (int64_t i = 0; panel_has(p, t, s) && i < t->n; i++)
+            if (t->value[s][i] <= 0) return 0;
+    return 1;
 }
 
 // gnuplot titles are in single quotes; names are [A-Za-z0-9_.-], '_' would start a subscript.
@@ -109,13 +117,18 @@ static int draw(const char *run_dir, const MetricsTable *t, const Sweep *sw, con
              t->n ? (long long)t->step[t->n - 1] : 0LL, when, absent[0] ? "; no data: " : "", absent);
     put_title(gp, head);
     fprintf(gp, "\nset grid\nset key top left font ',8' noenhanced\nset xlabel 'step'\n");
-    if (t->n >= 2)  // one step axis for every panel, also for names that start late
-        fprintf(gp, "set xrange [%lld:%lld]\n", (long long)t->step[0], (long long)t->step[t->n - 1]);
+    // One step axis for every panel (names that start late, checkpoints after the last logged step);
+    // values on a panel's border stay visible.
+    long long x1 = t->n ? t->step[t->n - 1] : 0;
+    for (int i = 0; i < sw->n; i++)
+        if (sw->entry[i].has_result && sw->entry[i].step > x1) x1 = sw->entry[i].step;
+    if (t->n && x1 > t->step[0]) fprintf(gp, "set xrange [%lld:%lld]\n", (long long)t->step[0], x1);
+    fprintf(gp, "set offsets 0, 0, graph 0.05, graph 0.05\n");
     for (int p = 0; p < N_PANELS; p++) {
         if (!show[p]) continue;
         fprintf(gp, "set title ");
         put_title(gp, panels[p].title);
-        fprintf(gp, "\n%sset logscale y\nplot", panels[p].log_y ? "" : "un");
+        fprintf(gp, "\n%sset logscale y\nplot", panels[p].log_y && panel_positive(&panels[p], t) ? "" : "un");
         int first = 1;
         for (int s = 0; s < t->n_series; s++) {
             if (!panel_has(&panels[p], t, s)) continue;
@@ -123,7 +136,7 @@ static int draw(const char *run_dir, const MetricsTable *t, const Sweep *sw, con
             first = 0;
         }
         if (p == 1 && sw->n > 0) {
-            fprintf(gp, "%s $mmau using 1:2 with linespoints pt 7 title 'MMAU test-mini (checkpoints)'", first ? "" : ",");
+            fprintf(gp, "%s $mmau using 1:2 with linespoints pt 7 title 'MMAU test-mini, checkpoint step-N'", first ? "" : ",");
             first = 0;
         }
         fputc('\n', gp);
