@@ -31,7 +31,7 @@ typedef struct {
 typedef struct {
     Clip *clip;  // [n]
     int64_t n, cap;
-    StrMap by_name;  // video_name -> clip index
+    StrMap by_name;  // R1-AQA audio name -> clip index ("x_000030" and "x_30" are one clip, one wav)
     char **media;    // [n_media] paths of candidate media files
     int64_t n_media, cap_media;
     StrMap by_stem;  // file name without extension -> media index
@@ -117,8 +117,11 @@ static const char *record_check(const json_t *r, Err *e) {
     return json_string_value(vn);
 }
 
-static int64_t clip_add(Avqa *a, const char *video_name) {
-    const StrSlot *s = strmap_get(&a->by_name, video_name, strlen(video_name));
+// The clip of a video_name (added on first sight).
+static int64_t clip_of(Avqa *a, const char *video_name) {
+    char name[512];
+    avqa_audio_name(video_name, name, sizeof name);
+    const StrSlot *s = strmap_get(&a->by_name, name, strlen(name));
     if (s) return s->a;
     if (a->n == a->cap) {
         a->cap = a->cap ? 2 * a->cap : 1024;
@@ -127,8 +130,8 @@ static int64_t clip_add(Avqa *a, const char *video_name) {
     Clip *c = &a->clip[a->n];
     memset(c, 0, sizeof *c);
     c->video_name = video_name;
-    avqa_audio_name(video_name, c->audio_name, sizeof c->audio_name);
-    strmap_put(&a->by_name, video_name, strlen(video_name), (int32_t)a->n, 0);
+    snprintf(c->audio_name, sizeof c->audio_name, "%s", name);
+    strmap_put(&a->by_name, name, strlen(name), (int32_t)a->n, 0);
     return a->n++;
 }
 
@@ -203,7 +206,7 @@ static int write_outputs(Avqa *a, json_t *root, const char *out_dir, AvqaStats *
             rc = tsv_line(tf.f, what, 1, why.msg);
             continue;
         }
-        const Clip *c = &a->clip[strmap_get(&a->by_name, vn, strlen(vn))->a];
+        const Clip *c = &a->clip[clip_of(a, vn)];
         if (c->status != CLIP_CONVERTED && c->status != CLIP_ALREADY) continue;
         char path[PATH_MAX + 600];
         snprintf(path, sizeof path, "%s/%s.wav", abs_wav, c->audio_name);
@@ -249,7 +252,7 @@ static int avqa_run(Avqa *a, json_t *root, const AvqaOptions *o, AvqaStats *st, 
             st->bad_records++;
             continue;
         }
-        int64_t k = clip_add(a, vn);  // may move a->clip
+        int64_t k = clip_of(a, vn);  // may move a->clip
         a->clip[k].questions++;
     }
     st->clips = a->n;

@@ -2,7 +2,7 @@
 // avqa: mp4 (AAC stereo 44.1 kHz), mkv (FLAC 48 kHz), webm (Opus, in a sub-folder) and a wav found by
 // its R1-AQA name are converted to 16 kHz mono at the right pitch; a video without audio, a truncated
 // mp4, a garbage file and a clip without any file are left out and listed with their question counts;
-// a malformed record is left out; the JSONL is the seed format (field order, dataset_name, absolute
+// a malformed record is left out; a clip named in R1-AQA's short form is the same clip; the JSONL is the seed format (field order, dataset_name, absolute
 // audio_path) and loads as R1-AQA data; a second run skips finished wavs and redoes a deleted one,
 // removing a killed run's temporary file. mmau: counts ok/missing/undecodable audio of real test-mini
 // items and names the version.
@@ -53,7 +53,8 @@ static const char *QA =
     " {\"id\": 8, \"video_name\": \"clipG_000003\", \"video_id\": 17, \"question_text\": \"q8\", \"multi_choice\": [\"a\", \"b\"], \"answer\": 0},\n"
     " {\"id\": 9, \"video_name\": \"clipH_000004\", \"video_id\": 18, \"question_text\": \"q9\", \"multi_choice\": [\"a\", \"b\"], \"answer\": 0},\n"
     " {\"id\": 10, \"video_name\": \"clipH_000004\", \"video_id\": 18, \"question_text\": \"q10\", \"multi_choice\": [\"a\", \"b\"], \"answer\": 1},\n"
-    " {\"id\": 11, \"video_name\": \"clipA_000030\", \"question_text\": \"bad\", \"multi_choice\": [\"a\", \"b\"], \"answer\": 2}]\n";
+    " {\"id\": 11, \"video_name\": \"clipA_000030\", \"question_text\": \"bad\", \"multi_choice\": [\"a\", \"b\"], \"answer\": 2},\n"
+    " {\"id\": 12, \"video_name\": \"clipA_30\", \"question_text\": \"q12\", \"multi_choice\": [\"a\", \"b\"], \"answer\": 1}]\n";
 
 // Zero crossings per second / 2: the frequency of a pure tone.
 static double tone_hz(const Audio *a) {
@@ -109,7 +110,7 @@ static void test_avqa(void) {
 
     static char log[65536];
     CHECKF(run_prep(log, sizeof log, "--threads 3") == 0, "%s", log);
-    CHECKF(strstr(log, "questions: 11 in") && strstr(log, "5 written to") && strstr(log, "6 left out (1 malformed)"), "%s", log);
+    CHECKF(strstr(log, "questions: 12 in") && strstr(log, "6 written to") && strstr(log, "6 left out (1 malformed)"), "%s", log);
     CHECKF(strstr(log, "clips: 8, 4 converted now, 0 already done, 1 missing, 3 undecodable"), "%s", log);
     check_wav("clipA_30.wav", 1.0, 440);
     check_wav("clipB_0.wav", 0.5, 1000);
@@ -134,11 +135,12 @@ static void test_avqa(void) {
     int loaded = dataset_load(&ds, p, NULL, &e) == 0;
     CHECKF(loaded, "%s", e.msg);
     if (loaded) {
-        CHECK_INT(ds.n, 5);
+        CHECK_INT(ds.n, 6);
         CHECK_INT(ds.n_bad, 0);
         CHECK_STR(ds.q[4].id, "5");
         CHECK_STR(ds.q[4].dataset, "AVQA");
         CHECK(path_exists(ds.q[4].audio_path));
+        CHECK_STR(ds.q[5].audio_path, ds.q[0].audio_path);  // "clipA_30" is clipA_000030's clip
         dataset_free(&ds);
     }
     // The excluded list: every left-out clip with its question count and reason, and the bad record.
