@@ -141,6 +141,8 @@ fi
 if [ -x "$build/prep/aqa-prep" ]; then
   "$build/prep/aqa-prep" mmau --json "$mmau" --audio "$audio" ||
     { echo "r1-aqa.sh: MMAU check failed (above); fix the audio folder first" >&2; exit 2; }
+else
+  echo "r1-aqa.sh: aqa-prep not built (no FFmpeg libraries): MMAU audio not checked beforehand"
 fi
 
 resume=()
