@@ -63,8 +63,27 @@ static int has_media_ext(const char *name, size_t *stem_len) {
     return 0;
 }
 
-// Adds every media file under dir (recursively; hidden entries skipped) to the stem index. The first
-// file found for a stem wins, in name order within a folder.
+static int media_scan(Avqa *a, const char *dir, int depth, Err *e);
+
+// One directory entry: a folder is searched, a media file joins the index under its stem (the first
+// file found for a stem wins).
+static int media_add(Avqa *a, const char *dir, const char *name, int depth, Err *e) {
+    char path[4096];
+    size_t stem;
+    struct stat st;
+    if (name[0] == '.' || stat(path_join(path, sizeof path, dir, name), &st) != 0) return 0;  // hidden, gone
+    if (S_ISDIR(st.st_mode)) return media_scan(a, path, depth + 1, e);
+    if (!S_ISREG(st.st_mode) || !has_media_ext(name, &stem) || strmap_get(&a->by_stem, name, stem)) return 0;
+    if (a->n_media == a->cap_media) {
+        a->cap_media = a->cap_media ? 2 * a->cap_media : 1024;
+        a->media = reallocCheck(a->media, (size_t)a->cap_media * sizeof(char *));
+    }
+    strmap_put(&a->by_stem, name, stem, (int32_t)a->n_media, 0);
+    a->media[a->n_media++] = strdupCheck(path);
+    return 0;
+}
+
+// Adds every media file under dir (recursively, in name order within a folder) to the stem index.
 static int media_scan(Avqa *a, const char *dir, int depth, Err *e) {
     if (depth > 16) return err_set(e, "%s: folders nested too deep", dir);
     struct dirent **ents;
@@ -72,21 +91,7 @@ static int media_scan(Avqa *a, const char *dir, int depth, Err *e) {
     if (n < 0) return err_set(e, "%s: cannot list: %s", dir, strerror(errno));
     int rc = 0;
     for (int i = 0; i < n; i++) {
-        const char *name = ents[i]->d_name;
-        char path[4096];
-        size_t stem;
-        struct stat st;
-        if (rc || name[0] == '.' || stat(path_join(path, sizeof path, dir, name), &st) != 0) {
-        } else if (S_ISDIR(st.st_mode)) {
-            rc = media_scan(a, path, depth + 1, e);
-        } else if (S_ISREG(st.st_mode) && has_media_ext(name, &stem) && !strmap_get(&a->by_stem, name, stem)) {
-            if (a->n_media == a->cap_media) {
-                a->cap_media = a->cap_media ? 2 * a->cap_media : 1024;
-                a->media = reallocCheck(a->media, (size_t)a->cap_media * sizeof(char *));
-            }
-            strmap_put(&a->by_stem, name, stem, (int32_t)a->n_media, 0);
-            a->media[a->n_media++] = strdupCheck(path);
-        }
+        if (!rc) rc = media_add(a, dir, ents[i]->d_name, depth, e);
         free(ents[i]);
     }
     free(ents);

@@ -75,11 +75,12 @@ static int panel_positive(const Panel *p, const MetricsTable *t) {
     return 1;
 }
 
-// gnuplot titles are in single quotes; names are [A-Za-z0-9_.-], '_' would start a subscript.
+// A gnuplot string in single quotes ('' inside stands for one), shown as it is (noenhanced: '_' is no
+// subscript).
 static void put_title(FILE *gp, const char *s) {
     fputc('\'', gp);
-    for (; *s; s++) fputc(*s == '_' ? ' ' : *s, gp);
-    fputc('\'', gp);
+    for (; *s; s++) fputs(*s == '\'' ? "''" : (char[2]){*s, 0}, gp);
+    fputs("' noenhanced", gp);
 }
 
 static int draw(const char *run_dir, const MetricsTable *t, const Sweep *sw, const char *png, Err *e) {
