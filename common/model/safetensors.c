@@ -234,6 +234,21 @@ static int st_build_index(StReader *r, Err *e) {
     return 0;
 }
 
+int st_rename(StReader *r, const char *(*map)(const char *name, char *buf, size_t cap), Err *e) {
+    char buf[1024];
+    for (int i = 0; i < r->n; i++) {
+        const char *to = map(r->tensors[i].name, buf, sizeof buf);
+        if (to == r->tensors[i].name) continue;
+        char *dup = strdupCheck(to);
+        free(r->tensors[i].name);
+        r->tensors[i].name = dup;
+    }
+    free(r->slots);
+    r->slots = NULL;
+    if (st_build_index(r, e)) return err_prefix(e, "%s: after renaming", r->source);
+    return 0;
+}
+
 const StTensor *st_find(const StReader *r, const char *name) {
     if (!r->slots) return NULL;
     size_t s = st_hash(name) & (r->n_slots - 1);

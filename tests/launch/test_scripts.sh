@@ -11,7 +11,7 @@ ok() { checks=$((checks + 1)); }
 bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*"; }
 expect() { if [ "$2" = "$3" ]; then ok; else bad "$1: got \"$2\", want \"$3\""; fi; }
 
-for f in launch/setup.sh launch/debug.sh launch/gpu-bind.sh launch/main.sh launch/slurm/r1-aqa.sbatch \
+for f in launch/setup.sh launch/debug.sh launch/gpu-bind.sh launch/main.sh launch/r1-aqa.sh launch/slurm/r1-aqa.sbatch \
          launch/slurm/single-node.sbatch; do
   if [ -f "$src/$f" ] && bash -n "$src/$f"; then ok; else bad "$f does not parse"; fi
   if [ -x "$src/$f" ]; then ok; else bad "$f is not executable"; fi
