@@ -42,7 +42,8 @@ cd "$tmp"
 dd if=/dev/urandom of=munge/munge.key bs=1024 count=1 2>/dev/null
 chmod 400 munge/munge.key
 munged --foreground --force --key-file="$tmp/munge/munge.key" --socket="$tmp/munge/munge.sock" \
-  --pid-file="$tmp/munge/munged.pid" --log-file="$tmp/munge/munged.log" --seed-file="$tmp/munge/seed" &
+  --pid-file="$tmp/munge/munged.pid" --log-file="$tmp/munge/munged.log" --seed-file="$tmp/munge/seed" \
+  >munge/munged.out 2>&1 &
 pids+=($!)
 host=$(hostname -s)
 base=$((20000 + RANDOM % 20000))
