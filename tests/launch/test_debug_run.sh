@@ -65,14 +65,14 @@ if [ "$rc" -ne 0 ] && grep -q "none.jsonl" fail.log && grep -q "the job failed" 
 else bad "failing job: rc $rc"; cat fail.log; fi
 gone "$tmp/fail" "$(port_of fail.log)"
 
-# signal_run NAME SIGNAL: a long run in $tmp/NAME (log NAME.log) gets SIGNAL once a step is logged;
-# sets rc (its exit code) and n (the steps it logged).
+# signal_run NAME SIGNAL FILE PATTERN: a long run in $tmp/NAME (log NAME.log) gets SIGNAL once FILE
+# holds PATTERN (at most 4 minutes: a loaded machine); sets rc (its exit code) and n (the steps logged).
 signal_run() {
   "$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set train.max_steps=1000 \
     --set train.save_every=0 --set train.epochs=100 --set train.run_dir="$tmp/$1" >"$1.log" 2>&1 &
   local pid=$!
-  for _ in $(seq 600); do
-    grep -q '"step"' "$1/metrics.jsonl" 2>/dev/null && break
+  for _ in $(seq 2400); do
+    grep -q "$4" "$3" 2>/dev/null && break
     sleep 0.1
   done
   kill "-$2" "$pid"
@@ -82,13 +82,13 @@ signal_run() {
 }
 
 # Ctrl-C while training: exit 130, job and reward service gone.
-signal_run int INT
+signal_run int INT int/metrics.jsonl '"step"'
 if [ "$rc" -eq 130 ] && grep -q "interrupted" int.log; then ok; else bad "Ctrl-C: rc $rc"; cat int.log; fi
 gone "$tmp/int" "$(port_of int.log)"
 
-# SIGTERM while training (SLURM's warning): the learner finishes its step and checkpoints, every rank
-# and then the reward service (drained) stop, exit 0.
-signal_run term TERM
+# SIGTERM once training has started (SLURM's warning): the learner finishes step 0 and checkpoints,
+# every rank and then the reward service (drained) stop, exit 0.
+signal_run term TERM term.log "grpo: 1 learners"
 if [ "$rc" -eq 0 ] && grep -q "stopped after step $((n - 1)) of 999, checkpointed" term.log &&
    [ -f "term/checkpoints/$(printf 'step-%08d' "$n")/.complete" ] && grep -q "rollout 0: done" term.log &&
    grep -q "\[reward .*stopped: " term.log; then ok
