@@ -89,7 +89,7 @@ gone "$tmp/int" "$(port_of int.log)"
 # SIGTERM once training has started (SLURM's warning): the learner finishes step 0 and checkpoints,
 # every rank and then the reward service (drained) stop, exit 0.
 signal_run term TERM term.log "grpo: 1 learners"
-if [ "$rc" -eq 0 ] && grep -q "stopped after step $((n - 1)) of 999, checkpointed" term.log &&
+if [ "$rc" -eq 0 ] && grep -q "stopped after step $((n - 1)) of [0-9]*, checkpointed" term.log &&
    [ -f "term/checkpoints/$(printf 'step-%08d' "$n")/.complete" ] && grep -q "rollout 0: done" term.log &&
    grep -q "\[reward .*stopped: " term.log; then ok
 else bad "SIGTERM: rc $rc, $n steps"; cat term.log; fi
