@@ -4,7 +4,10 @@
 // GRPO: send the weights to the rollouts, receive this learner's groups, train on them; SFT: train on
 // this learner's questions of the step. Then log the step's metrics (root) and checkpoint every
 // train.save_every steps and at the end. --resume (train.resume) continues from the newest complete
-// checkpoint in train.run_dir. Any error ends the whole job through comm_abort, naming rank and reason.
+// checkpoint in train.run_dir. SIGTERM (SLURM's warning before a kill) stops the job at the next step
+// boundary: the step finishes, a checkpoint is written, the rollouts are told to stop, and every rank
+// exits 0; --resume continues from there. Any error ends the whole job through comm_abort, naming rank
+// and reason.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@
 #include "trainer_ckpt.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/signals.h"
 
 #define LEARNER_USAGE                                                                                       \
     "usage: mpirun -np L learner [--config FILE] [--set section.key=value]... [--resume] [--help-config]\n" \
@@ -84,6 +88,7 @@ static Metrics *learner_open_run(const Config *cfg, int64_t start) {
 static int learner_step(Trainer *t, int64_t k, StepStats *st, Err *e) {
     if (t->cfg->train.mode == CFG_MODE_SFT) return sft_train_step(t, k, st, e);
     double t0 = log_elapsed();
+    comm_next_step(t->comm, k);
     if (trainer_sync_weights(t, k, e)) return -1;
     st->t_weight_sync = log_elapsed() - t0;
     const Comm *c = t->comm;
@@ -99,7 +104,15 @@ static int learner_step(Trainer *t, int64_t k, StepStats *st, Err *e) {
     return rc;
 }
 
+// Whether any learner has received a stop signal (collective over the learners, at a step boundary).
+static int learner_stop_requested(const Comm *c) {
+    int sig = signals_stop_requested();
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &sig, 1, MPI_INT, MPI_MAX, c->role_comm));
+    return sig;
+}
+
 int main(int argc, char **argv) {
+    signals_install();
     Comm comm = comm_init(&argc, &argv, ROLE_LEARNER);
     log_init("learner", comm.role_rank);
     Config cfg;
@@ -119,7 +132,7 @@ int main(int argc, char **argv) {
     int64_t start;
     if (schedule_start_step(&cfg, &start, &e)) comm_abort("%s", e.msg);
     learner_check_fresh(&cfg);
-    if (tckpt_restore(&t, start, &e)) comm_abort("%s", e.msg);
+    if (tckpt_restore(&t, &start, &e)) comm_abort("%s", e.msg);
     int root = comm.role_rank == 0;
     Metrics *metrics = root ? learner_open_run(&cfg, start) : NULL;
     if (root)
@@ -141,12 +154,20 @@ int main(int argc, char **argv) {
         if (root && stats_log(&st, &cfg, comm.n_learners, comm.n_rollouts, k, t.n_steps, metrics, &e))
             comm_abort("metrics: %s", e.msg);
         int save_every = cfg.train.save_every;
-        if ((save_every > 0 && t.step % save_every == 0) || t.step == t.n_steps)
-            if (tckpt_save(&t, &e)) comm_abort("%s", e.msg);
+        int save = (save_every > 0 && t.step % save_every == 0) || t.step == t.n_steps;
+        int sig = t.step < t.n_steps ? learner_stop_requested(&comm) : 0;
+        if ((save || sig) && tckpt_save(&t, &e)) comm_abort("%s", e.msg);
+        if (sig) {
+            if (root) log_info("signal %d: stopped after step %lld of %lld, checkpointed; --resume continues", sig,
+                               (long long)k, (long long)t.n_steps - 1);
+            break;
+        }
     }
+    if (cfg.train.mode == CFG_MODE_GRPO) comm_next_step(&comm, COMM_STOP);
     if (root) {
         progress_end();
-        log_info("done: %lld steps; metrics and checkpoints in %s", (long long)t.n_steps, cfg.train.run_dir);
+        log_info("done: %lld of %lld steps; metrics and checkpoints in %s", (long long)t.step, (long long)t.n_steps,
+                 cfg.train.run_dir);
         metrics_close(metrics);
     }
     trainer_free(&t);

@@ -1,6 +1,7 @@
 // rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
-// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps
-// k = start .. n_steps-1 (pipeline/schedule.h):
+// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for each
+// step k the learner root announces (comm_next_step: the learners decide where a resumed run starts and
+// when the job stops, e.g. on SIGTERM, which a rollout itself only notes):
 //   1. receive weights version k from the learner root (a different version is fatal: never sample with
 //      stale weights);
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
@@ -26,6 +27,7 @@
 #include "pipeline/backend.h"
 #include "pipeline/schedule.h"
 #include "util/log.h"
+#include "util/signals.h"
 #include "worker.h"
 
 typedef struct {
@@ -39,7 +41,7 @@ typedef struct {
     float *weights;  // [policy.t.numel] host copy an MPI broadcast lands in (NULL over NCCL)
     RewardClient *reward;
     RolloutWorker w;
-    int64_t start, n_steps;
+    int64_t n_steps;
     WeightsLink wlink;  // the weight broadcast from the learner root
 } Rollout;
 
@@ -106,12 +108,12 @@ static void setup(Rollout *r) {
     reward_client_options_default(&ropt);
     ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
     ropt.max_failures = cfg->reward.max_failures;
+    ropt.open_wait_s = cfg->reward.start_wait_s;
     r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
     if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
     DataOptions dopt = prep_data_options(cfg);
     if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
-    if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
-        comm_abort("%s", e.msg);
+    if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e)) comm_abort("%s", e.msg);
     order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n, cfg->data.shuffle);
     PrepOptions popt = prep_options_from_config(cfg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
@@ -131,9 +133,8 @@ static void setup(Rollout *r) {
                            .G = cfg->rollout.num_generations};
     char msg[256];
     if (sampler_check(&r->w.sampler, r->policy.cfg.vocab, msg, sizeof msg)) comm_abort("rollout: %s", msg);
-    log_info("rollout %d of %d: %lld questions, steps %lld..%lld, G %d, %s reference model", r->comm.role_rank,
-             r->comm.n_rollouts, (long long)r->ds.n, (long long)r->start, (long long)r->n_steps - 1, r->w.G,
-             r->w.ref ? "with" : "no");
+    log_info("rollout %d of %d: %lld questions, %lld steps, G %d, %s reference model", r->comm.role_rank,
+             r->comm.n_rollouts, (long long)r->ds.n, (long long)r->n_steps, r->w.G, r->w.ref ? "with" : "no");
 }
 
 // Weights version k into the policy: over NCCL into its device memory, or over MPI into the host
@@ -210,6 +211,7 @@ static void teardown(Rollout *r) {
 
 int main(int argc, char **argv) {
     static Rollout r;
+    signals_install();  // SIGTERM is noted only: the learners checkpoint, then announce the stop
     r.comm = comm_init(&argc, &argv, ROLE_ROLLOUT);
     log_init("rollout", r.comm.role_rank);
     Err e;
@@ -231,8 +233,14 @@ int main(int argc, char **argv) {
     int64_t per_rank = order_rank_count(r.cfg.train.questions_per_step, 0, r.comm.n_rollouts);
     int64_t *questions = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
     int64_t *slots = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
-    for (int64_t k = r.start; k < r.n_steps; k++) run_step(&r, k, questions, slots);
-    log_info("rollout %d: done, steps %lld..%lld", r.comm.role_rank, (long long)r.start, (long long)r.n_steps - 1);
+    int64_t k, first = -1, last = -1;
+    while ((k = comm_next_step(&r.comm, 0)) != COMM_STOP) {
+        if (k < 0 || k >= r.n_steps)
+            comm_abort("the learner root announced step %lld of %lld", (long long)k, (long long)r.n_steps);
+        run_step(&r, k, questions, slots);
+        first = first < 0 ? k : first, last = k;
+    }
+    log_info("rollout %d: done, steps %lld..%lld", r.comm.role_rank, (long long)first, (long long)last);
     free(questions);
     free(slots);
     teardown(&r);

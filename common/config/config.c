@@ -90,6 +90,9 @@ const CfgKey config_keys[] = {
     KEY_FLOAT(reward.format_weight, "1", '[', 0, INFINITY, ')', "Weight of the (think-)format reward"),
     KEY_BOOL(reward.numeric_equivalence, "false", "Accuracy also accepts equal numbers (\"2\" and \"2.0\")"),
     KEY_INT(reward.timeout_ms, "30000", 1, 3600000, "Time allowed for one scoring request, milliseconds"),
+    KEY_FLOAT(reward.start_wait_s, "60", '[', 0, 3600, ']',
+              "At start, seconds a rollout waits for the reward service to answer (launchers start it "
+              "alongside the job) before stopping with an error naming reward.server"),
     KEY_INT(reward.max_failures, "5", 0, 1000000, "Consecutive failed scoring requests before stopping"),
     KEY_INT(reward.max_line_bytes, "1048576", 1024, 1 << 30, "Longest request or response line, bytes"),
 
@@ -127,6 +130,9 @@ const CfgKey config_keys[] = {
     KEY_INT(train.save_every, "100", 0, INT_MAX, "Checkpoint every this many steps; 0 = only at the end"),
     KEY_INT(train.keep_last, "3", 0, INT_MAX, "Newest checkpoints kept, older ones deleted; 0 = keep all"),
     KEY_BOOL(train.resume, "false", "Continue from the newest complete checkpoint in train.run_dir"),
+    KEY_FLOAT(train.test_ckpt_pause_s, "0", '[', 0, 3600, ']',
+              "Test only (fault-injection tests): the learner root pauses this many seconds inside every "
+              "checkpoint write, after its files and before the commit, and says so in the log; 0 = off"),
     KEY_INT(train.epochs, "1", 1, INT_MAX, "Passes over the data at most (max_steps may stop earlier)"),
     KEY_INT(train.grad_bucket_mb, "256", 1, 1 << 20,
             "model.backend=cuda: gradient reduce-scatter bucket, MiB of bf16 (buckets are reduced while "

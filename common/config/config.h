@@ -65,6 +65,7 @@ typedef struct {
         double format_weight;
         bool numeric_equivalence;
         int timeout_ms;
+        double start_wait_s;  // rollouts wait this long for the reward service at start
         int max_failures;
         int max_line_bytes;
     } reward;
@@ -98,6 +99,7 @@ typedef struct {
         int save_every;  // 0 = only at the end
         int keep_last;   // 0 = keep all
         bool resume;
+        double test_ckpt_pause_s;  // test hook: pause inside each checkpoint write (0 = off)
         int epochs;
         int grad_bucket_mb;     // GPU learners: gradient reduction bucket, MiB of bf16
         double nccl_timeout_s;  // GPU ranks: an NCCL wait longer than this ends the job
