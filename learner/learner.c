@@ -1,7 +1,9 @@
 // learner: the training role of the MPMD job
 //   mpirun -np L learner [--config F] [--set k=v]... [--resume] : -np R rollout [same arguments]
 // (train.mode = sft runs learners only: mpirun -np L learner ...). Step k (weights version k):
-// GRPO: send the weights to the rollouts, receive this learner's groups, train on them; SFT: train on
+// GRPO: send the weights to the rollouts, receive this learner's groups, train on them (with
+// grpo.max_staleness > 0 the groups of later steps sampled with older weights come in between:
+// pipeline/schedule.h); SFT: train on
 // this learner's questions of the step. Then log the step's metrics (root) and checkpoint every
 // train.save_every steps and at the end. --resume (train.resume) continues from the newest complete
 // checkpoint in train.run_dir. Any error ends the whole job through comm_abort, naming rank and reason.
@@ -80,16 +82,21 @@ static Metrics *learner_open_run(const Config *cfg, int64_t start) {
     return m;
 }
 
-// One step: weights out (GRPO), gradients, updates. Fills st with this learner's part.
-static int learner_step(Trainer *t, int64_t k, StepStats *st, Err *e) {
+// One step: weights out (GRPO), gradients, updates. Fills st with this learner's part. GRPO: the rollouts
+// take version k just before the first step sampled with it (pipeline/schedule.h), after sending the
+// groups of the steps before; those are received first, so that no rollout is left blocked in a send
+// while the broadcast waits for it. A version no step samples with is not sent.
+static int learner_step(Trainer *t, GroupInbox *in, const VersionSchedule *vs, int64_t k, StepStats *st, Err *e) {
     if (t->cfg->train.mode == CFG_MODE_SFT) return sft_train_step(t, k, st, e);
-    double t0 = log_elapsed();
-    if (trainer_sync_weights(t, k, e)) return -1;
-    st->t_weight_sync = log_elapsed() - t0;
     const Comm *c = t->comm;
     int n = (int)order_rank_count(t->cfg->train.questions_per_step, c->role_rank, c->role_size);
+    int64_t first = schedule_first_step(vs, k);
+    if (grpo_recv_ahead(t, in, vs, k, first - 1, n, st, e)) return -1;
+    double t0 = log_elapsed();
+    if (first < vs->n_steps && trainer_sync_weights(t, k, e)) return -1;
+    st->t_weight_sync = log_elapsed() - t0;
     TrajGroup *groups = callocCheck((size_t)n + 1, sizeof *groups);
-    int rc = grpo_recv_groups(t, k, groups, n, st, e);
+    int rc = grpo_recv_groups(t, in, vs, k, groups, n, st, e);
     if (rc == 0) {
         rc = grpo_train_step(t, k, groups, n, st, e);
         if (rc == 0 && t->cfg->log.samples) rc = samples_write(t, k, groups, n, e);
@@ -130,20 +137,26 @@ int main(int argc, char **argv) {
             (long long)t.data.n, (long long)start, (long long)t.n_steps - 1, cfg.train.questions_per_step,
             cfg.train.run_dir);
 
+    VersionSchedule vs = schedule_versions(&cfg, start, t.n_steps);
+    GroupInbox inbox = {0};
     for (int64_t k = start; k < t.n_steps; k++) {
         StepStats st;
         stats_clear(&st);
         double t0 = log_elapsed();
-        if (learner_step(&t, k, &st, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        if (learner_step(&t, &inbox, &vs, k, &st, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
         t.step = k + 1;
         st.t_step = log_elapsed() - t0;
         stats_reduce(&comm, &st);
         if (root && stats_log(&st, &cfg, comm.n_learners, comm.n_rollouts, k, t.n_steps, metrics, &e))
             comm_abort("metrics: %s", e.msg);
         int save_every = cfg.train.save_every;
-        if ((save_every > 0 && t.step % save_every == 0) || t.step == t.n_steps)
+        if ((save_every > 0 && t.step % save_every == 0) || t.step == t.n_steps) {
+            // The schedule drains the pipeline at checkpoint steps: a group held here would be lost.
+            if (inbox.n > 0) fatal("checkpoint of step %lld with %d groups in flight", (long long)t.step, inbox.n);
             if (tckpt_save(&t, &e)) comm_abort("%s", e.msg);
+        }
     }
+    group_inbox_free(&inbox);
     if (root) {
         progress_end();
         log_info("done: %lld steps; metrics and checkpoints in %s", (long long)t.n_steps, cfg.train.run_dir);

@@ -1,8 +1,9 @@
 // rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
-// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps
+// arguments for both: [--config F] [--set k=v]... [--resume]). Step protocol, for steps
 // k = start .. n_steps-1 (pipeline/schedule.h):
-//   1. receive weights version k from the learner root (a different version is fatal: never sample with
-//      stale weights);
+//   1. receive the weights versions up to schedule_version(k) from the learner root, in order (k itself
+//      in the synchronous schedule, grpo.max_staleness = 0; a version other than the expected one is
+//      fatal);
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
 //      a TrajGroup (worker.h: prepare, generate G, reward, reference log-probs) and send it to the
 //      learner that owns the slot (slot % L). Unusable questions go as failed groups.
@@ -42,6 +43,8 @@ typedef struct {
     RewardClient *reward;
     RolloutWorker w;
     int64_t start, n_steps;
+    VersionSchedule vs;  // the weights version of each step
+    int64_t version;     // the newest weights version received (start - 1: none yet)
 #ifdef AQA_CUDA
     Nccl wnccl;  // the weight broadcast over NCCL (wnccl.comm NULL: over MPI)
 #endif
@@ -137,6 +140,8 @@ static void setup(Rollout *r) {
     if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
     if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
         comm_abort("%s", e.msg);
+    r->vs = schedule_versions(cfg, r->start, r->n_steps);
+    r->version = r->start - 1;
     order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n, cfg->data.shuffle);
     PrepOptions popt = prep_options_from_config(cfg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
@@ -171,21 +176,22 @@ static void receive_weights(Rollout *r, int64_t k) {
 #ifdef AQA_CUDA
     if (r->wnccl.comm) {
         if (nccl_bcast_weights(&r->comm, &r->wnccl, r->policy.params, n, k, ops_cuda_stream(r->ops), &e))
-            comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+            comm_abort("weights version %lld: %s", (long long)k, e.msg);
         return;
     }
 #endif
-    if (comm_bcast_weights(&r->comm, r->weights, n, k, &e)) comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+    if (comm_bcast_weights(&r->comm, r->weights, n, k, &e)) comm_abort("weights version %lld: %s", (long long)k, e.msg);
     r->ops->upload_act(r->ops, r->policy.params, r->weights, n);
 }
 
-// One step: weights version k, then this rank's groups of step k to their learners, generated
+// One step: the weights versions up to the step's (every version is broadcast in order; between steps,
+// so never in the middle of a question), then this rank's groups of step k to their learners, generated
 // rollout.batch_questions questions at a time.
 static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
     double t0 = log_elapsed();
-    receive_weights(r, k);
+    while (r->version < schedule_version(&r->vs, k)) receive_weights(r, ++r->version);
     double t_sync = log_elapsed() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
     int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
@@ -198,7 +204,7 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     for (int64_t i0 = 0; i0 < n; i0 += B) {
         const int nb = n - i0 < B ? (int)(n - i0) : B;
         for (int j = 0; j < nb; j++) qs[j] = &r->ds.q[questions[i0 + j]];
-        if (rollout_questions(&r->w, qs, slots + i0, nb, k, gs, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        if (rollout_questions(&r->w, qs, slots + i0, nb, r->version, gs, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
         for (int j = 0; j < nb; j++) {
             const Question *q = qs[j];
             TrajGroup *g = &gs[j];

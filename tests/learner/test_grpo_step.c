@@ -179,7 +179,7 @@ static void test_scale_rewards(void) {
     CHECK_NEAR(st.sum[ST_FUNC_SUM + 0] / st.sum[ST_FUNC_CNT + 0], 0.5, 1e-12);
     CHECK_NEAR(st.sum[ST_FUNC_SUM + 1] / st.sum[ST_FUNC_CNT + 1], 0.25, 1e-12);
     CHECK_INT(st.sum[ST_TRUNC], 0);  // every completion ends with <|im_end|>
-    CHECK_INT(st.len_max, 3);
+    CHECK_INT(st.max[SM_LEN], 3);
     cfg.grpo.scale_rewards = CFG_SCALE_GROUP;
     traj_group_free(&g[0]);
     traj_group_free(&g[1]);
