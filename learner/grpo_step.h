@@ -6,6 +6,10 @@
 // once (with its audio features, recomputed from the audio path) and its G completions attending to it.
 // Normalisers follow grpo.h so that L learners x grad_accum micro-steps give the gradient of one
 // learner over the same global batch.
+// Every micro-step also measures the rollout/learner mismatch of its tokens (the learner's log-probs
+// before the update against the rollout's sampling log-probs) and applies grpo.tis_cap and
+// grpo.mismatch_mask (grpo_mismatch). Groups of later steps, sampled ahead under grpo.max_staleness,
+// wait in a GroupInbox.
 #pragma once
 #include <stdint.h>
 
