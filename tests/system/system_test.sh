@@ -214,10 +214,11 @@ grpo_async1)
     run run.log 2 1 run.json
     "$SYS_CHECK" values run/metrics.jsonl version_lag.max 0,1,1
     "$SYS_CHECK" values run/metrics.jsonl mismatch.max 0,+,+
-    # Rollouts two versions behind learners that allow one: the learners refuse the group.
-    fails stale.log "with weights version 0: too old (grpo.max_staleness 1)" -np 1 "$LEARNER" --config run.json \
-        --set train.run_dir="$dir/stale" : -np 1 "$ROLLOUT" --config run.json --set train.run_dir="$dir/stale" \
-        --set grpo.max_staleness=2
+    # Rollouts two versions behind learners that allow one (4 steps: the rollouts take version 1 before
+    # their step 3, so the learners' broadcast of it completes): the learners refuse step 2's groups.
+    fails stale.log "slot 4 of step 2 with weights version 0: too old (grpo.max_staleness 1)" -np 1 "$LEARNER" \
+        --config run.json --set train.run_dir="$dir/stale" --set train.max_steps=4 : -np 1 "$ROLLOUT" \
+        --config run.json --set train.run_dir="$dir/stale" --set train.max_steps=4 --set grpo.max_staleness=2
     ;;
 grpo_ranks)
     start_reward
