@@ -13,7 +13,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "comm/msg.h"
+#include "comm/traj.h"
 #include "pipeline/schedule.h"
 #include "stats.h"
 #include "train.h"
