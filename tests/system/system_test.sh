@@ -223,6 +223,24 @@ grpo_async1)
     FAIL_S=110 fails stale.log "slot 4 of step 2 with weights version 0: too old (grpo.max_staleness 1)" -np 1 "$LEARNER" \
         "$@" : -np 1 "$ROLLOUT" "$@" --set grpo.max_staleness=2
     ;;
+grpo_ranks)
+    start_reward
+    ranks_test grpo 1 2 2
+    ;;
+grpo_bad_data)
+    start_reward
+    make_bad_data
+    B=5 config run.json "$dir/run" grpo 1 "$dir/data/train.jsonl"
+    run run.log 1 1 run.json --set log.samples=true
+    grep -q "2 bad records skipped" run.log
+    grep -q "missing.wav" run.log
+    "$SYS_CHECK" sum run/metrics.jsonl bad_questions 1
+    # The step's samples: 5 groups, the failed one with its reason, the others with 2 completions.
+    samples=run/samples/step-00000000-learner-0.jsonl
+    [ "$(wc -l <$samples)" -eq 5 ]
+    [ "$(grep -c '"failed":".*missing.wav' $samples)" -eq 1 ]
+    [ "$(grep -o '"text":' $samples | wc -l)" -eq 8 ]
+    ;;
 grpo_kill)
     start_reward
     config run.json "$dir/run" grpo 50
