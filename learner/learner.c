@@ -152,7 +152,8 @@ int main(int argc, char **argv) {
         int save_every = cfg.train.save_every;
         if ((save_every > 0 && t.step % save_every == 0) || t.step == t.n_steps) {
             // The schedule drains the pipeline at checkpoint steps: a group held here would be lost.
-            if (inbox.n > 0) fatal("checkpoint of step %lld with %d groups in flight", (long long)t.step, inbox.n);
+            if (inbox.n > 0)
+                comm_abort("checkpoint of step %lld with %d groups in flight", (long long)t.step, inbox.n);
             if (tckpt_save(&t, &e)) comm_abort("%s", e.msg);
         }
     }

@@ -171,7 +171,8 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     for (int64_t i0 = 0; i0 < n; i0 += B) {
         const int nb = n - i0 < B ? (int)(n - i0) : B;
         for (int j = 0; j < nb; j++) qs[j] = &r->ds.q[questions[i0 + j]];
-        if (rollout_questions(&r->w, qs, slots + i0, nb, r->version, gs, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        if (rollout_questions(&r->w, qs, slots + i0, nb, r->version, gs, &e))
+            comm_abort("step %lld: %s", (long long)k, e.msg);
         for (int j = 0; j < nb; j++) {
             const Question *q = qs[j];
             TrajGroup *g = &gs[j];

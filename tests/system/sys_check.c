@@ -191,7 +191,8 @@ static int check_h5(const char *dir, const char *name) {
     for (size_t i = 0; rc == 0 && i < n; i++) {
         double y = json_number_value(json_object_get(json_array_get(A, i), name));
         rc = memcmp(&x[i], &y, sizeof y) != 0;
-        if (rc) fprintf(stderr, "sys_check: %s row %zu: %.17g in metrics.h5, %.17g in metrics.jsonl\n", name, i, x[i], y);
+        if (rc)
+            fprintf(stderr, "sys_check: %s row %zu: %.17g in metrics.h5, %.17g in metrics.jsonl\n", name, i, x[i], y);
     }
     if (rc == 0) printf("sys_check: %s: %zu rows, metrics.h5 = metrics.jsonl\n", name, n);
     else if (dims != n) fprintf(stderr, "sys_check: %s: %llu rows in metrics.h5, %zu in metrics.jsonl\n", name,
