@@ -1,9 +1,11 @@
 // rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
-// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for each
-// step k the learner root announces (comm_next_step: the learners decide where a resumed run starts and
-// when the job stops, e.g. on SIGTERM, which a rollout itself only notes):
-//   1. receive weights version k from the learner root (a different version is fatal: never sample with
-//      stale weights);
+// arguments for both: [--config F] [--set k=v]... [--resume]). Step protocol: the learner root first
+// announces the start step (comm_next_step: the learners decide where a resumed run starts), then for
+// steps k = start .. n_steps-1 (pipeline/schedule.h):
+//   1. receive the weights versions up to schedule_version(k) from the learner root, in order, each
+//      announced first (k itself in the synchronous schedule, grpo.max_staleness = 0; a version other
+//      than the expected one is fatal; an announced stop, e.g. after SIGTERM, which a rollout itself only
+//      notes, ends the loop);
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
 //      a TrajGroup (worker.h: prepare, generate G, reward, reference log-probs) and send it to the
 //      learner that owns the slot (slot % L). Unusable questions go as failed groups.
@@ -41,8 +43,10 @@ typedef struct {
     float *weights;  // [policy.t.numel] host copy an MPI broadcast lands in (NULL over NCCL)
     RewardClient *reward;
     RolloutWorker w;
-    int64_t n_steps;
-    WeightsLink wlink;  // the weight broadcast from the learner root
+    int64_t start, n_steps;
+    VersionSchedule vs;  // the weights version of each step
+    int64_t version;     // the newest weights version received (start - 1: none yet)
+    WeightsLink wlink;   // the weight broadcast from the learner root
 } Rollout;
 
 // Config checks specific to this role; each failure names the key.
@@ -143,17 +147,26 @@ static void receive_weights(Rollout *r, int64_t k) {
     Err e;
     size_t n = r->policy.t.numel;
     if (weights_link_bcast(&r->wlink, &r->comm, r->weights, r->policy.params, n, k, backend_stream(r->ops), &e))
-        comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+        comm_abort("weights version %lld: %s", (long long)k, e.msg);
     if (r->wlink.transport == WEIGHTS_MPI) r->ops->upload_act(r->ops, r->policy.params, r->weights, n);
 }
 
-// One step: weights version k, then this rank's groups of step k to their learners, generated
+// One step: the weights versions up to the step's (every version is broadcast in order; between steps,
+// so never in the middle of a question), then this rank's groups of step k to their learners, generated
 // rollout.batch_questions questions at a time.
-static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
+// Returns 1 when the learners announced the stop instead of the next version.
+static int run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
     double t0 = log_elapsed();
-    receive_weights(r, k);
+    while (r->version < schedule_version(&r->vs, k)) {
+        int64_t a = comm_next_step(c, 0);
+        if (a == COMM_STOP) return 1;
+        if (a != r->version + 1)
+            comm_abort("the learner root announced weights version %lld, version %lld was due", (long long)a,
+                       (long long)r->version + 1);
+        receive_weights(r, ++r->version);
+    }
     double t_sync = log_elapsed() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
     int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
@@ -166,7 +179,8 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     for (int64_t i0 = 0; i0 < n; i0 += B) {
         const int nb = n - i0 < B ? (int)(n - i0) : B;
         for (int j = 0; j < nb; j++) qs[j] = &r->ds.q[questions[i0 + j]];
-        if (rollout_questions(&r->w, qs, slots + i0, nb, k, gs, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        if (rollout_questions(&r->w, qs, slots + i0, nb, r->version, gs, &e))
+            comm_abort("step %lld: %s", (long long)k, e.msg);
         for (int j = 0; j < nb; j++) {
             const Question *q = qs[j];
             TrajGroup *g = &gs[j];
@@ -195,6 +209,7 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
               "reward %.3fs reference %.3fs, total %.3fs",
               (long long)k, (long long)n, failed, t_sync, sum.data, sum.prefill, sum.decode, sum.reward,
               sum.reference, log_elapsed() - t0);
+    return 0;
 }
 
 static void teardown(Rollout *r) {
@@ -233,14 +248,14 @@ int main(int argc, char **argv) {
     int64_t per_rank = order_rank_count(r.cfg.train.questions_per_step, 0, r.comm.n_rollouts);
     int64_t *questions = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
     int64_t *slots = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
-    int64_t k, first = -1, last = -1;
-    while ((k = comm_next_step(&r.comm, 0)) != COMM_STOP) {
-        if (k < 0 || k >= r.n_steps)
-            comm_abort("the learner root announced step %lld of %lld", (long long)k, (long long)r.n_steps);
-        run_step(&r, k, questions, slots);
-        first = first < 0 ? k : first, last = k;
-    }
-    log_info("rollout %d: done, steps %lld..%lld", r.comm.role_rank, (long long)first, (long long)last);
+    r.start = comm_next_step(&r.comm, 0);
+    if (r.start < 0 || r.start > r.n_steps)
+        comm_abort("the learner root announced start step %lld of %lld", (long long)r.start, (long long)r.n_steps);
+    r.vs = schedule_versions(&r.cfg, r.start, r.n_steps);
+    r.version = r.start - 1;
+    int64_t k = r.start;
+    while (k < r.n_steps && run_step(&r, k, questions, slots) == 0) k++;
+    log_info("rollout %d: done, steps %lld..%lld", r.comm.role_rank, (long long)r.start, (long long)k - 1);
     free(questions);
     free(slots);
     teardown(&r);

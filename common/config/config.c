@@ -109,6 +109,20 @@ const CfgKey config_keys[] = {
              "Divide advantages by the reward std of the group, of the batch, or not at all"),
     KEY_FLOAT(grpo.std_eps, "1e-4", '(', 0, 1, ']', "Added to the reward std before dividing"),
     KEY_BOOL(grpo.dynamic_filter, "false", "Drop groups whose rewards are all equal (zero advantage)"),
+    KEY_INT(grpo.max_staleness, "0", 0, 64,
+            "Asynchronous rollout: rollouts sample step s with weights version max(s - k, the last checkpoint "
+            "step <= s, the first step), so they generate steps s + 1 .. s + k while learners train step s; "
+            "learners refuse groups more than k versions old; 0 = synchronous"),
+    KEY_FLOAT(grpo.tis_cap, "0", '[', 0, INFINITY, ')',
+              "Truncated importance sampling: each token's policy loss is weighted by min(pi_learner / "
+              "pi_sample, C), pi_learner the learner's log-probs before the update, pi_sample the rollout's; "
+              "0 = off"),
+    KEY_FLOAT(grpo.mismatch_bound, "2", '(', 1, INFINITY, ')',
+              "C of the bounds [1/C, C] on pi_learner / pi_sample: the metric mismatch.out_frac (tokens "
+              "outside) and grpo.mismatch_mask"),
+    KEY_BOOL(grpo.mismatch_mask, "false",
+             "Drop from the loss every completion whose sequence-level ratio (geometric mean of pi_learner / "
+             "pi_sample over its tokens) lies outside [1/C, C], C = grpo.mismatch_bound"),
 
     KEY_FLOAT(optim.lr, "1e-6", '[', 0, 1, ']', "Peak learning rate (AdamW)"),
     KEY_FLOAT(optim.beta1, "0.9", '[', 0, 1, ')', "AdamW first-moment decay"),
@@ -448,6 +462,9 @@ int config_validate(const Config *cfg, Err *e) {
     if (cfg->optim.warmup_steps > cfg->train.max_steps)
         return err_set(e, "optim.warmup_steps (%d) exceeds train.max_steps (%d)", cfg->optim.warmup_steps,
                        cfg->train.max_steps);
+    // A cap below 1 would down-weight even the tokens the rollout sampled exactly as the learner would.
+    if (cfg->grpo.tis_cap > 0 && cfg->grpo.tis_cap < 1)
+        return err_set(e, "grpo.tis_cap %g: 0 (off) or at least 1", cfg->grpo.tis_cap);
     return cfg_check_address("reward.server", cfg->reward.server, e);
 }
 

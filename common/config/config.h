@@ -78,6 +78,10 @@ typedef struct {
         CfgScaleRewards scale_rewards;
         double std_eps;
         bool dynamic_filter;
+        int max_staleness;      // k: step s is sampled with weights version >= s - k (pipeline/schedule.h)
+        double tis_cap;         // C of truncated importance sampling; 0 = off
+        double mismatch_bound;  // C of the bounds [1/C, C] on pi_learner / pi_sample
+        bool mismatch_mask;     // drop completions whose sequence-level ratio leaves the bounds
     } grpo;
     struct {
         double lr;

@@ -2,6 +2,7 @@
 // the CUDA backend is tested against, so clarity wins over speed; loops are ordered for contiguous
 // access and reductions that race (parameter gradients) are split so each thread owns its outputs.
 #include "model/ops.h"
+#include "model/sampler.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -440,16 +441,7 @@ static void cpu_copy_rows(Ops *o, Tensor *dst_, const int *dst_idx, const Tensor
 static void cpu_logprob(Ops *o, float *lp, float *lse, const Tensor *logits_, const int *tgt, int R, int V) {
     const float *logits = logits_;
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < R; r++) {
-        const float *x = logits + (size_t)r * V;
-        float m = -INFINITY;
-        for (int i = 0; i < V; i++) m = x[i] > m ? x[i] : m;
-        double s = 0.0;
-        for (int i = 0; i < V; i++) s += exp((double)(x[i] - m));
-        float L = m + (float)log(s);
-        lse[r] = L;
-        lp[r] = x[tgt[r]] - L;
-    }
+    for (int r = 0; r < R; r++) lp[r] = sampler_logprob(logits + (size_t)r * V, V, tgt[r], &lse[r]);
 }
 
 static void cpu_logprob_bwd(Ops *o, Tensor *logits_, const float *lse, const int *tgt, const float *dlp, int R,

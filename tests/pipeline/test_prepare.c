@@ -226,6 +226,43 @@ static void test_schedule(void) {
     CHECK(schedule_start_step(&cfg, &start, &e) == 0 && start == 7);
 }
 
+// The asynchronous schedule: weights versions per step, the pipeline drained at checkpoint steps, the
+// same versions after a resume, and the step before which each version's broadcast comes.
+static void test_versions(void) {
+    Config cfg;
+    config_defaults(&cfg);
+    cfg.train.save_every = 5;
+    VersionSchedule s = schedule_versions(&cfg, 0, 12);
+    for (int64_t j = 0; j < 12; j++) CHECK_INT(schedule_version(&s, j), j);  // k = 0: synchronous
+    for (int64_t v = 0; v < 12; v++) CHECK_INT(schedule_first_step(&s, v), v);
+    cfg.grpo.max_staleness = 2;
+    s = schedule_versions(&cfg, 0, 12);
+    // max(j - 2, last multiple of 5 <= j, 0).
+    const int64_t want[12] = {0, 0, 0, 1, 2, 5, 5, 5, 6, 7, 10, 10};
+    for (int64_t j = 0; j < 12; j++) {
+        CHECK_INT(schedule_version(&s, j), want[j]);
+        CHECK(j - schedule_version(&s, j) <= 2);
+    }
+    const int64_t first[12] = {0, 3, 4, 5, 5, 5, 8, 9, 10, 10, 10, 12};  // 12: no step samples with 11
+    for (int64_t v = 0; v < 12; v++) CHECK_INT(schedule_first_step(&s, v), first[v]);
+    // Resumed at the checkpoint of step 5: the same versions as the uninterrupted run.
+    VersionSchedule r = schedule_versions(&cfg, 5, 12);
+    for (int64_t j = 5; j < 12; j++) CHECK_INT(schedule_version(&r, j), want[j]);
+    // Resumed off the checkpoint grid (save_every changed): never older than the resumed weights.
+    r = schedule_versions(&cfg, 7, 12);
+    CHECK_INT(schedule_version(&r, 7), 7);
+    CHECK_INT(schedule_version(&r, 8), 7);
+    CHECK_INT(schedule_version(&r, 9), 7);
+    // save_every 0 (checkpoints at the end only): a plain lag of k.
+    cfg.train.save_every = 0;
+    s = schedule_versions(&cfg, 0, 12);
+    CHECK_INT(schedule_version(&s, 11), 9);
+    // SFT has no rollouts: synchronous whatever the key says.
+    cfg.train.mode = CFG_MODE_SFT;
+    s = schedule_versions(&cfg, 0, 12);
+    CHECK_INT(schedule_version(&s, 11), 11);
+}
+
 int main(void) {
     tok_dir = fixture_tokenizer_dir("pipeline_tok");
     if (!tok_dir || !fixture_synth_dataset("pipeline_synth", 6, 11, &ds)) return 1;
@@ -235,6 +272,7 @@ int main(void) {
     RUN(test_from_config);
     RUN(test_bad_input);
     RUN(test_schedule);
+    RUN(test_versions);
     dataset_free(&ds);
     return test_summary("prepare");
 }

@@ -1,8 +1,13 @@
 #!/bin/sh
 # system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
 #   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_ranks | sft_bad_data | grpo_ranks |
-#                                  grpo_resume | grpo_kill | grpo_bad_data | gpu_sft_ranks | gpu_sft_resume
-#                                  | grpo_sigterm | ckpt_kill | ckpt_corrupt | ckpt_disk_full | reward_absent
+#                                  grpo_resume | grpo_async | grpo_async1 | grpo_kill | grpo_bad_data |
+#                                  gpu_sft_ranks | gpu_sft_resume | grpo_sigterm | ckpt_kill | ckpt_corrupt |
+#                                  ckpt_disk_full | reward_absent
+# grpo_async and grpo_async1 run the asynchronous schedule (grpo.max_staleness 2 and 1): version lags,
+# mismatch metrics (0 exactly where the rollouts had the learner's weights), metrics.h5 = metrics.jsonl,
+# the step line, the pipeline drained at a checkpoint, resume bit for bit with another rollout count,
+# and stale groups refused.
 # The last five are fault injection: SIGTERM to the job's ranks (checkpoint at the step boundary, exit 0,
 # resumed to the end); kill -9 of the learner paused inside a
 # checkpoint write (train.test_ckpt_pause_s); a bit-flipped or truncated checkpoint (named error, resume
@@ -63,7 +68,7 @@ make_bad_data() {
 }
 
 # config FILE RUN_DIR MODE STEPS [DATA]: the tiny run's config; $B questions per step (default 2) in
-# $ACC micro-steps (default 1). The reference model is a second random model, so the KL term (and with
+# $ACC micro-steps (default 1), grpo.max_staleness $K (0), a checkpoint every $SAVE steps (1). The reference model is a second random model, so the KL term (and with
 # it loss and gradient) is non-zero even while a random policy earns no reward.
 config() {
     cat >"$1" <<EOF
@@ -71,10 +76,10 @@ config() {
  "data": {"train": "${5:-$assets/synth/train.jsonl}"},
  "rollout": {"num_generations": 2, "max_new_tokens": 8},
  "reward": {"server": "127.0.0.1:${port:-7011}", "timeout_ms": 10000},
- "grpo": {"beta": 0.04},
+ "grpo": {"beta": 0.04, "max_staleness": ${K:-0}},
  "optim": {"lr": 1e-3},
  "train": {"mode": "$3", "max_steps": $4, "questions_per_step": ${B:-2}, "grad_accum": ${ACC:-1},
-           "run_dir": "$2", "save_every": 1, "keep_last": 0, "seed": 3},
+           "run_dir": "$2", "save_every": ${SAVE:-1}, "keep_last": 0, "seed": 3},
  "log": {"level": "info"}}
 EOF
 }
@@ -105,11 +110,11 @@ run() {
     grep -h "step \|checkpoint\|done" "$log" || true
 }
 
-# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within 60 s, saying PATTERN.
+# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within $FAIL_S (60) s, saying PATTERN.
 fails() {
     log=$1 pattern=$2
     shift 2
-    if timeout 60 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+    if timeout "${FAIL_S:-60}" "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
         echo "FAIL: mpirun $* succeeded"
         exit 1
     fi
@@ -201,6 +206,50 @@ sft_bad_data)
 grpo_resume)
     start_reward
     resume_test grpo 1
+    # Synchronous on the CPU: the rollout sampled with the learner's weights and arithmetic, so the
+    # learner's recomputed log-probs are its sampling log-probs exactly.
+    "$SYS_CHECK" values full.jsonl mismatch.max 0,0
+    "$SYS_CHECK" values full.jsonl mismatch.ratio_min 1,1
+    "$SYS_CHECK" values full.jsonl version_lag.max 0,0
+    ;;
+grpo_async)
+    # grpo.max_staleness 2, no checkpoint on the way: steps 0..2 are sampled with weights version 0;
+    # 2 rollouts.
+    start_reward
+    K=2 SAVE=0 config run.json "$dir/run" grpo 3
+    run run.log 1 2 run.json
+    "$SYS_CHECK" rows run/metrics.jsonl 3
+    "$SYS_CHECK" values run/metrics.jsonl version_lag.max 0,1,2
+    # The mismatch is exactly 0 where the rollouts had the learner's weights, and shows the lag elsewhere.
+    "$SYS_CHECK" values run/metrics.jsonl mismatch.max 0,+,+
+    "$SYS_CHECK" values run/metrics.jsonl mismatch.k3 0,+,+
+    for m in mismatch.mean mismatch.max mismatch.k3 mismatch.ratio_mean mismatch.ratio_min mismatch.ratio_max \
+        mismatch.out_frac mismatch.seq_out_frac version_lag.mean version_lag.max; do
+        "$SYS_CHECK" h5 run $m
+    done
+    grep -q "step 3/3 .* mm [0-9.e+-]*/[0-9.e+-]* k3 [0-9.e+-]* lag 2 " run.log
+    ;;
+grpo_async1)
+    # grpo.max_staleness 1, checkpoints at steps 2 and 3: versions 0, 0, 2 (the pipeline drains at the
+    # checkpoint step 2); 2 learners, 1 rollout.
+    start_reward
+    K=1 SAVE=2 config run.json "$dir/run" grpo 3
+    run full.log 2 1 run.json
+    "$SYS_CHECK" values run/metrics.jsonl version_lag.max 0,1,0
+    "$SYS_CHECK" values run/metrics.jsonl mismatch.max 0,+,0
+    # Resumed from the checkpoint of step 2 with 2 rollouts: the same last step, bit for bit.
+    cp run/metrics.jsonl full.jsonl
+    mv run/checkpoints/step-00000003 full-step3
+    run resume.log 2 2 run.json --set train.resume=true
+    grep -q "resumed from .*step-00000002" resume.log
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl exact
+    "$SYS_CHECK" params full-step3 run/checkpoints/step-00000003 0
+    # Rollouts two versions behind learners that allow one (no checkpoint drain; 4 steps, so that the
+    # rollouts take version 1 before their step 3 and the learners' broadcast of it completes): the
+    # learners refuse step 2's groups.
+    set -- --config run.json --set train.run_dir="$dir/stale" --set train.max_steps=4 --set train.save_every=0
+    FAIL_S=110 fails stale.log "slot 4 of step 2 with weights version 0: too old (grpo.max_staleness 1)" -np 1 "$LEARNER" \
+        "$@" : -np 1 "$ROLLOUT" "$@" --set grpo.max_staleness=2
     ;;
 grpo_ranks)
     start_reward
