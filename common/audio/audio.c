@@ -72,15 +72,8 @@ static float *audio_read_mono(SNDFILE *sf, const SF_INFO *info, AudioMono mono, 
     return out;
 }
 
-int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
-    memset(out, 0, sizeof *out);
-    struct stat st;
-    if (stat(path, &st) != 0) return err_set(e, "%s: cannot open audio: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return err_set(e, "%s: cannot open audio: is a directory", path);
-    SF_INFO info;
-    memset(&info, 0, sizeof info);
-    SNDFILE *sf = sf_open(path, SFM_READ, &info);
-    if (!sf) return err_set(e, "%s: cannot open audio: %s", path, sf_strerror(NULL));
+// Everything after opening: checks the header, reads, mixes down and resamples; closes sf.
+static int audio_load_open(SNDFILE *sf, SF_INFO info, const char *path, AudioMono mono, Audio *out, Err *e) {
     if (info.frames <= 0 || info.channels <= 0 || info.samplerate <= 0) {
         err_set(e, "%s: no audio frames (frames %lld, channels %d, rate %d)", path, (long long)info.frames,
                 info.channels, info.samplerate);
@@ -107,12 +100,73 @@ int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
     float *x = audio_resample(mono_in, info.frames, info.samplerate, AUDIO_SAMPLE_RATE, &n, e);
     free(mono_in);
     if (!x) return err_prefix(e, "%s", path);
+    // Finite but huge float samples (a corrupt float WAV holds values up to 3.4e38) overflow in the
+    // resampling filter.
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) {
+            free(x);
+            return err_set(e, "%s: sample %lld is not finite after resampling from %d Hz (input samples too large)",
+                           path, (long long)i, info.samplerate);
+        }
+    }
     out->samples = x;
     out->n = n;
     out->rate_in = info.samplerate;
     out->channels_in = info.channels;
     out->frames_in = info.frames;
     return 0;
+}
+
+int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
+    memset(out, 0, sizeof *out);
+    struct stat st;
+    if (stat(path, &st) != 0) return err_set(e, "%s: cannot open audio: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return err_set(e, "%s: cannot open audio: is a directory", path);
+    SF_INFO info;
+    memset(&info, 0, sizeof info);
+    SNDFILE *sf = sf_open(path, SFM_READ, &info);
+    if (!sf) return err_set(e, "%s: cannot open audio: %s", path, sf_strerror(NULL));
+    return audio_load_open(sf, info, path, mono, out, e);
+}
+
+// libsndfile virtual I/O over a read-only memory buffer.
+typedef struct {
+    const unsigned char *data;
+    sf_count_t size, pos;
+} AudioMem;
+
+static sf_count_t audio_mem_len(void *u) { return ((AudioMem *)u)->size; }
+
+static sf_count_t audio_mem_seek(sf_count_t off, int whence, void *u) {
+    AudioMem *m = u;
+    sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : m->size;
+    if (off < -base || off > m->size - base) return -1;  // stays inside [0, size], no overflow
+    m->pos = base + off;
+    return m->pos;
+}
+
+static sf_count_t audio_mem_read(void *ptr, sf_count_t n, void *u) {
+    AudioMem *m = u;
+    if (n > m->size - m->pos) n = m->size - m->pos;
+    if (n <= 0) return 0;
+    memcpy(ptr, m->data + m->pos, (size_t)n);
+    m->pos += n;
+    return n;
+}
+
+static sf_count_t audio_mem_write(const void *ptr, sf_count_t n, void *u) { return 0; }
+
+static sf_count_t audio_mem_tell(void *u) { return ((AudioMem *)u)->pos; }
+
+int audio_decode(const void *data, size_t size, const char *name, AudioMono mono, Audio *out, Err *e) {
+    memset(out, 0, sizeof *out);
+    SF_VIRTUAL_IO io = {audio_mem_len, audio_mem_seek, audio_mem_read, audio_mem_write, audio_mem_tell};
+    AudioMem m = {.data = data, .size = (sf_count_t)size, .pos = 0};
+    SF_INFO info;
+    memset(&info, 0, sizeof info);
+    SNDFILE *sf = sf_open_virtual(&io, SFM_READ, &info, &m);
+    if (!sf) return err_set(e, "%s: cannot open audio: %s", name, sf_strerror(NULL));
+    return audio_load_open(sf, info, name, mono, out, e);
 }
 
 void audio_free(Audio *a) {
