@@ -16,6 +16,10 @@ enum {
     AUDIO_READ_BLOCK = 65536,       // samples per sf_readf_float call (all channels) and per soxr block
     AUDIO_MAX_LOAD_SECONDS = 1800,  // longer files are refused: clips are 10-30 s, a bad header can
                                     // claim any length
+    // Sample rates outside this range are a corrupt header, not audio: a 1 Hz file takes soxr seconds
+    // to upsample 16000-fold (found by tests/fuzz/fuzz_audio).
+    AUDIO_MIN_RATE = 1000,
+    AUDIO_MAX_RATE = 1000000,
 };
 
 // libsndfile accepts a WAV whose data chunk claims more bytes than the file holds: it shrinks the frame
@@ -35,13 +39,20 @@ static int audio_wav_truncated(SNDFILE *sf, long long *declared, long long *pres
 static float *audio_read_mono(SNDFILE *sf, const SF_INFO *info, AudioMono mono, const char *path, Err *e) {
     int ch = info->channels;
     int64_t block_frames = AUDIO_READ_BLOCK / ch > 0 ? AUDIO_READ_BLOCK / ch : 1;
-    float *out = mallocCheck((size_t)info->frames * sizeof(float));
+    // The output grows with what is actually read: a header (FLAC's, say) may claim billions of frames
+    // that a small corrupt file does not hold.
+    int64_t cap = info->frames < block_frames ? info->frames : block_frames;
+    float *out = mallocCheck((size_t)cap * sizeof(float));
     float *block = mallocCheck((size_t)block_frames * (size_t)ch * sizeof(float));  // [block_frames, ch]
     int64_t done = 0;
     while (done < info->frames) {
         int64_t want = info->frames - done < block_frames ? info->frames - done : block_frames;
         sf_count_t got = sf_readf_float(sf, block, want);
         if (got <= 0) break;
+        if (done + got > cap) {
+            cap = 2 * cap < info->frames ? 2 * cap : info->frames;
+            out = reallocCheck(out, (size_t)cap * sizeof(float));
+        }
         for (sf_count_t i = 0; i < got; i++) {
             const float *fr = block + (size_t)i * (size_t)ch;
             float v = fr[0];
@@ -83,6 +94,12 @@ static int audio_load_open(SNDFILE *sf, SF_INFO info, const char *path, AudioMon
     if (info.frames / info.samplerate >= AUDIO_MAX_LOAD_SECONDS) {
         err_set(e, "%s: too long: %lld frames at %d Hz (limit %d s)", path, (long long)info.frames,
                 info.samplerate, AUDIO_MAX_LOAD_SECONDS);
+        sf_close(sf);
+        return -1;
+    }
+    if (info.samplerate < AUDIO_MIN_RATE || info.samplerate > AUDIO_MAX_RATE) {
+        err_set(e, "%s: sample rate %d Hz outside [%d, %d] (corrupt header?)", path, info.samplerate, AUDIO_MIN_RATE,
+                AUDIO_MAX_RATE);
         sf_close(sf);
         return -1;
     }
