@@ -392,9 +392,14 @@ int config_load_file(Config *cfg, const char *path, Err *e) {
     size_t size = 0;
     char *text = file_read_all(path, &size, e);
     if (!text) return -1;
+    int rc = config_load_text(cfg, path, text, size, e);
+    free(text);
+    return rc;
+}
+
+int config_load_text(Config *cfg, const char *path, const char *text, size_t size, Err *e) {
     json_error_t jerr;
     json_t *root = json_loadb(text, size, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
     if (!root) return err_set(e, "%s:%d:%d: invalid JSON: %s", path, jerr.line, jerr.column, jerr.text);
     int rc = 0;
     Config *work = mallocCheck(sizeof *work);

@@ -141,6 +141,8 @@ void config_defaults(Config *cfg);
 // Applies a JSON file (an object of sections; keys may be omitted) on top of cfg. On error cfg is
 // unchanged and e names the file and the dotted key.
 int config_load_file(Config *cfg, const char *path, Err *e);
+// The same for JSON text[0..size) already in memory; path names it in messages.
+int config_load_text(Config *cfg, const char *path, const char *text, size_t size, Err *e);
 // Applies one "section.key=value" (value in the key's type: true/false, integer, number, text).
 int config_set(Config *cfg, const char *assignment, Err *e);
 // Rules between keys (ranges of single keys are checked when set).

@@ -288,11 +288,11 @@ static int st_open_index(StReader *r, const char *path, Err *e) {
     json_t *v;
     json_object_foreach(wm, name, v) {
         const char *file = json_string_value(v);
-        if (!file || !*file || file[0] == '/' || strstr(file, "..")) {
-            rc = err_set(e, "%s: weight_map[\"%s\"] is not a shard file name", path, name);
+        char full[4096];
+        if (!file || !*file || file[0] == '/' || strstr(file, "..") || strlen(dir) + 1 + strlen(file) >= sizeof full) {
+            rc = err_set(e, "%s: weight_map[\"%.200s\"] is not a shard file name (or too long)", path, name);
             goto done;
         }
-        char full[4096];
         path_join(full, sizeof full, dir, file);
         int have = 0;
         for (int i = 0; i < r->n_files && !have; i++) have = strcmp(r->files[i].path, full) == 0;
