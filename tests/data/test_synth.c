@@ -117,7 +117,7 @@ static void test_loads(void) {
         CHECK(path_exists(a->audio_path));
         // The item regenerated from (seed, index) matches what the file says.
         SynthItem it;
-        synth_item(&it, 7, atoll(a->id), 1);
+        synth_item(&it, 7, atoll(a->id), 1, SYNTH_MAX_CLIP_S);
         CHECK_STR(b->sub_category, synth_family_name(it.family));
         CHECK_STR(b->difficulty, it.difficulty);
         CHECK_STR(a->answer_text, it.choices[it.answer]);
@@ -207,7 +207,7 @@ static void test_audio_encodes_answer(void) {
     int checked[SYNTH_N_FAMILIES] = {0};
     for (int64_t i = 0; i < N; i++) {
         SynthItem it;
-        synth_item(&it, 7, i, 0);
+        synth_item(&it, 7, i, 0, SYNTH_MAX_CLIP_S);
         float *x = read_ch0(in_dir(dir, wav_name(i)), &it);
         if (!x) continue;
         const char *ans = it.choices[it.answer];
