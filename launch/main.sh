@@ -61,7 +61,7 @@ else
   model_config=configs/model-small.json
   n_questions=${N_QUESTIONS:-4000}
   questions=${QUESTIONS:-16}
-  sft_steps=${SFT_STEPS:-300}
+  sft_steps=${SFT_STEPS:-600}
   sft_lr=${SFT_LR:-3e-4}
   grpo_steps=${GRPO_STEPS:-200}
   grpo_lr=${GRPO_LR:-1e-4}
