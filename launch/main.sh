@@ -14,7 +14,7 @@
 #      rewards, the per-step accuracy reward as a text sparkline (and a PNG from aqa-plot where built).
 # Usage: launch/main.sh [--cpu | --gpu]; default --gpu when nvidia-smi lists a GPU, else --cpu.
 #   --cpu: configs/model-demo.json (64 wide, 2 + 2 layers, a 3 s audio window) on the CPU backend;
-#          about 10 minutes on an idle 2-core machine, setup included.
+#          estimated 9 minutes on an idle 2-core machine, plus setup (README, "The main job's choices").
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
 # Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), SFT_STEPS,
