@@ -82,9 +82,6 @@ static void load_models(Rollout *r) {
     Err e;
     ModelConfig mc;
     if (hf_config_load(cfg->model.path, &mc, &e) || model_config_check(&mc, &e)) comm_abort("model.path: %s", e.msg);
-    if (mc.n_mels != MEL_N_MELS || 2 * mc.a_max_pos != MEL_FRAMES)
-        comm_abort("model.path %s: audio input [%d, %d], the features are [%d, %d]", cfg->model.path, mc.n_mels,
-                   2 * mc.a_max_pos, MEL_N_MELS, MEL_FRAMES);
     ParamTable t;
     param_table_build(&t, &mc);
     r->weights = callocCheck(t.numel, sizeof(float));
@@ -120,6 +117,7 @@ static void setup(Rollout *r) {
     if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e)) comm_abort("%s", e.msg);
     order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n, cfg->data.shuffle);
     PrepOptions popt = prep_options_from_config(cfg);
+    if (prep_options_set_model(&popt, cfg->model.path, &e)) comm_abort("model.path: %s", e.msg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
     load_models(r);
     // At the point of the job where the learner root's trainer_init makes the same call.

@@ -129,7 +129,7 @@ static int evaluate(const Config *cfg, const Args *a, const Dataset *ds, const c
     PrepOptions po = prep_options_from_config(cfg);
     po.style = PROMPT_MMAU;  // R1-AQA's evaluation prompt, whatever the training data used
     PrepContext prep;
-    int have_prep = prep_context_init(&prep, tok_dir, &po, e) == 0;
+    int have_prep = prep_options_set_model(&po, model_dir, e) == 0 && prep_context_init(&prep, tok_dir, &po, e) == 0;
     int eos[2];
     SamplerParams sp;
     EvalGenOptions go = {.greedy = a->greedy,
