@@ -1,8 +1,9 @@
-// ops.h: the small compute interface the model is written against. A backend (CPU fp32 here, CUDA later)
-// fills an Ops table; the model only passes opaque buffers the backend allocated (host memory on the CPU,
-// device memory on the GPU) and never reads element data itself.
+// ops.h: the small compute interface the model is written against. A backend (ops_cpu.c: fp32;
+// cuda/ops_cuda.cu: bf16 storage, fp32 accumulation) fills an Ops table; the model only passes opaque
+// buffers the backend allocated (host memory on the CPU, device memory on the GPU) and never reads element
+// data itself.
 // Element types: a Tensor holds parameters, activations and gradients in the backend's storage type
-// (fp32 on the CPU; bf16 is the plan on the GPU), act_size bytes each, so the model offsets into one only
+// (fp32 on the CPU, bf16 on the GPU), act_size bytes each, so the model offsets into one only
 // through ops_at(); statistics (mean, rstd, lse, lp, dlp) are fp32 (`float *`); index arrays (token ids,
 // rows, positions) are int buffers in backend memory too.
 // Every differentiable op has its backward; backward ops that produce parameter gradients ACCUMULATE
