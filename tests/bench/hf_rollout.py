@@ -18,6 +18,7 @@ import json
 import time
 
 import torch
+import torch._dynamo
 from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
 G, NEW, TEXT, FRAMES, REPS = 8, 32, 96, 3000, 3
@@ -128,7 +129,6 @@ def main():
     if not args.skip_compiled:
         torch.cuda.empty_cache()
         try:
-            import torch._dynamo
             t0 = time.perf_counter()
             rollout(1, NEW, cache_implementation="static")  # compiles
             t_first = time.perf_counter() - t0
