@@ -9,26 +9,6 @@
 // torch.isclose(std, 0) with its default atol.
 #define GRPO_ZERO_STD 1e-8
 
-int grpo_scale_parse(const char *s, GrpoScale *out, Err *e) {
-    static const char *names[] = {"group", "batch", "none"};
-    for (int i = 0; i < 3; i++)
-        if (strcmp(s, names[i]) == 0) {
-            *out = (GrpoScale)i;
-            return 0;
-        }
-    return err_set(e, "scale_rewards \"%s\": expected group, batch or none", s);
-}
-
-int grpo_loss_type_parse(const char *s, GrpoLossType *out, Err *e) {
-    static const char *names[] = {"grpo", "bnpo", "dr_grpo", "dapo"};
-    for (int i = 0; i < 4; i++)
-        if (strcmp(s, names[i]) == 0) {
-            *out = (GrpoLossType)i;
-            return 0;
-        }
-    return err_set(e, "loss_type \"%s\": expected grpo, bnpo, dr_grpo or dapo", s);
-}
-
 // Mean and Bessel-corrected std of x[0..n), n >= 2.
 static void mean_std(const float *x, int n, double *mean, double *std) {
     double s = 0;
@@ -39,7 +19,7 @@ static void mean_std(const float *x, int n, double *mean, double *std) {
     *std = sqrt(ss / (n - 1));
 }
 
-int grpo_advantages(const float *rewards, int n_groups, int G, GrpoScale scale, double eps,
+int grpo_advantages(const float *rewards, int n_groups, int G, CfgScaleRewards scale, double eps,
                     int dynamic_filter, float *adv, uint8_t *keep, GrpoAdvStats *st, Err *e) {
     if (n_groups < 1) return err_set(e, "advantages: n_groups %d < 1", n_groups);
     if (G < 2) return err_set(e, "advantages: group size %d < 2 (the std needs two samples)", G);
@@ -60,7 +40,7 @@ int grpo_advantages(const float *rewards, int n_groups, int G, GrpoScale scale, 
         std_sum += std;
         int is_zero = std <= GRPO_ZERO_STD;
         zero += is_zero;
-        double denom = scale == GRPO_SCALE_GROUP ? std + eps : scale == GRPO_SCALE_BATCH ? batch_std + eps : 1.0;
+        double denom = scale == CFG_SCALE_GROUP ? std + eps : scale == CFG_SCALE_BATCH ? batch_std + eps : 1.0;
         for (int i = 0; i < G; i++) {
             adv[g * G + i] = (float)((r[i] - mean) / denom);
             if (keep) keep[g * G + i] = !(dynamic_filter && is_zero);
@@ -76,7 +56,7 @@ int grpo_advantages(const float *rewards, int n_groups, int G, GrpoScale scale, 
 }
 
 GrpoLossConfig grpo_loss_config_default(void) {
-    return (GrpoLossConfig){.loss_type = GRPO_LOSS_GRPO, .beta = 0.04, .eps_low = 0.2, .eps_high = 0.2,
+    return (GrpoLossConfig){.loss_type = CFG_LOSS_GRPO, .beta = 0.04, .eps_low = 0.2, .eps_high = 0.2,
                             .max_completion_length = 256, .accum_steps = 1, .dapo_global_tokens = 0,
                             .n_procs = 1};
 }
@@ -86,10 +66,10 @@ static int grpo_check(const GrpoLossConfig *cfg, const GrpoBatch *b, Err *e) {
     if (!(cfg->eps_low >= 0 && cfg->eps_low < 1)) return err_set(e, "grpo loss: eps_low %g not in [0, 1)", cfg->eps_low);
     if (!(cfg->eps_high >= 0)) return err_set(e, "grpo loss: eps_high %g < 0", cfg->eps_high);
     if (cfg->accum_steps < 1) return err_set(e, "grpo loss: accum_steps %d < 1", cfg->accum_steps);
-    if ((unsigned)cfg->loss_type > GRPO_LOSS_DAPO) return err_set(e, "grpo loss: unknown loss_type %d", (int)cfg->loss_type);
-    if (cfg->loss_type == GRPO_LOSS_DR_GRPO && cfg->max_completion_length < 1)
+    if ((unsigned)cfg->loss_type > CFG_LOSS_DAPO) return err_set(e, "grpo loss: unknown loss_type %d", (int)cfg->loss_type);
+    if (cfg->loss_type == CFG_LOSS_DR_GRPO && cfg->max_completion_length < 1)
         return err_set(e, "grpo loss: dr_grpo needs max_completion_length >= 1 (got %d)", cfg->max_completion_length);
-    if (cfg->loss_type == GRPO_LOSS_DAPO && (cfg->dapo_global_tokens < 1 || cfg->n_procs < 1))
+    if (cfg->loss_type == CFG_LOSS_DAPO && (cfg->dapo_global_tokens < 1 || cfg->n_procs < 1))
         return err_set(e, "grpo loss: dapo needs dapo_global_tokens >= 1 and n_procs >= 1 (got %lld, %d)",
                        (long long)cfg->dapo_global_tokens, cfg->n_procs);
     if (cfg->beta > 0 && !b->ref_lp) return err_set(e, "grpo loss: beta %g > 0 but no reference log-probs", cfg->beta);
@@ -124,12 +104,12 @@ int grpo_loss(const GrpoLossConfig *cfg, const GrpoBatch *b, float *dlp, GrpoLos
     // Every variant is sum_i sum_t w_i * loss_it; w_i is the normaliser of sequence i's tokens.
     double w_batch = 0;
     switch (cfg->loss_type) {
-    case GRPO_LOSS_GRPO: w_batch = n_seq ? 1.0 / ((double)n_seq * cfg->accum_steps) : 0; break;
-    case GRPO_LOSS_BNPO: w_batch = 1.0 / ((tokens > 1 ? (double)tokens : 1.0) * cfg->accum_steps); break;
-    case GRPO_LOSS_DR_GRPO:
+    case CFG_LOSS_GRPO: w_batch = n_seq ? 1.0 / ((double)n_seq * cfg->accum_steps) : 0; break;
+    case CFG_LOSS_BNPO: w_batch = 1.0 / ((tokens > 1 ? (double)tokens : 1.0) * cfg->accum_steps); break;
+    case CFG_LOSS_DR_GRPO:
         w_batch = n_seq ? 1.0 / ((double)n_seq * cfg->max_completion_length * cfg->accum_steps) : 0;
         break;
-    case GRPO_LOSS_DAPO: w_batch = (double)cfg->n_procs / (double)cfg->dapo_global_tokens; break;
+    case CFG_LOSS_DAPO: w_batch = (double)cfg->n_procs / (double)cfg->dapo_global_tokens; break;
     }
     double loss = 0, kl_sum = 0, ratio_sum = 0;
     int64_t clip_low = 0, clip_high = 0, clip_region = 0;
@@ -140,7 +120,7 @@ int grpo_loss(const GrpoLossConfig *cfg, const GrpoBatch *b, float *dlp, GrpoLos
         int seq_tokens = 0;
         for (int t = b->offset[i]; t < b->offset[i] + b->len[i]; t++) seq_tokens += b->mask[t];
         // grpo divides by the sequence's own token count (clamped to 1 as TRL).
-        double w = cfg->loss_type == GRPO_LOSS_GRPO ? w_batch / (seq_tokens > 1 ? seq_tokens : 1) : w_batch;
+        double w = cfg->loss_type == CFG_LOSS_GRPO ? w_batch / (seq_tokens > 1 ? seq_tokens : 1) : w_batch;
         for (int t = b->offset[i]; t < b->offset[i] + b->len[i]; t++) {
             if (!b->mask[t]) continue;
             double lp = b->lp[t];

@@ -9,26 +9,17 @@
 #pragma once
 #include <stdint.h>
 
+#include "config/config.h"
 #include "util/check.h"
 
-// How advantages are scaled (TRL scale_rewards): every variant subtracts the GROUP mean.
-typedef enum {
-    GRPO_SCALE_GROUP = 0,  // divide by the group's std (R1-AQA)
-    GRPO_SCALE_BATCH = 1,  // divide by the std of all rewards given
-    GRPO_SCALE_NONE = 2,   // no division (Dr. GRPO)
-} GrpoScale;
-
-// How token losses are aggregated into the scalar (TRL loss_type).
-typedef enum {
-    GRPO_LOSS_GRPO = 0,     // mean over sequences of (masked token sum / masked tokens of the sequence)
-    GRPO_LOSS_BNPO = 1,     // masked token sum / masked tokens of this micro-batch
-    GRPO_LOSS_DR_GRPO = 2,  // masked token sum / (sequences * max_completion_length)
-    GRPO_LOSS_DAPO = 3,     // masked token sum / (masked tokens of the whole global batch / n_procs)
-} GrpoLossType;
-
-// Parses "group" | "batch" | "none" and "grpo" | "bnpo" | "dr_grpo" | "dapo"; -1 with Err otherwise.
-int grpo_scale_parse(const char *s, GrpoScale *out, Err *e);
-int grpo_loss_type_parse(const char *s, GrpoLossType *out, Err *e);
+// How advantages are scaled (grpo.scale_rewards, TRL scale_rewards) and how token losses are aggregated
+// (grpo.loss_type, TRL loss_type) are the config's enums (config.h), documented in its schema:
+//   CFG_SCALE_GROUP  divide by the group's std (R1-AQA); CFG_SCALE_BATCH  by the std of all rewards given;
+//   CFG_SCALE_NONE   no division (Dr. GRPO). Every variant subtracts the GROUP mean.
+//   CFG_LOSS_GRPO    mean over sequences of (masked token sum / masked tokens of the sequence)
+//   CFG_LOSS_BNPO    masked token sum / masked tokens of this micro-batch
+//   CFG_LOSS_DR_GRPO masked token sum / (sequences * max_completion_length)
+//   CFG_LOSS_DAPO    masked token sum / (masked tokens of the whole global batch / n_procs)
 
 typedef struct {
     double reward_mean;    // mean of all rewards
@@ -41,11 +32,11 @@ typedef struct {
 // torch.std, so G >= 2. eps is added to the std (R1-AQA: 1e-4). A group counts as zero-std when its
 // std <= 1e-8 (torch.isclose(std, 0)). With dynamic_filter, keep[i] = 0 for every sample of a zero-std
 // group (they leave the loss); otherwise keep[i] = 1. keep may be NULL when dynamic_filter is 0.
-int grpo_advantages(const float *rewards, int n_groups, int G, GrpoScale scale, double eps,
+int grpo_advantages(const float *rewards, int n_groups, int G, CfgScaleRewards scale, double eps,
                     int dynamic_filter, float *adv, uint8_t *keep, GrpoAdvStats *st, Err *e);
 
 typedef struct {
-    GrpoLossType loss_type;
+    CfgLossType loss_type;
     double beta;                // KL coefficient (R1-AQA 0.04); 0 = no reference log-probs needed
     double eps_low, eps_high;   // ratio clip range [1 - eps_low, 1 + eps_high] (TRL 0.2, 0.2)
     int max_completion_length;  // dr_grpo normaliser (R1-AQA 256)

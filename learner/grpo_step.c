@@ -172,11 +172,11 @@ static int score_groups(Trainer *t, int64_t step, StepGroup *sg, int n, StepStat
     int batch = cfg->grpo.scale_rewards == CFG_SCALE_BATCH;
     // Collective: every learner computes it, whatever its groups.
     double denom = batch ? batch_reward_std(t, sg, n) + cfg->grpo.std_eps : 1.0;
-    GrpoScale scale = cfg->grpo.scale_rewards == CFG_SCALE_GROUP ? GRPO_SCALE_GROUP : GRPO_SCALE_NONE;
+    CfgScaleRewards scale = cfg->grpo.scale_rewards == CFG_SCALE_GROUP ? CFG_SCALE_GROUP : CFG_SCALE_NONE;
     for (int i = 0; i < n; i++) {
         const TrajGroup *g = sg[i].g;
         if (!sg[i].adv) continue;
-        uint8_t keep[1024];
+        uint8_t keep[CFG_MAX_GENERATIONS];
         GrpoAdvStats as;
         if (grpo_advantages(g->rewards, 1, g->G, scale, cfg->grpo.std_eps, cfg->grpo.dynamic_filter, sg[i].adv, keep,
                             &as, e))
@@ -222,7 +222,7 @@ static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, int l
     for (int i = lo; i < hi; i++) {
         if (!sg[i].kept) continue;
         const TrajGroup *g = sg[i].g;
-        const int *comp[1024];
+        const int *comp[CFG_MAX_GENERATIONS];
         for (int s = 0; s < g->G; s++) comp[s] = g->ids + g->offset[s];
         mbatch_add_group(b, g->prompt_ids, g->n_prompt, comp, g->len, g->G, 1, NULL);
         mbatch_add_audio(b, sg[i].pq.features, sg[i].pq.valid_frames);
@@ -237,7 +237,7 @@ static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, int l
         memcpy(*old, t->lp, (size_t)f->n_tok * sizeof(float));
     }
     GrpoLossConfig lc = grpo_loss_config_default();
-    lc.loss_type = (GrpoLossType)cfg->grpo.loss_type;  // same order: grpo, bnpo, dr_grpo, dapo
+    lc.loss_type = cfg->grpo.loss_type;
     lc.beta = cfg->grpo.beta;
     lc.eps_low = cfg->grpo.epsilon_low;
     lc.eps_high = cfg->grpo.epsilon_high;
@@ -272,8 +272,9 @@ int grpo_train_step(Trainer *t, int64_t step, const TrajGroup *groups, int n, St
     const int accum = cfg->train.grad_accum, mu = cfg->grpo.num_iterations;
     if (n % accum != 0) return err_set(e, "%d groups do not split into %d micro-steps", n, accum);
     for (int i = 0; i < n; i++)
-        if (groups[i].G > 1024)
-            return err_set(e, "slot %lld: %d completions (at most 1024)", (long long)groups[i].slot, groups[i].G);
+        if (groups[i].G > CFG_MAX_GENERATIONS)
+            return err_set(e, "slot %lld: %d completions (at most %d)", (long long)groups[i].slot, groups[i].G,
+                           CFG_MAX_GENERATIONS);
     StepGroup *sg = callocCheck((size_t)n + 1, sizeof *sg);
     float **old = callocCheck((size_t)accum, sizeof *old);
     Flat f = {0};

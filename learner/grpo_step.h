@@ -9,7 +9,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "comm/msg.h"
+#include "comm/traj.h"
 #include "stats.h"
 #include "train.h"
 

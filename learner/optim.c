@@ -69,34 +69,24 @@ double optim_clip_grad_norm(float *g, size_t n, double max_norm) {
     return norm;
 }
 
-int lr_kind_parse(const char *s, LrKind *out, Err *e) {
-    static const char *names[] = {"constant", "linear", "cosine"};
-    for (int i = 0; i < 3; i++)
-        if (strcmp(s, names[i]) == 0) {
-            *out = (LrKind)i;
-            return 0;
-        }
-    return err_set(e, "lr_scheduler \"%s\": expected constant, linear or cosine", s);
-}
-
 int lr_config_check(const LrConfig *c, Err *e) {
     if (!(c->lr >= 0)) return err_set(e, "lr %g < 0", c->lr);
     if (c->warmup_steps < 0) return err_set(e, "warmup_steps %lld < 0", (long long)c->warmup_steps);
-    if ((unsigned)c->kind > LR_COSINE) return err_set(e, "lr schedule kind %d unknown", (int)c->kind);
-    if (c->kind != LR_CONSTANT && c->max_steps < 1)
+    if ((unsigned)c->kind > CFG_SCHEDULE_COSINE) return err_set(e, "lr schedule kind %d unknown", (int)c->kind);
+    if (c->kind != CFG_SCHEDULE_CONSTANT && c->max_steps < 1)
         return err_set(e, "max_steps %lld < 1 (linear and cosine schedules decay over it)", (long long)c->max_steps);
-    if (c->kind != LR_CONSTANT && c->warmup_steps > c->max_steps)
+    if (c->kind != CFG_SCHEDULE_CONSTANT && c->warmup_steps > c->max_steps)
         return err_set(e, "warmup_steps %lld > max_steps %lld", (long long)c->warmup_steps, (long long)c->max_steps);
-    if (c->kind == LR_COSINE && !(c->num_cycles >= 0)) return err_set(e, "num_cycles %g < 0", c->num_cycles);
+    if (c->kind == CFG_SCHEDULE_COSINE && !(c->num_cycles >= 0)) return err_set(e, "num_cycles %g < 0", c->num_cycles);
     return 0;
 }
 
 double lr_at(const LrConfig *c, int64_t step) {
     if (step < c->warmup_steps) return c->lr * (double)step / (double)(c->warmup_steps > 1 ? c->warmup_steps : 1);
-    if (c->kind == LR_CONSTANT) return c->lr;
+    if (c->kind == CFG_SCHEDULE_CONSTANT) return c->lr;
     int64_t span = c->max_steps - c->warmup_steps;
     double denom = (double)(span > 1 ? span : 1);
-    if (c->kind == LR_LINEAR) return c->lr * fmax(0.0, (double)(c->max_steps - step) / denom);
+    if (c->kind == CFG_SCHEDULE_LINEAR) return c->lr * fmax(0.0, (double)(c->max_steps - step) / denom);
     double progress = (double)(step - c->warmup_steps) / denom;
     return c->lr * fmax(0.0, 0.5 * (1.0 + cos(M_PI * c->num_cycles * 2.0 * progress)));
 }

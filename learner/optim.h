@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config/config.h"
 #include "util/check.h"
 
 typedef struct {
@@ -37,18 +38,14 @@ void optim_scale(float *g, size_t n, double scale);
 // unchanged and nothing is scaled: the caller decides to skip the step).
 double optim_clip_grad_norm(float *g, size_t n, double max_norm);
 
-typedef enum { LR_CONSTANT = 0, LR_LINEAR = 1, LR_COSINE = 2 } LrKind;
-
 typedef struct {
-    LrKind kind;
+    CfgSchedule kind;       // optim.schedule (config.h)
     double lr;              // peak learning rate (R1-AQA 1e-6)
     int64_t warmup_steps;   // linear ramp from 0 over these steps (R1-AQA 0)
     int64_t max_steps;      // linear/cosine reach 0 here (R1-AQA 1000)
     double num_cycles;      // cosine: 0.5 = half a cosine wave down to 0 (HF default)
 } LrConfig;
 
-// Parses "constant" | "linear" | "cosine"; -1 with Err otherwise.
-int lr_kind_parse(const char *s, LrKind *out, Err *e);
 // Rejects lr < 0, warmup < 0, max_steps < 1 for linear/cosine, warmup > max_steps, num_cycles < 0.
 int lr_config_check(const LrConfig *c, Err *e);
 // Learning rate for the optimizer step that follows `step` completed steps (HF: the scheduler's

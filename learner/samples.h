@@ -7,7 +7,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "comm/msg.h"
+#include "comm/traj.h"
 #include "train.h"
 
 int samples_write(const Trainer *t, int64_t step, const TrajGroup *groups, int n, Err *e);

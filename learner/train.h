@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "comm/comm.h"
+#include "comm/weights.h"
 #include "config/config.h"
 #include "data/dataset.h"
 #include "data/order.h"
@@ -33,7 +34,7 @@ typedef struct {
     Tensor *grad_dev;  // [numel] backend buffer model_backward accumulates into
     AdamW opt;
     struct ZeroCuda *zero;  // model.backend=cuda: the ZeRO-1 update; NULL on the CPU
-    struct Nccl *wnccl;     // learner root: the weight broadcast over NCCL, NULL when it goes over MPI
+    WeightsLink wlink;      // the weight broadcast to the rollouts (its transport decided in weights.h)
     float *wbuf;            // [numel] GPU learner root broadcasting over MPI: fp32 copy of the weights
     AdamWConfig adamw;
     LrConfig lr;      // over optimizer updates: train steps x grpo.num_iterations
@@ -56,9 +57,9 @@ typedef struct {
 } UpdateTimes;
 
 // Loads the model (model.path), the dataset (data.train), the tokenizer; zero optimizer state at step 0.
-// model.backend=cuda takes the GPU of this learner's index on its node (comm_node_gpu_index) and sets up
-// NCCL among the learners (and with the rollouts for the weights); collective over the learners (and,
-// in a GRPO job with CUDA rollouts, the learner root with the rollouts).
+// model.backend=cuda takes the GPU of this learner's index on its node (backend.h) and sets up NCCL among
+// the learners (train_zero.h); the weight link (weights.h) is collective for the learner root with the
+// rollouts in a GRPO job with everything on CUDA. Collective over the learners with model.backend=cuda.
 int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e);
 void trainer_free(Trainer *t);
 
@@ -75,7 +76,7 @@ void trainer_backward(Trainer *t, int last);
 // nothing is updated.
 int trainer_update(Trainer *t, int64_t update, double *grad_norm, double *lr, UpdateTimes *tm, Err *e);
 // Sends the weights to every rollout rank as version `version` (learner root; others return at once):
-// over NCCL from the GPU straight into the rollouts' GPUs when t->wnccl, else over MPI.
+// over the transport of t->wlink (weights.h): NCCL from the GPU straight into the rollouts' GPUs, or MPI.
 int trainer_sync_weights(Trainer *t, int64_t version, Err *e);
 
 // Checkpoints. trainer_state_to_host (collective over the learners) makes t->master, t->opt.m and

@@ -8,8 +8,8 @@
 //      learner that owns the slot (slot % L). Unusable questions go as failed groups.
 // rollout.backend picks where each rank samples and scores the reference: the CPU, or one GPU per rank
 // (the broadcast's fp32 weights are converted on upload; the reference loads straight into the GPU).
-// When the learners run on GPUs too (model.backend=cuda) and every rank has its own GPU, the weights
-// come over NCCL as bf16 straight into the policy's device memory (nccl.h).
+// The weights come over the transport weights.h decides for both roles: NCCL as bf16 straight into the
+// policy's device memory when the learners run on GPUs too and every rank has its own GPU, else MPI.
 // Rollouts keep no state between steps (sampling is keyed by seed, step, question, sample and position),
 // so a resumed run samples exactly what the uninterrupted one did. Any error ends the whole job through
 // comm_abort with the rank and the reason.
@@ -17,15 +17,13 @@
 #include <string.h>
 
 #include "comm/comm.h"
+#include "comm/weights.h"
 #include "config/config.h"
 #include "data/order.h"
 #include "model/checkpoint.h"
-#include "model/hf_config.h"
-#ifdef AQA_CUDA
-#include "comm/nccl.h"
 #include "model/cuda/model_load_device.h"
-#include "model/cuda/ops_cuda.h"
-#endif
+#include "model/hf_config.h"
+#include "pipeline/backend.h"
 #include "pipeline/schedule.h"
 #include "util/log.h"
 #include "worker.h"
@@ -38,13 +36,11 @@ typedef struct {
     PrepContext prep;
     Ops *ops;
     Model policy, ref;
-    float *weights;  // [policy.t.numel] host copy the broadcast lands in
+    float *weights;  // [policy.t.numel] host copy an MPI broadcast lands in (NULL over NCCL)
     RewardClient *reward;
     RolloutWorker w;
     int64_t start, n_steps;
-#ifdef AQA_CUDA
-    Nccl wnccl;  // the weight broadcast over NCCL (wnccl.comm NULL: over MPI)
-#endif
+    WeightsLink wlink;  // the weight broadcast from the learner root
 } Rollout;
 
 // Config checks specific to this role; each failure names the key.
@@ -53,40 +49,16 @@ static void check_config(const Rollout *r) {
     Err e;
     if (cfg->train.mode == CFG_MODE_SFT)
         comm_abort("train.mode=sft trains on the solutions without rollouts: launch it with learner ranks only");
-#ifndef AQA_CUDA
-    if (cfg->rollout.backend == CFG_BACKEND_CUDA)
-        comm_abort("rollout.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
-    if (cfg->model.backend == CFG_BACKEND_CUDA)
-        comm_abort("model.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
-#endif
+    if (backend_check(cfg->rollout.backend, "rollout.backend", &e)) comm_abort("%s", e.msg);
     if (config_require(cfg, "model.path", &e) || config_require(cfg, "data.train", &e) ||
         config_check_world(cfg, r->comm.n_learners, &e))
         comm_abort("config: %s", e.msg);
 }
 
-// rollout.backend: the CPU, or a GPU of this rank's node: the rollouts take the GPUs after the node's
-// learners when those run on GPUs (model.backend=cuda), else from the first.
-static Ops *backend_create(Rollout *r) {
-    if (r->cfg.rollout.backend == CFG_BACKEND_CPU) return ops_cpu_create();
-#ifdef AQA_CUDA
-    int local = comm_node_gpu_index(&r->comm, r->cfg.model.backend == CFG_BACKEND_CUDA);
-    if (ops_cuda_device_count() < 1) comm_abort("rollout.backend=cuda: no CUDA device on this node");
-    int dev = ops_cuda_set_device(local);
-    log_info("rollout %d: GPU %d (GPU rank %d of this node)", r->comm.role_rank, dev, local);
-    return ops_cuda_create();
-#else
-    comm_abort("rollout.backend=cuda: this build has no CUDA backend");
-#endif
-}
-
 // The frozen reference model into r->ref: on a GPU straight into device memory (bf16 files as raw
 // bytes, no fp32 host copy of the 7B weights), on the CPU through one host copy.
 static int ref_load(Rollout *r, const char *dir, Err *e) {
-    if (r->cfg.rollout.backend == CFG_BACKEND_CUDA) {
-#ifdef AQA_CUDA
-        return model_load_device(&r->ref, dir, r->ops, e);
-#endif
-    }
+    if (r->cfg.rollout.backend == CFG_BACKEND_CUDA) return model_load_device(&r->ref, dir, r->ops, e);
     ModelConfig rc;
     ParamTable rt;
     float *host;
@@ -111,7 +83,10 @@ static void load_models(Rollout *r) {
     param_table_build(&t, &mc);
     r->weights = callocCheck(t.numel, sizeof(float));
     param_table_free(&t);
-    r->ops = backend_create(r);
+    // rollout.backend: the CPU, or this rank's GPU of its node (after the node's learners when those run
+    // on GPUs)
+    r->ops = backend_create_rank(&r->comm, cfg, cfg->rollout.backend, "rollout.backend", &e);
+    if (!r->ops) comm_abort("%s", e.msg);
     model_init(&r->policy, &mc, r->ops, r->weights);
     if (cfg->grpo.beta <= 0) return;
     const char *dir = config_ref_model_dir(cfg);
@@ -141,14 +116,12 @@ static void setup(Rollout *r) {
     PrepOptions popt = prep_options_from_config(cfg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
     load_models(r);
-#ifdef AQA_CUDA
-    // The same decision, at the same point of the job, as the learner root's trainer_init.
-    if (cfg->model.backend == CFG_BACKEND_CUDA && cfg->rollout.backend == CFG_BACKEND_CUDA &&
-        nccl_weights_init(&r->comm, &r->wnccl, cfg->train.nccl_timeout_s)) {
+    // At the point of the job where the learner root's trainer_init makes the same call.
+    weights_link_init(&r->wlink, &r->comm, cfg);
+    if (r->wlink.transport != WEIGHTS_MPI) {
         free(r->weights);  // weights arrive in device memory: the host copy only serves the MPI path
         r->weights = NULL;
     }
-#endif
     r->w = (RolloutWorker){.policy = &r->policy,
                            .ref = cfg->grpo.beta > 0 ? &r->ref : NULL,
                            .prep = &r->prep,
@@ -168,15 +141,9 @@ static void setup(Rollout *r) {
 static void receive_weights(Rollout *r, int64_t k) {
     Err e;
     size_t n = r->policy.t.numel;
-#ifdef AQA_CUDA
-    if (r->wnccl.comm) {
-        if (nccl_bcast_weights(&r->comm, &r->wnccl, r->policy.params, n, k, ops_cuda_stream(r->ops), &e))
-            comm_abort("weights for step %lld: %s", (long long)k, e.msg);
-        return;
-    }
-#endif
-    if (comm_bcast_weights(&r->comm, r->weights, n, k, &e)) comm_abort("weights for step %lld: %s", (long long)k, e.msg);
-    r->ops->upload_act(r->ops, r->policy.params, r->weights, n);
+    if (weights_link_bcast(&r->wlink, &r->comm, r->weights, r->policy.params, n, k, backend_stream(r->ops), &e))
+        comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+    if (r->wlink.transport == WEIGHTS_MPI) r->ops->upload_act(r->ops, r->policy.params, r->weights, n);
 }
 
 // One step: weights version k, then this rank's groups of step k to their learners, generated
@@ -230,9 +197,7 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
 }
 
 static void teardown(Rollout *r) {
-#ifdef AQA_CUDA
-    nccl_free(&r->wnccl);
-#endif
+    weights_link_free(&r->wlink);
     reward_client_close(r->reward);
     if (r->w.ref) model_free(&r->ref);
     model_free(&r->policy);

@@ -10,7 +10,7 @@
 #pragma once
 #include <stdint.h>
 
-#include "comm/msg.h"
+#include "comm/traj.h"
 #include "config/config.h"
 #include "data/dataset.h"
 #include "model/generate.h"

@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "comm/msg.h"
+#include "comm/traj.h"
 #include "util/check.h"
 
 typedef enum { ROLE_LEARNER = 0, ROLE_ROLLOUT = 1 } Role;

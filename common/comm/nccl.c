@@ -129,19 +129,6 @@ int nccl_distinct_devices(MPI_Comm mpi) {
     return distinct;
 }
 
-int nccl_weights_init(const Comm *c, Nccl *n, double timeout_s) {
-    memset(n, 0, sizeof *n);
-    if (c->bcast_comm == MPI_COMM_NULL) return 0;
-    if (!nccl_distinct_devices(c->bcast_comm)) {
-        if (c->role == ROLE_LEARNER)
-            log_info("weight broadcast over MPI: the learner root and the rollouts do not each have their own GPU");
-        return 0;
-    }
-    nccl_init(n, c->bcast_comm, timeout_s);
-    if (c->role == ROLE_LEARNER) log_info("weight broadcast over NCCL to %d rollouts", n->size - 1);
-    return 1;
-}
-
 int nccl_bcast_weights(const Comm *c, Nccl *n, void *w, size_t count, int64_t version, cudaStream_t stream,
                        Err *e) {
     if (c->bcast_comm == MPI_COMM_NULL) return 0;

@@ -47,12 +47,6 @@ void nccl_broadcast(Nccl *n, void *buf, size_t count, ncclDataType_t type, int r
 // Collective over mpi; every rank gets the same answer.
 int nccl_distinct_devices(MPI_Comm mpi);
 
-// The NCCL communicator of the weight broadcast (the learner root and the rollouts, c->bcast_comm),
-// for jobs whose learners and rollouts all run on CUDA: 1 with n set up when each of those ranks has
-// its own GPU, 0 when some share one (1 learner + 1 rollout on one GPU in debug mode): the broadcast
-// stays on MPI then, logged once. Collective over c->bcast_comm; other learners return 0 at once.
-int nccl_weights_init(const Comm *c, Nccl *n, double timeout_s);
-
 // The weight broadcast of comm_bcast_weights with the payload over NCCL: the version and size are
 // announced over MPI on c->bcast_comm as there, then w (bf16, [n], device) goes from the learner root
 // to every rollout in buckets of c->bucket_elems, straight into the rollouts' device parameters. n is

@@ -70,7 +70,7 @@ const CfgKey config_keys[] = {
     KEY_FLOAT(data.max_audio_s, "30", '(', 0, 30, ']',
               "Audio beyond this many seconds is cut (the encoder takes at most 30 s)"),
 
-    KEY_INT(rollout.num_generations, "8", 1, 1024, "Completions sampled per question (group size G)"),
+    KEY_INT(rollout.num_generations, "8", 1, CFG_MAX_GENERATIONS, "Completions sampled per question (group size G)"),
     KEY_FLOAT(rollout.temperature, "1.0", '(', 0, 100, ']', "Sampling temperature"),
     KEY_INT(rollout.top_k, "50", 0, 1000000, "Sample among the k most likely tokens; 0 = off"),
     KEY_FLOAT(rollout.top_p, "1.0", '(', 0, 1, ']', "Nucleus sampling probability mass; 1 = off"),

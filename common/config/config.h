@@ -14,6 +14,9 @@
 
 // String capacities (bytes including the NUL); a longer value is an error, never truncated.
 enum { CFG_PATH_CAP = 4096, CFG_NAME_CAP = 256 };
+// Most completions per question (group size G): the range of rollout.num_generations, the limit of the
+// group codec (comm/msg.c) and the size of the learner's per-group arrays (learner/grpo_step.c).
+enum { CFG_MAX_GENERATIONS = 1024 };
 
 typedef enum { CFG_BACKEND_CPU, CFG_BACKEND_CUDA } CfgBackend;
 typedef enum { CFG_DTYPE_FP32, CFG_DTYPE_BF16 } CfgDtype;

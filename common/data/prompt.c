@@ -36,24 +36,6 @@ static void sb_printf(StrBuf *b, const char *fmt, ...) {
 // The string (never NULL, even when empty).
 static char *sb_take(StrBuf *b) { return b->s ? b->s : strdupCheck(""); }
 
-int prompt_style_parse(const char *name, PromptStyle *out) {
-    static const char *names[] = {"r1aqa", "r1aqa_think", "mmau"};
-    for (int i = 0; i < 3; i++)
-        if (strcmp(name, names[i]) == 0) {
-            *out = (PromptStyle)i;
-            return 0;
-        }
-    return -1;
-}
-
-const char *prompt_style_name(PromptStyle style) {
-    switch (style) {
-    case PROMPT_R1AQA: return "r1aqa";
-    case PROMPT_R1AQA_THINK: return "r1aqa_think";
-    default: return "mmau";
-    }
-}
-
 // Python's Py_UNICODE_ISPRINTABLE for a non-ASCII code point.
 static int py_printable(int32_t c) {
     switch (utf8proc_category(c)) {

@@ -16,10 +16,6 @@ typedef enum {
     PROMPT_MMAU,         // MMAU evaluation
 } PromptStyle;
 
-// Parses "r1aqa" | "r1aqa_think" | "mmau"; returns -1 on anything else.
-int prompt_style_parse(const char *name, PromptStyle *out);
-const char *prompt_style_name(PromptStyle style);
-
 // Python 3 repr() of a str given as UTF-8 (malloc'd). Quotes: ' unless the text holds ' and no ",
 // then ". Escapes \\, the chosen quote, \t \n \r; other C0 controls and 0x7f as \xNN. A non-ASCII
 // code point is kept as UTF-8 when Python's str.isprintable() holds for it (general category not

@@ -8,9 +8,7 @@
 
 #include "model/cuda/model_load_device.h"
 #include "model/generate.h"
-#ifdef AQA_CUDA
-#include "model/cuda/ops_cuda.h"
-#endif
+#include "pipeline/backend.h"
 #include "reward/reward.h"
 #include "text/tokenizer.h"
 #include "util/fileio.h"
@@ -19,17 +17,8 @@
 // ---- the model on its backend ----
 
 int eval_model_load(Model *m, const char *model_dir, CfgBackend backend, Err *e) {
-    Ops *o = NULL;
-    if (backend == CFG_BACKEND_CPU) {
-        o = ops_cpu_create();
-    } else {
-#ifdef AQA_CUDA
-        if (ops_cuda_device_count() < 1) return err_set(e, "model.backend=cuda: no CUDA device on this machine");
-        o = ops_cuda_create();
-#else
-        return err_set(e, "model.backend=cuda: this build has no CUDA backend (meson setup -Dcuda=enabled)");
-#endif
-    }
+    Ops *o = backend_create(backend, "model.backend", e);
+    if (!o) return -1;
     // one loader for both: a bf16 checkpoint reaches the GPU as its bytes, the CPU through fp32
     if (model_load_device(m, model_dir, o, e)) {
         ops_destroy(o);

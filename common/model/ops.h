@@ -1,7 +1,8 @@
-// ops.h: the small compute interface the model is written against. A backend (ops_cpu.c: fp32;
-// cuda/ops_cuda.cu: bf16 storage, fp32 accumulation) fills an Ops table; the model only passes opaque
-// buffers the backend allocated (host memory on the CPU, device memory on the GPU) and never reads element
-// data itself.
+// ops.h: the small compute interface the model is written against. A backend (CPU fp32: ops_cpu.c;
+// CUDA: cuda/ops_cuda.h; pipeline/backend.h picks one from the config) fills an Ops table; the model only
+// passes opaque buffers the backend allocated (host memory on the CPU, device memory on the GPU) and
+// never reads element data itself. An op comes with its CPU and CUDA versions and a test of each
+// (docs/architecture.md).
 // Element types: a Tensor holds parameters, activations and gradients in the backend's storage type
 // (fp32 on the CPU, bf16 on the GPU), act_size bytes each, so the model offsets into one only
 // through ops_at(); statistics (mean, rstd, lse, lp, dlp) are fp32 (`float *`); index arrays (token ids,

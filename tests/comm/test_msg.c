@@ -1,7 +1,7 @@
 // Tests of common/comm/msg (single process): CRC32 known answer, GROUP and WEIGHTS round trips, and every
 // corrupt-buffer case: header fields, checksum, each payload field (re-sealed with a valid checksum so the
 // payload validation itself is reached), every truncation length and random byte flips.
-#include "comm/msg.h"
+#include "comm/traj.h"
 #include "test.h"
 #include "util/rng.h"
 
@@ -155,7 +155,7 @@ static void edit_time_nan(uint8_t *p, size_t n) {  // time.reference = quiet NaN
 }
 
 static void test_group_bad_payload(void) {
-    EXPECT_BAD(edit_g0, "field G: 0 not in [1, 4096]");
+    EXPECT_BAD(edit_g0, "field G: 0 not in [1, 1024]");
     EXPECT_BAD(edit_g_huge, "field G: 100000");
     EXPECT_BAD(edit_n_prompt, "field n_prompt");
     EXPECT_BAD(edit_path_len, "field audio_path: needs 4000 bytes");
@@ -215,7 +215,7 @@ static void test_failed_group(void) {
     CHECK(traj_group_check(&g, &e) == -1 && strstr(e.msg, "did not fail carries a failure reason"));
     free(g.reason);
     g.reason = NULL;
-    CHECK(traj_group_check(&g, &e) == -1 && strstr(e.msg, "G 0 not in [1, 4096]"));
+    CHECK(traj_group_check(&g, &e) == -1 && strstr(e.msg, "G 0 not in [1, 1024]"));
     traj_group_free(&g);
 }
 

@@ -98,16 +98,6 @@ static void test_prompts(void) {
     free(s);
 }
 
-static void test_style_names(void) {
-    PromptStyle st;
-    CHECK(prompt_style_parse("r1aqa", &st) == 0 && st == PROMPT_R1AQA);
-    CHECK(prompt_style_parse("r1aqa_think", &st) == 0 && st == PROMPT_R1AQA_THINK);
-    CHECK(prompt_style_parse("mmau", &st) == 0 && st == PROMPT_MMAU);
-    CHECK(prompt_style_parse("MMAU", &st) == -1);
-    CHECK(prompt_style_parse("", &st) == -1);
-    CHECK_STR(prompt_style_name(PROMPT_R1AQA_THINK), "r1aqa_think");
-}
-
 int main(void) {
     RUN(test_repr_quotes);
     RUN(test_repr_escapes);
@@ -115,6 +105,5 @@ int main(void) {
     RUN(test_list);
     RUN(test_replace);
     RUN(test_prompts);
-    RUN(test_style_names);
     return test_summary("test_prompt");
 }

@@ -5,18 +5,6 @@
 #include "test.h"
 #include "util/rng.h"
 
-static void test_parse(void) {
-    Err e;
-    GrpoScale s;
-    GrpoLossType t;
-    CHECK(grpo_scale_parse("batch", &s, &e) == 0 && s == GRPO_SCALE_BATCH);
-    CHECK(grpo_scale_parse("none", &s, &e) == 0 && s == GRPO_SCALE_NONE);
-    CHECK(grpo_scale_parse("Group", &s, &e) == -1 && strstr(e.msg, "Group"));
-    CHECK(grpo_loss_type_parse("dr_grpo", &t, &e) == 0 && t == GRPO_LOSS_DR_GRPO);
-    CHECK(grpo_loss_type_parse("dapo", &t, &e) == 0 && t == GRPO_LOSS_DAPO);
-    CHECK(grpo_loss_type_parse("ppo", &t, &e) == -1 && strstr(e.msg, "loss_type"));
-}
-
 // Two groups of G = 4: [2, 1, 1, 0] and [1, 1, 1, 1].
 static const float rewards2[8] = {2, 1, 1, 0, 1, 1, 1, 1};
 
@@ -25,7 +13,7 @@ static void test_advantages_group(void) {
     float adv[8];
     uint8_t keep[8];
     GrpoAdvStats st;
-    CHECK(grpo_advantages(rewards2, 2, 4, GRPO_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == 0);
+    CHECK(grpo_advantages(rewards2, 2, 4, CFG_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == 0);
     // Group 0: mean 1, deviations [1, 0, 0, -1], sum of squares 2, std = sqrt(2 / 3) = 0.8164965809;
     // A = +-1 / (0.8164965809 + 1e-4) = +-1.2245948898, the middle two 0.
     CHECK_NEAR(adv[0], 1.2245948898, 1e-6);
@@ -45,7 +33,7 @@ static void test_advantages_batch_none(void) {
     Err e;
     float adv[8];
     GrpoAdvStats st;
-    CHECK(grpo_advantages(rewards2, 2, 4, GRPO_SCALE_BATCH, 1e-4, 0, adv, NULL, &st, &e) == 0);
+    CHECK(grpo_advantages(rewards2, 2, 4, CFG_SCALE_BATCH, 1e-4, 0, adv, NULL, &st, &e) == 0);
     // Batch: mean 1, deviations from it [1, 0, 0, -1, 0, 0, 0, 0], sum of squares 2, std = sqrt(2 / 7) =
     // 0.5345224838; the numerator still uses the group mean (1 in both groups):
     // A_0 = 1 / (0.5345224838 + 1e-4) = 1.8704787589.
@@ -53,7 +41,7 @@ static void test_advantages_batch_none(void) {
     CHECK_NEAR(adv[3], -1.8704787589, 1e-6);
     CHECK_NEAR(adv[5], 0, 0);
     // None: A = r - group mean = [1, 0, 0, -1, 0, 0, 0, 0].
-    CHECK(grpo_advantages(rewards2, 2, 4, GRPO_SCALE_NONE, 1e-4, 0, adv, NULL, &st, &e) == 0);
+    CHECK(grpo_advantages(rewards2, 2, 4, CFG_SCALE_NONE, 1e-4, 0, adv, NULL, &st, &e) == 0);
     CHECK_NEAR(adv[0], 1, 0);
     CHECK_NEAR(adv[1], 0, 0);
     CHECK_NEAR(adv[3], -1, 0);
@@ -61,7 +49,7 @@ static void test_advantages_batch_none(void) {
     // Group means differ from the batch mean: rewards [1, 0 | 3, 3]: group means 0.5, 3 -> none gives
     // [0.5, -0.5, 0, 0].
     const float r[4] = {1, 0, 3, 3};
-    CHECK(grpo_advantages(r, 2, 2, GRPO_SCALE_NONE, 1e-4, 0, adv, NULL, &st, &e) == 0);
+    CHECK(grpo_advantages(r, 2, 2, CFG_SCALE_NONE, 1e-4, 0, adv, NULL, &st, &e) == 0);
     CHECK_NEAR(adv[0], 0.5, 0);
     CHECK_NEAR(adv[1], -0.5, 0);
     CHECK_NEAR(adv[2], 0, 0);
@@ -72,7 +60,7 @@ static void test_dynamic_filter(void) {
     float adv[8];
     uint8_t keep[8];
     GrpoAdvStats st;
-    CHECK(grpo_advantages(rewards2, 2, 4, GRPO_SCALE_GROUP, 1e-4, 1, adv, keep, &st, &e) == 0);
+    CHECK(grpo_advantages(rewards2, 2, 4, CFG_SCALE_GROUP, 1e-4, 1, adv, keep, &st, &e) == 0);
     for (int i = 0; i < 4; i++) CHECK_INT(keep[i], 1);
     for (int i = 4; i < 8; i++) CHECK_INT(keep[i], 0);
     CHECK_INT(st.n_kept_groups, 1);
@@ -84,16 +72,16 @@ static void test_advantages_bad(void) {
     float adv[8];
     uint8_t keep[8];
     GrpoAdvStats st;
-    CHECK(grpo_advantages(rewards2, 8, 1, GRPO_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == -1);
+    CHECK(grpo_advantages(rewards2, 8, 1, CFG_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == -1);
     CHECK(strstr(e.msg, "group size 1") != NULL);
-    CHECK(grpo_advantages(rewards2, 0, 4, GRPO_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == -1);
+    CHECK(grpo_advantages(rewards2, 0, 4, CFG_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == -1);
     CHECK(strstr(e.msg, "n_groups") != NULL);
-    CHECK(grpo_advantages(rewards2, 2, 4, GRPO_SCALE_GROUP, -1, 0, adv, keep, &st, &e) == -1);
+    CHECK(grpo_advantages(rewards2, 2, 4, CFG_SCALE_GROUP, -1, 0, adv, keep, &st, &e) == -1);
     CHECK(strstr(e.msg, "eps") != NULL);
-    CHECK(grpo_advantages(rewards2, 2, 4, GRPO_SCALE_GROUP, 1e-4, 1, adv, NULL, &st, &e) == -1);
+    CHECK(grpo_advantages(rewards2, 2, 4, CFG_SCALE_GROUP, 1e-4, 1, adv, NULL, &st, &e) == -1);
     CHECK(strstr(e.msg, "keep") != NULL);
     float r[4] = {1, 0, NAN, 1};
-    CHECK(grpo_advantages(r, 2, 2, GRPO_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == -1);
+    CHECK(grpo_advantages(r, 2, 2, CFG_SCALE_GROUP, 1e-4, 0, adv, keep, &st, &e) == -1);
     CHECK(strstr(e.msg, "reward 2 (group 1, sample 0)") != NULL);
 }
 
@@ -181,21 +169,21 @@ static void test_loss_aggregations(void) {
     float dlp[5];
     GrpoLossStats st;
     struct {
-        GrpoLossType type;
+        CfgLossType type;
         int accum;
         double loss, g0, g1;  // loss, dlp of a token of sequence 0, of sequence 1
     } cases[] = {
         // grpo: (-2/2 + 3/3) / 2 = 0; dlp = -A / (len * n_seq): -1/4, 1/6.
-        {GRPO_LOSS_GRPO, 1, 0.0, -0.25, 1.0 / 6},
+        {CFG_LOSS_GRPO, 1, 0.0, -0.25, 1.0 / 6},
         // grpo with 2 accumulation micro-batches: everything halved.
-        {GRPO_LOSS_GRPO, 2, 0.0, -0.125, 1.0 / 12},
+        {CFG_LOSS_GRPO, 2, 0.0, -0.125, 1.0 / 12},
         // bnpo: total / tokens = 1 / 5; dlp = -A / 5.
-        {GRPO_LOSS_BNPO, 1, 0.2, -0.2, 0.2},
+        {CFG_LOSS_BNPO, 1, 0.2, -0.2, 0.2},
         // dr_grpo, max_completion_length 4: 1 / (2 * 4) = 0.125; dlp = -A / 8.
-        {GRPO_LOSS_DR_GRPO, 1, 0.125, -0.125, 0.125},
+        {CFG_LOSS_DR_GRPO, 1, 0.125, -0.125, 0.125},
         // dapo, 20 tokens in the global batch over 2 learners: 1 / (20 / 2) = 0.1; dlp = -A / 10; the
         // accumulation count does not enter (the token count covers all micro-batches).
-        {GRPO_LOSS_DAPO, 4, 0.1, -0.1, 0.1},
+        {CFG_LOSS_DAPO, 4, 0.1, -0.1, 0.1},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         cfg.loss_type = cases[k].type;
@@ -296,10 +284,10 @@ static void test_loss_finite_difference(void) {
         double d = rng_uniform(&r) < 0.5 ? 0.05 + 0.1 * rng_uniform(&r) : 0.35 + 0.15 * rng_uniform(&r);
         old[t] = (float)(lp[t] + (rng_uniform(&r) < 0.5 ? d : -d));
     }
-    for (int type = GRPO_LOSS_GRPO; type <= GRPO_LOSS_DAPO; type++) {
+    for (int type = CFG_LOSS_GRPO; type <= CFG_LOSS_DAPO; type++) {
         for (int with_old = 0; with_old < 2; with_old++) {
             GrpoLossConfig cfg = grpo_loss_config_default();
-            cfg.loss_type = (GrpoLossType)type;
+            cfg.loss_type = (CfgLossType)type;
             cfg.beta = 0.3;
             cfg.eps_high = 0.28;
             cfg.max_completion_length = 8;
@@ -370,14 +358,14 @@ static void test_loss_bad(void) {
     CHECK(grpo_loss(&cfg, &b, dlp, &st, &e) == -1 && strstr(e.msg, "0 sequences"));
     b.n_seq = 2;
     GrpoLossConfig c2 = cfg;
-    c2.loss_type = GRPO_LOSS_DR_GRPO;
+    c2.loss_type = CFG_LOSS_DR_GRPO;
     c2.max_completion_length = 0;
     CHECK(grpo_loss(&c2, &b, dlp, &st, &e) == -1 && strstr(e.msg, "max_completion_length"));
     c2 = cfg;
-    c2.loss_type = GRPO_LOSS_DAPO;
+    c2.loss_type = CFG_LOSS_DAPO;
     CHECK(grpo_loss(&c2, &b, dlp, &st, &e) == -1 && strstr(e.msg, "dapo_global_tokens"));
     c2 = cfg;
-    c2.loss_type = (GrpoLossType)9;
+    c2.loss_type = (CfgLossType)9;
     CHECK(grpo_loss(&c2, &b, dlp, &st, &e) == -1 && strstr(e.msg, "loss_type 9"));
     c2 = cfg;
     c2.eps_low = 1;
@@ -413,7 +401,6 @@ static void test_sft(void) {
 }
 
 int main(void) {
-    RUN(test_parse);
     RUN(test_advantages_group);
     RUN(test_advantages_batch_none);
     RUN(test_dynamic_filter);

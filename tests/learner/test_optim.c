@@ -79,14 +79,14 @@ static void test_clip(void) {
 
 static void test_lr_linear(void) {
     // R1-AQA: 1e-6, linear to 0 over 1000 steps, no warm-up: lr(s) = 1e-6 * (1000 - s) / 1000.
-    LrConfig c = {.kind = LR_LINEAR, .lr = 1e-6, .warmup_steps = 0, .max_steps = 1000};
+    LrConfig c = {.kind = CFG_SCHEDULE_LINEAR, .lr = 1e-6, .warmup_steps = 0, .max_steps = 1000};
     CHECK_NEAR(lr_at(&c, 0), 1e-6, 0);
     CHECK_NEAR(lr_at(&c, 500), 5e-7, 1e-20);
     CHECK_NEAR(lr_at(&c, 999), 1e-9, 1e-20);
     CHECK_NEAR(lr_at(&c, 1000), 0, 0);
     CHECK_NEAR(lr_at(&c, 1200), 0, 0);
     // Warm-up 10 of 110: s / 10 below 10 (0 at the first step), then (110 - s) / 100.
-    c = (LrConfig){.kind = LR_LINEAR, .lr = 2.0, .warmup_steps = 10, .max_steps = 110};
+    c = (LrConfig){.kind = CFG_SCHEDULE_LINEAR, .lr = 2.0, .warmup_steps = 10, .max_steps = 110};
     CHECK_NEAR(lr_at(&c, 0), 0, 0);
     CHECK_NEAR(lr_at(&c, 5), 1.0, 1e-15);
     CHECK_NEAR(lr_at(&c, 10), 2.0, 1e-15);
@@ -96,7 +96,7 @@ static void test_lr_linear(void) {
 
 static void test_lr_cosine_constant(void) {
     // Cosine, warm-up 10 of 110, half a wave: 0.5 * (1 + cos(pi * progress)), progress = (s - 10) / 100.
-    LrConfig c = {.kind = LR_COSINE, .lr = 2.0, .warmup_steps = 10, .max_steps = 110, .num_cycles = 0.5};
+    LrConfig c = {.kind = CFG_SCHEDULE_COSINE, .lr = 2.0, .warmup_steps = 10, .max_steps = 110, .num_cycles = 0.5};
     CHECK_NEAR(lr_at(&c, 5), 1.0, 1e-15);
     CHECK_NEAR(lr_at(&c, 10), 2.0, 1e-15);
     CHECK_NEAR(lr_at(&c, 35), 2.0 * 0.8535533906, 1e-9);  // progress 1/4: 0.5 * (1 + cos(pi/4))
@@ -106,7 +106,7 @@ static void test_lr_cosine_constant(void) {
     // progress 1.2: 0.5 * (1 + cos(1.2 pi)) = 0.5 * (1 - 0.8090169944) = 0.0954915028.
     CHECK_NEAR(lr_at(&c, 130), 2.0 * 0.0954915028, 1e-9);
     // Constant: lr everywhere; with warm-up 4: s / 4 then lr.
-    c = (LrConfig){.kind = LR_CONSTANT, .lr = 3.0};
+    c = (LrConfig){.kind = CFG_SCHEDULE_CONSTANT, .lr = 3.0};
     CHECK_NEAR(lr_at(&c, 0), 3.0, 0);
     CHECK_NEAR(lr_at(&c, 1000000), 3.0, 0);
     c.warmup_steps = 4;
@@ -116,10 +116,7 @@ static void test_lr_cosine_constant(void) {
 
 static void test_lr_bad(void) {
     Err e;
-    LrKind k;
-    CHECK(lr_kind_parse("cosine", &k, &e) == 0 && k == LR_COSINE);
-    CHECK(lr_kind_parse("step", &k, &e) == -1 && strstr(e.msg, "\"step\""));
-    LrConfig c = {.kind = LR_LINEAR, .lr = 1e-6, .max_steps = 1000};
+    LrConfig c = {.kind = CFG_SCHEDULE_LINEAR, .lr = 1e-6, .max_steps = 1000};
     CHECK(lr_config_check(&c, &e) == 0);
     c.max_steps = 0;
     CHECK(lr_config_check(&c, &e) == -1 && strstr(e.msg, "max_steps"));
@@ -131,11 +128,11 @@ static void test_lr_bad(void) {
     c.warmup_steps = 0;
     c.lr = -1;
     CHECK(lr_config_check(&c, &e) == -1 && strstr(e.msg, "lr"));
-    c = (LrConfig){.kind = LR_COSINE, .lr = 1, .max_steps = 10, .num_cycles = -1};
+    c = (LrConfig){.kind = CFG_SCHEDULE_COSINE, .lr = 1, .max_steps = 10, .num_cycles = -1};
     CHECK(lr_config_check(&c, &e) == -1 && strstr(e.msg, "num_cycles"));
-    c = (LrConfig){.kind = (LrKind)7, .lr = 1, .max_steps = 10};
+    c = (LrConfig){.kind = (CfgSchedule)7, .lr = 1, .max_steps = 10};
     CHECK(lr_config_check(&c, &e) == -1 && strstr(e.msg, "kind 7"));
-    c = (LrConfig){.kind = LR_CONSTANT, .lr = 1};
+    c = (LrConfig){.kind = CFG_SCHEDULE_CONSTANT, .lr = 1};
     CHECK(lr_config_check(&c, &e) == 0);
 }
 

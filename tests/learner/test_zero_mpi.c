@@ -4,10 +4,11 @@
 //            buckets (split tensors, padded buckets), against the CPU reference (gradient = bf16 sum of
 //            the two learners' gradients, as NCCL's bf16 reduction rounds it, over 2; clip; adamw_step):
 //            norm, every rank's master shard and every rank's full bf16 weights after the all-gather.
-//   bcast    learner root + 1 rollout: the NCCL weight broadcast delivers version N bit for bit into the
+//   bcast    learner root + 1 rollout: the weights link (weights.h) of an all-CUDA GRPO config picks NCCL,
+//            whose broadcast delivers version N bit for bit into the
 //            rollout's device buffer, a rollout expecting another version drains it and reports the
 //            version (its buffer untouched) and the next one arrives intact; two ranks on one GPU are
-//            detected (the MPI fallback's condition).
+//            detected and the link then falls back to MPI.
 //   timeout  2 learners: after one all-reduce together, rank 1 never joins the next; rank 0's watchdog
 //            must end the job naming the collective (the script checks the message).
 //   gpus     prints the number of GPUs (for the script).
@@ -19,6 +20,7 @@
 #ifdef AQA_CUDA
 #include "comm/comm.h"
 #include "comm/nccl.h"
+#include "comm/weights.h"
 #include "model/cuda/ops_cuda.h"
 #include "model/model_testutil.h"
 #include "model/safetensors.h"
@@ -108,8 +110,12 @@ static uint16_t pattern(size_t i, int version) { return (uint16_t)((i * 26544357
 static void case_bcast(void) {
     const size_t n = 3 * 1000 + 17;
     comm.bucket_elems = 1000;
-    Nccl nc;
-    CHECK(nccl_weights_init(&comm, &nc, 60) == 1);
+    Config cfg;
+    config_defaults(&cfg);
+    cfg.model.backend = cfg.rollout.backend = CFG_BACKEND_CUDA;
+    WeightsLink wl;
+    weights_link_init(&wl, &comm, &cfg);
+    CHECK(wl.transport == WEIGHTS_NCCL && wl.nccl);
     uint16_t *h = mallocCheck(n * 2), *got = mallocCheck(n * 2);
     void *d;
     CUDA_CHECK(cudaMalloc(&d, n * 2));
@@ -122,7 +128,7 @@ static void case_bcast(void) {
             for (size_t i = 0; i < n; i++) h[i] = pattern(i, sent[k]);
             CUDA_CHECK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
         }
-        int rc = nccl_bcast_weights(&comm, &nc, d, n, root ? sent[k] : expect[k], 0, &e);
+        int rc = weights_link_bcast(&wl, &comm, NULL, d, n, root ? sent[k] : expect[k], 0, &e);
         if (root) {
             CHECK(rc == 0);
             continue;
@@ -141,13 +147,14 @@ static void case_bcast(void) {
             CHECK(rc == -1 && strstr(e.msg, "weights version 6 received, expected 8 (stale)") && off == 0);
         }
     }
-    nccl_free(&nc);
+    weights_link_free(&wl);
     cudaFree(d);
     free(h), free(got);
     // both ranks on one GPU: what the debug layout (1 learner + 1 rollout, one GPU) looks like
     ops_cuda_set_device(0);
     CHECK(nccl_distinct_devices(comm.bcast_comm) == 0);
-    CHECK(nccl_weights_init(&comm, &nc, 60) == 0 && nc.comm == NULL);
+    weights_link_init(&wl, &comm, &cfg);
+    CHECK(wl.transport == WEIGHTS_MPI && wl.nccl == NULL);
 }
 
 static void case_timeout(void) {

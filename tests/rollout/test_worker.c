@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "comm/msg.h"
+#include "comm/traj.h"
 #include "model/hf_config.h"
 #include "model/param_init.h"
 #include "pipeline/pipeline_fixture.h"
