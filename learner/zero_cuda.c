@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/cuda/cuda_check.h"
 #include "model/cuda/ops_cuda.h"
 #include "optim_cuda.h"
 
@@ -12,8 +13,8 @@ enum { BF16 = 2 };  // bytes of a bf16 element
 
 static void *dev_alloc(size_t bytes) {
     void *p;
-    CUDA_RT_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
-    CUDA_RT_CHECK(cudaMemset(p, 0, bytes ? bytes : 1));
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 1));
     return p;
 }
 
@@ -27,8 +28,8 @@ static void bucket_reduce(ZeroCuda *zc, int b) {
     size_t padded = k->piece * (size_t)zc->z.n_ranks;
     const void *send = at(zc->grad, k->lo);
     if (padded != k->n) {
-        CUDA_RT_CHECK(cudaMemcpyAsync(zc->stage, send, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
-        CUDA_RT_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
+        CUDA_CHECK(cudaMemcpyAsync(zc->stage, send, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+        CUDA_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
         send = zc->stage;
     }
     nccl_reduce_scatter(&zc->nccl, send, at(zc->gshard, k->shard_off), k->piece, ncclBfloat16, zc->comm);
@@ -36,8 +37,8 @@ static void bucket_reduce(ZeroCuda *zc, int b) {
 
 // The comm stream continues after everything enqueued on the backend's stream so far.
 static void comm_after_compute(ZeroCuda *zc) {
-    CUDA_RT_CHECK(cudaEventRecord(zc->ev, zc->compute));
-    CUDA_RT_CHECK(cudaStreamWaitEvent(zc->comm, zc->ev, 0));
+    CUDA_CHECK(cudaEventRecord(zc->ev, zc->compute));
+    CUDA_CHECK(cudaStreamWaitEvent(zc->comm, zc->ev, 0));
 }
 
 // Starts every bucket that is final once gradient range `range` is (buckets go in order on every
@@ -67,8 +68,8 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
     zc->model = m;
     zc->grad = grad;
     zc->compute = (cudaStream_t)ops_cuda_stream(m->ops);
-    CUDA_RT_CHECK(cudaStreamCreateWithFlags(&zc->comm, cudaStreamNonBlocking));
-    CUDA_RT_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&zc->comm, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
     nccl_init(&zc->nccl, c->role_comm, timeout_s);
     size_t n = zc->z.shard_n;
     zc->master = dev_alloc(n * sizeof(float));
@@ -79,17 +80,17 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
     zc->stage = dev_alloc(zc->z.max_padded * BF16);
     zc->partials = dev_alloc(OPTIM_CUDA_PARTIALS * sizeof(double));
     zc->sumsq = dev_alloc(sizeof(double));
-    CUDA_RT_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
+    CUDA_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
     float *shard = mallocCheck((n ? n : 1) * sizeof(float));
     zero_shard_gather(&zc->z, c->role_rank, master, shard);
-    CUDA_RT_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyHostToDevice));
     free(shard);
     return 0;
 }
 
 void zero_cuda_free(ZeroCuda *zc) {
     if (!zc->comm) return;
-    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     zero_cuda_arm(zc, 0);
     void *bufs[] = {zc->master, zc->m, zc->v, zc->gshard, zc->pshard, zc->stage, zc->partials, zc->sumsq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
@@ -112,7 +113,7 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     zc->launched = 0;
     optim_cuda_sumsq(zc->gshard, zc->z.shard_n, (float)(1.0 / zc->z.n_ranks), zc->partials, zc->sumsq, zc->comm);
     nccl_all_reduce_sum(&zc->nccl, zc->sumsq, 1, ncclFloat64, zc->comm);
-    CUDA_RT_CHECK(cudaMemcpyAsync(zc->sumsq_host, zc->sumsq, sizeof(double), cudaMemcpyDeviceToHost, zc->comm));
+    CUDA_CHECK(cudaMemcpyAsync(zc->sumsq_host, zc->sumsq, sizeof(double), cudaMemcpyDeviceToHost, zc->comm));
     nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter and norm all-reduce");
     *norm = sqrt(*zc->sumsq_host);
 }
@@ -128,26 +129,26 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
         void *recv = padded == k->n ? at(params, k->lo) : zc->stage;
         nccl_all_gather(&zc->nccl, at(zc->pshard, k->shard_off), recv, k->piece, ncclBfloat16, zc->comm);
         if (recv == zc->stage)
-            CUDA_RT_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+            CUDA_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
     }
     // The next forward reads the new weights and backward writes the gradient the comm stream read.
-    CUDA_RT_CHECK(cudaEventRecord(zc->ev, zc->comm));
-    CUDA_RT_CHECK(cudaStreamWaitEvent(zc->compute, zc->ev, 0));
-    CUDA_RT_CHECK(cudaMemsetAsync(zc->grad, 0, zc->z.numel * BF16, zc->compute));
+    CUDA_CHECK(cudaEventRecord(zc->ev, zc->comm));
+    CUDA_CHECK(cudaStreamWaitEvent(zc->compute, zc->ev, 0));
+    CUDA_CHECK(cudaMemsetAsync(zc->grad, 0, zc->z.numel * BF16, zc->compute));
 }
 
 void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v) {
-    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     size_t bytes = zc->z.shard_n * sizeof(float);
-    CUDA_RT_CHECK(cudaMemcpy(master, zc->master, bytes, cudaMemcpyDeviceToHost));
-    CUDA_RT_CHECK(cudaMemcpy(m, zc->m, bytes, cudaMemcpyDeviceToHost));
-    CUDA_RT_CHECK(cudaMemcpy(v, zc->v, bytes, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(master, zc->master, bytes, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(m, zc->m, bytes, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(v, zc->v, bytes, cudaMemcpyDeviceToHost));
 }
 
 void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v) {
-    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     size_t bytes = zc->z.shard_n * sizeof(float);
-    CUDA_RT_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyHostToDevice));
-    CUDA_RT_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyHostToDevice));
-    CUDA_RT_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyHostToDevice));
 }

@@ -1,8 +1,15 @@
 #!/bin/sh
 # zero_gpu.sh CASE: test_zero_mpi CASE (zero | bcast | timeout, see there) under mpirun, 2 ranks with a
-# GPU each. Skipped (77) without a CUDA build or with fewer than 2 GPUs. Environment: MPIRUN, ZERO_MPI.
+# GPU each. Skipped (77) without a CUDA build or with fewer than 2 GPUs; a failing probe fails.
+# Environment: MPIRUN, ZERO_MPI.
 set -u
-n=$("$ZERO_MPI" gpus 2>/dev/null) || { echo "no CUDA in this build: skipped"; exit 77; }
+# the probe exits 77 in a build without CUDA and prints 0 on a machine without GPUs or driver; any other
+# failure (a CUDA error, a crash) fails the test rather than hiding the GPU cases as skips
+n=$("$ZERO_MPI" gpus)
+rc=$?
+[ $rc -ne 77 ] || { echo "no CUDA in this build: skipped"; exit 77; }
+[ $rc -eq 0 ] || { echo "FAIL: the GPU probe ($ZERO_MPI gpus) exited $rc"; exit 1; }
+case $n in '' | *[!0-9]*) echo "FAIL: the GPU probe printed '$n', not a count"; exit 1 ;; esac
 [ "$n" -ge 2 ] || { echo "$n GPUs, the case needs 2: skipped"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 case $1 in
