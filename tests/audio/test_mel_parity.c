@@ -30,7 +30,7 @@ static void check_clip(json_t *clip) {
     if (which < 0) return;
     Err e;
     int64_t n = 0;
-    float *x = feature_signal_make(which, SHARED_PATH(FEATURE_MMAU_CLIP), &n, &e);  // [n]
+    float *x = feature_signal_make(which, FIXTURE_PATH(FEATURE_MMAU_CLIP), &n, &e);  // [n]
     CHECKF(x != NULL, "%s", e.msg);
     if (!x) return;
     CHECK_INT(n, (int64_t)json_integer_value(json_object_get(clip, "n_samples")));
@@ -88,7 +88,7 @@ static void test_parity(void) {
     json_t *root = json_load_file(path, 0, &jerr);
     CHECKF(root != NULL,
            "fixture %s missing or unreadable (%s). Make it on a machine with transformers:\n"
-           "       build/tests/audio/feature_inputs /tmp/feat_in ../shared/" FEATURE_MMAU_CLIP "\n"
+           "       build/tests/audio/feature_inputs /tmp/feat_in tests/fixtures/" FEATURE_MMAU_CLIP "\n"
            "       python3 tests/reference/whisper_features.py /tmp/feat_in " FIXTURE,
            path, jerr.text);
     if (!root) return;
