@@ -69,6 +69,16 @@ static inline CmpErr cmp_err(const float *a, const float *b, size_t n, double fl
     return (CmpErr){md, md / mb};
 }
 
+// ||a - b|| / max(||b||, floor); +Inf when any a or b is NaN or Inf.
+static inline double cmp_norm_rel(const float *a, const float *b, size_t n, double floor) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double x = cmp_diff(a[i], b[i]);
+        d += x * x, r += (double)b[i] * b[i];
+    }
+    return isinf(d) ? d : sqrt(d) / fmax(sqrt(r), floor);
+}
+
 // The tolerance measure for whole tensors: max |a - b| relative to max |b| (floor 1e-6).
 static inline double cmp_rel_err(const float *a, const float *b, size_t n) {
     return cmp_err(a, b, n, 1e-6).rel;

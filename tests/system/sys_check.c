@@ -150,16 +150,6 @@ static int state_fields_differ(const TrainerState *a, const TrainerState *b) {
     return what != NULL;
 }
 
-// ||a - b|| / ||a|| over n floats; +Inf when any is NaN or Inf; 0 when both are all zero.
-static double norm_rel(const float *a, const float *b, int64_t n) {
-    double d = 0, r = 0;
-    for (int64_t i = 0; i < n; i++) {
-        double x = cmp_diff(a[i], b[i]);
-        d += x * x, r += (double)a[i] * a[i];
-    }
-    return isinf(d) ? d : d == 0 ? 0 : sqrt(d) / sqrt(r);
-}
-
 static int check_state(const char *da, const char *db, double master_tol, double moment_tol) {
     TrainerState sa, sb;
     float *a[STATE_ARRAYS], *b[STATE_ARRAYS];
@@ -170,7 +160,8 @@ static int check_state(const char *da, const char *db, double master_tol, double
     if (rc == 0) {
         CmpErr em = cmp_err(a[0], b[0], (size_t)n, 1);
         double scale = fmax(1, cmp_max_abs(a[0], (size_t)n));
-        double dm = norm_rel(a[1], b[1], n), dv = norm_rel(a[2], b[2], n);
+        // relative to A's norm (floor: both all zero is agreement)
+        double dm = cmp_norm_rel(b[1], a[1], (size_t)n, 1e-30), dv = cmp_norm_rel(b[2], a[2], (size_t)n, 1e-30);
         printf("sys_check: step %lld, %lld parameters: master max difference %.3g (scale %.3g); adam.m norm rel "
                "%.3g, adam.v norm rel %.3g\n",
                (long long)sa.step, (long long)n, em.abs, scale, dm, dv);

@@ -12,6 +12,8 @@
 # every test; each test runs in its own fresh directory under $AQA_TMP/system/.
 set -eu
 name=$1
+# Time limits scale with the test setup: TEST_TIMEOUT_SCALE is 3 under `meson test --setup sanitize`.
+tscale=${TEST_TIMEOUT_SCALE:-1}
 sys=$AQA_TMP/system
 mkdir -p "$sys"
 
@@ -92,7 +94,7 @@ run() {
     else
         set -- -np "$L" "$LEARNER" --config "$cfg" "$@" : -np "$R" "$ROLLOUT" --config "$cfg" "$@"
     fi
-    if ! timeout 120 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+    if ! timeout $((120 * tscale)) "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
         echo "FAIL: mpirun $*"
         tail -n 30 "$log"
         exit 1
@@ -104,7 +106,7 @@ run() {
 fails() {
     log=$1 pattern=$2
     shift 2
-    if timeout 60 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+    if timeout $((60 * tscale)) "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
         echo "FAIL: mpirun $* succeeded"
         exit 1
     fi
@@ -220,7 +222,7 @@ grpo_kill)
     i=0
     until [ -s run/metrics.jsonl ]; do
         i=$((i + 1))
-        [ $i -le 600 ] || { echo "FAIL: no step within 60 s"; tail -n 20 run.log; kill $mpirun_pid; exit 1; }
+        [ $i -le $((600 * tscale)) ] || { echo "FAIL: no step within $((60 * tscale)) s"; tail -n 20 run.log; kill $mpirun_pid; exit 1; }
         sleep 0.1
     done
     victim=
@@ -231,9 +233,9 @@ grpo_kill)
     killed=$(date +%s)
     kill -9 "$victim"
     rc=0
-    timeout 60 sh -c "while kill -0 $mpirun_pid 2>/dev/null; do sleep 0.2; done" || rc=$?
+    timeout $((60 * tscale)) sh -c "while kill -0 $mpirun_pid 2>/dev/null; do sleep 0.2; done" || rc=$?
     if [ $rc -ne 0 ]; then
-        echo "FAIL: the job still runs 60 s after the rollout was killed"
+        echo "FAIL: the job still runs $((60 * tscale)) s after the rollout was killed"
         kill -9 $mpirun_pid
         exit 1
     fi

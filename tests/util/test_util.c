@@ -101,6 +101,9 @@ static void test_cmp(void) {
     CHECK(isinf(cmp_err(a, ref, 4, 1e-6).abs) && isinf(cmp_rel_err(a, ref, 4)));
     CHECK(isinf(cmp_rel_err(ref, a, 4)));  // NaN in the reference
     CHECK(isinf(cmp_max_abs(a, 4)) && cmp_max_abs(ref, 4) == 4);
+    CHECK(isinf(cmp_norm_rel(a, ref, 4, 1e-9)) && isinf(cmp_norm_rel(ref, a, 4, 1e-9)));
+    const float b3[3] = {3, 0, 4}, c3[3] = {3, 0, 4.5f}, z3[3] = {0, 0, 0};
+    CHECK(cmp_norm_rel(c3, b3, 3, 1e-9) == 0.1 && cmp_norm_rel(z3, z3, 3, 1e-30) == 0);
     a[0] = 1, a[3] = -INFINITY;
     CHECK(isinf(cmp_rel_err(a, ref, 4)));
     // fmax and `>` keep an infinite error where they would drop a NaN
