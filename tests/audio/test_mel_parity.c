@@ -71,8 +71,8 @@ static void check_clip(json_t *clip) {
         CHECKF(m >= 0 && m < MEL_N_MELS && t >= 0 && t < MEL_FRAMES, "%s sample %zu: bad position", name, k);
         if (m < 0 || m >= MEL_N_MELS || t < 0 || t >= MEL_FRAMES) continue;
         float v = feats[m * MEL_FRAMES + t];
-        err_hf = fmax(err_hf, fabs(v - json_number_value(json_array_get(smp, 2))));
-        err_f64 = fmax(err_f64, fabs(v - json_number_value(json_array_get(smp, 3))));
+        err_hf = fmax(err_hf, cmp_diff(v, json_number_value(json_array_get(smp, 2))));
+        err_f64 = fmax(err_f64, cmp_diff(v, json_number_value(json_array_get(smp, 3))));
     }
     CHECKF(json_array_size(samples) >= 100, "%s: only %zu samples", name, json_array_size(samples));
     printf("  %-12s n=%-7lld samples=%zu max|C-HF|=%.3g max|C-f64|=%.3g (HF vs f64 whole matrix %.3g)\n", name,
