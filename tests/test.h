@@ -1,7 +1,7 @@
 // test.h: a minimal test harness. A test binary runs its cases with RUN(case), each case makes
 // CHECK()s; the binary prints "<binary>: N passed, N failed" (checks) and exits non-zero on failure.
-// Environment (set by tests/meson.build): AQA_SRC (source root), AQA_SHARED (../shared beside it),
-// AQA_TMP (a scratch directory inside the build tree).
+// Environment (set by tests/meson.build): AQA_SRC (source root), AQA_TMP (a scratch directory
+// inside the build tree). Data a test reads lives in the repository (tests/fixtures/: FIXTURE_PATH).
 #pragma once
 #include <math.h>
 #include <stdio.h>
@@ -32,9 +32,61 @@ static inline int test_check_(int ok, const char *expr, const char *file, int li
             fputc('\n', stderr);                          \
         }                                                 \
     } while (0)
+
+// ---- Comparisons: the one set every test uses. A NaN or Inf on either side is an infinite error, never
+// NaN, so `err <= tol` fails and a later element cannot hide it (max(), fmax() and `d > worst` all keep an
+// infinity but drop a NaN).
+
+// |a - b|; +Inf when either is NaN or infinite.
+static inline double cmp_diff(double a, double b) {
+    return isfinite(a) && isfinite(b) ? fabs(a - b) : INFINITY;
+}
+
+// |a - b| / (|a| + |b| + floor); +Inf when either is NaN or infinite.
+static inline double cmp_rel_diff(double a, double b, double floor) {
+    double d = cmp_diff(a, b);
+    return isinf(d) ? d : d / (fabs(a) + fabs(b) + floor);
+}
+
+// max over n of |x|; +Inf when any is NaN or infinite.
+static inline double cmp_max_abs(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, cmp_diff(x[i], 0));
+    return m;
+}
+
+// Whole-array error: abs = max |a - b|, rel = abs / max(max |b|, floor); both +Inf when any a or b is NaN
+// or infinite.
+typedef struct {
+    double abs, rel;
+} CmpErr;
+static inline CmpErr cmp_err(const float *a, const float *b, size_t n, double floor) {
+    double md = 0, mb = floor;
+    for (size_t i = 0; i < n; i++) {
+        md = fmax(md, cmp_diff(a[i], b[i]));
+        mb = fmax(mb, fabs(b[i]));
+    }
+    return (CmpErr){md, md / mb};
+}
+
+// ||a - b|| / max(||b||, floor); +Inf when any a or b is NaN or Inf.
+static inline double cmp_norm_rel(const float *a, const float *b, size_t n, double floor) {
+    double d = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        const double x = cmp_diff(a[i], b[i]);
+        d += x * x, r += (double)b[i] * b[i];
+    }
+    return isinf(d) ? d : sqrt(d) / fmax(sqrt(r), floor);
+}
+
+// The tolerance measure for whole tensors: max |a - b| relative to max |b| (floor 1e-6).
+static inline double cmp_rel_err(const float *a, const float *b, size_t n) {
+    return cmp_err(a, b, n, 1e-6).rel;
+}
+
 #define CHECK_NEAR(a, b, tol)                                                                   \
-    CHECKF(fabs((double)(a) - (double)(b)) <= (tol), "%s = %.9g, %s = %.9g, tol %.3g", #a,     \
-           (double)(a), #b, (double)(b), (double)(tol))
+    CHECKF(cmp_diff((a), (b)) <= (tol), "%s = %.9g, %s = %.9g, tol %.3g", #a, (double)(a), #b, \
+           (double)(b), (double)(tol))
 #define CHECK_STR(a, b)                                                                         \
     CHECKF(strcmp((a), (b)) == 0, "%s = \"%s\"\n     %s = \"%s\"", #a, (a), #b, (b))
 #define CHECK_INT(a, b) \
@@ -64,7 +116,7 @@ static inline int test_run_cmd(const char *cmd, char *out, size_t cap) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-// Path helpers: "$AQA_TMP/name", "$AQA_SHARED/rel", "$AQA_SRC/rel" (static buffers, rotate 8).
+// Path helpers: "$AQA_TMP/name", "$AQA_SRC/tests/fixtures/rel", "$AQA_SRC/rel" (static buffers, rotate 8).
 static inline const char *test_env_path_(const char *var, const char *fallback, const char *rel) {
     static char bufs[8][4096];
     static int k;
@@ -75,5 +127,5 @@ static inline const char *test_env_path_(const char *var, const char *fallback, 
     return out;
 }
 #define TMP_PATH(rel) test_env_path_("AQA_TMP", "/tmp", rel)
-#define SHARED_PATH(rel) test_env_path_("AQA_SHARED", "../shared", rel)
+#define FIXTURE_PATH(rel) test_env_path_("AQA_SRC", ".", "tests/fixtures/" rel)
 #define SRC_PATH(rel) test_env_path_("AQA_SRC", ".", rel)

@@ -15,4 +15,4 @@ const char *feature_signal_name(int i);
 // resampled to 16 kHz with audio_load. Returns NULL and sets e when that file cannot be loaded.
 float *feature_signal_make(int i, const char *mmau_path, int64_t *n, Err *e);
 // The real MMAU test-mini clip under the shared data directory (one file; its name is fixed).
-#define FEATURE_MMAU_CLIP "data/mmau/test-mini-audios/3fe64f3d-282c-4bc8-a753-68f8f6c35652.wav"
+#define FEATURE_MMAU_CLIP "mmau/test-mini-audios/3fe64f3d-282c-4bc8-a753-68f8f6c35652.wav"

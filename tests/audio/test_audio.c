@@ -81,7 +81,7 @@ static void test_16k_exact(void) {
     CHECKF(audio_write_wav(path, x, 1234, 1, 16000, AUDIO_WAV_PCM16, &e) == 0, "%s", e.msg);
     CHECKF(audio_load(path, AUDIO_MONO_FIRST, &a, &e) == 0, "%s", e.msg);
     double worst = 0.0;
-    for (int i = 0; i < 1234 && a.n == 1234; i++) worst = fmax(worst, fabs(a.samples[i] - x[i]));
+    for (int i = 0; i < 1234 && a.n == 1234; i++) worst = fmax(worst, cmp_diff(a.samples[i], x[i]));
     CHECK_NEAR(worst, 0.0, 0.7 / 32768 + 1.0 / 32768);
     audio_free(&a);
     free(x);

@@ -92,7 +92,7 @@ static double ref_max_error(const float *x, int64_t n, const float *features) {
     double worst = 0.0;
     for (int i = 0; i < MEL_N_MELS * MEL_FRAMES; i++) {
         double v = (fmax(lg[i], top - 8.0) + 4.0) / 4.0;
-        worst = fmax(worst, fabs(v - features[i]));
+        worst = fmax(worst, cmp_diff(v, features[i]));
     }
     free(lg);
     return worst;

@@ -30,7 +30,7 @@ static void check_clip(json_t *clip) {
     if (which < 0) return;
     Err e;
     int64_t n = 0;
-    float *x = feature_signal_make(which, SHARED_PATH(FEATURE_MMAU_CLIP), &n, &e);  // [n]
+    float *x = feature_signal_make(which, FIXTURE_PATH(FEATURE_MMAU_CLIP), &n, &e);  // [n]
     CHECKF(x != NULL, "%s", e.msg);
     if (!x) return;
     CHECK_INT(n, (int64_t)json_integer_value(json_object_get(clip, "n_samples")));
@@ -71,8 +71,8 @@ static void check_clip(json_t *clip) {
         CHECKF(m >= 0 && m < MEL_N_MELS && t >= 0 && t < MEL_FRAMES, "%s sample %zu: bad position", name, k);
         if (m < 0 || m >= MEL_N_MELS || t < 0 || t >= MEL_FRAMES) continue;
         float v = feats[m * MEL_FRAMES + t];
-        err_hf = fmax(err_hf, fabs(v - json_number_value(json_array_get(smp, 2))));
-        err_f64 = fmax(err_f64, fabs(v - json_number_value(json_array_get(smp, 3))));
+        err_hf = fmax(err_hf, cmp_diff(v, json_number_value(json_array_get(smp, 2))));
+        err_f64 = fmax(err_f64, cmp_diff(v, json_number_value(json_array_get(smp, 3))));
     }
     CHECKF(json_array_size(samples) >= 100, "%s: only %zu samples", name, json_array_size(samples));
     printf("  %-12s n=%-7lld samples=%zu max|C-HF|=%.3g max|C-f64|=%.3g (HF vs f64 whole matrix %.3g)\n", name,
@@ -88,7 +88,7 @@ static void test_parity(void) {
     json_t *root = json_load_file(path, 0, &jerr);
     CHECKF(root != NULL,
            "fixture %s missing or unreadable (%s). Make it on a machine with transformers:\n"
-           "       build/tests/audio/feature_inputs /tmp/feat_in ../shared/" FEATURE_MMAU_CLIP "\n"
+           "       build/tests/audio/feature_inputs /tmp/feat_in tests/fixtures/" FEATURE_MMAU_CLIP "\n"
            "       python3 tests/reference/whisper_features.py /tmp/feat_in " FIXTURE,
            path, jerr.text);
     if (!root) return;

@@ -16,6 +16,7 @@
 
 #include "model/cuda/ops_cuda.h"
 #include "model/cuda/ops_cuda_kernels.h"
+#include "test.h"
 #include "util/check.h"
 
 #ifdef AQA_CUDA
@@ -65,14 +66,12 @@ static double time_call(Ops *o, const AttnArgs *a, int bwd, int old, int reps) {
     return ms * 1e-3 / reps;
 }
 
-// Largest |a - b| over n floats; NaN when either holds one (so a broken kernel cannot look close).
+// Largest |a - b| over n floats (cmp_diff: +Inf when either holds a NaN or Inf, so a broken kernel cannot
+// look close), except that equal infinities match: -inf is the lse of a row with no keys.
 static double max_diff(const float *a, const float *b, size_t n) {
     double m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (isinf(a[i]) && isinf(b[i]) && a[i] == b[i]) continue;  // both -inf: a row with no keys
-        const double d = fabs((double)a[i] - b[i]);
-        if (!(d <= m)) m = d;  // NaN sticks
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!(isinf(a[i]) && a[i] == b[i])) m = fmax(m, cmp_diff(a[i], b[i]));
     return m;
 }
 

@@ -299,7 +299,7 @@ static void test_mmau_structure(void) {
 }
 
 static void test_real_mmau(void) {
-    const char *path = SHARED_PATH("data/mmau/mmau-test-mini.json");
+    const char *path = FIXTURE_PATH("mmau/mmau-test-mini.json");
     Dataset ds;
     Err e;
     if (!path_exists(path)) {
@@ -328,7 +328,7 @@ static void test_real_mmau(void) {
     CHECK_INT(q->line, 2);
     // audio_id "./test-mini-audios/<id>.wav" resolves beside the JSON file; that clip is shipped.
     CHECK(path_exists(q->audio_path));
-    CHECK(strstr(q->audio_path, "data/mmau/test-mini-audios/3fe64f3d-282c-4bc8-a753-68f8f6c35652.wav") != NULL);
+    CHECK(strstr(q->audio_path, "fixtures/mmau/test-mini-audios/3fe64f3d-282c-4bc8-a753-68f8f6c35652.wav") != NULL);
     int tasks[3] = {0, 0, 0}, hard = 0, n_choice_5 = 0;
     for (int64_t i = 0; i < ds.n; i++) {
         tasks[0] += strcmp(ds.q[i].task, "sound") == 0;

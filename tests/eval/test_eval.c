@@ -725,7 +725,7 @@ int main(int argc, char **argv) {
     }
     aqa_eval_exe = argv[1];
     json_error_t je;
-    mmau = json_load_file(SHARED_PATH("data/mmau/mmau-test-mini.json"), 0, &je);
+    mmau = json_load_file(FIXTURE_PATH("mmau/mmau-test-mini.json"), 0, &je);
     if (!mmau) {
         fprintf(stderr, "cannot load mmau-test-mini.json: %s\n", je.text);
         return 1;

@@ -44,16 +44,11 @@ static inline void free_pair(const Pair *p, void *bc, void *bg) {
     p->g->free(p->g, bg);
 }
 
-// Max |a - b| and that over max |b|; prints both under `what`.
+// Max |a - b| and that over max |b| (cmp_err: NaN or Inf is an infinite error); prints both under `what`.
 static inline double err_report(const char *what, const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-12;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= md)) md = d;  // NaN propagates as a failure
-        mb = fabs(b[i]) > mb ? fabs(b[i]) : mb;
-    }
-    printf("  %-34s n=%-8zu max abs err %.3e  rel %.3e\n", what, n, md, md / mb);
-    return md / mb;
+    CmpErr e = cmp_err(a, b, n, 1e-12);
+    printf("  %-34s n=%-8zu max abs err %.3e  rel %.3e\n", what, n, e.abs, e.rel);
+    return e.rel;
 }
 
 // Compares n Tensor elements of both backends; returns the relative error.
@@ -72,11 +67,7 @@ static inline double cmp_f32(const Pair *p, const char *what, const float *bc, c
     float *a = mallocCheck((n ? n : 1) * sizeof(float)), *b = mallocCheck((n ? n : 1) * sizeof(float));
     p->c->download(p->c, b, bc, n * sizeof(float));
     p->g->download(p->g, a, bg, n * sizeof(float));
-    double md = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= md)) md = d;
-    }
+    double md = cmp_err(a, b, n, 1).abs;
     printf("  %-34s n=%-8zu max abs err %.3e\n", what, n, md);
     free(a);
     free(b);

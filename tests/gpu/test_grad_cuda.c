@@ -50,16 +50,6 @@ static double grads_of(Model *m, const ModelBatch *b, const float *dlp, float *g
     return dt;
 }
 
-// ||a - b|| / ||b|| with a floor on ||b||.
-static double norm_rel(const float *a, const float *b, size_t n) {
-    double d = 0, r = 0;
-    for (size_t i = 0; i < n; i++) {
-        const double x = (double)a[i] - b[i];
-        d += x * x, r += (double)b[i] * b[i];
-    }
-    return sqrt(d) / fmax(sqrt(r), 1e-20);
-}
-
 // Compares every trainable tensor of g with ref (both [t.numel]); prints one line per tensor when
 // verbose, and the worst; checks each against tol (norm-relative). Returns the worst norm-relative error.
 static double grads_compare(const char *what, const ParamTable *t, const float *g, const float *ref, double tol,
@@ -70,12 +60,12 @@ static double grads_compare(const char *what, const ParamTable *t, const float *
     for (int i = 0; i < t->n; i++) {
         const ParamSpec *s = &t->specs[i];
         if (!s->trainable) continue;
-        const double e = norm_rel(g + s->offset, ref + s->offset, s->numel);
-        const double em = rel_err(g + s->offset, ref + s->offset, s->numel);
+        const double e = cmp_norm_rel(g + s->offset, ref + s->offset, s->numel, 1e-20);
+        const double em = cmp_rel_err(g + s->offset, ref + s->offset, s->numel);
         if (verbose) printf("    %-56s norm rel %.2e  max rel %.2e\n", s->name, e, em);
         CHECKF(e < tol, "%s: %s gradient norm rel error %.3e (tolerance %.1e)", what, s->name, e, tol);
-        if (!(e <= worst)) worst = e, wn = s->name;
-        worst_max = em > worst_max ? em : worst_max;
+        if (e > worst) worst = e, wn = s->name;
+        worst_max = fmax(worst_max, em);
         n++;
     }
     printf("  %s: %d trainable tensors, worst norm rel %.2e (%s), worst max rel %.2e\n", what, n, worst, wn,

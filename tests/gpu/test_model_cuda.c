@@ -225,7 +225,7 @@ static void test_generate_device_sampling(void) {
         same &= memcmp(rd[q].tokens, rh[q].tokens, (size_t)G * N * sizeof(int)) == 0;
         same &= memcmp(rd[q].len, rh[q].len, (size_t)G * sizeof(int)) == 0;
         for (int i = 0; i < G * N; i++)
-            if (rh[q].tokens[i] >= 0) lp_err = fmax(lp_err, fabs(rd[q].lp[i] - rh[q].lp[i])), n_tok++;
+            if (rh[q].tokens[i] >= 0) lp_err = fmax(lp_err, cmp_diff(rd[q].lp[i], rh[q].lp[i])), n_tok++;
     }
     printf("  generate, device vs host sampling: %d tokens, %s, max |lp diff| %.2e\n", n_tok,
            same ? "identical" : "DIFFERENT", lp_err);
@@ -282,7 +282,7 @@ static void test_generate_graph_batched(void) {
                     break;
                 }
                 if (a < 0) break;
-                lp_err = fmax(lp_err, fabs(rg[q].lp[g * N + i] - ra[q].lp[g * N + i])), n_tok++;
+                lp_err = fmax(lp_err, cmp_diff(rg[q].lp[g * N + i], ra[q].lp[g * N + i])), n_tok++;
             }
         }
     }

@@ -480,7 +480,7 @@ static void test_sample_rows(void) {
                     int id = sampler_pick(&sp, row, V, hist[r], n_hist, rows[r].question, rows[r].sample,
                                           (uint32_t)step, &lp);
                     same += id == ids[r], total++;
-                    lp_err = fmax(lp_err, fabs(lp - lps[r]));
+                    lp_err = fmax(lp_err, cmp_diff(lp, lps[r]));
                     hist[r][n_hist] = id;
                     free(row);
                 }

@@ -45,10 +45,15 @@ check_config configs/r1-aqa-7b.json rollout.num_generations=8 rollout.temperatur
   model.backend=cuda rollout.backend=cuda data.prompt_mode=answer data.mono=first
 check_config configs/debug-tiny.json model.backend=cpu model.dtype=fp32 rollout.num_generations=4 \
   train.questions_per_step=4 train.grad_accum=1
-# The paper's job shapes split the step evenly; a shape that does not is refused by the binaries.
-for shape in "8 learners" "4 learners" "1 learner"; do
-  expect "16 questions x grad_accum 2 over $shape" $((16 % (${shape%% *} * 2))) 0
+# The paper's job shapes split the step evenly (the learners' own check, config_check_world); a shape
+# that does not is refused, naming the keys.
+for n in 8 4 1; do
+  if "$build/common/tools/config_check" --config "$src/configs/r1-aqa-7b.json" --learners $n >/dev/null; then ok
+  else bad "r1-aqa-7b.json refused for $n learners"; fi
 done
+out=$("$build/common/tools/config_check" --config "$src/configs/r1-aqa-7b.json" --learners 3 2>&1 >/dev/null)
+expect "r1-aqa-7b.json on 3 learners" "$out" \
+  "config_check: train.questions_per_step (16) must be a multiple of learners (3) x train.grad_accum (2)"
 
 # debug.sh: bad use fails before anything starts, naming the problem.
 run_debug() { AQA_BUILD=$build "$src/launch/debug.sh" "$@" 2>&1; }

@@ -411,8 +411,7 @@ static void test_loss_finite_difference(void) {
                 grpo_loss(&cfg, &b, scratch, &sm, &e);
                 x[t] = lp[t];
                 double fd = (sp.loss - sm.loss) / ((double)(lp[t] + h) - (double)(lp[t] - h));
-                double err = fabs(fd - dlp[t]);
-                if (err > worst) worst = err;
+                worst = fmax(worst, cmp_diff(fd, dlp[t]));
             }
             CHECKF(worst < 2e-5, "loss_type %d, old_lp %d: worst |fd - dlp| = %.3g", type, with_old, worst);
         }

@@ -107,12 +107,6 @@ static int step(TrajGroup *groups, int n, float *grad, StepStats *st, Err *e) {
     return rc;
 }
 
-static double max_abs(const float *x, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
-    return m;
-}
-
 static void test_dynamic_filter(void) {
     if (!ready) return;
     size_t n = tr.model.t.numel;
@@ -124,7 +118,7 @@ static void test_dynamic_filter(void) {
     StepStats st;
     Err e;
     CHECK(step(g, 1, gA, &st, &e) == 0);  // A alone
-    CHECK(max_abs(gA, n) > 0);
+    CHECK(cmp_max_abs(gA, n) > 0);
     cfg.grpo.dynamic_filter = true;
     CHECK(step(g, 2, gF, &st, &e) == 0);
     CHECK_INT(st.sum[ST_FILTERED], 1);
@@ -140,8 +134,8 @@ static void test_dynamic_filter(void) {
     // Unfiltered, Z's zero advantages add nothing but its 2 sequences join the grpo normaliser
     // (mean over 4 sequences instead of 2): the gradient halves.
     double diff = 0;
-    for (size_t i = 0; i < n; i++) diff = fmax(diff, fabs(gN[i] - 0.5 * gA[i]));
-    CHECKF(diff <= 1e-6 * max_abs(gA, n), "max |gN - gA/2| = %g", diff);
+    for (size_t i = 0; i < n; i++) diff = fmax(diff, cmp_diff(gN[i], 0.5 * gA[i]));
+    CHECKF(diff <= 1e-6 * cmp_max_abs(gA, n), "max |gN - gA/2| = %g", diff);
     traj_group_free(&g[0]);
     traj_group_free(&g[1]);
     free(gA);
@@ -245,9 +239,8 @@ static void test_num_iterations(void) {
     CHECK(step(g, 2, g2, &st2, &e) == 0);
     cfg.train.grad_accum = 1;
     CHECK_NEAR(st2.sum[ST_LOSS], st1.sum[ST_LOSS], 1e-6 * fabs(st1.sum[ST_LOSS]));
-    double diff = 0;
-    for (size_t i = 0; i < tr.model.t.numel; i++) diff = fmax(diff, fabs(g1[i] - g2[i]));
-    CHECKF(diff <= 1e-5 * max_abs(g1, tr.model.t.numel), "max |g1 - g2| = %g", diff);
+    double diff = cmp_err(g1, g2, tr.model.t.numel, 1).abs;
+    CHECKF(diff <= 1e-5 * cmp_max_abs(g1, tr.model.t.numel), "max |g1 - g2| = %g", diff);
     cfg.grpo.beta = 0;
     free(g1);
     free(g2);
@@ -319,7 +312,7 @@ static void test_recompute(void) {
     printf("learner activations: %zu bytes stored, %zu with model.recompute\n", stored, recomputed);
     CHECK(recomputed == want.bytes && recomputed < stored);
     CHECK(memcmp(gA, gB, n * sizeof(float)) == 0);
-    CHECK(max_abs(gA, n) > 0);
+    CHECK(cmp_max_abs(gA, n) > 0);
     model_acts_free(&tr.model, tr.acts);
     tr.acts = NULL;
     cfg.model.recompute = false;
@@ -374,7 +367,7 @@ static void test_mismatch(void) {
     CHECK(step(g, 2, g1, &st, &e) == 0);
     CHECK_INT(st.sum[ST_MM_SEQ_OUT], 4);
     CHECK_INT(st.sum[ST_LOSS_TOKENS], 0);
-    CHECK(max_abs(g1, n) == 0);
+    CHECK(cmp_max_abs(g1, n) == 0);
     cfg.grpo.mismatch_mask = false;
     cfg.grpo.mismatch_bound = 2;
     memcpy(tr.master, saved, n * sizeof(float));

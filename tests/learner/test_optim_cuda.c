@@ -20,15 +20,6 @@
 #include "util/log.h"
 #include "util/rng.h"
 
-static float max_abs_diff(const float *a, const float *b, size_t n) {
-    float d = 0;
-    for (size_t i = 0; i < n; i++) {
-        float x = a[i] > b[i] ? a[i] - b[i] : b[i] - a[i];
-        if (!(x <= d)) d = x;
-    }
-    return d;
-}
-
 static void *to_dev(const void *h, size_t bytes) {
     void *d;
     cudaMalloc(&d, bytes);
@@ -74,11 +65,11 @@ static void test_against_cpu(void) {
         optim_cuda_adamw(&cfg, lr, step, dp, dm, dv, dg, 1.0f / L, optim_clip_scale(gnorm, max_norm[step - 1]), dout,
                          n, 0);
         cudaMemcpy(got, dp, n * 4, cudaMemcpyDeviceToHost);
-        float ep = max_abs_diff(got, p, n);
+        double ep = cmp_err(got, p, n, 1).abs;
         cudaMemcpy(got, dm, n * 4, cudaMemcpyDeviceToHost);
-        float em = max_abs_diff(got, cpu.m, n);
+        double em = cmp_err(got, cpu.m, n, 1).abs;
         cudaMemcpy(got, dv, n * 4, cudaMemcpyDeviceToHost);
-        float ev = max_abs_diff(got, cpu.v, n);
+        double ev = cmp_err(got, cpu.v, n, 1).abs;
         cudaMemcpy(pb, dout, n * 2, cudaMemcpyDeviceToHost);
         size_t bad_bf16 = 0;
         for (size_t i = 0; i < n; i++) bad_bf16 += pb[i] != st_f32_to_bf16(p[i]);

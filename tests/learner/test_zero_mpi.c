@@ -71,23 +71,21 @@ static void case_zero(void) {
         optim_scale(g, n, 0.5);
         double want = optim_clip_grad_norm(g, n, max_norm);
         adamw_step(&cpu, &cfg, 1e-3, ref, g);
-        double d = fabs(norm - want) / want;
-        worst_norm = d > worst_norm ? d : worst_norm;
+        worst_norm = fmax(worst_norm, cmp_diff(norm, want) / want);
     }
     // this rank's master shard, and the full bf16 weights every rank holds
     float *shard = mallocCheck(zc.z.shard_n * sizeof(float)), *sm = mallocCheck(zc.z.shard_n * sizeof(float));
     float *sv = mallocCheck(zc.z.shard_n * sizeof(float)), *want = mallocCheck(zc.z.shard_n * sizeof(float));
     zero_cuda_download(&zc, shard, sm, sv);
     zero_shard_gather(&zc.z, comm.role_rank, ref, want);
-    double em = 0;
-    for (size_t i = 0; i < zc.z.shard_n; i++) em = fmax(em, fabs((double)shard[i] - want[i]));
+    double em = cmp_err(shard, want, zc.z.shard_n, 1).abs;
     float *w = mallocCheck(n * sizeof(float));
     o->download_act(o, w, m.params, n);
     size_t off = 0;
     double ew = 0;
     for (size_t i = 0; i < n; i++) {
         off += w[i] != st_bf16_to_f32(st_f32_to_bf16(ref[i]));
-        ew = fmax(ew, fabs((double)w[i] - ref[i]));
+        ew = fmax(ew, cmp_diff(w[i], ref[i]));
     }
     printf("  rank %d: %d buckets, shard %zu of %zu; norm rel err %.1e; master shard max abs err %.3e; bf16 "
            "weights: %zu of %zu differ from bf16(reference), max abs diff %.3e\n",

@@ -57,17 +57,6 @@ static inline float *tiny_params(const ParamTable *t, uint64_t seed) {
     return p;
 }
 
-// Max |a-b| relative to max |b| (with a floor), the tolerance measure used for whole tensors.
-static inline double rel_err(const float *a, const float *b, size_t n) {
-    double md = 0, mb = 1e-6;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        md = d > md ? d : md;
-        mb = fabs(b[i]) > mb ? fabs(b[i]) : mb;
-    }
-    return md / mb;
-}
-
 // Finite-difference derivative of f at x[i] by the 4-point stencil (truncation O(h^4)).
 typedef double (*LossFn)(void *ctx);
 static inline double fd_deriv(LossFn f, void *ctx, float *x, double h) {
@@ -89,8 +78,7 @@ static inline double fd_check(LossFn f, void *ctx, float *x, const float *an, si
     double worst = 0;
     for (size_t i = 0; i < n; i += stride) {
         double num = fd_deriv(f, ctx, &x[i], h);
-        double e = fabs(num - an[i]) / (fabs(num) + fabs(an[i]) + floor);
-        if (e > worst) worst = e;
+        worst = fmax(worst, cmp_rel_diff(num, an[i], floor));
     }
     return worst;
 }

@@ -48,7 +48,7 @@ static void test_parity(void) {
             for (int i = 0; i < T; i++) rows[i] = i;
             float *logits = mallocCheck((size_t)T * V * sizeof(float));
             model_logits(&m, a, rows, T, logits);
-            double el = rel_err(logits, logits_ref, (size_t)T * V);
+            double el = cmp_rel_err(logits, logits_ref, (size_t)T * V);
             double loss = 0;
             for (size_t i = 0; i < n_tgt; i++) loss += (double)w[i] * lp[i];
             printf("hf parity: T=%d, logits max rel error %.2e, loss %.6f vs %.6f\n", T, el, loss, loss_ref[0]);
@@ -67,7 +67,7 @@ static void test_parity(void) {
                 float *ref = read_f32(&r, name, &n);
                 if (!ref) continue;
                 CHECK_INT(n, s->numel);
-                double ei = n == s->numel ? rel_err(g + s->offset, ref, n) : 1;
+                double ei = n == s->numel ? cmp_rel_err(g + s->offset, ref, n) : 1;
                 CHECKF(ei < 1e-3, "%s: grad max rel error %.2e", s->name, ei);
                 if (ei > worst) worst = ei, worst_name = s->name;
                 free(ref);

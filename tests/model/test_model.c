@@ -75,7 +75,7 @@ static void test_gradients_fd(void) {
         for (int k = 0; k < 3; k++) {
             size_t j = s->offset + rng_below(&r, s->numel);
             double num = fd_deriv(model_loss, &ctx, &params[j], 3e-2);
-            double err = fabs(num - g[j]) / (fabs(num) + fabs(g[j]) + 1e-2);
+            double err = cmp_rel_diff(num, g[j], 1e-2);
             if (err > worst) worst = err, worst_i = i;
             checked++;
         }
@@ -94,7 +94,7 @@ static void test_gradients_fd(void) {
     model_loss(&ctx);
     model_backward(&M, &b, a, w, g);
     double d = 0;
-    for (size_t j = 0; j < M.t.numel; j++) d = fmax(d, fabs(g[j] - 2 * g2[j]));
+    for (size_t j = 0; j < M.t.numel; j++) d = fmax(d, cmp_diff(g[j], 2 * g2[j]));
     CHECK(d < 1e-5);
     free(g2);
     M.ops->free(M.ops, g);
@@ -147,7 +147,7 @@ static void test_decode_matches_forward(void) {
     Err e;
     int rows[2] = {p1 - 1, p1 + p2 - 1};
     CHECK(model_infer(&M, &b, a, &kv, rows, 2, lg, &e) == 0);
-    double worst = fmax(rel_err(lg, full1 + (p1 - 1) * V, V), rel_err(lg + V, full2 + (p2 - 1) * V, V));
+    double worst = fmax(cmp_rel_err(lg, full1 + (p1 - 1) * V, V), cmp_rel_err(lg + V, full2 + (p2 - 1) * V, V));
     // decode one token per running sequence per step; seq2 ends first
     for (int t1 = p1, t2 = p2; t1 < N1; t1++, t2++) {
         mbatch_clear(&b);
@@ -162,8 +162,8 @@ static void test_decode_matches_forward(void) {
         }
         int r2[2] = {0, 1};
         CHECK(model_infer(&M, &b, a, &kv, r2, n, lg, &e) == 0);
-        worst = fmax(worst, rel_err(lg, full1 + (size_t)t1 * V, V));
-        if (n == 2) worst = fmax(worst, rel_err(lg + V, full2 + (size_t)t2 * V, V));
+        worst = fmax(worst, cmp_rel_err(lg, full1 + (size_t)t1 * V, V));
+        if (n == 2) worst = fmax(worst, cmp_rel_err(lg + V, full2 + (size_t)t2 * V, V));
     }
     printf("decode vs full forward: max rel logits error %.2e\n", worst);
     CHECK(worst < 1e-5);
@@ -195,7 +195,7 @@ static void test_shared_prefix_decode(void) {
         memcpy(ids, SEQ1, P * sizeof(int));
         memcpy(ids + P, comp[g], len[g] * sizeof(int));
         full[g] = full_logits(ids, P + len[g]);
-        worst = fmax(worst, rel_err(lg, full[g] + (P - 1) * V, V));
+        worst = fmax(worst, cmp_rel_err(lg, full[g] + (P - 1) * V, V));
     }
     for (int j = 0; j < 4; j++) {
         mbatch_clear(&b);
@@ -214,7 +214,7 @@ static void test_shared_prefix_decode(void) {
         }
         CHECK(model_infer(&M, &b, a, &kv, rows, n, lg, &e) == 0);
         for (int i = 0; i < n; i++)
-            worst = fmax(worst, rel_err(lg + i * V, full[who[i]] + (size_t)(P + j) * V, V));
+            worst = fmax(worst, cmp_rel_err(lg + i * V, full[who[i]] + (size_t)(P + j) * V, V));
     }
     printf("shared-prefix decode vs full forward: max rel logits error %.2e\n", worst);
     CHECK(worst < 1e-5);
@@ -258,11 +258,11 @@ static void test_shared_prefix_training(void) {
           *gn = M.ops->alloc(M.ops, M.t.numel * sizeof(float));
     model_backward(&M, &gb, ag, w, gg);
     model_backward(&M, &nb, an, w, gn);
-    double elp = rel_err(lpg, lpn, 9), eg = 0;
+    double elp = cmp_rel_err(lpg, lpn, 9), eg = 0;
     const char *worst = "";
     for (int i = 0; i < M.t.n; i++) {
         const ParamSpec *s = &M.t.specs[i];
-        double ei = rel_err(gg + s->offset, gn + s->offset, s->numel);
+        double ei = cmp_rel_err(gg + s->offset, gn + s->offset, s->numel);
         if (ei > eg) eg = ei, worst = s->name;
     }
     printf(
@@ -274,7 +274,7 @@ static void test_shared_prefix_training(void) {
     ModelActs *as = model_acts_create(&M, gb.n_tokens, 1, 9, 0);
     float lps[9];
     CHECK(model_forward(&M, &gb, as, lps, &e) == 0);
-    CHECK(rel_err(lps, lpg, 9) < 1e-6);
+    CHECK(cmp_rel_err(lps, lpg, 9) < 1e-6);
     CHECK(model_acts_bytes(as) < model_acts_bytes(ag));
     model_acts_free(&M, as);
     M.ops->free(M.ops, gg);

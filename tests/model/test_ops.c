@@ -39,8 +39,7 @@ static void test_matmul_forms(void) {
                             for (int k = 0; k < K; k++)
                                 s += (double)(ta ? A[k * M + i] : A[i * K + k]) *
                                      (tb ? B[j * K + k] : B[k * N + j]);
-                            double d = fabs(s - C[i * N + j]);
-                            worst = d > worst ? d : worst;
+                            worst = fmax(worst, cmp_diff(s, C[i * N + j]));
                         }
                 }
     printf("matmul: max abs error over 16 forms %.2e\n", worst);
@@ -95,7 +94,7 @@ static void test_conv_im2col(void) {
                     int ti = t * S + k - 1;
                     if (ti >= 0 && ti < T) s += (double)w[(o * C + c) * K + k] * x[c * T + ti];
                 }
-            worst = fmax(worst, fabs(s - y[t * Co + o]));
+            worst = fmax(worst, cmp_diff(s, y[t * Co + o]));
         }
     CHECK(worst < 1e-5);
     // col2im is im2col's adjoint, in both layouts (time-major input too)
@@ -178,7 +177,7 @@ static void test_rope(void) {
     O->rope(O, z, pos, T, H, hd, 10000.0f, 1);
     CHECK_NEAR(lhs, dotw(x, z, T * H * hd), 1e-4);
     O->rope(O, y, pos, T, H, hd, 10000.0f, 1);
-    CHECK(rel_err(y, x, T * H * hd) < 1e-5);
+    CHECK(cmp_rel_err(y, x, T * H * hd) < 1e-5);
     free(x), free(y), free(z);
 }
 
@@ -241,9 +240,9 @@ static void test_attention(void) {
             for (int d = 0; d < c.hd; d++) {
                 double o = 0;
                 for (int i = 0; i < n; i++) o += exp(sc[i] - mx) / z * c.v[(rows[i] * c.KVH + kvh) * c.hd + d];
-                worst = fmax(worst, fabs(o - c.out[(r * c.H + h) * c.hd + d]));
+                worst = fmax(worst, cmp_diff(o, c.out[(r * c.H + h) * c.hd + d]));
             }
-            worst = fmax(worst, fabs(mx + log(z) - c.lse[r * c.H + h]));
+            worst = fmax(worst, cmp_diff(mx + log(z), c.lse[r * c.H + h]));
         }
     printf("attention: forward max abs error %.2e\n", worst);
     CHECK(worst < 1e-5);

@@ -1,9 +1,9 @@
 # Cross-check of reward-score (C) against the Python reference rules (R1-AQA accuracy and format, the
 # official MMAU string_match) on the real MMAU test-mini items, 8 completions each (right, wrong, upper
 # case, prose, newline in the tag, two choices, stray spaces, empty). CPU only, Python 3 standard library.
-# Usage: python3 tests/reward/crosscheck_reward.py build/reward/reward-score [../shared/data/mmau/mmau-test-mini.json]
+# Usage: python3 tests/reward/crosscheck_reward.py build/reward/reward-score [tests/fixtures/mmau/mmau-test-mini.json]
 import json, random, re, subprocess, sys
-path = sys.argv[2] if len(sys.argv) > 2 else '../shared/data/mmau/mmau-test-mini.json'
+path = sys.argv[2] if len(sys.argv) > 2 else 'tests/fixtures/mmau/mmau-test-mini.json'
 d = json.load(open(path))
 def tok(t): return set(re.findall(r'\b\w+\b', t.lower()))
 def mmau(pred, ans, choices):

@@ -154,7 +154,7 @@ static void test_mmau_table(void) {
 // only a wrong choice has).
 static void test_mmau_real_items(void) {
     json_error_t jerr;
-    json_t *items = json_load_file(SHARED_PATH("data/mmau/mmau-test-mini.json"), 0, &jerr);
+    json_t *items = json_load_file(FIXTURE_PATH("mmau/mmau-test-mini.json"), 0, &jerr);
     CHECKF(json_array_size(items) == 1000, "mmau-test-mini.json: %s", items ? "not 1000 items" : jerr.text);
     int right = 0, wrong = 0, n_wrong = 0;
     for (size_t i = 0; i < json_array_size(items); i++) {

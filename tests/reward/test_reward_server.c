@@ -401,6 +401,7 @@ static void test_config_file(void) {
     json_t *j = line ? json_loads(line, 0, NULL) : NULL;
     CHECKF(j && json_real_value(json_object_get(j, "total")) == 1.5, "response: %s", line ? line : "(none)");
     json_decref(j);
+    free(line);
     lr_free(&lr);
     close(fd);
     CHECK_INT(server_stop(&s, SIGTERM, 5.0), 0);

@@ -40,7 +40,7 @@ JSON
 job() {
     L=$1 mode=$2 R=$3
     shift 3
-    timeout 120 "$MPIRUN" --oversubscribe -np "$L" "$ROLLOUT_JOB" "$mode" --config run.json : \
+    timeout $((120 * ${TEST_TIMEOUT_SCALE:-1})) "$MPIRUN" --oversubscribe -np "$L" "$ROLLOUT_JOB" "$mode" --config run.json : \
         -np "$R" "$ROLLOUT" --config run.json "$@" >job.log 2>&1
 }
 

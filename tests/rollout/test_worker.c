@@ -111,8 +111,7 @@ static void check_reference(const TrajGroup *g, const Question *q) {
         CHECK(model_forward(&model, &b, a, lp, &e) == 0);
         CHECK_INT(b.n_tgt, g->len[i]);
         for (int t = 0; t < g->len[i]; t++) {
-            double d = fabs((double)lp[t] - g->ref_lp[g->offset[i] + t]);
-            worst = d > worst ? d : worst;
+            worst = fmax(worst, cmp_diff(lp[t], g->ref_lp[g->offset[i] + t]));
             // The policy is the reference here: its sampling log-probs are the same numbers, bit for bit on
             // the CPU (the learner's mismatch metrics are exactly 0 in the synchronous schedule).
             CHECKF(g->sample_lp[g->offset[i] + t] == lp[t], "sample %d token %d: sampled with %.9g, forward %.9g", i,

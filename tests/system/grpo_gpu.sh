@@ -4,7 +4,7 @@
 # learner + 1 rollout under launch/debug.sh) with model.backend=cuda and rollout.backend=cuda. On one GPU
 # both ranks share it and the weights go over MPI; on two or more each has its own and the weights go
 # over NCCL. Checks that the GRPO training accuracy reward rises (mean of the last quarter of the steps
-# above the first quarter's) and prints the rewards and the mean per-phase step times (the metrics'
+# at least 0.025 above the first quarter's) and prints the rewards and the mean per-phase step times (the metrics'
 # time.*). Exits 77 (skipped) without a GPU. Knobs: SFT_STEPS, GRPO_STEPS (60 each), N_QUESTIONS (400).
 # Environment (meson): AQA_SRC, AQA_TMP, AQA_BUILD (the build directory), AQA_INIT, AQA_SYNTH, AQA_TOKBUILD.
 set -eu
@@ -66,5 +66,10 @@ for m in time.step time.fwd_bwd time.allreduce time.optim; do
 done
 first=$(mean grpo/metrics.jsonl reward.accuracy_mean 0 $q)
 last=$(mean grpo/metrics.jsonl reward.accuracy_mean $((grpo_steps - q)) "$grpo_steps")
-awk -v a="$first" -v b="$last" 'BEGIN { exit !(b > a) }' || { echo "FAIL: accuracy reward $first -> $last"; exit 1; }
+# The rise must beat chance: each quarter's mean is over 15 steps x 4 questions x 8 samples = 480
+# rewards near p = 0.07, standard error about 0.012, so two means of a model that does not learn differ
+# by more than 0.025 (1.5 standard errors of the difference) about 7% of the time. Measured rises on an
+# H100: +0.052 and +0.043 (README). A mean over no rows ("nan": awk would read it as 0) fails.
+awk -v a="$first" -v b="$last" 'BEGIN { exit !(a != "nan" && b != "nan" && b - a >= 0.025) }' ||
+    { echo "FAIL: accuracy reward $first -> $last, want a rise of at least 0.025"; exit 1; }
 echo "PASS: accuracy reward $first -> $last"

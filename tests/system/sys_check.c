@@ -2,14 +2,19 @@
 //   sys_check metrics A.jsonl B.jsonl exact|TOL   every row of A and B has the same step and the same
 //       metrics: equal bit for bit (exact) or within TOL relative (|a - b| <= TOL * max(1, |a|)).
 //       Wall-clock metrics (time, time.*, tokens_per_s) are skipped.
-//   sys_check params CKPT_A CKPT_B TOL   the fp32 master weights of two checkpoints agree within TOL
-//       (max |a - b| / max(1, max |a|)).
+//   sys_check state CKPT_A CKPT_B MASTER_TOL MOMENT_TOL   the whole trainer state of two checkpoints: step,
+//       weights version, data cursor, optimizer kind and step, shard layout, RNG streams and named scalars
+//       equal exactly; the fp32 master weights within MASTER_TOL (max |a - b| / max(1, max |a|)); AdamW's
+//       moments m and v each within MOMENT_TOL (||a - b|| / ||a||). After one step m = (1 - beta1) g, so
+//       MOMENT_TOL bounds the gradient's error (a parameter check cannot: Adam's first step moves every
+//       weight by about lr whatever the gradient's size). 0 0 asks for equal values.
 //   sys_check sum A.jsonl NAME MIN   the sum over the rows of metric NAME is at least MIN.
 //   sys_check rows A.jsonl N   A holds N rows, steps 0..N-1.
 //   sys_check values A.jsonl NAME V0,V1,...   row i's NAME is exactly Vi, or above 0 where Vi is "+".
 //   sys_check h5 RUN_DIR NAME   RUN_DIR/metrics.h5's dataset NAME holds RUN_DIR/metrics.jsonl's values of
 //       NAME, row for row, bit for bit.
 // Exits 0 when the check holds, 1 (with the first difference on stderr) when not, 2 on bad usage/input.
+// Every comparison fails on NaN or Inf (test.h's cmp_diff); exact means equal bits and finite.
 #include <hdf5.h>
 #include <jansson.h>
 #include <math.h>
@@ -19,6 +24,7 @@
 
 #include "ckpt/ckpt.h"
 #include "ckpt/trainer_state.h"
+#include "test.h"
 #include "util/check.h"
 
 static void die(const char *fmt, const char *a) {
@@ -48,17 +54,26 @@ static int wall_clock(const char *key) {
     return strcmp(key, "time") == 0 || strncmp(key, "time.", 5) == 0 || strcmp(key, "tokens_per_s") == 0;
 }
 
+// Equal bits and finite (NaN == NaN by bits would pass a memcmp).
+static int same_bits(double x, double y) {
+    return isfinite(x) && memcmp(&x, &y, sizeof x) == 0;
+}
+
+// A metric of both runs: exact (tol < 0) or within tol relative. A null (a non-finite value written out) is
+// a failure: a NaN loss in both runs is not agreement.
 static int same_value(json_t *a, json_t *b, double tol) {
-    if (json_is_null(a) || json_is_null(b)) return json_is_null(a) && json_is_null(b);
+    if (!json_is_number(a) || !json_is_number(b)) return 0;
     double x = json_number_value(a), y = json_number_value(b);
-    if (tol < 0) return memcmp(&x, &y, sizeof x) == 0;
-    return fabs(x - y) <= tol * fmax(1.0, fabs(x));
+    if (tol < 0) return same_bits(x, y);
+    return cmp_diff(x, y) <= tol * fmax(1.0, fabs(x));
 }
 
 static int check_metrics(const char *pa, const char *pb, const char *mode) {
     double tol = strcmp(mode, "exact") == 0 ? -1 : atof(mode);
     json_t *A = read_rows(pa), *B = read_rows(pb);
     int rc = 0;
+    double worst = 0;  // max |a - b| / max(1, |a|) over the compared metrics
+    const char *worst_key = "";
     if (json_array_size(A) != json_array_size(B) || json_array_size(A) == 0) {
         fprintf(stderr, "sys_check: %zu rows in %s, %zu in %s\n", json_array_size(A), pa, json_array_size(B), pb);
         rc = 1;
@@ -74,6 +89,11 @@ static int check_metrics(const char *pa, const char *pb, const char *mode) {
         json_object_foreach(ra, key, va) {
             if (rc || wall_clock(key)) continue;
             json_t *vb = json_object_get(rb, key);
+            if (vb && json_is_number(va) && json_is_number(vb)) {
+                double d = cmp_diff(json_number_value(va), json_number_value(vb)) /
+                           fmax(1.0, fabs(json_number_value(va)));
+                if (d > worst) worst = d, worst_key = key;
+            }
             if (!vb || !same_value(va, vb, strcmp(key, "step") == 0 ? -1 : tol)) {
                 fprintf(stderr, "sys_check: row %zu, %s: %.17g in %s, %.17g in %s\n", i, key, json_number_value(va), pa,
                         vb ? json_number_value(vb) : NAN, pb);
@@ -81,52 +101,86 @@ static int check_metrics(const char *pa, const char *pb, const char *mode) {
             }
         }
     }
-    if (rc == 0) printf("sys_check: %zu rows agree (%s)\n", json_array_size(A), mode);
+    if (rc == 0)
+        printf("sys_check: %zu rows agree (%s); largest relative difference %.3g (%s)\n", json_array_size(A), mode,
+               worst, worst_key);
     json_decref(A);
     json_decref(B);
     return rc;
 }
 
-// The master weights of checkpoint directory dir ([*n], malloc'd).
-static float *read_master(const char *dir, int64_t *n) {
+enum { STATE_ARRAYS = 3 };  // master, adam.m, adam.v (learner/trainer_ckpt.c)
+
+// The trainer state of checkpoint directory dir: *st, and its arrays (malloc'd [st->shard.count] each).
+static void read_state(const char *dir, TrainerState *st, float *arr[STATE_ARRAYS]) {
     char path[4300];
     Err e;
-    TrainerState st;
     ckpt_trainer_path(path, sizeof path, dir, 0, 1);
-    if (trainer_state_peek(path, &st, &e)) die("%s", e.msg);
-    *n = st.shard.n_params;
-    trainer_state_free(&st);
-    float *master = mallocCheck((size_t)*n * sizeof(float)), *m = mallocCheck((size_t)*n * sizeof(float)),
-          *v = mallocCheck((size_t)*n * sizeof(float));
-    TrainerArray arr[3] = {{"master", master, *n}, {"adam.m", m, *n}, {"adam.v", v, *n}};
-    if (trainer_state_load(path, NULL, &st, arr, 3, &e)) die("%s", e.msg);
-    trainer_state_free(&st);
-    free(m);
-    free(v);
-    return master;
+    if (trainer_state_peek(path, st, &e)) die("%s", e.msg);
+    int64_t n = st->shard.count;
+    trainer_state_free(st);
+    const char *names[STATE_ARRAYS] = {"master", "adam.m", "adam.v"};
+    TrainerArray ta[STATE_ARRAYS];
+    for (int i = 0; i < STATE_ARRAYS; i++) {
+        arr[i] = mallocCheck((size_t)(n ? n : 1) * sizeof(float));
+        ta[i] = (TrainerArray){names[i], arr[i], n};
+    }
+    if (trainer_state_load(path, NULL, st, ta, STATE_ARRAYS, &e)) die("%s", e.msg);
 }
 
-static int check_params(const char *da, const char *db, double tol) {
-    int64_t na, nb;
-    float *a = read_master(da, &na), *b = read_master(db, &nb);
-    int rc = 0;
-    if (na != nb) {
-        fprintf(stderr, "sys_check: %lld parameters in %s, %lld in %s\n", (long long)na, da, (long long)nb, db);
-        rc = 1;
-    } else {
-        double diff = 0, scale = 1;
-        int64_t at = 0;
-        for (int64_t i = 0; i < na; i++) {
-            double d = fabs((double)a[i] - b[i]);
-            if (!(d <= diff)) diff = d, at = i;
-            scale = fmax(scale, fabs(a[i]));
-        }
-        printf("sys_check: %lld parameters, max difference %.3g (parameter %lld), scale %.3g\n", (long long)na, diff,
-               (long long)at, scale);
-        rc = !(diff <= tol * scale);
+// The scalar parts of two trainer states: 0 when equal, else 1 with the first difference on stderr.
+static int state_fields_differ(const TrainerState *a, const TrainerState *b) {
+    const char *what = NULL;
+    if (a->step != b->step) what = "step";
+    else if (a->version != b->version) what = "weights version";
+    else if (a->cursor.epoch != b->cursor.epoch || a->cursor.position != b->cursor.position ||
+             a->cursor.n_questions != b->cursor.n_questions || a->cursor.seed != b->cursor.seed)
+        what = "data cursor";
+    else if (strcmp(a->optim_kind, b->optim_kind) != 0 || a->optim_step != b->optim_step) what = "optimizer step";
+    else if (a->shard.n_params != b->shard.n_params || a->shard.offset != b->shard.offset ||
+             a->shard.count != b->shard.count || a->shard.rank != b->shard.rank || a->shard.n_ranks != b->shard.n_ranks)
+        what = "shard layout";
+    else if (a->n_rngs != b->n_rngs || a->n_scalars != b->n_scalars) what = "number of RNGs or scalars";
+    for (int i = 0; !what && i < a->n_rngs; i++) {
+        const TrainerRng *x = &a->rngs[i], *y = &b->rngs[i];
+        if (strcmp(x->name, y->name) != 0 || x->rng.seed != y->rng.seed || x->rng.stream != y->rng.stream ||
+            x->rng.block != y->rng.block || x->rng.used != y->rng.used || memcmp(x->rng.buf, y->rng.buf, sizeof x->rng.buf))
+            what = x->name;
     }
-    free(a);
-    free(b);
+    for (int i = 0; !what && i < a->n_scalars; i++)
+        if (strcmp(a->scalars[i].name, b->scalars[i].name) != 0 || !same_bits(a->scalars[i].value, b->scalars[i].value))
+            what = a->scalars[i].name;
+    if (what) fprintf(stderr, "sys_check: trainer states differ in %s\n", what);
+    return what != NULL;
+}
+
+static int check_state(const char *da, const char *db, double master_tol, double moment_tol) {
+    TrainerState sa, sb;
+    float *a[STATE_ARRAYS], *b[STATE_ARRAYS];
+    read_state(da, &sa, a);
+    read_state(db, &sb, b);
+    int rc = state_fields_differ(&sa, &sb);
+    int64_t n = sa.shard.count;
+    if (rc == 0) {
+        CmpErr em = cmp_err(a[0], b[0], (size_t)n, 1);
+        double scale = fmax(1, cmp_max_abs(a[0], (size_t)n));
+        // relative to A's norm (floor: both all zero is agreement)
+        double dm = cmp_norm_rel(b[1], a[1], (size_t)n, 1e-30), dv = cmp_norm_rel(b[2], a[2], (size_t)n, 1e-30);
+        printf("sys_check: step %lld, %lld parameters: master max difference %.3g (scale %.3g); adam.m norm rel "
+               "%.3g, adam.v norm rel %.3g\n",
+               (long long)sa.step, (long long)n, em.abs, scale, dm, dv);
+        if (!(em.abs <= master_tol * scale)) {
+            fprintf(stderr, "sys_check: master weights differ by %.3g > %.3g x %.3g\n", em.abs, master_tol, scale);
+            rc = 1;
+        }
+        if (!(dm <= moment_tol) || !(dv <= moment_tol)) {
+            fprintf(stderr, "sys_check: Adam moments differ (m %.3g, v %.3g) > %.3g\n", dm, dv, moment_tol);
+            rc = 1;
+        }
+    }
+    trainer_state_free(&sa);
+    trainer_state_free(&sb);
+    for (int i = 0; i < STATE_ARRAYS; i++) free(a[i]), free(b[i]);
     return rc;
 }
 
@@ -206,11 +260,11 @@ static int check_h5(const char *dir, const char *name) {
 
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "metrics") == 0) return check_metrics(argv[2], argv[3], argv[4]);
-    if (argc == 5 && strcmp(argv[1], "params") == 0) return check_params(argv[2], argv[3], atof(argv[4]));
+    if (argc == 6 && strcmp(argv[1], "state") == 0) return check_state(argv[2], argv[3], atof(argv[4]), atof(argv[5]));
     if (argc == 5 && strcmp(argv[1], "sum") == 0) return check_sum(argv[2], argv[3], atof(argv[4]));
     if (argc == 4 && strcmp(argv[1], "rows") == 0) return check_rows(argv[2], atol(argv[3]));
     if (argc == 5 && strcmp(argv[1], "values") == 0) return check_values(argv[2], argv[3], argv[4]);
     if (argc == 4 && strcmp(argv[1], "h5") == 0) return check_h5(argv[2], argv[3]);
-    die("%s", "usage: sys_check metrics A B exact|TOL | params CKPT_A CKPT_B TOL | sum A NAME MIN | rows A N | "
-              "values A NAME V0,V1,... | h5 RUN_DIR NAME");
+    die("%s", "usage: sys_check metrics A B exact|TOL | state CKPT_A CKPT_B MASTER_TOL MOMENT_TOL | sum A NAME MIN | "
+              "rows A N | values A NAME V0,V1,... | h5 RUN_DIR NAME");
 }

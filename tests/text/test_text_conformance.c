@@ -65,7 +65,7 @@ static int read_corpus(Lines *l, const char *path) {
 
 // MMAU questions and choices, and for some items the full rendered + expanded R1-AQA prompt.
 static int add_mmau(Lines *l) {
-    const char *path = SHARED_PATH("data/mmau/mmau-test-mini.json");
+    const char *path = FIXTURE_PATH("mmau/mmau-test-mini.json");
     json_error_t je;
     json_t *root = json_load_file(path, 0, &je);
     if (!json_is_array(root)) {

@@ -86,7 +86,32 @@ static void test_rng_stream(void) {
     CHECK(rng_u64(&c) != rng_u64(&b));
 }
 
+// test.h's comparisons: a NaN or Inf anywhere is an infinite error that no later element hides.
+static void test_cmp(void) {
+    CHECK(cmp_diff(1.0, 1.5) == 0.5);
+    CHECK(isinf(cmp_diff(NAN, NAN)) && isinf(cmp_diff(1, INFINITY)) && isinf(cmp_diff(INFINITY, INFINITY)));
+    CHECK(!(cmp_diff(NAN, 0) <= 1e30));
+    CHECK(isinf(cmp_rel_diff(INFINITY, INFINITY, 1)) && cmp_rel_diff(1, 3, 0) == 0.5);
+    const float ref[4] = {1, 2, 3, 4};
+    float a[4] = {1, 2, 3, 4};
+    CHECK(cmp_err(a, ref, 4, 1e-6).abs == 0 && cmp_rel_err(a, ref, 4) == 0);
+    a[3] = 5;  // max |a - b| 1, max |b| 4
+    CHECK(cmp_err(a, ref, 4, 1e-6).abs == 1 && cmp_err(a, ref, 4, 1e-6).rel == 0.25);
+    a[0] = NAN;  // before a larger difference: still infinite
+    CHECK(isinf(cmp_err(a, ref, 4, 1e-6).abs) && isinf(cmp_rel_err(a, ref, 4)));
+    CHECK(isinf(cmp_rel_err(ref, a, 4)));  // NaN in the reference
+    CHECK(isinf(cmp_max_abs(a, 4)) && cmp_max_abs(ref, 4) == 4);
+    CHECK(isinf(cmp_norm_rel(a, ref, 4, 1e-9)) && isinf(cmp_norm_rel(ref, a, 4, 1e-9)));
+    const float b3[3] = {3, 0, 4}, c3[3] = {3, 0, 4.5f}, z3[3] = {0, 0, 0};
+    CHECK(cmp_norm_rel(c3, b3, 3, 1e-9) == 0.1 && cmp_norm_rel(z3, z3, 3, 1e-30) == 0);
+    a[0] = 1, a[3] = -INFINITY;
+    CHECK(isinf(cmp_rel_err(a, ref, 4)));
+    // fmax and `>` keep an infinite error where they would drop a NaN
+    CHECK(isinf(fmax(fmax(0, cmp_diff(NAN, 0)), 2)));
+}
+
 int main(void) {
+    RUN(test_cmp);
     RUN(test_err);
     RUN(test_atomic);
     RUN(test_dir);
