@@ -2,7 +2,7 @@
 //   rollout_job setup DIR               writes the assets: DIR/tok (Qwen2-Audio tokenizer), DIR/model (tiny
 //                                       random model), DIR/data/train.jsonl (synthetic questions plus one
 //                                       whose audio file is missing)
-//   rollout_job check --config F        plays the learners: each step k announces k, sends weights version k, checks
+//   rollout_job check --config F        plays the learners: announces the start step 0, then each step k announces and sends weights version k, checks
 //                                       every group it receives (see check_group), then that each of its
 //                                       slots came exactly once
 //   rollout_job ahead --config F        sends version 1 where the rollouts expect 0 (they must abort)
@@ -94,6 +94,7 @@ static int check(const Comm *c, const Config *cfg, int ahead) {
     const int64_t B = cfg->train.questions_per_step;
     int *seen = mallocCheck(sizeof(int) * (size_t)B);
     int failed = 0;
+    comm_next_step(c, 0);  // the start step, then each weights version announced before its broadcast
     for (int64_t k = 0; k < n_steps; k++) {
         comm_next_step(c, k);
         if (comm_bcast_weights(c, params, t.numel, k + ahead, &e)) comm_abort("%s", e.msg);
@@ -110,7 +111,6 @@ static int check(const Comm *c, const Config *cfg, int ahead) {
         }
         for (int64_t s = 0; s < B; s++) CHECK_INT(seen[s], order_slot_rank(s, c->n_learners) == c->role_rank);
     }
-    comm_next_step(c, COMM_STOP);
     // Every slot the question with the missing file fills came back failed, over all learners.
     double all = failed;
     comm_role_allreduce_sum_f64(c, &all, 1);
