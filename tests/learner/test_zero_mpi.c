@@ -50,7 +50,7 @@ static void case_zero(void) {
     ZeroCuda zc;
     Err e;
     // 100-element buckets: most tensors split, most buckets padded for 2 ranks
-    CHECKF(zero_cuda_init(&zc, &m, grad, &comm, p, 101, 60, &e) == 0, "%s", e.msg);
+    CHECKF(zero_cuda_init(&zc, &m, grad, &comm, p, 101, 0, 60, &e) == 0, "%s", e.msg);
     const size_t n = t.numel;
     float *ref = mallocCheck(n * sizeof(float)), *g0 = mallocCheck(n * sizeof(float));
     float *g1 = mallocCheck(n * sizeof(float)), *g = mallocCheck(n * sizeof(float));
