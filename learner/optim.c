@@ -48,12 +48,11 @@ void adamw_step(AdamW *opt, const AdamWConfig *cfg, double lr, float *params, co
 void adamw_step_bf16(const AdamWScalars *s, float *master, float *m, float *v, const uint16_t *g_sum,
                      float inv_l, double clip, uint16_t *out, size_t n) {
     const AdamWScalars sc = *s;
-    const float c = (float)clip;
-    const int clipped = clip < 1;
+    // optim_scale's product only when it applies (as trainer_update); times 1 is exact otherwise
+    const float c = clip < 1 ? (float)clip : 1.0f;
 #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) {
-        float g = st_bf16_to_f32(g_sum[i]) * inv_l;
-        if (clipped) g *= c;  // optim_scale's product, only when it applies (as trainer_update)
+        float g = st_bf16_to_f32(g_sum[i]) * inv_l * c;
         master[i] = adamw_update(&sc, master[i], g, &m[i], &v[i]);
         out[i] = st_f32_to_bf16(master[i]);
     }

@@ -71,9 +71,9 @@ static inline float st_bf16_to_f32(uint16_t h) {
 static inline uint16_t st_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  // NaN stays a (quiet) NaN
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    // NaN stays a (quiet) NaN; a select, not a branch, so loops over it vectorise
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40 : rounded);
 }
 float st_f16_to_f32(uint16_t h);
 uint16_t st_f32_to_f16(float f);

@@ -1,9 +1,12 @@
 #!/bin/sh
 # zero_gpu.sh CASE: test_zero_mpi CASE (zero | bcast | timeout, see there) under mpirun, 2 ranks with a
-# GPU each. Skipped (77) without a CUDA build or with fewer than 2 GPUs. Environment: MPIRUN, ZERO_MPI.
+# GPU each (offload: 1 rank, 1 GPU). Skipped (77) without a CUDA build or with too few GPUs. Environment:
+# MPIRUN, ZERO_MPI.
 set -u
 n=$("$ZERO_MPI" gpus 2>/dev/null) || { echo "no CUDA in this build: skipped"; exit 77; }
-[ "$n" -ge 2 ] || { echo "$n GPUs, the case needs 2: skipped"; exit 77; }
+need=2
+[ "$1" = offload ] && need=1
+[ "$n" -ge $need ] || { echo "$n GPUs, the case needs $need: skipped"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 case $1 in
 timeout)
@@ -13,5 +16,5 @@ timeout)
     echo "$out" | grep -m1 "fatal:"
     [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "$out" | grep -q "NCCL test all-reduce: no progress after 3 s" ;;
 *)
-    timeout 120 "$MPIRUN" -np 2 "$ZERO_MPI" "$1" ;;
+    timeout 120 "$MPIRUN" -np $need "$ZERO_MPI" "$1" ;;
 esac
