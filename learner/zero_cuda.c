@@ -39,10 +39,12 @@ static void bucket_reduce(ZeroCuda *zc, int b) {
         CUDA_RT_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
         send = zc->stage;
     }
-    nccl_reduce_scatter(&zc->nccl, send, at(zc->gshard, k->shard_off), k->piece, ncclBfloat16, zc->comm);
+    // offload: one bucket's piece on the device, reused in stream order once it has been copied down
+    void *piece = at(zc->gshard, zc->offload ? 0 : k->shard_off);
+    nccl_reduce_scatter(&zc->nccl, send, piece, k->piece, ncclBfloat16, zc->comm);
     if (zc->offload)  // down as soon as it is reduced; zero_cuda_reduce's wait covers it
-        CUDA_RT_CHECK(cudaMemcpyAsync(at(zc->g_host, k->shard_off), at(zc->gshard, k->shard_off), k->piece * BF16,
-                                      cudaMemcpyDeviceToHost, zc->comm));
+        CUDA_RT_CHECK(cudaMemcpyAsync(at(zc->g_host, k->shard_off), piece, k->piece * BF16, cudaMemcpyDeviceToHost,
+                                      zc->comm));
 }
 
 // The comm stream continues after everything enqueued on the backend's stream so far.
@@ -91,8 +93,10 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
         zc->g_host = host_alloc(n * BF16);
         zc->p_host = host_alloc(n * BF16);
     }
-    zc->gshard = dev_alloc(n * BF16);
-    zc->pshard = dev_alloc(n * BF16);
+    // offload: the device holds one bucket's piece of each (the shards are on the host)
+    size_t dev_n = offload ? zc->z.max_padded / (size_t)zc->z.n_ranks : n;
+    zc->gshard = dev_alloc(dev_n * BF16);
+    zc->pshard = dev_alloc(dev_n * BF16);
     zc->stage = dev_alloc(zc->z.max_padded * BF16);
     zc->partials = dev_alloc(OPTIM_CUDA_PARTIALS * sizeof(double));
     zc->sumsq = dev_alloc(sizeof(double));
@@ -132,7 +136,14 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     zero_cuda_arm(zc, 0);
     launch_upto(zc, model_grad_range_count(&zc->model->cfg));
     zc->launched = 0;
-    optim_cuda_sumsq(zc->gshard, zc->z.shard_n, (float)(1.0 / zc->z.n_ranks), zc->partials, zc->sumsq, zc->comm);
+    const float inv_l = (float)(1.0 / zc->z.n_ranks);
+    if (zc->offload) {  // the shard is on the host: its squared norm too, then up for the all-reduce
+        nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter");
+        *zc->sumsq_host = optim_sumsq_bf16(zc->g_host, zc->z.shard_n, inv_l);
+        CUDA_RT_CHECK(cudaMemcpyAsync(zc->sumsq, zc->sumsq_host, sizeof(double), cudaMemcpyHostToDevice, zc->comm));
+    } else {
+        optim_cuda_sumsq(zc->gshard, zc->z.shard_n, inv_l, zc->partials, zc->sumsq, zc->comm);
+    }
     nccl_all_reduce_sum(&zc->nccl, zc->sumsq, 1, ncclFloat64, zc->comm);
     CUDA_RT_CHECK(cudaMemcpyAsync(zc->sumsq_host, zc->sumsq, sizeof(double), cudaMemcpyDeviceToHost, zc->comm));
     nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter and norm all-reduce");
@@ -152,12 +163,13 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
             size_t o = k->shard_off;
             adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, zc->g_host + o, inv_l, clip, zc->p_host + o,
                             k->piece);
-            CUDA_RT_CHECK(cudaMemcpyAsync(at(zc->pshard, o), zc->p_host + o, k->piece * BF16, cudaMemcpyHostToDevice,
+            CUDA_RT_CHECK(cudaMemcpyAsync(zc->pshard, zc->p_host + o, k->piece * BF16, cudaMemcpyHostToDevice,
                                           zc->comm));
         }
         size_t padded = k->piece * (size_t)zc->z.n_ranks;
         void *recv = padded == k->n ? at(params, k->lo) : zc->stage;
-        nccl_all_gather(&zc->nccl, at(zc->pshard, k->shard_off), recv, k->piece, ncclBfloat16, zc->comm);
+        const void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
+        nccl_all_gather(&zc->nccl, send, recv, k->piece, ncclBfloat16, zc->comm);
         if (recv == zc->stage)
             CUDA_RT_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
     }

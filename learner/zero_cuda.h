@@ -12,7 +12,8 @@
 // The gradient is the mean over learners (the DDP rule of trainer_update).
 // With optim.offload=host the fp32 master weights and moments live in pinned host memory instead: each
 // bucket's reduced bf16 piece is copied down on the comm stream right after its reduce-scatter (while
-// backward goes on), and zero_cuda_step runs the host AdamW (adamw_step_bf16, optim.c's arithmetic) bucket
+// backward goes on; the device keeps one bucket's piece, reused in stream order), the squared norm is
+// summed on the host, and zero_cuda_step runs the host AdamW (adamw_step_bf16, optim.c's arithmetic) bucket
 // by bucket, each piece's bf16 weights copied up and all-gathered while the CPU updates the next piece.
 #pragma once
 #include <cuda_runtime.h>
@@ -32,8 +33,8 @@ typedef struct ZeroCuda {
     int offload;            // optim.offload=host: master, m, v are pinned host memory
     float *master, *m, *v;  // [shard_n] fp32, on the device (or the host with offload)
     uint16_t *g_host, *p_host;  // offload: [shard_n] pinned bf16, gshard copied down, pshard going up
-    void *gshard;           // [shard_n] bf16: this rank's reduced gradient pieces
-    void *pshard;           // [shard_n] bf16: its updated weights, all-gathered
+    void *gshard;           // [shard_n] bf16: this rank's reduced gradient pieces (offload: one piece)
+    void *pshard;           // [shard_n] bf16: its updated weights, all-gathered (offload: one piece)
     void *stage;            // [z.max_padded] bf16: a bucket padded to L * piece
     double *partials, *sumsq, *sumsq_host;  // norm reduction scratch (device), result (pinned host)
     int launched;           // buckets whose reduce-scatter is enqueued in this update
