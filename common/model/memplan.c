@@ -6,7 +6,6 @@
 
 #include "audio/audio_len.h"
 
-#define GIB 1073741824.0
 // the largest micro-batch / rollout batch the fit searches try
 enum { MP_SEARCH_MAX = 256 };
 
@@ -83,7 +82,7 @@ int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err
     p->params = t.numel;
     param_table_free(&t);
     const double N = (double)p->params, L = o->learners, a = o->act_size;
-    p->gpu = o->gpu_gib * GIB;
+    p->gpu = o->gpu_gib * MEMPLAN_GIB;
     // learner: full bf16 weights and gradients on every rank (ZeRO-1 shards optimizer state only)
     p->weights = N * a;
     p->grads = N * a;
@@ -95,8 +94,8 @@ int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err
     p->grad_shard = (o->offload ? bucket : N) * 4 / L;
     // offload: fp32 master and m, v of the shard, and the bf16 gradient / weight pieces in transit
     p->host = o->offload ? N * (4 + 8 + 2 * 2) / L : 0;
-    p->nccl = o->nccl_gib * GIB;
-    p->runtime = o->runtime_gib * GIB;
+    p->nccl = o->nccl_gib * MEMPLAN_GIB;
+    p->runtime = o->runtime_gib * MEMPLAN_GIB;
     p->learner_fixed = p->weights + p->grads + p->master + p->moments + p->grad_shard + p->nccl + p->runtime;
     for (int l = 0; l < MP_LAYOUTS; l++)
         for (int m = 0; m < MP_MODES; m++)
@@ -133,7 +132,7 @@ int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err
     return 0;
 }
 
-static double gib(double bytes) { return bytes / GIB; }
+static double gib(double bytes) { return bytes / MEMPLAN_GIB; }
 
 double memplan_learner_need(const MemPlan *p, int recompute) {
     return p->learner_fixed + (double)p->acts[MP_GROUP][recompute ? MP_RECOMPUTE : MP_STORED].bytes;

@@ -15,6 +15,8 @@
 
 #include "model/model.h"
 
+#define MEMPLAN_GIB 1073741824.0  // the plan's GiB (2^30 bytes)
+
 typedef struct {
     int learners;              // learner GPUs: ZeRO-1 shards of master weights, moments, reduced gradient
     double gpu_gib;            // memory of one GPU
