@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # launch/debug.sh: one command for a single-node run. Starts the reward service on a free local port,
-# waits until it listens, runs the MPI job (L learner ranks, then R rollout ranks, MPMD) with the same
-# config on every rank, and tears everything down when the job ends, fails, or on Ctrl-C / SIGTERM.
-# train.mode=sft runs learners only (no reward service, no rollout ranks). The exit code is the job's.
+# waits until it answers, runs the MPI job (L learner ranks, then R rollout ranks, MPMD) with the same
+# config on every rank, and tears everything down when the job ends, fails, or on Ctrl-C. SIGTERM (what
+# SLURM sends before a kill) is passed to the ranks: the learners finish their step, checkpoint and stop
+# with the rollouts (exit 0), then the reward service drains and stops. train.mode=sft runs learners
+# only (no reward service, no rollout ranks). The exit code is the job's.
 #
 # Usage: launch/debug.sh CONFIG [--set section.key=value]... [--resume] [--learners L] [--rollouts R]
 # Paths inside the config are relative to the current directory. Binaries come from $AQA_BUILD (default
@@ -15,7 +17,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${AQA_BUILD:-$root/build}
 
 usage() {
-  sed -n '7,8p' "$0" | sed 's/^# //'
+  sed -n '9,10p' "$0" | sed 's/^# //'
 }
 
 if [ $# -lt 1 ] || [ "${1:0:1}" = "-" ]; then
@@ -88,8 +90,17 @@ on_signal() {
   teardown
   exit 130
 }
+# SIGTERM to mpirun would kill the ranks at once: the ranks (mpirun's children) get it themselves.
+stopping=""
+on_term() {
+  [ -n "$job_pid" ] || on_signal
+  echo "debug.sh: SIGTERM: the learners checkpoint after their current step and stop" >&2
+  stopping=1
+  pkill -TERM -P "$job_pid" || true
+}
 trap teardown EXIT
-trap on_signal INT TERM
+trap on_signal INT
+trap on_term TERM
 
 learner_cmd=("$root/launch/gpu-bind.sh" "$build/learner/learner" --config "$config" "${sets[@]}")
 if [ "$mode" = "sft" ]; then
@@ -107,6 +118,7 @@ else
   done
   [ -s "$tmp/port" ] || { echo "debug.sh: reward-server did not listen within 30 s" >&2; exit 1; }
   port=$(cat "$tmp/port")
+  "$root/launch/reward-wait.sh" "127.0.0.1:$port" 30 || exit 1
   reward=(--set "reward.server=127.0.0.1:$port")
   echo "debug.sh: GRPO: $learners learner(s) + $rollouts rollout(s), reward-server on 127.0.0.1:$port," \
        "run dir $run_dir"
@@ -116,11 +128,15 @@ else
   job_pid=$!
 fi
 
-set +e
-wait "$job_pid"
-rc=$?
-set -e
+# A trapped SIGTERM interrupts `wait`: wait again until the job has ended.
+rc=0
+wait "$job_pid" || rc=$?
+while kill -0 "$job_pid" 2>/dev/null; do
+  rc=0
+  wait "$job_pid" || rc=$?
+done
 job_pid=""
+[ -z "$stopping" ] || echo "debug.sh: stopped on SIGTERM (exit $rc)" >&2
 if [ "$rc" -ne 0 ]; then
   echo "debug.sh: the job failed (exit $rc)" >&2
 fi

@@ -9,7 +9,9 @@ shift || true
 
 pkgs=(build-essential meson ninja-build pkg-config libjansson-dev libuv1-dev libsndfile1-dev
       libhdf5-dev libopenmpi-dev openmpi-bin libfftw3-dev libsoxr-dev libpcre2-dev libutf8proc-dev
-      gnuplot-nox)
+      gnuplot-nox clang libclang-rt-14-dev  # clang: the libFuzzer harnesses (tests/fuzz)
+      libavformat-dev libavcodec-dev libswresample-dev libavutil-dev  # aqa-prep: videos -> 16 kHz audio
+      ffmpeg)  # test-only: the ffmpeg command line makes aqa-prep's test videos
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 # Node.js may come from elsewhere (e.g. a nodesource build that bundles npm): ask for the commands.

@@ -80,6 +80,9 @@ static int grpo_check(const GrpoLossConfig *cfg, const GrpoBatch *b, Err *e) {
                            b->len[i], b->n_tokens);
         if (!isfinite(b->adv[i])) return err_set(e, "grpo loss: advantage of sequence %d is not finite", i);
         if (b->keep && b->keep[i] > 1) return err_set(e, "grpo loss: keep[%d] = %d not 0/1", i, b->keep[i]);
+        for (int t = b->offset[i]; b->is_w && t < b->offset[i] + b->len[i]; t++)
+            if (b->mask[t] == 1 && !(b->is_w[t] >= 0 && isfinite(b->is_w[t])))
+                return err_set(e, "grpo loss: importance weight %g at token %d (sequence %d)", b->is_w[t], t, i);
         for (int t = b->offset[i]; t < b->offset[i] + b->len[i]; t++) {
             if (b->mask[t] > 1) return err_set(e, "grpo loss: mask[%d] = %d not 0/1 (sequence %d)", t, b->mask[t], i);
             if (!b->mask[t]) continue;
@@ -129,8 +132,9 @@ int grpo_loss(const GrpoLossConfig *cfg, const GrpoBatch *b, float *dlp, GrpoLos
             // min(r A, clip(r) A) takes the clipped (constant) branch exactly when the ratio has moved past
             // the clip boundary in the direction the advantage rewards: the gradient is then 0.
             int cut_low = ratio < lo && A < 0, cut_high = ratio > hi && A > 0;
-            double tok_loss = -fmin(ratio * A, clipped * A);
-            double g = (cut_low || cut_high) ? 0.0 : -ratio * A;  // d(-r A)/d(lp) = -r A
+            double w_is = b->is_w ? b->is_w[t] : 1.0;
+            double tok_loss = -w_is * fmin(ratio * A, clipped * A);
+            double g = (cut_low || cut_high) ? 0.0 : -w_is * ratio * A;  // d(-w r A)/d(lp) = -w r A
             if (b->ref_lp) {
                 double d = b->ref_lp[t] - lp;
                 double kl = exp(d) - d - 1;  // k3 estimator; d(kl)/d(lp) = 1 - exp(d)
@@ -151,6 +155,50 @@ int grpo_loss(const GrpoLossConfig *cfg, const GrpoBatch *b, float *dlp, GrpoLos
     *st = (GrpoLossStats){.loss = loss, .mean_kl = kl_sum / den, .mean_ratio = ratio_sum / den,
                           .clip_low_frac = clip_low / den, .clip_high_frac = clip_high / den,
                           .clip_region_frac = clip_region / den, .tokens = tokens, .n_seq = n_seq};
+    return 0;
+}
+
+int grpo_mismatch(const GrpoMismatchConfig *cfg, const GrpoBatch *b, const float *lp_sample, float *is_w,
+                  uint8_t *keep, GrpoMismatch *st, Err *e) {
+    if (!(cfg->bound > 1)) return err_set(e, "mismatch: bound %g must exceed 1", cfg->bound);
+    if (!(cfg->tis_cap >= 0)) return err_set(e, "mismatch: tis_cap %g < 0", cfg->tis_cap);
+    if ((cfg->tis_cap > 0 && !is_w) || (cfg->mask && !keep))
+        return err_set(e, "mismatch: the corrections asked for need is_w / keep arrays");
+    *st = (GrpoMismatch){.ratio_min = INFINITY};
+    const double lo = 1 / cfg->bound, hi = cfg->bound;
+    for (int i = 0; i < b->n_seq; i++) {
+        if (b->offset[i] < 0 || b->len[i] < 0 || b->offset[i] > b->n_tokens - b->len[i])
+            return err_set(e, "mismatch: sequence %d span [%d, +%d) outside the %d tokens", i, b->offset[i],
+                           b->len[i], b->n_tokens);
+        double d_sum = 0;
+        int n = 0;
+        for (int t = b->offset[i]; t < b->offset[i] + b->len[i]; t++) {
+            if (is_w) is_w[t] = 1;
+            if (!b->mask[t]) continue;
+            if (!isfinite(b->lp[t]) || !isfinite(lp_sample[t]))
+                return err_set(e, "mismatch: non-finite log-prob at token %d (sequence %d, position %d)", t, i,
+                               t - b->offset[i]);
+            double d = (double)b->lp[t] - lp_sample[t], r = exp(d);
+            d_sum += d;
+            n++;
+            st->abs_sum += fabs(d);
+            st->abs_max = fmax(st->abs_max, fabs(d));
+            st->k3_sum += r - 1 - d;
+            st->ratio_sum += r;
+            st->ratio_min = fmin(st->ratio_min, r);
+            st->ratio_max = fmax(st->ratio_max, r);
+            st->out += r < lo || r > hi;
+            if (is_w && cfg->tis_cap > 0) is_w[t] = (float)fmin(r, cfg->tis_cap);
+        }
+        st->tokens += n;
+        // The sequence's ratio is the geometric mean of its tokens' (length-independent, as verl's
+        // "geometric" level): exp(mean d).
+        double seq_r = n ? exp(d_sum / n) : 1.0;
+        int out = seq_r < lo || seq_r > hi;
+        st->n_seq += n > 0;
+        st->seq_out += out;
+        if (keep) keep[i] = !(cfg->mask && out);
+    }
     return 0;
 }
 

@@ -62,7 +62,10 @@ typedef struct {
                             // value (one update per generation: exp(lp - stopgrad(lp)))
     const float *ref_lp;    // [n_tokens] frozen reference model's log-probs; NULL allowed iff beta == 0
     const float *adv;       // [n_seq] advantages
-    const uint8_t *keep;    // [n_seq] or NULL: 0 drops sequence i from the loss (dynamic filtering)
+    const uint8_t *keep;    // [n_seq] or NULL: 0 drops sequence i from the loss (dynamic filtering,
+                            // mismatch masking)
+    const float *is_w;      // [n_tokens] or NULL (= 1): importance weights of the tokens' policy loss
+                            // (truncated importance sampling, grpo_mismatch); the KL term is not weighted
 } GrpoBatch;
 
 typedef struct {
@@ -76,11 +79,41 @@ typedef struct {
     int n_seq;                // kept sequences
 } GrpoLossStats;
 
-// Per token: loss_t = -min(r A, clip(r, 1-eps_low, 1+eps_high) A) + beta * kl_t,
+// Per token: loss_t = -w_t min(r A, clip(r, 1-eps_low, 1+eps_high) A) + beta * kl_t, w_t = is_w[t] (or 1),
 // r = exp(lp - old_lp), kl_t = exp(ref - lp) - (ref - lp) - 1; aggregated by cfg->loss_type over kept
 // sequences. Writes dlp [n_tokens] = d(loss)/d(lp) (0 on masked or dropped tokens) and st (the loss
 // and statistics). Bad layout or non-finite inputs -> -1 with Err naming the sequence/token.
 int grpo_loss(const GrpoLossConfig *cfg, const GrpoBatch *b, float *dlp, GrpoLossStats *st, Err *e);
+
+// Rollout/learner mismatch. The rollout samples with pi_sample (its backend, its weights version); the
+// learner recomputes pi_learner before its update. Per counted token d = lp_learner - lp_sample and the
+// importance ratio r = exp(d) = pi_learner / pi_sample. With the same weights and the same arithmetic d is
+// exactly 0; a lag of versions, bf16 noise or a weight update that never reached the rollout all show.
+typedef struct {
+    int64_t tokens;     // counted tokens
+    double abs_sum;     // sum of |d|
+    double abs_max;     // max |d| (0 without tokens)
+    double k3_sum;      // sum of r - 1 - d: k3 estimate of KL(pi_sample || pi_learner) from pi_sample's samples
+    double ratio_sum;   // sum of r
+    double ratio_min;   // min r (+inf without tokens)
+    double ratio_max;   // max r (0 without tokens)
+    int64_t out;        // tokens with r outside [1/C, C]
+    int n_seq;          // sequences with counted tokens
+    int seq_out;        // of them, those whose sequence-level ratio exp(mean d) lies outside [1/C, C]
+} GrpoMismatch;
+
+typedef struct {
+    double bound;    // C > 1 of the bounds [1/C, C] (grpo.mismatch_bound)
+    double tis_cap;  // truncated importance sampling: is_w[t] = min(r_t, tis_cap); 0 = off (is_w[t] = 1)
+    int mask;        // sequence-level masking: keep[i] = 0 for the sequences counted in seq_out
+} GrpoMismatchConfig;
+
+// The mismatch of the sequences of b (layout and mask; lp = pi_learner) against lp_sample [n_tokens] into
+// st, and the corrections: is_w [n_tokens] (may be NULL when tis_cap is 0; 1 on uncounted tokens) and keep
+// [n_seq] (may be NULL unless mask; 1 except masked sequences). Non-finite log-probs -> -1 with Err
+// naming the token.
+int grpo_mismatch(const GrpoMismatchConfig *cfg, const GrpoBatch *b, const float *lp_sample, float *is_w,
+                  uint8_t *keep, GrpoMismatch *st, Err *e);
 
 // SFT cross-entropy on the counted tokens: loss = -(sum of lp[t] * mask[t]) / (counted tokens);
 // dlp[t] = -mask[t] / counted. lp, mask, dlp: [n_tokens]. No counted token -> -1 with Err.

@@ -13,32 +13,73 @@ static int slot_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-int grpo_recv_groups(Trainer *t, int64_t step, TrajGroup *groups, int n, StepStats *st, Err *e) {
-    const int64_t B = t->cfg->train.questions_per_step;
+void group_inbox_free(GroupInbox *in) {
+    for (int i = 0; i < in->n; i++) traj_group_free(&in->g[i]);
+    free(in->g);
+    memset(in, 0, sizeof *in);
+}
+
+// A group just received from rollout `src` during step `step`, against the schedule and the inbox.
+static int inbox_check(const Trainer *t, const GroupInbox *in, const VersionSchedule *vs, int64_t step,
+                       const TrajGroup *g, int src, Err *e) {
+    const int64_t B = t->cfg->train.questions_per_step, j = g->slot / B;
+    const int64_t hi = schedule_first_step(vs, step + 1) - 1;
+    if (j < step || j > hi)
+        return err_set(e, "rollout %d sent slot %lld (step %lld) during step %lld (steps %lld..%lld expected)", src,
+                       (long long)g->slot, (long long)j, (long long)step, (long long)step, (long long)hi);
+    if (!g->failed && (g->version > j || j - g->version > vs->staleness))
+        return err_set(e,
+                       "rollout %d sampled slot %lld of step %lld with weights version %lld: %s (grpo.max_staleness "
+                       "%lld)",
+                       src, (long long)g->slot, (long long)j, (long long)g->version,
+                       g->version > j ? "newer than the step" : "too old", (long long)vs->staleness);
+    for (int i = 0; i < in->n; i++)
+        if (in->g[i].slot == g->slot) return err_set(e, "rollout %d sent slot %lld twice", src, (long long)g->slot);
+    return 0;
+}
+
+// Groups of steps <= last in the inbox.
+static int inbox_count(const Trainer *t, const GroupInbox *in, int64_t last) {
+    int c = 0;
+    for (int i = 0; i < in->n; i++) c += in->g[i].slot / t->cfg->train.questions_per_step <= last;
+    return c;
+}
+
+int grpo_recv_ahead(Trainer *t, GroupInbox *in, const VersionSchedule *vs, int64_t step, int64_t last, int n,
+                    StepStats *st, Err *e) {
     double t0 = log_elapsed();
-    for (int i = 0; i < n; i++) {
-        int src = -1;
-        if (comm_recv_group(t->comm, &groups[i], &src, e)) {
-            for (int j = 0; j < i; j++) traj_group_free(&groups[j]);
-            return err_prefix(e, "step %lld", (long long)step);
+    const int64_t want = (last - step + 1) * n;
+    while (inbox_count(t, in, last) < want) {
+        if (in->n == in->cap) {
+            in->cap = 2 * in->cap + 8;
+            in->g = reallocCheck(in->g, (size_t)in->cap * sizeof *in->g);
         }
-        const TrajGroup *g = &groups[i];
-        int bad = 0;
-        if (g->slot < step * B || g->slot >= (step + 1) * B)
-            bad = err_set(e, "rollout %d sent slot %lld during step %lld (slots %lld..%lld)", src, (long long)g->slot,
-                          (long long)step, (long long)(step * B), (long long)((step + 1) * B - 1));
-        else if (!g->failed && g->version != step)
-            bad = err_set(e, "rollout %d sampled slot %lld with weights version %lld during step %lld", src,
-                          (long long)g->slot, (long long)g->version, (long long)step);
-        for (int j = 0; j < i && !bad; j++)
-            if (groups[j].slot == g->slot) bad = err_set(e, "rollout %d sent slot %lld twice", src, (long long)g->slot);
-        if (bad) {
-            for (int j = 0; j <= i; j++) traj_group_free(&groups[j]);
+        int src = -1;
+        TrajGroup *g = &in->g[in->n];
+        if (comm_recv_group(t->comm, g, &src, e)) return err_prefix(e, "step %lld", (long long)step);
+        if (inbox_check(t, in, vs, step, g, src, e)) {
+            traj_group_free(g);
             return -1;
         }
+        in->n++;
     }
-    qsort(groups, (size_t)n, sizeof *groups, slot_cmp);
     st->t_recv += log_elapsed() - t0;
+    return 0;
+}
+
+int grpo_recv_groups(Trainer *t, GroupInbox *in, const VersionSchedule *vs, int64_t step, TrajGroup *groups, int n,
+                     StepStats *st, Err *e) {
+    if (grpo_recv_ahead(t, in, vs, step, step, n, st, e)) return -1;
+    const int64_t B = t->cfg->train.questions_per_step;
+    int k = 0, kept = 0;
+    for (int i = 0; i < in->n; i++) {
+        if (in->g[i].slot / B == step)
+            groups[k++] = in->g[i];
+        else
+            in->g[kept++] = in->g[i];
+    }
+    in->n = kept;
+    qsort(groups, (size_t)n, sizeof *groups, slot_cmp);
     return 0;
 }
 
@@ -55,16 +96,22 @@ typedef struct {
     int n_seq, n_tok, cap_seq, cap_tok;
     int *offset, *len;  // [n_seq]
     float *adv;         // [n_seq]
+    uint8_t *keep;      // [n_seq] mismatch masking
     uint8_t *mask;      // [n_tok]
     float *ref;         // [n_tok]
+    float *sample;      // [n_tok] the rollout's sampling log-probs
+    float *is_w;        // [n_tok] truncated importance weights
 } Flat;
 
 static void flat_free(Flat *f) {
     free(f->offset);
     free(f->len);
     free(f->adv);
+    free(f->keep);
     free(f->mask);
     free(f->ref);
+    free(f->sample);
+    free(f->is_w);
 }
 
 static void flat_add(Flat *f, const TrajGroup *g, const float *adv) {
@@ -73,11 +120,14 @@ static void flat_add(Flat *f, const TrajGroup *g, const float *adv) {
         f->offset = reallocCheck(f->offset, (size_t)f->cap_seq * sizeof(int));
         f->len = reallocCheck(f->len, (size_t)f->cap_seq * sizeof(int));
         f->adv = reallocCheck(f->adv, (size_t)f->cap_seq * sizeof(float));
+        f->keep = reallocCheck(f->keep, (size_t)f->cap_seq);
     }
     if (f->n_tok + g->n_tokens > f->cap_tok) {
         f->cap_tok = 2 * (f->n_tok + g->n_tokens);
         f->mask = reallocCheck(f->mask, (size_t)f->cap_tok);
         f->ref = reallocCheck(f->ref, (size_t)f->cap_tok * sizeof(float));
+        f->sample = reallocCheck(f->sample, (size_t)f->cap_tok * sizeof(float));
+        f->is_w = reallocCheck(f->is_w, (size_t)f->cap_tok * sizeof(float));
     }
     for (int s = 0; s < g->G; s++) {
         f->offset[f->n_seq + s] = f->n_tok + g->offset[s];
@@ -86,6 +136,7 @@ static void flat_add(Flat *f, const TrajGroup *g, const float *adv) {
     }
     memcpy(f->mask + f->n_tok, g->mask, (size_t)g->n_tokens);
     if (g->ref_lp) memcpy(f->ref + f->n_tok, g->ref_lp, (size_t)g->n_tokens * sizeof(float));
+    memcpy(f->sample + f->n_tok, g->sample_lp, (size_t)g->n_tokens * sizeof(float));
     f->n_seq += g->G;
     f->n_tok += g->n_tokens;
 }
@@ -111,9 +162,12 @@ static int completion_len(const TrajGroup *g, int s) {
     return n;
 }
 
-static void group_stats(const Trainer *t, const TrajGroup *g, const float *adv, const GrpoAdvStats *as, StepStats *st) {
+static void group_stats(const Trainer *t, int64_t step, const TrajGroup *g, const float *adv, const GrpoAdvStats *as,
+                        StepStats *st) {
     double *S = st->sum;
     S[ST_GROUPS] += 1;
+    S[ST_LAG_SUM] += (double)(step - g->version);
+    st->max[SM_LAG] = fmax(st->max[SM_LAG], (double)(step - g->version));
     S[ST_SAMPLES] += g->G;
     S[ST_GROUP_STD_SUM] += as->reward_std;
     S[ST_ZERO_STD] += as->zero_std_frac;
@@ -123,7 +177,7 @@ static void group_stats(const Trainer *t, const TrajGroup *g, const float *adv, 
         S[ST_ADV_SQ] += (double)adv[s] * adv[s];
         int len = completion_len(g, s);
         S[ST_LEN_SUM] += len;
-        if (len > st->len_max) st->len_max = len;
+        if (len > st->max[SM_LEN]) st->max[SM_LEN] = len;
         int last = len > 0 ? g->ids[g->offset[s] + len - 1] : -1;
         S[ST_TRUNC] += last != t->eos[0] && last != t->eos[1];
         for (int f = 0; f < g->n_funcs && f < STATS_MAX_FUNCS; f++) {
@@ -185,7 +239,7 @@ static int score_groups(Trainer *t, int64_t step, StepGroup *sg, int n, StepStat
             for (int s = 0; s < g->G; s++) sg[i].adv[s] = (float)(sg[i].adv[s] / denom);
         sg[i].kept = as.n_kept_groups == 1;
         st->sum[ST_FILTERED] += !sg[i].kept;
-        group_stats(t, g, sg[i].adv, &as, st);
+        group_stats(t, step, g, sg[i].adv, &as, st);
     }
     return 0;
 }
@@ -210,9 +264,36 @@ static int prepare_groups(Trainer *t, StepGroup *sg, int n, StepStats *st, Err *
     return 0;
 }
 
+// The rollout/learner mismatch of the micro-step's tokens (learner log-probs lp: iteration 0's) and its
+// corrections into f->is_w and f->keep; counted in st on iteration 0 only (later iterations repeat it).
+static int micro_mismatch(const Trainer *t, Flat *f, const float *lp, int iter, StepStats *st, Err *e) {
+    const Config *cfg = t->cfg;
+    GrpoMismatchConfig mc = {
+        .bound = cfg->grpo.mismatch_bound, .tis_cap = cfg->grpo.tis_cap, .mask = cfg->grpo.mismatch_mask};
+    GrpoBatch b = {.n_seq = f->n_seq, .n_tokens = f->n_tok, .offset = f->offset, .len = f->len, .mask = f->mask,
+                   .lp = lp};
+    GrpoMismatch m;
+    if (grpo_mismatch(&mc, &b, f->sample, f->is_w, f->keep, &m, e)) return -1;
+    if (iter > 0) return 0;
+    double *S = st->sum;
+    S[ST_MM_TOKENS] += (double)m.tokens;
+    S[ST_MM_ABS_SUM] += m.abs_sum;
+    S[ST_MM_K3_SUM] += m.k3_sum;
+    S[ST_MM_RATIO_SUM] += m.ratio_sum;
+    S[ST_MM_OUT] += (double)m.out;
+    S[ST_MM_SEQS] += m.n_seq;
+    S[ST_MM_SEQ_OUT] += m.seq_out;
+    if (m.tokens > 0) {
+        st->max[SM_MM_ABS] = fmax(st->max[SM_MM_ABS], m.abs_max);
+        st->max[SM_RATIO] = fmax(st->max[SM_RATIO], m.ratio_max);
+        st->max[SM_NEG_RATIO] = fmax(st->max[SM_NEG_RATIO], -m.ratio_min);
+    }
+    return 0;
+}
+
 // Forward, loss and backward of the kept groups in sg[lo, hi). iter > 0 uses *old (the log-probs of
-// iteration 0, saved there when grpo.num_iterations > 1) as the sampling policy. last: the micro-step
-// before the update (trainer_backward).
+// iteration 0, saved there when grpo.num_iterations > 1) as the policy before the update. last: the
+// micro-step before the update (trainer_backward).
 static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, int last, float **old, int64_t dapo_tokens,
                       Flat *f, StepStats *st, Err *e) {
     const Config *cfg = t->cfg;
@@ -236,6 +317,7 @@ static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, int l
         *old = mallocCheck((size_t)f->n_tok * sizeof(float));
         memcpy(*old, t->lp, (size_t)f->n_tok * sizeof(float));
     }
+    if (micro_mismatch(t, f, iter > 0 ? *old : t->lp, iter, st, e)) return -1;
     GrpoLossConfig lc = grpo_loss_config_default();
     lc.loss_type = cfg->grpo.loss_type;
     lc.beta = cfg->grpo.beta;
@@ -254,7 +336,8 @@ static int micro_step(Trainer *t, StepGroup *sg, int lo, int hi, int iter, int l
                     .old_lp = iter > 0 ? *old : NULL,
                     .ref_lp = lc.beta > 0 ? f->ref : NULL,
                     .adv = f->adv,
-                    .keep = NULL};
+                    .keep = cfg->grpo.mismatch_mask ? f->keep : NULL,
+                    .is_w = cfg->grpo.tis_cap > 0 ? f->is_w : NULL};
     GrpoLossStats ls;
     if (grpo_loss(&lc, &gb, t->dlp, &ls, e)) return -1;
     trainer_backward(t, last);

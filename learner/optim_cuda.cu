@@ -2,18 +2,14 @@
 #include <cuda_bf16.h>
 #include <math.h>
 
+#include "model/cuda/cuda_check.h"
+
 extern "C" {
 #include "optim_cuda.h"
 #include "util/check.h"
 }
 
 typedef __nv_bfloat16 bf16;
-
-#define OPT_CUDA_CHECK(x)                                                                   \
-    do {                                                                                    \
-        cudaError_t err_ = (x);                                                             \
-        if (err_ != cudaSuccess) fatal("CUDA: %s: %s", #x, cudaGetErrorString(err_));       \
-    } while (0)
 
 enum { SUMSQ_THREADS = 256 };
 
@@ -52,7 +48,7 @@ extern "C" void optim_cuda_sumsq(const void *g, size_t n, float inv_l, double *s
     int blocks = want < OPTIM_CUDA_PARTIALS ? (int)(want ? want : 1) : OPTIM_CUDA_PARTIALS;
     sumsq_partial_kernel<<<blocks, SUMSQ_THREADS, 0, stream>>>((const bf16 *)g, n, inv_l, scratch);
     sum_partials_kernel<<<1, OPTIM_CUDA_PARTIALS, 0, stream>>>(scratch, blocks, out);
-    OPT_CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
 }
 
 typedef struct {
@@ -84,5 +80,5 @@ extern "C" void optim_cuda_adamw(const AdamWScalars *s, float *master, float *m,
     size_t blocks = (n + 255) / 256;
     if (blocks > 65535 * 8) blocks = 65535 * 8;
     adamw_kernel<<<(unsigned)blocks, 256, 0, stream>>>(a, master, m, v, (const bf16 *)g, (bf16 *)params_bf16, n);
-    OPT_CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaGetLastError());
 }

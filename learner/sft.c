@@ -36,7 +36,7 @@ static void sft_build(Trainer *t, const int64_t *questions, const int64_t *slots
         mbatch_add_audio(b, pq[i].features, pq[i].valid_frames);
         st->sum[ST_SAMPLES] += 1;
         st->sum[ST_LEN_SUM] += ns;
-        if (ns > st->len_max) st->len_max = ns;
+        if (ns > st->max[SM_LEN]) st->max[SM_LEN] = ns;
     }
     free(seq);
     st->t_prep += log_elapsed() - t0;

@@ -7,7 +7,10 @@
 
 #include "util/log.h"
 
-void stats_clear(StepStats *s) { memset(s, 0, sizeof *s); }
+void stats_clear(StepStats *s) {
+    memset(s, 0, sizeof *s);
+    s->max[SM_NEG_RATIO] = -INFINITY;
+}
 
 int stats_set_funcs(StepStats *s, char *const *names, int n, Err *e) {
     if (n > STATS_MAX_FUNCS) return err_set(e, "%d reward functions: at most %d are tracked", n, STATS_MAX_FUNCS);
@@ -27,7 +30,7 @@ int stats_set_funcs(StepStats *s, char *const *names, int n, Err *e) {
 
 void stats_reduce(const Comm *c, StepStats *s) {
     comm_role_allreduce_sum_f64(c, s->sum, ST_N);
-    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &s->len_max, 1, MPI_DOUBLE, MPI_MAX, c->role_comm));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, s->max, SM_N, MPI_DOUBLE, MPI_MAX, c->role_comm));
     // The root names the per-function sums; a root that saw only failed groups takes the names from a
     // learner that saw some (every group of a run carries the same functions).
     int have = s->n_funcs > 0 ? c->role_rank : c->role_size, first;
@@ -51,6 +54,21 @@ static void row_add(MetricRow *r, const char *name, double v) {
 }
 
 static double ratio(double a, double b) { return b > 0 ? a / b : NAN; }
+
+// The rollout/learner mismatch and the version lag (NaN where nothing was measured).
+static void stats_mismatch_rows(const StepStats *s, MetricRow *r) {
+    const double *S = s->sum, tok = S[ST_MM_TOKENS];
+    row_add(r, "mismatch.mean", ratio(S[ST_MM_ABS_SUM], tok));
+    row_add(r, "mismatch.max", tok > 0 ? s->max[SM_MM_ABS] : NAN);
+    row_add(r, "mismatch.k3", ratio(S[ST_MM_K3_SUM], tok));
+    row_add(r, "mismatch.ratio_mean", ratio(S[ST_MM_RATIO_SUM], tok));
+    row_add(r, "mismatch.ratio_min", tok > 0 ? -s->max[SM_NEG_RATIO] : NAN);
+    row_add(r, "mismatch.ratio_max", tok > 0 ? s->max[SM_RATIO] : NAN);
+    row_add(r, "mismatch.out_frac", ratio(S[ST_MM_OUT], tok));
+    row_add(r, "mismatch.seq_out_frac", ratio(S[ST_MM_SEQ_OUT], S[ST_MM_SEQS]));
+    row_add(r, "version_lag.mean", ratio(S[ST_LAG_SUM], S[ST_GROUPS]));
+    row_add(r, "version_lag.max", S[ST_GROUPS] > 0 ? s->max[SM_LAG] : NAN);
+}
 
 int stats_log(const StepStats *s, const Config *cfg, int n_learners, int n_rollouts, int64_t step, int64_t n_steps,
               Metrics *m, Err *e) {
@@ -78,11 +96,12 @@ int stats_log(const StepStats *s, const Config *cfg, int n_learners, int n_rollo
         row_add(&r, "kl", ratio(S[ST_KL_SUM], S[ST_LOSS_TOKENS]));
         row_add(&r, "clip.frac", ratio(S[ST_CLIP_SUM], S[ST_LOSS_TOKENS]));
         row_add(&r, "completion.len_mean", ratio(S[ST_LEN_SUM], n));
-        row_add(&r, "completion.len_max", s->len_max);
+        row_add(&r, "completion.len_max", s->max[SM_LEN]);
         row_add(&r, "completion.truncated_frac", ratio(S[ST_TRUNC], n));
+        stats_mismatch_rows(s, &r);
     } else {
         row_add(&r, "target.len_mean", ratio(S[ST_LEN_SUM], S[ST_SAMPLES]));
-        row_add(&r, "target.len_max", s->len_max);
+        row_add(&r, "target.len_max", s->max[SM_LEN]);
     }
     row_add(&r, "grad_norm", grad_norm);
     row_add(&r, "lr", s->lr);
@@ -112,10 +131,13 @@ int stats_log(const StepStats *s, const Config *cfg, int n_learners, int n_rollo
         if (grpo)
             log_info(
                 "step %lld/%lld loss %.4f reward %.3f std %.3f kl %.4f len %.1f gn %.3f lr %.2e bad %.0f "
-                "%.0f tok/s %.2fs",
+                "mm %.2e/%.2e k3 %.2e lag %.0f %.0f tok/s %.2fs",
                 (long long)step + 1, (long long)n_steps, loss, ratio(S[ST_REWARD_SUM], S[ST_SAMPLES]),
                 ratio(S[ST_GROUP_STD_SUM], S[ST_GROUPS]), ratio(S[ST_KL_SUM], S[ST_LOSS_TOKENS]),
-                ratio(S[ST_LEN_SUM], S[ST_SAMPLES]), grad_norm, s->lr, S[ST_BAD], tok_s, s->t_step);
+                ratio(S[ST_LEN_SUM], S[ST_SAMPLES]), grad_norm, s->lr, S[ST_BAD],
+                ratio(S[ST_MM_ABS_SUM], S[ST_MM_TOKENS]), S[ST_MM_TOKENS] > 0 ? s->max[SM_MM_ABS] : NAN,
+                ratio(S[ST_MM_K3_SUM], S[ST_MM_TOKENS]), S[ST_GROUPS] > 0 ? s->max[SM_LAG] : NAN, tok_s,
+                s->t_step);
         else
             log_info("step %lld/%lld sft loss %.4f gn %.3f lr %.2e bad %.0f %.0f tok/s %.2fs", (long long)step + 1,
                      (long long)n_steps, loss, grad_norm, s->lr, S[ST_BAD], tok_s, s->t_step);

@@ -35,14 +35,32 @@ typedef enum {
     ST_T_DECODE,
     ST_T_REWARD,
     ST_T_REFERENCE,
+    ST_LAG_SUM,        // sum over good groups of (step - the weights version they were sampled with)
+    ST_MM_TOKENS,      // rollout/learner mismatch (grpo.h GrpoMismatch), summed over micro-steps
+    ST_MM_ABS_SUM,
+    ST_MM_K3_SUM,
+    ST_MM_RATIO_SUM,
+    ST_MM_OUT,         // tokens whose ratio lies outside [1/C, C]
+    ST_MM_SEQS,        // completions with counted tokens
+    ST_MM_SEQ_OUT,     // of them, those whose sequence-level ratio lies outside (masked with mismatch_mask)
     ST_FUNC_SUM,                                  // [STATS_MAX_FUNCS] per reward function: sum of rewards
     ST_FUNC_CNT = ST_FUNC_SUM + STATS_MAX_FUNCS,  // [STATS_MAX_FUNCS] and the completions it applied to
     ST_N = ST_FUNC_CNT + STATS_MAX_FUNCS,
 } StatSum;
 
+// Maxima over the learners (all-reduced with MPI_MAX).
+typedef enum {
+    SM_LEN,        // longest completion (SFT: target)
+    SM_LAG,        // largest version lag of a good group
+    SM_MM_ABS,     // largest |lp_learner - lp_sample|
+    SM_RATIO,      // largest pi_learner / pi_sample
+    SM_NEG_RATIO,  // -(smallest pi_learner / pi_sample), so that a max gives the min
+    SM_N,
+} StatMax;
+
 typedef struct {
     double sum[ST_N];
-    double len_max;  // longest completion (max over learners)
+    double max[SM_N];  // stats_clear sets them to 0, SM_NEG_RATIO to -inf
     // Per reward function, in the order of the groups' func_names (the same in every group of a run).
     int n_funcs;
     char func_names[STATS_MAX_FUNCS][STATS_NAME_CAP];

@@ -54,7 +54,9 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     t->cfg = cfg, t->comm = comm;
     if (trainer_check_config(cfg, e)) return -1;
     PrepOptions po = prep_options_from_config(cfg);
-    if (prep_context_init(&t->prep, config_tokenizer_dir(cfg), &po, e)) return -1;
+    if (prep_options_set_model(&po, cfg->model.path, e) ||
+        prep_context_init(&t->prep, config_tokenizer_dir(cfg), &po, e))
+        return -1;
     prep_eos_ids(&t->prep, t->eos);
     log_debug("tokenizer %s loaded", config_tokenizer_dir(cfg));
     DataOptions dopt = prep_data_options(cfg);

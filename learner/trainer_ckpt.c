@@ -1,9 +1,11 @@
 // trainer_ckpt.c: writing and restoring the learner's checkpoints (see trainer_ckpt.h).
 #include "trainer_ckpt.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ckpt/ckpt.h"
 #include "ckpt/trainer_state.h"
@@ -27,6 +29,17 @@ static TrainerShard tckpt_shard(const Trainer *t) {
     return (TrainerShard){.n_params = n, .offset = 0, .count = n, .rank = 0, .n_ranks = 1};
 }
 
+// The fault-injection hook (train.test_ckpt_pause_s): a test kills the learner while it waits here,
+// every file written and the checkpoint not yet committed.
+static void tckpt_test_pause(const Trainer *t) {
+    double s = t->cfg->train.test_ckpt_pause_s;
+    if (s <= 0) return;
+    log_info("checkpoint step %lld: test pause of %g s before the commit (train.test_ckpt_pause_s)",
+             (long long)t->step, s);
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
 // Root: writes the checkpoint from the whole state on the host.
 static int tckpt_write(Trainer *t, Err *e) {
     const Config *cfg = t->cfg;
@@ -47,6 +60,7 @@ static int tckpt_write(Trainer *t, Err *e) {
                        TCKPT_SHARD_BYTES, config_tokenizer_dir(cfg), e))
         goto out;
     if (trainer_state_save(ckpt_trainer_path(path, sizeof path, tmp, 0, 1), &st, arr, 3, e)) goto out;
+    tckpt_test_pause(t);
     if (ckpt_commit(cfg->train.run_dir, t->step, 1, e)) goto out;
     if (ckpt_prune(cfg->train.run_dir, cfg->train.keep_last, e) < 0) goto out;
     log_info("checkpoint %s (step %lld, %.1fs)", ckpt_path(path, sizeof path, cfg->train.run_dir, t->step, false),
@@ -69,17 +83,19 @@ int tckpt_save(Trainer *t, Err *e) {
     return rc;
 }
 
-// Whether two effective configs differ in a key that matters to the run (train.resume and
-// train.max_steps may change when a run is continued).
+// Whether two effective configs differ in a key that matters to the run. These may change when a run
+// is continued: train.resume, train.max_steps, the test hook, and reward.server (launchers pick a free
+// port for every job).
 static int tckpt_config_differs(const char *saved, const char *now) {
     json_t *a = json_loads(saved, 0, NULL), *b = json_loads(now, 0, NULL);
     int differs = 1;
     if (a && b) {
-        json_t *ta = json_object_get(a, "train"), *tb = json_object_get(b, "train");
-        const char *volatile_keys[] = {"resume", "max_steps"};
-        for (int i = 0; i < 2; i++) {
-            if (ta) json_object_del(ta, volatile_keys[i]);
-            if (tb) json_object_del(tb, volatile_keys[i]);
+        static const char *const volatile_keys[][2] = {
+            {"train", "resume"}, {"train", "max_steps"}, {"train", "test_ckpt_pause_s"}, {"reward", "server"}};
+        for (size_t i = 0; i < sizeof volatile_keys / sizeof volatile_keys[0]; i++) {
+            json_t *sa = json_object_get(a, volatile_keys[i][0]), *sb = json_object_get(b, volatile_keys[i][0]);
+            if (sa) json_object_del(sa, volatile_keys[i][1]);
+            if (sb) json_object_del(sb, volatile_keys[i][1]);
         }
         differs = !json_equal(a, b);
     }
@@ -88,7 +104,9 @@ static int tckpt_config_differs(const char *saved, const char *now) {
     return differs;
 }
 
-// Root: reads the checkpoint of `start` steps into t.
+// Root: reads the checkpoint of `start` steps into t. Returns TCKPT_DAMAGED when its state file cannot
+// be read back (truncated, a CRC mismatch, ...), -1 on any other error (a checkpoint of another run).
+enum { TCKPT_DAMAGED = -2 };
 static int tckpt_load(Trainer *t, int64_t start, Err *e) {
     const Config *cfg = t->cfg;
     char dir[TCKPT_PATH_CAP], path[TCKPT_PATH_CAP + 64];
@@ -98,7 +116,7 @@ static int tckpt_load(Trainer *t, int64_t start, Err *e) {
     TrainerArray arr[3];
     tckpt_arrays(t, arr);
     TrainerState st;
-    if (trainer_state_load(path, &expect, &st, arr, 3, e)) return -1;
+    if (trainer_state_load(path, &expect, &st, arr, 3, e)) return TCKPT_DAMAGED;
     int rc = -1;
     if (st.step != start) {
         err_set(e, "%s: holds step %lld, its directory says %lld", path, (long long)st.step, (long long)start);
@@ -138,12 +156,43 @@ static void tckpt_bcast_f32(const Comm *c, float *x, size_t n) {
     }
 }
 
-int tckpt_restore(Trainer *t, int64_t start, Err *e) {
-    if (start == 0) return 0;
+// Root: loads the newest checkpoint at or below *start whose state file reads back, trying older
+// ones (with a warning naming the damage) when it does not; *start becomes the step loaded.
+static int tckpt_load_newest(Trainer *t, int64_t *start, Err *e) {
+    const char *run_dir = t->cfg->train.run_dir;
+    int64_t *steps;
+    int n = ckpt_list(run_dir, &steps, e);
+    if (n < 0) return -1;
+    int rc = -1;
+    err_set(e, "no complete checkpoint of step %lld in %s", (long long)*start, run_dir);
+    for (int i = n - 1; i >= 0; i--) {
+        if (steps[i] > *start) continue;
+        rc = tckpt_load(t, steps[i], e);
+        if (rc != TCKPT_DAMAGED) {
+            *start = steps[i];
+            break;
+        }
+        log_warn("resume: checkpoint step %lld is damaged (%s); setting it aside, falling back to an older one",
+                 (long long)steps[i], e->msg);
+        err_prefix(e, "resume: no usable checkpoint in %s, the last one tried", run_dir);
+        Err e2;
+        if (ckpt_set_aside(run_dir, steps[i], &e2)) {
+            *e = e2;
+            break;
+        }
+        rc = -1;
+    }
+    free(steps);
+    return rc;
+}
+
+int tckpt_restore(Trainer *t, int64_t *start, Err *e) {
+    if (*start == 0) return 0;
     const Comm *c = t->comm;
     trainer_state_to_host(t, 0);
-    int ok = c->role_rank != 0 || tckpt_load(t, start, e) == 0;
+    int ok = c->role_rank != 0 || tckpt_load_newest(t, start, e) == 0;
     MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, c->role_comm));
+    MPI_CHECK(MPI_Bcast(start, 1, MPI_INT64_T, 0, c->role_comm));
     if (ok) {
         size_t n = t->model.t.numel;
         tckpt_bcast_f32(c, t->master, n);
@@ -151,10 +200,10 @@ int tckpt_restore(Trainer *t, int64_t start, Err *e) {
         tckpt_bcast_f32(c, t->opt.v, n);
         MPI_CHECK(MPI_Bcast(&t->opt.step, 1, MPI_INT64_T, 0, c->role_comm));
         trainer_state_from_host(t);
-        t->step = start;
+        t->step = *start;
     }
     trainer_state_release(t);
     if (ok) return 0;
     return c->role_rank == 0 ? -1
-                             : err_set(e, "the learner root could not load checkpoint step %lld", (long long)start);
+                             : err_set(e, "the learner root could not load checkpoint step %lld", (long long)*start);
 }

@@ -15,7 +15,10 @@
 // Collective over the learners: the root writes the checkpoint of t->step completed steps, then prunes
 // to train.keep_last; the others only contribute their shards (GPU) and return 0.
 int tckpt_save(Trainer *t, Err *e);
-// All learners: restores the checkpoint of `start` completed steps (start 0: nothing to restore) into
-// t (weights, optimizer, step). A config that differs from the checkpoint's (other than train.resume
-// and train.max_steps) is reported as a warning.
-int tckpt_restore(Trainer *t, int64_t start, Err *e);
+// All learners: restores the checkpoint of *start completed steps (0: nothing to restore) into t
+// (weights, optimizer, step). A checkpoint whose state file does not read back (truncated, bit-flipped:
+// a CRC mismatch) is reported with a warning, set aside as step-XXXXXXXX.damaged (so the run can write
+// that step again) and an older one is taken: *start becomes the step restored. A config that differs
+// from the checkpoint's (other than train.resume, train.max_steps, train.test_ckpt_pause_s and
+// reward.server) is reported as a warning.
+int tckpt_restore(Trainer *t, int64_t *start, Err *e);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/cuda/cuda_check.h"
 #include "model/cuda/ops_cuda.h"
 #include "optim_cuda.h"
 
@@ -12,15 +13,15 @@ enum { BF16 = 2 };  // bytes of a bf16 element
 
 static void *dev_alloc(size_t bytes) {
     void *p;
-    CUDA_RT_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
-    CUDA_RT_CHECK(cudaMemset(p, 0, bytes ? bytes : 1));
+    CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+    CUDA_CHECK(cudaMemset(p, 0, bytes ? bytes : 1));
     return p;
 }
 
 // Pinned host memory, zeroed (offload: what the copies on the comm stream read and write).
 static void *host_alloc(size_t bytes) {
     void *p;
-    CUDA_RT_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault));
+    CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault));
     memset(p, 0, bytes ? bytes : 1);
     return p;
 }
@@ -35,22 +36,22 @@ static void bucket_reduce(ZeroCuda *zc, int b) {
     size_t padded = k->piece * (size_t)zc->z.n_ranks;
     const void *send = at(zc->grad, k->lo);
     if (padded != k->n) {
-        CUDA_RT_CHECK(cudaMemcpyAsync(zc->stage, send, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
-        CUDA_RT_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
+        CUDA_CHECK(cudaMemcpyAsync(zc->stage, send, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+        CUDA_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
         send = zc->stage;
     }
     // offload: one bucket's piece on the device, reused in stream order once it has been copied down
     void *piece = at(zc->gshard, zc->offload ? 0 : k->shard_off);
     nccl_reduce_scatter(&zc->nccl, send, piece, k->piece, ncclBfloat16, zc->comm);
     if (zc->offload)  // down as soon as it is reduced; zero_cuda_reduce's wait covers it
-        CUDA_RT_CHECK(cudaMemcpyAsync(at(zc->g_host, k->shard_off), piece, k->piece * BF16, cudaMemcpyDeviceToHost,
+        CUDA_CHECK(cudaMemcpyAsync(at(zc->g_host, k->shard_off), piece, k->piece * BF16, cudaMemcpyDeviceToHost,
                                       zc->comm));
 }
 
 // The comm stream continues after everything enqueued on the backend's stream so far.
 static void comm_after_compute(ZeroCuda *zc) {
-    CUDA_RT_CHECK(cudaEventRecord(zc->ev, zc->compute));
-    CUDA_RT_CHECK(cudaStreamWaitEvent(zc->comm, zc->ev, 0));
+    CUDA_CHECK(cudaEventRecord(zc->ev, zc->compute));
+    CUDA_CHECK(cudaStreamWaitEvent(zc->comm, zc->ev, 0));
 }
 
 // Starts every bucket that is final once gradient range `range` is (buckets go in order on every
@@ -80,8 +81,8 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
     zc->model = m;
     zc->grad = grad;
     zc->compute = (cudaStream_t)ops_cuda_stream(m->ops);
-    CUDA_RT_CHECK(cudaStreamCreateWithFlags(&zc->comm, cudaStreamNonBlocking));
-    CUDA_RT_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&zc->comm, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
     nccl_init(&zc->nccl, c->role_comm, timeout_s);
     size_t n = zc->z.shard_n;
     zc->offload = offload;
@@ -100,17 +101,17 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
     zc->stage = dev_alloc(zc->z.max_padded * BF16);
     zc->partials = dev_alloc(OPTIM_CUDA_PARTIALS * sizeof(double));
     zc->sumsq = dev_alloc(sizeof(double));
-    CUDA_RT_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
+    CUDA_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
     float *shard = mallocCheck((n ? n : 1) * sizeof(float));
     zero_shard_gather(&zc->z, c->role_rank, master, shard);
-    CUDA_RT_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyDefault));
     free(shard);
     return 0;
 }
 
 void zero_cuda_free(ZeroCuda *zc) {
     if (!zc->comm) return;
-    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     zero_cuda_arm(zc, 0);
     void *state[] = {zc->master, zc->m, zc->v, zc->g_host, zc->p_host};
     for (size_t i = 0; i < sizeof state / sizeof state[0]; i++) {
@@ -140,12 +141,12 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     if (zc->offload) {  // the shard is on the host: its squared norm too, then up for the all-reduce
         nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter");
         *zc->sumsq_host = optim_sumsq_bf16(zc->g_host, zc->z.shard_n, inv_l);
-        CUDA_RT_CHECK(cudaMemcpyAsync(zc->sumsq, zc->sumsq_host, sizeof(double), cudaMemcpyHostToDevice, zc->comm));
+        CUDA_CHECK(cudaMemcpyAsync(zc->sumsq, zc->sumsq_host, sizeof(double), cudaMemcpyHostToDevice, zc->comm));
     } else {
         optim_cuda_sumsq(zc->gshard, zc->z.shard_n, inv_l, zc->partials, zc->sumsq, zc->comm);
     }
     nccl_all_reduce_sum(&zc->nccl, zc->sumsq, 1, ncclFloat64, zc->comm);
-    CUDA_RT_CHECK(cudaMemcpyAsync(zc->sumsq_host, zc->sumsq, sizeof(double), cudaMemcpyDeviceToHost, zc->comm));
+    CUDA_CHECK(cudaMemcpyAsync(zc->sumsq_host, zc->sumsq, sizeof(double), cudaMemcpyDeviceToHost, zc->comm));
     nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter and norm all-reduce");
     *norm = sqrt(*zc->sumsq_host);
 }
@@ -163,7 +164,7 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
             size_t o = k->shard_off;
             adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, zc->g_host + o, inv_l, clip, zc->p_host + o,
                             k->piece);
-            CUDA_RT_CHECK(cudaMemcpyAsync(zc->pshard, zc->p_host + o, k->piece * BF16, cudaMemcpyHostToDevice,
+            CUDA_CHECK(cudaMemcpyAsync(zc->pshard, zc->p_host + o, k->piece * BF16, cudaMemcpyHostToDevice,
                                           zc->comm));
         }
         size_t padded = k->piece * (size_t)zc->z.n_ranks;
@@ -171,27 +172,27 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
         const void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
         nccl_all_gather(&zc->nccl, send, recv, k->piece, ncclBfloat16, zc->comm);
         if (recv == zc->stage)
-            CUDA_RT_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+            CUDA_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
     }
     // The next forward reads the new weights and backward writes the gradient the comm stream read.
-    CUDA_RT_CHECK(cudaEventRecord(zc->ev, zc->comm));
-    CUDA_RT_CHECK(cudaStreamWaitEvent(zc->compute, zc->ev, 0));
-    CUDA_RT_CHECK(cudaMemsetAsync(zc->grad, 0, zc->z.numel * BF16, zc->compute));
+    CUDA_CHECK(cudaEventRecord(zc->ev, zc->comm));
+    CUDA_CHECK(cudaStreamWaitEvent(zc->compute, zc->ev, 0));
+    CUDA_CHECK(cudaMemsetAsync(zc->grad, 0, zc->z.numel * BF16, zc->compute));
 }
 
 void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v) {
-    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     size_t bytes = zc->z.shard_n * sizeof(float);
     // cudaMemcpyDefault: device or (offload) pinned host state alike
-    CUDA_RT_CHECK(cudaMemcpy(master, zc->master, bytes, cudaMemcpyDefault));
-    CUDA_RT_CHECK(cudaMemcpy(m, zc->m, bytes, cudaMemcpyDefault));
-    CUDA_RT_CHECK(cudaMemcpy(v, zc->v, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(master, zc->master, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(m, zc->m, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(v, zc->v, bytes, cudaMemcpyDefault));
 }
 
 void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v) {
-    CUDA_RT_CHECK(cudaStreamSynchronize(zc->comm));
+    CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     size_t bytes = zc->z.shard_n * sizeof(float);
-    CUDA_RT_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyDefault));
-    CUDA_RT_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyDefault));
-    CUDA_RT_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyDefault));
 }

@@ -1,8 +1,11 @@
 // rollout: the rollout role of the GRPO job (`mpirun -np L learner ARGS : -np R rollout ARGS`, the same
-// arguments for both: [--config F] [--set k=v]... [--resume]). Synchronous step protocol, for steps
-// k = start .. n_steps-1 (pipeline/schedule.h):
-//   1. receive weights version k from the learner root (a different version is fatal: never sample with
-//      stale weights);
+// arguments for both: [--config F] [--set k=v]... [--resume]). Step protocol: the learner root first
+// announces the start step (comm_next_step: the learners decide where a resumed run starts), then for
+// steps k = start .. n_steps-1 (pipeline/schedule.h):
+//   1. receive the weights versions up to schedule_version(k) from the learner root, in order, each
+//      announced first (k itself in the synchronous schedule, grpo.max_staleness = 0; a version other
+//      than the expected one is fatal; an announced stop, e.g. after SIGTERM, which a rollout itself only
+//      notes, ends the loop);
 //   2. take this rank's (slot, question) pairs of step k from the seeded order, and for each one produce
 //      a TrajGroup (worker.h: prepare, generate G, reward, reference log-probs) and send it to the
 //      learner that owns the slot (slot % L). Unusable questions go as failed groups.
@@ -26,6 +29,7 @@
 #include "pipeline/backend.h"
 #include "pipeline/schedule.h"
 #include "util/log.h"
+#include "util/signals.h"
 #include "worker.h"
 
 typedef struct {
@@ -40,7 +44,9 @@ typedef struct {
     RewardClient *reward;
     RolloutWorker w;
     int64_t start, n_steps;
-    WeightsLink wlink;  // the weight broadcast from the learner root
+    VersionSchedule vs;  // the weights version of each step
+    int64_t version;     // the newest weights version received (start - 1: none yet)
+    WeightsLink wlink;   // the weight broadcast from the learner root
 } Rollout;
 
 // Config checks specific to this role; each failure names the key.
@@ -76,9 +82,6 @@ static void load_models(Rollout *r) {
     Err e;
     ModelConfig mc;
     if (hf_config_load(cfg->model.path, &mc, &e) || model_config_check(&mc, &e)) comm_abort("model.path: %s", e.msg);
-    if (mc.n_mels != MEL_N_MELS || 2 * mc.a_max_pos != MEL_FRAMES)
-        comm_abort("model.path %s: audio input [%d, %d], the features are [%d, %d]", cfg->model.path, mc.n_mels,
-                   2 * mc.a_max_pos, MEL_N_MELS, MEL_FRAMES);
     ParamTable t;
     param_table_build(&t, &mc);
     r->weights = callocCheck(t.numel, sizeof(float));
@@ -106,14 +109,15 @@ static void setup(Rollout *r) {
     reward_client_options_default(&ropt);
     ropt.request_timeout_s = cfg->reward.timeout_ms / 1000.0;
     ropt.max_failures = cfg->reward.max_failures;
+    ropt.open_wait_s = cfg->reward.start_wait_s;
     r->reward = reward_client_open(cfg->reward.server, &ropt, &e);
     if (!r->reward) comm_abort("reward.server %s: %s", cfg->reward.server, e.msg);
     DataOptions dopt = prep_data_options(cfg);
     if (dataset_load(&r->ds, cfg->data.train, &dopt, &e)) comm_abort("data.train: %s", e.msg);
-    if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e) || schedule_start_step(cfg, &r->start, &e))
-        comm_abort("%s", e.msg);
+    if (schedule_total_steps(cfg, r->ds.n, &r->n_steps, &e)) comm_abort("%s", e.msg);
     order_init(&r->order, (uint64_t)cfg->train.seed, r->ds.n, cfg->data.shuffle);
     PrepOptions popt = prep_options_from_config(cfg);
+    if (prep_options_set_model(&popt, cfg->model.path, &e)) comm_abort("model.path: %s", e.msg);
     if (prep_context_init(&r->prep, config_tokenizer_dir(cfg), &popt, &e)) comm_abort("model.tokenizer: %s", e.msg);
     load_models(r);
     // At the point of the job where the learner root's trainer_init makes the same call.
@@ -131,9 +135,8 @@ static void setup(Rollout *r) {
                            .G = cfg->rollout.num_generations};
     char msg[256];
     if (sampler_check(&r->w.sampler, r->policy.cfg.vocab, msg, sizeof msg)) comm_abort("rollout: %s", msg);
-    log_info("rollout %d of %d: %lld questions, steps %lld..%lld, G %d, %s reference model", r->comm.role_rank,
-             r->comm.n_rollouts, (long long)r->ds.n, (long long)r->start, (long long)r->n_steps - 1, r->w.G,
-             r->w.ref ? "with" : "no");
+    log_info("rollout %d of %d: %lld questions, %lld steps, G %d, %s reference model", r->comm.role_rank,
+             r->comm.n_rollouts, (long long)r->ds.n, (long long)r->n_steps, r->w.G, r->w.ref ? "with" : "no");
 }
 
 // Weights version k into the policy: over NCCL into its device memory, or over MPI into the host
@@ -142,17 +145,26 @@ static void receive_weights(Rollout *r, int64_t k) {
     Err e;
     size_t n = r->policy.t.numel;
     if (weights_link_bcast(&r->wlink, &r->comm, r->weights, r->policy.params, n, k, backend_stream(r->ops), &e))
-        comm_abort("weights for step %lld: %s", (long long)k, e.msg);
+        comm_abort("weights version %lld: %s", (long long)k, e.msg);
     if (r->wlink.transport == WEIGHTS_MPI) r->ops->upload_act(r->ops, r->policy.params, r->weights, n);
 }
 
-// One step: weights version k, then this rank's groups of step k to their learners, generated
+// One step: the weights versions up to the step's (every version is broadcast in order; between steps,
+// so never in the middle of a question), then this rank's groups of step k to their learners, generated
 // rollout.batch_questions questions at a time.
-static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
+// Returns 1 when the learners announced the stop instead of the next version.
+static int run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     const Comm *c = &r->comm;
     Err e;
     double t0 = log_elapsed();
-    receive_weights(r, k);
+    while (r->version < schedule_version(&r->vs, k)) {
+        int64_t a = comm_next_step(c, 0);
+        if (a == COMM_STOP) return 1;
+        if (a != r->version + 1)
+            comm_abort("the learner root announced weights version %lld, version %lld was due", (long long)a,
+                       (long long)r->version + 1);
+        receive_weights(r, ++r->version);
+    }
     double t_sync = log_elapsed() - t0;
     r->w.sampler.seed = rollout_step_seed((uint64_t)r->cfg.train.seed, k);
     int64_t n = order_rank_questions(&r->order, k, r->cfg.train.questions_per_step, c->role_rank, c->n_rollouts,
@@ -165,7 +177,8 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
     for (int64_t i0 = 0; i0 < n; i0 += B) {
         const int nb = n - i0 < B ? (int)(n - i0) : B;
         for (int j = 0; j < nb; j++) qs[j] = &r->ds.q[questions[i0 + j]];
-        if (rollout_questions(&r->w, qs, slots + i0, nb, k, gs, &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
+        if (rollout_questions(&r->w, qs, slots + i0, nb, r->version, gs, &e))
+            comm_abort("step %lld: %s", (long long)k, e.msg);
         for (int j = 0; j < nb; j++) {
             const Question *q = qs[j];
             TrajGroup *g = &gs[j];
@@ -194,6 +207,7 @@ static void run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) 
               "reward %.3fs reference %.3fs, total %.3fs",
               (long long)k, (long long)n, failed, t_sync, sum.data, sum.prefill, sum.decode, sum.reward,
               sum.reference, log_elapsed() - t0);
+    return 0;
 }
 
 static void teardown(Rollout *r) {
@@ -210,6 +224,7 @@ static void teardown(Rollout *r) {
 
 int main(int argc, char **argv) {
     static Rollout r;
+    signals_install();  // SIGTERM is noted only: the learners checkpoint, then announce the stop
     r.comm = comm_init(&argc, &argv, ROLE_ROLLOUT);
     log_init("rollout", r.comm.role_rank);
     Err e;
@@ -231,8 +246,14 @@ int main(int argc, char **argv) {
     int64_t per_rank = order_rank_count(r.cfg.train.questions_per_step, 0, r.comm.n_rollouts);
     int64_t *questions = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
     int64_t *slots = mallocCheck(sizeof(int64_t) * (size_t)(per_rank + 1));
-    for (int64_t k = r.start; k < r.n_steps; k++) run_step(&r, k, questions, slots);
-    log_info("rollout %d: done, steps %lld..%lld", r.comm.role_rank, (long long)r.start, (long long)r.n_steps - 1);
+    r.start = comm_next_step(&r.comm, 0);
+    if (r.start < 0 || r.start > r.n_steps)
+        comm_abort("the learner root announced start step %lld of %lld", (long long)r.start, (long long)r.n_steps);
+    r.vs = schedule_versions(&r.cfg, r.start, r.n_steps);
+    r.version = r.start - 1;
+    int64_t k = r.start;
+    while (k < r.n_steps && run_step(&r, k, questions, slots) == 0) k++;
+    log_info("rollout %d: done, steps %lld..%lld", r.comm.role_rank, (long long)r.start, (long long)k - 1);
     free(questions);
     free(slots);
     teardown(&r);

@@ -16,6 +16,10 @@ enum {
     AUDIO_READ_BLOCK = 65536,       // samples per sf_readf_float call (all channels) and per soxr block
     AUDIO_MAX_LOAD_SECONDS = 1800,  // longer files are refused: clips are 10-30 s, a bad header can
                                     // claim any length
+    // Sample rates outside this range are a corrupt header, not audio: a 1 Hz file takes soxr seconds
+    // to upsample 16000-fold (found by tests/fuzz/fuzz_audio).
+    AUDIO_MIN_RATE = 1000,
+    AUDIO_MAX_RATE = 1000000,
 };
 
 // libsndfile accepts a WAV whose data chunk claims more bytes than the file holds: it shrinks the frame
@@ -35,13 +39,20 @@ static int audio_wav_truncated(SNDFILE *sf, long long *declared, long long *pres
 static float *audio_read_mono(SNDFILE *sf, const SF_INFO *info, AudioMono mono, const char *path, Err *e) {
     int ch = info->channels;
     int64_t block_frames = AUDIO_READ_BLOCK / ch > 0 ? AUDIO_READ_BLOCK / ch : 1;
-    float *out = mallocCheck((size_t)info->frames * sizeof(float));
+    // The output grows with what is actually read: a header (FLAC's, say) may claim billions of frames
+    // that a small corrupt file does not hold.
+    int64_t cap = info->frames < block_frames ? info->frames : block_frames;
+    float *out = mallocCheck((size_t)cap * sizeof(float));
     float *block = mallocCheck((size_t)block_frames * (size_t)ch * sizeof(float));  // [block_frames, ch]
     int64_t done = 0;
     while (done < info->frames) {
         int64_t want = info->frames - done < block_frames ? info->frames - done : block_frames;
         sf_count_t got = sf_readf_float(sf, block, want);
         if (got <= 0) break;
+        if (done + got > cap) {
+            cap = 2 * cap < info->frames ? 2 * cap : info->frames;
+            out = reallocCheck(out, (size_t)cap * sizeof(float));
+        }
         for (sf_count_t i = 0; i < got; i++) {
             const float *fr = block + (size_t)i * (size_t)ch;
             float v = fr[0];
@@ -72,15 +83,8 @@ static float *audio_read_mono(SNDFILE *sf, const SF_INFO *info, AudioMono mono, 
     return out;
 }
 
-int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
-    memset(out, 0, sizeof *out);
-    struct stat st;
-    if (stat(path, &st) != 0) return err_set(e, "%s: cannot open audio: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode)) return err_set(e, "%s: cannot open audio: is a directory", path);
-    SF_INFO info;
-    memset(&info, 0, sizeof info);
-    SNDFILE *sf = sf_open(path, SFM_READ, &info);
-    if (!sf) return err_set(e, "%s: cannot open audio: %s", path, sf_strerror(NULL));
+// Everything after opening: checks the header, reads, mixes down and resamples; closes sf.
+static int audio_load_open(SNDFILE *sf, SF_INFO info, const char *path, AudioMono mono, Audio *out, Err *e) {
     if (info.frames <= 0 || info.channels <= 0 || info.samplerate <= 0) {
         err_set(e, "%s: no audio frames (frames %lld, channels %d, rate %d)", path, (long long)info.frames,
                 info.channels, info.samplerate);
@@ -90,6 +94,12 @@ int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
     if (info.frames / info.samplerate >= AUDIO_MAX_LOAD_SECONDS) {
         err_set(e, "%s: too long: %lld frames at %d Hz (limit %d s)", path, (long long)info.frames,
                 info.samplerate, AUDIO_MAX_LOAD_SECONDS);
+        sf_close(sf);
+        return -1;
+    }
+    if (info.samplerate < AUDIO_MIN_RATE || info.samplerate > AUDIO_MAX_RATE) {
+        err_set(e, "%s: sample rate %d Hz outside [%d, %d] (corrupt header?)", path, info.samplerate, AUDIO_MIN_RATE,
+                AUDIO_MAX_RATE);
         sf_close(sf);
         return -1;
     }
@@ -107,12 +117,73 @@ int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
     float *x = audio_resample(mono_in, info.frames, info.samplerate, AUDIO_SAMPLE_RATE, &n, e);
     free(mono_in);
     if (!x) return err_prefix(e, "%s", path);
+    // Finite but huge float samples (a corrupt float WAV holds values up to 3.4e38) overflow in the
+    // resampling filter.
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) {
+            free(x);
+            return err_set(e, "%s: sample %lld is not finite after resampling from %d Hz (input samples too large)",
+                           path, (long long)i, info.samplerate);
+        }
+    }
     out->samples = x;
     out->n = n;
     out->rate_in = info.samplerate;
     out->channels_in = info.channels;
     out->frames_in = info.frames;
     return 0;
+}
+
+int audio_load(const char *path, AudioMono mono, Audio *out, Err *e) {
+    memset(out, 0, sizeof *out);
+    struct stat st;
+    if (stat(path, &st) != 0) return err_set(e, "%s: cannot open audio: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return err_set(e, "%s: cannot open audio: is a directory", path);
+    SF_INFO info;
+    memset(&info, 0, sizeof info);
+    SNDFILE *sf = sf_open(path, SFM_READ, &info);
+    if (!sf) return err_set(e, "%s: cannot open audio: %s", path, sf_strerror(NULL));
+    return audio_load_open(sf, info, path, mono, out, e);
+}
+
+// libsndfile virtual I/O over a read-only memory buffer.
+typedef struct {
+    const unsigned char *data;
+    sf_count_t size, pos;
+} AudioMem;
+
+static sf_count_t audio_mem_len(void *u) { return ((AudioMem *)u)->size; }
+
+static sf_count_t audio_mem_seek(sf_count_t off, int whence, void *u) {
+    AudioMem *m = u;
+    sf_count_t base = whence == SEEK_SET ? 0 : whence == SEEK_CUR ? m->pos : m->size;
+    if (off < -base || off > m->size - base) return -1;  // stays inside [0, size], no overflow
+    m->pos = base + off;
+    return m->pos;
+}
+
+static sf_count_t audio_mem_read(void *ptr, sf_count_t n, void *u) {
+    AudioMem *m = u;
+    if (n > m->size - m->pos) n = m->size - m->pos;
+    if (n <= 0) return 0;
+    memcpy(ptr, m->data + m->pos, (size_t)n);
+    m->pos += n;
+    return n;
+}
+
+static sf_count_t audio_mem_write(const void *ptr, sf_count_t n, void *u) { return 0; }
+
+static sf_count_t audio_mem_tell(void *u) { return ((AudioMem *)u)->pos; }
+
+int audio_decode(const void *data, size_t size, const char *name, AudioMono mono, Audio *out, Err *e) {
+    memset(out, 0, sizeof *out);
+    SF_VIRTUAL_IO io = {audio_mem_len, audio_mem_seek, audio_mem_read, audio_mem_write, audio_mem_tell};
+    AudioMem m = {.data = data, .size = (sf_count_t)size, .pos = 0};
+    SF_INFO info;
+    memset(&info, 0, sizeof info);
+    SNDFILE *sf = sf_open_virtual(&io, SFM_READ, &info, &m);
+    if (!sf) return err_set(e, "%s: cannot open audio: %s", name, sf_strerror(NULL));
+    return audio_load_open(sf, info, name, mono, out, e);
 }
 
 void audio_free(Audio *a) {

@@ -25,6 +25,9 @@ typedef struct {
 // a directory, not audio, 0 frames, truncated, non-finite samples, over 30 minutes) returns -1 with e
 // naming the file and the reason; *out is then empty.
 int audio_load(const char *path, AudioMono mono, Audio *out, Err *e);
+// The same for the bytes of an audio file already in memory (libsndfile virtual I/O); name is used in
+// messages.
+int audio_decode(const void *data, size_t size, const char *name, AudioMono mono, Audio *out, Err *e);
 void audio_free(Audio *a);
 
 // Resamples n mono samples from rate_in to rate_out (Hz). Returns a malloc'd buffer of

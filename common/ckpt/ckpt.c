@@ -217,6 +217,15 @@ int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, Err *e) {
     return ckpt_fsync_dir(final, e);
 }
 
+int ckpt_set_aside(const char *run_dir, int64_t step, Err *e) {
+    char final[CKPT_PATH_CAP], aside[CKPT_PATH_CAP + 16], root[CKPT_PATH_CAP];
+    ckpt_path(final, sizeof final, run_dir, step, false);
+    snprintf(aside, sizeof aside, "%s.damaged", final);
+    if (path_exists(aside)) return err_set(e, "%s: exists; remove it to set %s aside", aside, final);
+    if (rename(final, aside) != 0) return err_set(e, "%s: cannot rename to %s: %s", final, aside, strerror(errno));
+    return ckpt_fsync_dir(ckpt_root(root, sizeof root, run_dir), e);
+}
+
 int ckpt_abort(const char *run_dir, int64_t step, Err *e) {
     char root[CKPT_PATH_CAP], tmp[CKPT_PATH_CAP], name[CKPT_NAME_CAP];
     if (!path_exists(ckpt_path(tmp, sizeof tmp, run_dir, step, true))) return 0;

@@ -43,6 +43,10 @@ int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, Err
 // Root, after every writer has finished: checks that model/ is complete and that the trainer files of
 // all n_ranks learner ranks exist and hold this step, then publishes the checkpoint (see above).
 int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, Err *e);
+// Root: moves complete checkpoint `step`, found damaged, out of the way to step-XXXXXXXX.damaged (kept
+// for inspection; no longer a checkpoint name, so never listed or pruned). An existing .damaged
+// directory of that step is an error: the operator decides what to keep.
+int ckpt_set_aside(const char *run_dir, int64_t step, Err *e);
 // Root: discards an unfinished checkpoint (its temporary directory), e.g. after a writer failed.
 int ckpt_abort(const char *run_dir, int64_t step, Err *e);
 

@@ -197,6 +197,12 @@ int comm_weights_refused(const WeightsInfo *info, size_t n, int64_t version, Err
                    (unsigned long long)info->n_elems, n, (long long)info->version);
 }
 
+int64_t comm_next_step(const Comm *c, int64_t k) {
+    if (c->bcast_comm == MPI_COMM_NULL) return k;
+    MPI_CHECK(MPI_Bcast(&k, 1, MPI_INT64_T, 0, c->bcast_comm));
+    return k;
+}
+
 int comm_bcast_weights(const Comm *c, float *w, size_t n, int64_t version, Err *e) {
     if (c->bcast_comm == MPI_COMM_NULL) return 0;
     WeightsInfo info;

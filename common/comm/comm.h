@@ -78,6 +78,13 @@ int comm_recv_group(const Comm *c, TrajGroup *g, int *src_rollout, Err *e);
 // step), leaves w untouched, and returns -1 with Err. Learners other than the root return 0 at once.
 int comm_bcast_weights(const Comm *c, float *w, size_t n, int64_t version, Err *e);
 
+// Step control from the learner root to every rollout, before each step's weights: the root sends k,
+// the step to produce next, or COMM_STOP when the job ends early (a SIGTERM: the learners checkpointed
+// and leave). Rollouts return the root's value, the root returns k, other learners return k at once.
+// The root decides, so rollouts follow whatever step the learners resumed from.
+#define COMM_STOP ((int64_t)-1)
+int64_t comm_next_step(const Comm *c, int64_t k);
+
 // The two halves of every weight broadcast (MPI or NCCL payload): the root announces version, size and
 // bucket size on c->bcast_comm (a bad announcement aborts the job); returns whether this rank takes the
 // payload (the root always; a rollout when version and size are the ones it expects). A rollout that

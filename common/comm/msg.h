@@ -12,7 +12,9 @@
 #include "util/check.h"
 
 #define MSG_MAGIC 0x4d514141u  // bytes "AAQM"
-#define MSG_PROTOCOL 3  // 2: slot, failure flag + reason, per-phase timings in GROUP; 3: prefill/decode apart
+#define MSG_PROTOCOL 4  // 2: slot, failure flag + reason, per-phase timings in GROUP; 3: prefill/decode apart;
+                        // 4: a GROUP's weights version may lag its step (grpo.max_staleness; a learner of 3
+                        // would refuse it, a rollout of 3 would wait for weights the learners send later)
 #define MSG_HEADER_BYTES 32
 
 typedef enum { MSG_GROUP = 1, MSG_WEIGHTS = 2 } MsgType;

@@ -13,10 +13,6 @@ void nccl_check_at(const char *file, int line, ncclResult_t rc, const char *what
     comm_abort_at(file, line, "NCCL: %s: %s (%s)", what, ncclGetErrorString(rc), ncclGetLastError(NULL));
 }
 
-void cuda_rt_check_at(const char *file, int line, cudaError_t rc, const char *what) {
-    if (rc != cudaSuccess) comm_abort_at(file, line, "CUDA: %s: %s", what, cudaGetErrorString(rc));
-}
-
 // 0.1 ms between polls: a small model's collective takes about that.
 static void nap(void) {
     struct timespec ts = {0, 100000};
@@ -72,7 +68,7 @@ void nccl_init(Nccl *n, MPI_Comm mpi, double timeout_s) {
     ncclResult_t rc = ncclCommInitRankConfig(&n->comm, n->size, id, n->rank, &config);
     if (!n->comm) NCCL_CHECK(rc);
     nccl_done(n, rc, "communicator set-up");
-    CUDA_RT_CHECK(cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&n->done, cudaEventDisableTiming));
 }
 
 void nccl_free(Nccl *n) {
@@ -84,12 +80,12 @@ void nccl_free(Nccl *n) {
 }
 
 void nccl_wait(Nccl *n, cudaStream_t stream, const char *what) {
-    CUDA_RT_CHECK(cudaEventRecord(n->done, stream));
+    CUDA_CHECK(cudaEventRecord(n->done, stream));
     double t0 = log_elapsed();
     for (;;) {
         cudaError_t q = cudaEventQuery(n->done);
         if (q == cudaSuccess) return;
-        if (q != cudaErrorNotReady) CUDA_RT_CHECK(q);
+        if (q != cudaErrorNotReady) CUDA_CHECK(q);
         ncclResult_t async;
         NCCL_CHECK(ncclCommGetAsyncError(n->comm, &async));
         double waited = log_elapsed() - t0;
@@ -120,8 +116,8 @@ void nccl_broadcast(Nccl *n, void *buf, size_t count, ncclDataType_t type, int r
 int nccl_distinct_devices(MPI_Comm mpi) {
     int dev, size;
     struct cudaDeviceProp prop;
-    CUDA_RT_CHECK(cudaGetDevice(&dev));
-    CUDA_RT_CHECK(cudaGetDeviceProperties(&prop, dev));
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     MPI_CHECK(MPI_Comm_size(mpi, &size));
     char *all = mallocCheck((size_t)size * sizeof prop.uuid);
     MPI_CHECK(MPI_Allgather(&prop.uuid, (int)sizeof prop.uuid, MPI_BYTE, all, (int)sizeof prop.uuid, MPI_BYTE, mpi));
@@ -139,7 +135,7 @@ int nccl_bcast_weights(const Comm *c, Nccl *n, void *w, size_t count, int64_t ve
     WeightsInfo info;
     int ok = comm_weights_announce(c, count, version, &info);
     void *scratch = NULL;
-    if (!ok) CUDA_RT_CHECK(cudaMalloc(&scratch, info.bucket_elems * 2));
+    if (!ok) CUDA_CHECK(cudaMalloc(&scratch, info.bucket_elems * 2));
     for (uint32_t b = 0; b < info.n_buckets; b++) {
         uint64_t off = (uint64_t)b * info.bucket_elems;
         uint64_t k = info.n_elems - off < info.bucket_elems ? info.n_elems - off : info.bucket_elems;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #include "comm/comm.h"
+#include "model/cuda/cuda_check.h"
 
 typedef struct Nccl {
     ncclComm_t comm;
@@ -19,11 +20,10 @@ typedef struct Nccl {
     cudaEvent_t done;  // recorded by nccl_wait on the stream it waits for
 } Nccl;
 
-// For calls without a communicator to poll (ncclGetUniqueId, ncclCommGetAsyncError, ncclCommDestroy).
+// For calls without a communicator to poll (ncclGetUniqueId, ncclCommGetAsyncError, ncclCommDestroy); the
+// shape of CUDA_CHECK (model/cuda/cuda_check.h, which the CUDA calls here use).
 #define NCCL_CHECK(call) nccl_check_at(__FILE__, __LINE__, (call), #call)
 void nccl_check_at(const char *file, int line, ncclResult_t rc, const char *what);
-#define CUDA_RT_CHECK(call) cuda_rt_check_at(__FILE__, __LINE__, (call), #call)
-void cuda_rt_check_at(const char *file, int line, cudaError_t rc, const char *what);
 
 // Collective over every rank of mpi, each on its own GPU (the current device).
 void nccl_init(Nccl *n, MPI_Comm mpi, double timeout_s);

@@ -91,6 +91,9 @@ const CfgKey config_keys[] = {
     KEY_FLOAT(reward.format_weight, "1", '[', 0, INFINITY, ')', "Weight of the (think-)format reward"),
     KEY_BOOL(reward.numeric_equivalence, "false", "Accuracy also accepts equal numbers (\"2\" and \"2.0\")"),
     KEY_INT(reward.timeout_ms, "30000", 1, 3600000, "Time allowed for one scoring request, milliseconds"),
+    KEY_FLOAT(reward.start_wait_s, "60", '[', 0, 3600, ']',
+              "At start, seconds a rollout waits for the reward service to answer (launchers start it "
+              "alongside the job) before stopping with an error naming reward.server"),
     KEY_INT(reward.max_failures, "5", 0, 1000000, "Consecutive failed scoring requests before stopping"),
     KEY_INT(reward.max_line_bytes, "1048576", 1024, 1 << 30, "Longest request or response line, bytes"),
 
@@ -107,6 +110,20 @@ const CfgKey config_keys[] = {
              "Divide advantages by the reward std of the group, of the batch, or not at all"),
     KEY_FLOAT(grpo.std_eps, "1e-4", '(', 0, 1, ']', "Added to the reward std before dividing"),
     KEY_BOOL(grpo.dynamic_filter, "false", "Drop groups whose rewards are all equal (zero advantage)"),
+    KEY_INT(grpo.max_staleness, "0", 0, 64,
+            "Asynchronous rollout: rollouts sample step s with weights version max(s - k, the last checkpoint "
+            "step <= s, the first step), so they generate steps s + 1 .. s + k while learners train step s; "
+            "learners refuse groups more than k versions old; 0 = synchronous"),
+    KEY_FLOAT(grpo.tis_cap, "0", '[', 0, INFINITY, ')',
+              "Truncated importance sampling: each token's policy loss is weighted by min(pi_learner / "
+              "pi_sample, C), pi_learner the learner's log-probs before the update, pi_sample the rollout's; "
+              "0 = off"),
+    KEY_FLOAT(grpo.mismatch_bound, "2", '(', 1, INFINITY, ')',
+              "C of the bounds [1/C, C] on pi_learner / pi_sample: the metric mismatch.out_frac (tokens "
+              "outside) and grpo.mismatch_mask"),
+    KEY_BOOL(grpo.mismatch_mask, "false",
+             "Drop from the loss every completion whose sequence-level ratio (geometric mean of pi_learner / "
+             "pi_sample over its tokens) lies outside [1/C, C], C = grpo.mismatch_bound"),
 
     KEY_FLOAT(optim.lr, "1e-6", '[', 0, 1, ']', "Peak learning rate (AdamW)"),
     KEY_FLOAT(optim.beta1, "0.9", '[', 0, 1, ')', "AdamW first-moment decay"),
@@ -132,6 +149,9 @@ const CfgKey config_keys[] = {
     KEY_INT(train.save_every, "100", 0, INT_MAX, "Checkpoint every this many steps; 0 = only at the end"),
     KEY_INT(train.keep_last, "3", 0, INT_MAX, "Newest checkpoints kept, older ones deleted; 0 = keep all"),
     KEY_BOOL(train.resume, "false", "Continue from the newest complete checkpoint in train.run_dir"),
+    KEY_FLOAT(train.test_ckpt_pause_s, "0", '[', 0, 3600, ']',
+              "Test only (fault-injection tests): the learner root pauses this many seconds inside every "
+              "checkpoint write, after its files and before the commit, and says so in the log; 0 = off"),
     KEY_INT(train.epochs, "1", 1, INT_MAX, "Passes over the data at most (max_steps may stop earlier)"),
     KEY_INT(train.grad_bucket_mb, "256", 1, 1 << 20,
             "model.backend=cuda: gradient reduce-scatter bucket, MiB of bf16 (buckets are reduced while "
@@ -377,9 +397,14 @@ int config_load_file(Config *cfg, const char *path, Err *e) {
     size_t size = 0;
     char *text = file_read_all(path, &size, e);
     if (!text) return -1;
+    int rc = config_load_text(cfg, path, text, size, e);
+    free(text);
+    return rc;
+}
+
+int config_load_text(Config *cfg, const char *path, const char *text, size_t size, Err *e) {
     json_error_t jerr;
     json_t *root = json_loadb(text, size, JSON_REJECT_DUPLICATES, &jerr);
-    free(text);
     if (!root) return err_set(e, "%s:%d:%d: invalid JSON: %s", path, jerr.line, jerr.column, jerr.text);
     int rc = 0;
     Config *work = mallocCheck(sizeof *work);
@@ -450,6 +475,9 @@ int config_validate(const Config *cfg, Err *e) {
     if (cfg->optim.warmup_steps > cfg->train.max_steps)
         return err_set(e, "optim.warmup_steps (%d) exceeds train.max_steps (%d)", cfg->optim.warmup_steps,
                        cfg->train.max_steps);
+    // A cap below 1 would down-weight even the tokens the rollout sampled exactly as the learner would.
+    if (cfg->grpo.tis_cap > 0 && cfg->grpo.tis_cap < 1)
+        return err_set(e, "grpo.tis_cap %g: 0 (off) or at least 1", cfg->grpo.tis_cap);
     return cfg_check_address("reward.server", cfg->reward.server, e);
 }
 

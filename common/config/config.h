@@ -66,6 +66,7 @@ typedef struct {
         double format_weight;
         bool numeric_equivalence;
         int timeout_ms;
+        double start_wait_s;  // rollouts wait this long for the reward service at start
         int max_failures;
         int max_line_bytes;
     } reward;
@@ -78,6 +79,10 @@ typedef struct {
         CfgScaleRewards scale_rewards;
         double std_eps;
         bool dynamic_filter;
+        int max_staleness;      // k: step s is sampled with weights version >= s - k (pipeline/schedule.h)
+        double tis_cap;         // C of truncated importance sampling; 0 = off
+        double mismatch_bound;  // C of the bounds [1/C, C] on pi_learner / pi_sample
+        bool mismatch_mask;     // drop completions whose sequence-level ratio leaves the bounds
     } grpo;
     struct {
         double lr;
@@ -100,6 +105,7 @@ typedef struct {
         int save_every;  // 0 = only at the end
         int keep_last;   // 0 = keep all
         bool resume;
+        double test_ckpt_pause_s;  // test hook: pause inside each checkpoint write (0 = off)
         int epochs;
         int grad_bucket_mb;     // GPU learners: gradient reduction bucket, MiB of bf16
         double nccl_timeout_s;  // GPU ranks: an NCCL wait longer than this ends the job
@@ -137,6 +143,8 @@ void config_defaults(Config *cfg);
 // Applies a JSON file (an object of sections; keys may be omitted) on top of cfg. On error cfg is
 // unchanged and e names the file and the dotted key.
 int config_load_file(Config *cfg, const char *path, Err *e);
+// The same for JSON text[0..size) already in memory; path names it in messages.
+int config_load_text(Config *cfg, const char *path, const char *text, size_t size, Err *e);
 // Applies one "section.key=value" (value in the key's type: true/false, integer, number, text).
 int config_set(Config *cfg, const char *assignment, Err *e);
 // Rules between keys (ranges of single keys are checked when set).

@@ -95,11 +95,13 @@ static int field_optional(json_t *obj, const char *key, char **out, Err *e) {
 }
 
 // Relative paths (a leading "./" dropped) are joined to base; absolute paths are kept.
+// Sized to fit: a path in a data line may be any length (a bad one fails later, when the audio is
+// opened, as one bad question instead of ending the process).
 static char *resolve_path(const char *rel, const char *base) {
     if (rel[0] == '/' || !base || !*base) return strdupCheck(rel);
     while (rel[0] == '.' && rel[1] == '/') rel += 2;
-    char buf[8192];
-    return strdupCheck(path_join(buf, sizeof buf, base, rel));
+    size_t cap = strlen(base) + strlen(rel) + 2;
+    return path_join(mallocCheck(cap), cap, base, rel);
 }
 
 static int question_from_json(Question *q, json_t *obj, const FormatKeys *k, const char *base,
@@ -356,10 +358,18 @@ static int load_mmau(Loader *L, const char *text, size_t size, Err *e) {
 
 int dataset_load(Dataset *ds, const char *path, const DataOptions *opts, Err *e) {
     memset(ds, 0, sizeof *ds);
-    DataOptions o = opts ? *opts : data_options_default();
     size_t size = 0;
     char *text = file_read_all(path, &size, e);
     if (!text) return -1;
+    int rc = dataset_parse(ds, path, text, size, opts, e);
+    free(text);
+    return rc;
+}
+
+int dataset_parse(Dataset *ds, const char *path, const char *text, size_t size, const DataOptions *opts,
+                  Err *e) {
+    memset(ds, 0, sizeof *ds);
+    DataOptions o = opts ? *opts : data_options_default();
 
     // Relative audio paths resolve against audio_dir, else the data file's directory.
     char base[4096];
@@ -371,15 +381,14 @@ int dataset_load(Dataset *ds, const char *path, const DataOptions *opts, Err *e)
 
     DataFormat fmt = o.format;
     if (fmt == DATA_FORMAT_AUTO) {
-        const char *p = text;
-        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++;
-        fmt = *p == '[' ? DATA_FORMAT_MMAU : DATA_FORMAT_R1AQA;
+        int line = 1;
+        const char *p = skip_space(text, text + size, &line);
+        fmt = p < text + size && *p == '[' ? DATA_FORMAT_MMAU : DATA_FORMAT_R1AQA;
     }
     Loader L = {.path = path, .base = base, .keys = fmt == DATA_FORMAT_MMAU ? &KEYS_MMAU : &KEYS_R1AQA,
                 .max_bad = o.max_bad, .ds = ds};
     ds->format = fmt;
     int rc = fmt == DATA_FORMAT_MMAU ? load_mmau(&L, text, size, e) : load_jsonl(&L, text, size, e);
-    free(text);
     if (rc == 0 && ds->n == 0)
         rc = err_set(e, "%s: no valid questions (%" PRId64 " bad records)", path, ds->n_bad);
     if (rc) {

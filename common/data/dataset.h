@@ -54,5 +54,9 @@ DataOptions data_options_default(void);
 // ds->bad. Returns -1 with e set (and ds empty) when the file cannot be read, its structure is
 // broken (MMAU: not an array), more than max_bad records are bad, or no valid record remains.
 int dataset_load(Dataset *ds, const char *path, const DataOptions *opts, Err *e);
+// The same for the file's text[0..size) already in memory (need not be NUL-terminated); path names it
+// in messages and gives the directory of relative audio paths.
+int dataset_parse(Dataset *ds, const char *path, const char *text, size_t size, const DataOptions *opts,
+                  Err *e);
 void dataset_free(Dataset *ds);
 const char *data_format_name(DataFormat f);

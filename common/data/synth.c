@@ -42,10 +42,11 @@ static SynthEvent place_one(Rng *r, double clip_s, SynthSound kind, double lo, d
     return ev;
 }
 
-// Log-uniform clip length in [lo_s, 10] s: short clips are common, as in the real sets.
-static double clip_length(Rng *r, double lo_s) {
+// Log-uniform clip length in [lo_s, it->max_clip_s] s: short clips are common, as in the real sets.
+static double clip_length(const SynthItem *it, Rng *r, double lo_s) {
     if (lo_s < 1.0) lo_s = 1.0;
-    return lo_s * exp(rng_uniform(r) * log(10.0 / lo_s));
+    double hi_s = it->max_clip_s > lo_s ? it->max_clip_s : lo_s;
+    return lo_s * exp(rng_uniform(r) * log(hi_s / lo_s));
 }
 
 static double family_beeps(SynthItem *it, Rng *r) {
@@ -60,7 +61,7 @@ static double family_beeps(SynthItem *it, Rng *r) {
         gaps[k] = k ? uniform(r, 0.15, 0.35) : 0;
         total += gaps[k] + dur;
     }
-    double clip = clip_length(r, total + 0.4);
+    double clip = clip_length(it, r, total + 0.4);
     double t = uniform(r, 0.2, clip - 0.2 - total);
     for (int k = 0; k < n; k++) {
         t += gaps[k];
@@ -79,7 +80,7 @@ static double family_pitch(SynthItem *it, Rng *r) {
                                       "What is the pitch of the tone in the audio?"};
     static const double band[3][2] = {{100, 250}, {500, 900}, {2000, 3500}};
     int cls = (int)rng_below(r, 3);
-    double clip = clip_length(r, 1.0);
+    double clip = clip_length(it, r, 1.0);
     it->events[0] = place_one(r, clip, SYNTH_TONE, 0.5, 3.0);
     it->events[0].f0 = uniform(r, band[cls][0], band[cls][1]);
     it->n_events = 1;
@@ -95,7 +96,7 @@ static double family_louder(SynthItem *it, Rng *r) {
     int louder = (int)rng_below(r, 2);
     SynthSound kind = rng_below(r, 2) ? SYNTH_NOISE : SYNTH_TONE;
     double f = uniform(r, 300, 1500), diff_db = uniform(r, 6, 18);
-    double clip = clip_length(r, 1.0), half = clip / 2;
+    double clip = clip_length(it, r, 1.0), half = clip / 2;
     // Equal durations, one sound inside each half: the louder half has the larger RMS.
     double dur = uniform(r, 0.3, fmin(1.5, half - 0.2));
     for (int k = 0; k < 2; k++) {
@@ -115,7 +116,7 @@ static double family_sweep(SynthItem *it, Rng *r, int sample_rate) {
                                       "Does the sweep in the audio go up or down in pitch? Is it rising or falling?"};
     int falling = (int)rng_below(r, 2);
     double lo = uniform(r, 150, 400), hi = uniform(r, 1200, fmin(3500, 0.4 * sample_rate));
-    double clip = clip_length(r, 1.0);
+    double clip = clip_length(it, r, 1.0);
     it->events[0] = place_one(r, clip, SYNTH_CHIRP, 0.5, 4.0);
     it->events[0].f0 = falling ? hi : lo;
     it->events[0].f1 = falling ? lo : hi;
@@ -130,7 +131,7 @@ static double family_tone_noise(SynthItem *it, Rng *r) {
     static const char *questions[] = {"Is the sound in the audio a pure tone or noise?",
                                       "What kind of sound is played: a tone or noise?"};
     int noise = (int)rng_below(r, 2);
-    double clip = clip_length(r, 1.0);
+    double clip = clip_length(it, r, 1.0);
     it->events[0] = place_one(r, clip, noise ? SYNTH_NOISE : SYNTH_TONE, 0.5, 4.0);
     it->events[0].f0 = uniform(r, 200, 2500);
     it->n_events = 1;
@@ -139,9 +140,10 @@ static double family_tone_noise(SynthItem *it, Rng *r) {
     return clip;
 }
 
-void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test) {
+void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double max_clip_s) {
     static const int rates[] = {8000, 16000, 22050, 44100, 48000};
     memset(it, 0, sizeof *it);
+    it->max_clip_s = max_clip_s;
     Rng r;
     rng_init(&r, seed, TAG_ITEM | (uint64_t)index);
     it->index = index;
@@ -339,6 +341,9 @@ int synth_generate(const SynthOptions *opt, SynthSummary *sum, Err *e) {
     if (opt->n <= 0) return err_set(e, "synthetic data: --n must be positive (got %lld)", (long long)opt->n);
     if (!(opt->test_frac >= 0 && opt->test_frac <= 1))
         return err_set(e, "synthetic data: test fraction %g not in [0, 1]", opt->test_frac);
+    double max_clip_s = opt->max_clip_s ? opt->max_clip_s : SYNTH_MAX_CLIP_S;
+    if (!(max_clip_s >= SYNTH_MIN_MAX_CLIP_S && max_clip_s <= 30))
+        return err_set(e, "synthetic data: longest clip %g s not in [%g, 30] s", max_clip_s, SYNTH_MIN_MAX_CLIP_S);
     char dir[4096], path[4200];
     path_join(dir, sizeof dir, opt->out_dir, "audio");
     if (dir_make(dir, e)) return -1;
@@ -350,7 +355,7 @@ int synth_generate(const SynthOptions *opt, SynthSummary *sum, Err *e) {
     int rc = 0;
     for (int64_t i = 0; i < opt->n && rc == 0; i++) {
         SynthItem it;
-        synth_item(&it, opt->seed, i, is_test[i]);
+        synth_item(&it, opt->seed, i, is_test[i], max_clip_s);
         float *x = synth_render(&it, opt->seed);
         char name[64];
         snprintf(name, sizeof name, "q%06lld.wav", (long long)i);

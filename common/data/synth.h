@@ -5,7 +5,8 @@
 //   louder      first / second                   (two equal-length sounds, 6-18 dB apart)
 //   sweep       rising / falling                 (one logarithmic frequency sweep)
 //   tone_noise  tone / noise                     (one burst: a sine or white noise)
-// Every clip varies sample rate (8k, 16k, 22.05k, 44.1k, 48k), length (1-10 s, log-uniform), peak
+// Every clip varies sample rate (8k, 16k, 22.05k, 44.1k, 48k), length (1 s to the longest clip length,
+// default 10 s, log-uniform; the beeps family needs up to 2.25 s, so the longest is at least 2.5 s), peak
 // level (-25 to -1 dBFS), background white noise (SNR 6-36 dB against the quietest foreground
 // sound), channels (1 in 4 stereo: both channels carry the sounds, independent background noise)
 // and WAV encoding (1 in 5 float32, else 16-bit PCM). Choices are shuffled per question.
@@ -33,6 +34,8 @@ typedef enum {
 } SynthFamily;
 
 enum { SYNTH_MAX_CHOICES = 4, SYNTH_MAX_EVENTS = 4 };
+#define SYNTH_MAX_CLIP_S 10.0     // default longest clip, s
+#define SYNTH_MIN_MAX_CLIP_S 2.5  // the longest clip may not be shorter (four beeps and their gaps fit)
 
 typedef enum { SYNTH_TONE, SYNTH_CHIRP, SYNTH_NOISE } SynthSound;
 
@@ -54,6 +57,7 @@ typedef struct {
     double snr_db;          // quietest foreground sound over the background noise
     double peak_dbfs;       // peak level of the written clip
     double ch1_gain;        // stereo: gain of the sounds in the second channel
+    double max_clip_s;      // longest clip length drawn, s
     const char *difficulty; // "easy" | "medium" | "hard"
     const char *question;
     const char *choices[SYNTH_MAX_CHOICES];  // shuffled
@@ -68,6 +72,7 @@ typedef struct {
     int64_t n;
     uint64_t seed;
     double test_frac;  // share of questions in the test split, [0, 1]
+    double max_clip_s; // longest clip, s, in [SYNTH_MIN_MAX_CLIP_S, 30]; 0 = SYNTH_MAX_CLIP_S
 } SynthOptions;
 
 typedef struct {
@@ -80,8 +85,9 @@ typedef struct {
 } SynthSummary;
 
 const char *synth_family_name(SynthFamily f);
-// Draws question `index` (family index % SYNTH_N_FAMILIES) for the given split.
-void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test);
+// Draws question `index` (family index % SYNTH_N_FAMILIES) for the given split, clips at most
+// max_clip_s long (synth_generate checks the range).
+void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double max_clip_s);
 // The clip of an item: [frames, channels] interleaved, peak-scaled (caller frees).
 float *synth_render(const SynthItem *it, uint64_t seed);
 // Which questions are in the test split: is_test[i] for i < n (round(n * test_frac) of them).

@@ -120,6 +120,7 @@ int mmau_score_items(MmauScore *s, const json_t *items, const char *source, Err 
         const char **choices;
         int rc = item_parse(item, &it, &choices, e);
         if (rc == 0) rc = mmau_score_add(s, &it, e) < 0 ? -1 : 0;
+        if (rc == 0) mmau_version_add(&s->version, json_string_value(json_object_get(item, "id")), it.answer);
         free(choices);
         if (rc < 0) {
             const char *id = json_string_value(json_object_get(item, "id"));

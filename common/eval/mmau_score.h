@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <stdio.h>
 
+#include "eval/mmau_version.h"
 #include "util/check.h"
 
 // The name a checkpoint's evaluation result has inside the checkpoint directory.
@@ -33,6 +34,7 @@ typedef struct {
     MmauTally all;
     int no_prediction;  // items with no prediction at all (scored wrong)
     int audio_errors;   // items whose audio was unreadable (scored wrong)
+    MmauVersionEvidence version;  // which test-mini the items are (mmau_score_items fills it)
 } MmauScore;
 
 // One item to score. Strings are NUL-terminated UTF-8.

@@ -7,10 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "util/fileio.h"
+#include "util/plot.h"
 
 // "step-" followed by 1..15 digits only; a temporary name ("step-000100.tmp.123") is not a checkpoint.
 static int parse_step(const char *name, long *step) {
@@ -131,23 +130,6 @@ void sweep_print(const Sweep *sw, FILE *f) {
     free(order);
 }
 
-// 1 iff an executable `name` is on PATH (popen would only tell by a shell error).
-static int on_path(const char *name) {
-    const char *p = getenv("PATH");
-    char dir[4096], full[4200];
-    while (p && *p) {
-        size_t n = strcspn(p, ":");
-        if (n > 0 && n < sizeof dir) {
-            memcpy(dir, p, n);
-            dir[n] = 0;
-            snprintf(full, sizeof full, "%s/%s", dir, name);
-            if (access(full, X_OK) == 0) return 1;
-        }
-        p += n + (p[n] == ':');
-    }
-    return 0;
-}
-
 int sweep_plot(const Sweep *sw, const char *png_path, Err *e) {
     int *order;
     int n = sweep_ranking(sw, &order);
@@ -156,19 +138,10 @@ int sweep_plot(const Sweep *sw, const char *png_path, Err *e) {
         err_set(e, "no checkpoint has an MMAU result, nothing to plot");
         return SWEEP_PLOT_SKIPPED;
     }
-    if (!on_path("gnuplot")) {
-        err_set(e, "gnuplot is not installed (apt-get install gnuplot-nox); plot skipped");
-        return SWEEP_PLOT_SKIPPED;
-    }
-    // gnuplot's string syntax has no escape for a single quote inside '...'.
-    if (strchr(png_path, '\'')) return err_set(e, "%s: a plot path may not contain a single quote", png_path);
-    AtomicFile af;
-    if (atomic_open(&af, png_path, e)) return -1;
-    // gnuplot writes the PNG into the temporary file itself; atomic_commit then fsyncs that same file
-    // and renames it into place.
-    FILE *gp = popen("gnuplot", "w");
-    if (!gp) fatal("popen gnuplot: %s", strerror(errno));
-    fprintf(gp, "set terminal png size 960,600\nset output '%s'\n", af.tmp);
+    Plot p;
+    int rc = plot_begin(&p, png_path, 960, 600, e);
+    if (rc) return rc;
+    FILE *gp = p.gp;
     fprintf(gp,
             "set title 'MMAU test-mini accuracy by checkpoint'\nset xlabel 'step'\n"
             "set ylabel 'accuracy (%%)'\nset grid\nset key outside right\n$acc << EOD\n");
@@ -183,11 +156,5 @@ int sweep_plot(const Sweep *sw, const char *png_path, Err *e) {
     for (int t = 0; t <= MMAU_NUM_TASKS; t++)
         fprintf(gp, "%s $acc using 1:%d with linespoints title '%s'", t ? "," : "", t + 2,
                 t < MMAU_NUM_TASKS ? mmau_task_names[t] : "total");
-    fprintf(gp, "\nunset output\n");
-    int status = pclose(gp);
-    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        atomic_abort(&af);
-        return err_set(e, "%s: gnuplot failed (status %d)", png_path, status);
-    }
-    return atomic_commit(&af, e);
+    return plot_end(&p, e);
 }

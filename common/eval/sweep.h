@@ -8,6 +8,7 @@
 
 #include "eval/mmau_score.h"
 #include "util/check.h"
+#include "util/plot.h"
 
 #define SWEEP_COMPLETE_MARKER ".complete"
 
@@ -35,7 +36,7 @@ int sweep_ranking(const Sweep *sw, int **order);
 // The report: checkpoints lacking a result, incomplete ones, then the table of results.
 void sweep_print(const Sweep *sw, FILE *f);
 
-enum { SWEEP_PLOT_SKIPPED = 1 };
+enum { SWEEP_PLOT_SKIPPED = PLOT_SKIPPED };
 // Plots sound/music/speech/total accuracy against step into png_path (written atomically). Returns 0,
 // SWEEP_PLOT_SKIPPED with the reason in e (gnuplot is not installed, or no checkpoint has a result),
 // or -1 with e set when gnuplot fails.

@@ -11,9 +11,40 @@
 #include "model/safetensors.h"
 #include "util/fileio.h"
 
+// transformers 5 prefix -> the table's (transformers 4, hub) prefix. Models saved from memory by
+// transformers 5 use the module tree's own names: Qwen2AudioForConditionalGeneration.model holds the
+// audio tower, the projector and the bare Qwen2 text model; lm_head sits at the top.
+static const struct {
+    const char *from, *to;
+} ckpt_prefix_map[] = {
+    {"model.language_model.", "language_model.model."},
+    {"model.audio_tower.", "audio_tower."},
+    {"model.multi_modal_projector.", "multi_modal_projector."},
+    {"lm_head.", "language_model.lm_head."},
+};
+
+const char *checkpoint_canonical_name(const char *name, char *buf, size_t cap) {
+    for (size_t i = 0; i < sizeof ckpt_prefix_map / sizeof ckpt_prefix_map[0]; i++) {
+        size_t n = strlen(ckpt_prefix_map[i].from);
+        if (strncmp(name, ckpt_prefix_map[i].from, n) != 0) continue;
+        if (snprintf(buf, cap, "%s%s", ckpt_prefix_map[i].to, name + n) >= (int)cap) return name;
+        return buf;
+    }
+    return name;
+}
+
+int checkpoint_open(StReader *r, const char *dir, Err *e) {
+    if (st_open(r, dir, e)) return -1;
+    if (st_rename(r, checkpoint_canonical_name, e)) {
+        st_close(r);
+        return err_prefix(e, "transformers 4 and 5 names of one tensor");
+    }
+    return 0;
+}
+
 int model_load_params(const char *dir, const ParamTable *t, float *params, Err *e) {
     StReader r;
-    if (st_open(&r, dir, e)) return -1;
+    if (checkpoint_open(&r, dir, e)) return -1;
     int rc = 0;
     for (int i = 0; i < t->n && !rc; i++) {
         const ParamSpec *s = &t->specs[i];

@@ -10,12 +10,23 @@
 #include <stddef.h>
 
 #include "model/model_config.h"
+#include "model/safetensors.h"
 #include "util/check.h"
 
 typedef enum { SAVE_BF16, SAVE_F32 } SaveDtype;
 
 // The marker written last into a saved directory.
 #define CHECKPOINT_MARKER ".complete"
+
+// Tensor names load in two layouts: transformers 4 / the hub's Qwen2-Audio-7B-Instruct (what the
+// parameter table and model_save_dir use: "language_model.model.*", "language_model.lm_head.weight",
+// "audio_tower.*", "multi_modal_projector.*") and transformers 5's in-memory module names, which its
+// save_pretrained writes for a model built in memory ("model.language_model.*", "lm_head.weight",
+// "model.audio_tower.*", "model.multi_modal_projector.*"). A name of the second layout maps to the
+// first; other names are left as they are (and then rejected as unexpected).
+const char *checkpoint_canonical_name(const char *name, char *buf, size_t cap);
+// st_open with every name mapped by checkpoint_canonical_name (both layouts of one tensor: an error).
+int checkpoint_open(StReader *r, const char *dir, Err *e);
 
 // Loads dir. On success *cfg and *t are filled (param_table_free(t) and free(*params) release them) and
 // *params holds t->numel floats. Missing, unexpected and mis-shaped tensors are errors naming the tensor;

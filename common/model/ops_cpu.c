@@ -2,6 +2,7 @@
 // the CUDA backend is tested against, so clarity wins over speed; loops are ordered for contiguous
 // access and reductions that race (parameter gradients) are split so each thread owns its outputs.
 #include "model/ops.h"
+#include "model/sampler.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -30,11 +31,12 @@ static void cpu_matmul(Ops *o, Tensor *C_, const Tensor *A_, const Tensor *B_, c
     const size_t sb_k = tb ? 1 : (size_t)N, sb_j = tb ? (size_t)K : 1;
     if (!ta && tb) {
         // dot products of contiguous rows (the Linear forward), four columns at a time so each load of
-        // a[k] feeds four accumulators
+        // a[k] feeds four accumulators; columns outside, rows inside: the four B rows stay in cache for
+        // every row of A (the lm_head's B, [vocab, dim], would otherwise be read from memory M times)
         const int NB = (N + 3) / 4;
 #pragma omp parallel for collapse(2) schedule(static)
-        for (int i = 0; i < M; i++)
-            for (int jb = 0; jb < NB; jb++) {
+        for (int jb = 0; jb < NB; jb++)
+            for (int i = 0; i < M; i++) {
                 const float *a = A + (size_t)i * K;
                 const int j0 = 4 * jb, nj = N - j0 < 4 ? N - j0 : 4;
                 float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -64,27 +66,41 @@ static void cpu_matmul(Ops *o, Tensor *C_, const Tensor *A_, const Tensor *B_, c
         return;
     }
     // row updates: C[i,:] += op(A)[i,k] * B[k,:], four k at a time when B rows are contiguous (one pass
-    // over the C row per four updates)
+    // over the C row per four updates). Rows go in blocks of RB (one block per thread at a time) and k in
+    // tiles of KT within a block, so a tile of B rows stays in cache for the block's rows: B is read from
+    // memory M / RB times instead of M times (the lm_head's input gradient reads all of [vocab, dim]).
+    // KT is a multiple of 4, so the groups of four and the order of every C element's additions are
+    // those of one pass over k.
+    enum { KT = 256, RB = 16 };
 #pragma omp parallel for schedule(static)
-    for (int i = 0; i < M; i++) {
-        float *c = C + (size_t)i * N;
-        if (!accumulate) {
-            for (int j = 0; j < N; j++) c[j] = bias ? bias[j] : 0.0f;
-        } else if (bias) {
-            for (int j = 0; j < N; j++) c[j] += bias[j];
-        }
-        int k = 0;
-        if (sb_j == 1)
-            for (; k + 4 <= K; k += 4) {
-                const float a0 = A[i * sa_i + k * sa_k], a1 = A[i * sa_i + (k + 1) * sa_k];
-                const float a2 = A[i * sa_i + (k + 2) * sa_k], a3 = A[i * sa_i + (k + 3) * sa_k];
-                const float *b0 = B + k * sb_k, *b1 = b0 + sb_k, *b2 = b1 + sb_k, *b3 = b2 + sb_k;
-#pragma omp simd
-                for (int j = 0; j < N; j++) c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+    for (int i0 = 0; i0 < M; i0 += RB) {
+        const int i1 = M - i0 < RB ? M : i0 + RB;
+        for (int i = i0; i < i1; i++) {
+            float *c = C + (size_t)i * N;
+            if (!accumulate) {
+                for (int j = 0; j < N; j++) c[j] = bias ? bias[j] : 0.0f;
+            } else if (bias) {
+                for (int j = 0; j < N; j++) c[j] += bias[j];
             }
-        for (; k < K; k++) {
-            const float a = A[i * sa_i + k * sa_k], *b = B + k * sb_k;
-            for (int j = 0; j < N; j++) c[j] += a * b[j * sb_j];
+        }
+        for (int k0 = 0; k0 < K; k0 += KT) {
+            const int k1 = K - k0 < KT ? K : k0 + KT;
+            for (int i = i0; i < i1; i++) {
+                float *c = C + (size_t)i * N;
+                int k = k0;
+                if (sb_j == 1)
+                    for (; k + 4 <= k1; k += 4) {
+                        const float a0 = A[i * sa_i + k * sa_k], a1 = A[i * sa_i + (k + 1) * sa_k];
+                        const float a2 = A[i * sa_i + (k + 2) * sa_k], a3 = A[i * sa_i + (k + 3) * sa_k];
+                        const float *b0 = B + k * sb_k, *b1 = b0 + sb_k, *b2 = b1 + sb_k, *b3 = b2 + sb_k;
+#pragma omp simd
+                        for (int j = 0; j < N; j++) c[j] += a0 * b0[j] + a1 * b1[j] + a2 * b2[j] + a3 * b3[j];
+                    }
+                for (; k < k1; k++) {
+                    const float a = A[i * sa_i + k * sa_k], *b = B + k * sb_k;
+                    for (int j = 0; j < N; j++) c[j] += a * b[j * sb_j];
+                }
+            }
         }
     }
 }
@@ -440,16 +456,7 @@ static void cpu_copy_rows(Ops *o, Tensor *dst_, const int *dst_idx, const Tensor
 static void cpu_logprob(Ops *o, float *lp, float *lse, const Tensor *logits_, const int *tgt, int R, int V) {
     const float *logits = logits_;
 #pragma omp parallel for schedule(static)
-    for (int r = 0; r < R; r++) {
-        const float *x = logits + (size_t)r * V;
-        float m = -INFINITY;
-        for (int i = 0; i < V; i++) m = x[i] > m ? x[i] : m;
-        double s = 0.0;
-        for (int i = 0; i < V; i++) s += exp((double)(x[i] - m));
-        float L = m + (float)log(s);
-        lse[r] = L;
-        lp[r] = x[tgt[r]] - L;
-    }
+    for (int r = 0; r < R; r++) lp[r] = sampler_logprob(logits + (size_t)r * V, V, tgt[r], &lse[r]);
 }
 
 static void cpu_logprob_bwd(Ops *o, Tensor *logits_, const float *lse, const int *tgt, const float *dlp, int R,

@@ -226,6 +226,21 @@ static int st_build_index(StReader *r, Err *e) {
     return 0;
 }
 
+int st_rename(StReader *r, const char *(*map)(const char *name, char *buf, size_t cap), Err *e) {
+    char buf[1024];
+    for (int i = 0; i < r->n; i++) {
+        const char *to = map(r->tensors[i].name, buf, sizeof buf);
+        if (to == r->tensors[i].name) continue;
+        char *dup = strdupCheck(to);
+        free(r->tensors[i].name);
+        r->tensors[i].name = dup;
+    }
+    free(r->slots);
+    r->slots = NULL;
+    if (st_build_index(r, e)) return err_prefix(e, "%s: after renaming", r->source);
+    return 0;
+}
+
 const StTensor *st_find(const StReader *r, const char *name) {
     if (!r->slots) return NULL;
     size_t s = st_hash(name) & (r->n_slots - 1);
@@ -265,11 +280,11 @@ static int st_open_index(StReader *r, const char *path, Err *e) {
     json_t *v;
     json_object_foreach(wm, name, v) {
         const char *file = json_string_value(v);
-        if (!file || !*file || file[0] == '/' || strstr(file, "..")) {
-            rc = err_set(e, "%s: weight_map[\"%s\"] is not a shard file name", path, name);
+        char full[4096];
+        if (!file || !*file || file[0] == '/' || strstr(file, "..") || strlen(dir) + 1 + strlen(file) >= sizeof full) {
+            rc = err_set(e, "%s: weight_map[\"%.200s\"] is not a shard file name (or too long)", path, name);
             goto done;
         }
-        char full[4096];
         path_join(full, sizeof full, dir, file);
         int have = 0;
         for (int i = 0; i < r->n_files && !have; i++) have = strcmp(r->files[i].path, full) == 0;

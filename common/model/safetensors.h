@@ -50,6 +50,9 @@ int st_open(StReader *r, const char *path, Err *e);
 void st_close(StReader *r);
 // The tensor with this name, or NULL.
 const StTensor *st_find(const StReader *r, const char *name);
+// Renames every tensor: map returns its argument unchanged, or the new name written into buf[cap]. The
+// name index is rebuilt; two tensors that end up with one name are an error naming both files.
+int st_rename(StReader *r, const char *(*map)(const char *name, char *buf, size_t cap), Err *e);
 // Path of the file holding t (for messages).
 const char *st_tensor_file(const StReader *r, const StTensor *t);
 // Converts a floating tensor (F32, F16, BF16, F64) to fp32 in out[t->numel]. Integer dtypes are an error.

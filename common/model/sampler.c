@@ -146,13 +146,19 @@ void sampler_process(const SamplerParams *p, float *logits, int V, const int *hi
     free(e);
 }
 
+float sampler_logprob(const float *x, int V, int tgt, float *lse) {
+    float m = -INFINITY;
+    for (int i = 0; i < V; i++) m = x[i] > m ? x[i] : m;
+    double s = 0.0;
+    for (int i = 0; i < V; i++) s += exp((double)(x[i] - m));
+    float L = m + (float)log(s);
+    if (lse) *lse = L;
+    return x[tgt] - L;
+}
+
 int sampler_pick(const SamplerParams *p, float *logits, int V, const int *hist, int n_hist, uint32_t question,
                  uint32_t sample, uint32_t step, float *lp_model) {
-    // the policy's log-prob needs the raw row: keep its log-sum-exp and values before processing
-    float m0 = -INFINITY;
-    for (int i = 0; i < V; i++) m0 = logits[i] > m0 ? logits[i] : m0;
-    double z0 = 0;
-    for (int i = 0; i < V; i++) z0 += exp((double)logits[i] - m0);
+    // the policy's log-prob needs the raw row: keep its values before processing
     float *raw = lp_model ? mallocCheck((size_t)V * sizeof(float)) : NULL;
     if (raw) memcpy(raw, logits, (size_t)V * sizeof(float));
 
@@ -177,7 +183,7 @@ int sampler_pick(const SamplerParams *p, float *logits, int V, const int *hist, 
         }
     }
     if (raw) {
-        *lp_model = (float)((double)raw[pick] - m0 - log(z0));
+        *lp_model = sampler_logprob(raw, V, pick, NULL);
         free(raw);
     }
     return pick;

@@ -28,6 +28,11 @@ SamplerParams sampler_defaults(int eos_id, int max_new_tokens, uint64_t seed);
 // Checks value ranges; returns -1 with a message naming the field.
 int sampler_check(const SamplerParams *p, int vocab, char *msg, int msg_size);
 
+// log_softmax(x)[tgt] of one row x[V]; *lse (may be NULL) gets its log-sum-exp. The CPU backend's fused
+// log-prob (Ops.logprob) is this function, so a CPU rollout's sampling log-probs and the learner's
+// recomputation of the same logits agree bit for bit.
+float sampler_logprob(const float *x, int V, int tgt, float *lse);
+
 // Applies suppression, penalty, temperature, top-k and top-p to logits[V] in place (filtered entries
 // become -inf).
 // hist[n_hist]: the ids of the sequence so far (prompt and generated).

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/hf_config.h"
 #include "text/processor.h"
 
 PrepOptions prep_options_from_config(const Config *cfg) {
@@ -13,6 +14,16 @@ PrepOptions prep_options_from_config(const Config *cfg) {
     if (cfg->data.prompt_mode == CFG_PROMPT_THINK) o.style = PROMPT_R1AQA_THINK;
     else o.style = cfg->data.format == CFG_FORMAT_MMAU ? PROMPT_MMAU : PROMPT_R1AQA;
     return o;
+}
+
+int prep_options_set_model(PrepOptions *o, const char *model_dir, Err *e) {
+    ModelConfig mc;
+    if (hf_config_load(model_dir, &mc, e)) return -1;
+    if (mc.n_mels != MEL_N_MELS || 2 * mc.a_max_pos > MEL_FRAMES)
+        return err_set(e, "%s: audio input [%d, %d], the features are [%d, at most %d]", model_dir, mc.n_mels,
+                       2 * mc.a_max_pos, MEL_N_MELS, MEL_FRAMES);
+    o->audio_frames = 2 * mc.a_max_pos;
+    return 0;
 }
 
 DataOptions prep_data_options(const Config *cfg) {
@@ -34,6 +45,9 @@ int prep_context_init(PrepContext *ctx, const char *tokenizer_path, const PrepOp
     memset(ctx, 0, sizeof *ctx);
     if (!(opt->max_audio_s > 0 && opt->max_audio_s <= AUDIO_MAX_SAMPLES / (double)AUDIO_SAMPLE_RATE))
         return err_set(e, "max_audio_s %g not in (0, 30]", opt->max_audio_s);
+    const int frames = opt->audio_frames ? opt->audio_frames : MEL_FRAMES;
+    if (frames < 2 || frames > MEL_FRAMES || frames % 2)
+        return err_set(e, "audio window of %d mel frames not even in [2, %d]", frames, MEL_FRAMES);
     ctx->tok = tokenizer_load(tokenizer_path, e);
     if (!ctx->tok) return -1;
     if (special_id(ctx->tok, "<|im_end|>", tokenizer_path, &ctx->im_end_id, e) ||
@@ -45,6 +59,9 @@ int prep_context_init(PrepContext *ctx, const char *tokenizer_path, const PrepOp
     }
     ctx->opt = *opt;
     ctx->max_samples = (int64_t)floor(opt->max_audio_s * AUDIO_SAMPLE_RATE);
+    if (ctx->max_samples > (int64_t)frames * AUDIO_HOP) ctx->max_samples = (int64_t)frames * AUDIO_HOP;
+    ctx->audio_frames = frames;
+    if (frames < MEL_FRAMES) ctx->full = mallocCheck((size_t)MEL_N_MELS * MEL_FRAMES * sizeof(float));
     ctx->mel = mel_context_create();
     return 0;
 }
@@ -52,6 +69,7 @@ int prep_context_init(PrepContext *ctx, const char *tokenizer_path, const PrepOp
 void prep_context_free(PrepContext *ctx) {
     if (ctx->tok) tokenizer_free(ctx->tok);
     if (ctx->mel) mel_context_free(ctx->mel);
+    free(ctx->full);
     memset(ctx, 0, sizeof *ctx);
 }
 
@@ -69,13 +87,21 @@ void prep_question_free(PreparedQuestion *p) {
 }
 
 // Audio -> features; the audio-token count must be at least one, or the prompt would hold no audio.
+// A shorter window keeps the first F frames of each band: the audio was cut to F frames, so the rest
+// is padding (the same values as Whisper features of a chunk_length = F / 100 s extractor, but for the
+// last frame when the audio fills the window: its STFT reaches into zeros here, reflected audio there).
 static int prep_audio(PrepContext *ctx, const Question *q, PreparedQuestion *out, Err *e) {
     Audio a;
     if (audio_load(q->audio_path, ctx->opt.mono, &a, e)) return -1;
+    const int F = ctx->audio_frames;
     out->n_samples = a.n < ctx->max_samples ? a.n : ctx->max_samples;
-    out->features = mallocCheck((size_t)MEL_N_MELS * MEL_FRAMES * sizeof(float));
+    out->features = mallocCheck((size_t)MEL_N_MELS * F * sizeof(float));  // [MEL_N_MELS, F]
     int32_t mask[MEL_FRAMES];
-    out->n_audio_tokens = mel_compute(ctx->mel, a.samples, out->n_samples, out->features, mask);
+    float *full = F < MEL_FRAMES ? ctx->full : out->features;  // [MEL_N_MELS, MEL_FRAMES]
+    out->n_audio_tokens = mel_compute(ctx->mel, a.samples, out->n_samples, full, mask);
+    if (full != out->features)
+        for (int m = 0; m < MEL_N_MELS; m++)
+            memcpy(out->features + (size_t)m * F, full + (size_t)m * MEL_FRAMES, (size_t)F * sizeof(float));
     out->valid_frames = audio_valid_frames(out->n_samples);
     audio_free(&a);
     if (out->n_audio_tokens < 1)

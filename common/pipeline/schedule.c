@@ -24,3 +24,25 @@ int schedule_start_step(const Config *cfg, int64_t *start, Err *e) {
     if (!found) log_info("resume: no complete checkpoint in %s, starting at step 0", cfg->train.run_dir);
     return 0;
 }
+
+VersionSchedule schedule_versions(const Config *cfg, int64_t start, int64_t n_steps) {
+    return (VersionSchedule){.start = start,
+                             .n_steps = n_steps,
+                             .staleness = cfg->train.mode == CFG_MODE_GRPO ? cfg->grpo.max_staleness : 0,
+                             .save_every = cfg->train.save_every};
+}
+
+int64_t schedule_version(const VersionSchedule *s, int64_t step) {
+    int64_t v = step - s->staleness;
+    int64_t ckpt = s->save_every > 0 ? step - step % s->save_every : 0;
+    if (v < ckpt) v = ckpt;
+    return v < s->start ? s->start : v;
+}
+
+int64_t schedule_first_step(const VersionSchedule *s, int64_t version) {
+    // versions never decrease with the step and version(j) >= j - staleness: the answer is within
+    // staleness steps of `version`.
+    for (int64_t j = version < s->start ? s->start : version; j < s->n_steps; j++)
+        if (schedule_version(s, j) >= version) return j;
+    return s->n_steps;
+}

@@ -34,6 +34,7 @@ void reward_client_options_default(RewardClientOptions *opt) {
     opt->backoff_initial_s = 0.05;
     opt->backoff_max_s = 2.0;
     opt->max_in_flight = 64;
+    opt->open_wait_s = 0;
 }
 
 static double now_s(void) {
@@ -56,6 +57,14 @@ static void client_disconnect(RewardClient *c) {
     c->in_len = 0;
 }
 
+// The back-off after the n-th consecutive failure: backoff_initial_s doubled n - 1 times, at most
+// backoff_max_s.
+static double client_backoff_s(const RewardClient *c, int n) {
+    double b = c->opt.backoff_initial_s;
+    for (int i = 1; i < n && b < c->opt.backoff_max_s; i++) b *= 2;
+    return b < c->opt.backoff_max_s ? b : c->opt.backoff_max_s;
+}
+
 // Counts a failure described by why. Returns -1 (and sets e) once max_failures is reached; otherwise
 // sleeps the back-off and returns 0.
 static int client_failure(RewardClient *c, const char *why, Err *e) {
@@ -63,9 +72,7 @@ static int client_failure(RewardClient *c, const char *why, Err *e) {
     if (c->failures >= c->opt.max_failures)
         return err_set(e, "reward service %s:%s: %d consecutive failures, last: %s", c->host, c->port,
                        c->failures, why);
-    double b = c->opt.backoff_initial_s;
-    for (int i = 1; i < c->failures && b < c->opt.backoff_max_s; i++) b *= 2;
-    sleep_s(b < c->opt.backoff_max_s ? b : c->opt.backoff_max_s);
+    sleep_s(client_backoff_s(c, c->failures));
     return 0;
 }
 
@@ -117,6 +124,21 @@ static int client_connect(RewardClient *c, Err *e) {
     return 0;
 }
 
+// The first connection: as client_connect, but it goes on trying until open_wait_s has passed too.
+static int client_connect_first(RewardClient *c, Err *e) {
+    double t0 = now_s();
+    char why[300];
+    for (int n = 1;; n++) {
+        if (client_connect_once(c, why, sizeof why) == 0) return 0;
+        double left = t0 + c->opt.open_wait_s - now_s();
+        if (n >= c->opt.max_failures && left <= 0)
+            return err_set(e, "reward service %s:%s: not answering after %.1f s (%d attempts), last: %s", c->host,
+                           c->port, now_s() - t0, n, why);
+        double b = client_backoff_s(c, n);
+        sleep_s(n >= c->opt.max_failures && left < b ? left : b);
+    }
+}
+
 RewardClient *reward_client_open(const char *host_port, const RewardClientOptions *opt, Err *e) {
     RewardClient *c = callocCheck(1, sizeof *c);
     int port;
@@ -124,16 +146,17 @@ RewardClient *reward_client_open(const char *host_port, const RewardClientOption
     if (opt) c->opt = *opt;
     else reward_client_options_default(&c->opt);
     if (c->opt.max_failures < 1 || c->opt.max_in_flight < 1 || c->opt.request_timeout_s <= 0 ||
-        c->opt.connect_timeout_s <= 0 || c->opt.backoff_initial_s < 0 || c->opt.backoff_max_s < 0) {
-        err_set(e, "reward client: max_failures and max_in_flight must be >= 1, timeouts > 0, back-off >= 0");
+        c->opt.connect_timeout_s <= 0 || c->opt.backoff_initial_s < 0 || c->opt.backoff_max_s < 0 ||
+        !(c->opt.open_wait_s >= 0)) {
+        err_set(e, "reward client: max_failures and max_in_flight must be >= 1, timeouts > 0, back-off and "
+                   "open wait >= 0");
         goto fail;
     }
     snprintf(c->port, sizeof c->port, "%d", port);
     c->fd = -1;
     c->in_cap = 1 << 16;
     c->in = mallocCheck(c->in_cap);
-    if (client_connect(c, e) != 0) goto fail;
-    c->failures = 0;
+    if (client_connect_first(c, e) != 0) goto fail;
     return c;
 fail:
     reward_client_close(c);

@@ -15,13 +15,15 @@ typedef struct {
     double backoff_initial_s;  // sleep after the first failure, doubled after each next one
     double backoff_max_s;      // the sleep's ceiling
     int max_in_flight;         // pipelined requests awaiting an answer
+    double open_wait_s;        // reward_client_open goes on trying this long (a service still starting)
 } RewardClientOptions;
 
 typedef struct RewardClient RewardClient;
 
-// connect 5 s, request 30 s, 8 failures, back-off 0.05 s doubling to 2 s, 64 in flight.
+// connect 5 s, request 30 s, 8 failures, back-off 0.05 s doubling to 2 s, 64 in flight, no open wait.
 void reward_client_options_default(RewardClientOptions *opt);
-// Connects to "HOST:PORT" (retrying as above); opt NULL means defaults. NULL and e set on failure.
+// Connects to "HOST:PORT", retrying as above until both max_failures attempts and open_wait_s seconds
+// are spent; opt NULL means defaults. NULL and e set (naming the address) on failure.
 RewardClient *reward_client_open(const char *host_port, const RewardClientOptions *opt, Err *e);
 // Scores items[0..n) into out[0..n) (completion and solution non-NULL; any bytes, invalid UTF-8 is
 // repaired as in reward.h). Returns 0, or -1 with e set: the service failed max_failures times

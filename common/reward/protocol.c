@@ -1,6 +1,7 @@
 #include "reward/protocol.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,10 +12,21 @@ void reward_proto_options_default(RewardProtoOptions *opt) {
     opt->max_batch_items = 4096;
 }
 
+// A JSON string of s, repaired to valid UTF-8 first (json_string returns NULL on invalid UTF-8).
+static json_t *str_value(const char *s) {
+    char *ok = reward_utf8_sanitize(s, strlen(s));
+    json_t *v = json_string(ok);
+    free(ok);
+    if (!v) fatal("out of memory encoding a JSON string");
+    return v;
+}
+
 json_t *reward_proto_error(json_t *id, const char *msg) {
     json_t *r = json_object();
     json_object_set(r, "id", id ? id : json_null());
-    json_object_set_new(r, "error", json_string(msg));
+    // msg may quote the request's bytes (jansson's "near '...'" is the raw token): repaired, so the
+    // error is never lost.
+    json_object_set_new(r, "error", str_value(msg));
     return r;
 }
 
@@ -174,14 +186,6 @@ json_t *reward_proto_answer(const RewardProtoOptions *opt, const char *line, siz
     return resp;
 }
 
-static json_t *str_value(const char *s) {
-    char *ok = reward_utf8_sanitize(s, strlen(s));
-    json_t *v = json_string(ok);
-    free(ok);
-    if (!v) fatal("out of memory encoding a JSON string");
-    return v;
-}
-
 json_t *reward_proto_request(long long id, const RewardRequest *rq) {
     json_t *r = json_object();
     json_object_set_new(r, "id", json_integer(id));
@@ -209,6 +213,11 @@ int reward_proto_result(json_t *resp, RewardResult *out, Err *e) {
     out->format = json_number_value(fmt);
     out->total = json_number_value(total);
     out->mmau_correct = mm ? json_is_true(mm) : -1;
+    // Both rewards are 0 or 1 (reward.h): anything else is not our reward service, and training on it
+    // would be silently wrong.
+    if ((out->accuracy != 0 && out->accuracy != 1) || (out->format != 0 && out->format != 1) || !isfinite(out->total))
+        return err_set(e, "reward service: malformed response (accuracy %g, format %g, total %g: rewards must be 0 or 1)",
+                       out->accuracy, out->format, out->total);
     return 0;
 }
 

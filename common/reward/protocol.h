@@ -59,7 +59,7 @@ char *reward_proto_dump(json_t *obj, size_t *len);
 // Client side: the request object for rq with an integer id (strings repaired to valid UTF-8).
 json_t *reward_proto_request(long long id, const RewardRequest *rq);
 // Reads a single-request response into out. Returns -1 with the server's message (or what is
-// malformed) in e.
+// malformed: a missing field, a reward other than 0 or 1, a non-finite total) in e.
 int reward_proto_result(json_t *resp, RewardResult *out, Err *e);
 
 // "HOST:PORT" or "[IPv6]:PORT" -> host (cap bytes) and port (0..65535). Returns -1 and sets e.

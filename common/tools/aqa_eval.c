@@ -101,9 +101,10 @@ static int parse_args(const Config *cfg, int argc, char **argv, Args *a, Err *e)
     return 0;
 }
 
-// Prints a score in the official layout and, when asked, writes it as JSON (every scoring mode ends here).
+// Prints a score in the official layout, then which MMAU version was scored, and, when asked, writes it as JSON (every scoring mode ends here).
 static int report(const MmauScore *s, const char *out_json, Err *e) {
     mmau_score_print(s, stdout);
+    mmau_version_print(&s->version, stdout);
     return out_json ? mmau_score_write_json(s, out_json, e) : 0;
 }
 
@@ -128,7 +129,7 @@ static int evaluate(const Config *cfg, const Args *a, const Dataset *ds, const c
     PrepOptions po = prep_options_from_config(cfg);
     po.style = PROMPT_MMAU;  // R1-AQA's evaluation prompt, whatever the training data used
     PrepContext prep;
-    int have_prep = prep_context_init(&prep, tok_dir, &po, e) == 0;
+    int have_prep = prep_options_set_model(&po, model_dir, e) == 0 && prep_context_init(&prep, tok_dir, &po, e) == 0;
     int eos[2];
     SamplerParams sp;
     EvalGenOptions go = {.greedy = a->greedy,

@@ -1,5 +1,5 @@
 // aqa-synth: writes a synthetic audio-question data set (see common/data/synth.h).
-//   aqa-synth --out DIR --n N --seed S [--test-frac F]
+//   aqa-synth --out DIR --n N --seed S [--test-frac F] [--max-seconds T]
 // DIR gets audio/*.wav, train.jsonl, test.jsonl (R1-AQA lines) and test-mmau.json (MMAU form), then
 // a summary (questions per family, answer index and difficulty, per split) is printed.
 #include <errno.h>
@@ -11,7 +11,9 @@
 #include "util/log.h"
 
 static void usage(void) {
-    fprintf(stderr, "usage: aqa-synth --out DIR --n N --seed S [--test-frac F (default 0.1)]\n");
+    fprintf(stderr, "usage: aqa-synth --out DIR --n N --seed S [--test-frac F (default 0.1)]\n"
+                    "                 [--max-seconds T (longest clip, default %g, at least %g)]\n",
+            SYNTH_MAX_CLIP_S, SYNTH_MIN_MAX_CLIP_S);
     exit(2);
 }
 
@@ -29,7 +31,7 @@ static double parse_num(const char *opt, const char *s, int integer) {
 
 int main(int argc, char **argv) {
     log_init("aqa-synth", -1);
-    SynthOptions opt = {.out_dir = NULL, .n = -1, .seed = 0, .test_frac = 0.1};
+    SynthOptions opt = {.out_dir = NULL, .n = -1, .seed = 0, .test_frac = 0.1, .max_clip_s = SYNTH_MAX_CLIP_S};
     int have_seed = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -39,6 +41,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--n") == 0) opt.n = (int64_t)parse_num(a, v, 1);
         else if (strcmp(a, "--seed") == 0) opt.seed = (uint64_t)parse_num(a, v, 1), have_seed = 1;
         else if (strcmp(a, "--test-frac") == 0) opt.test_frac = parse_num(a, v, 0);
+        else if (strcmp(a, "--max-seconds") == 0) opt.max_clip_s = parse_num(a, v, 0);
         else usage();
     }
     if (!opt.out_dir || opt.n < 0 || !have_seed) usage();

@@ -192,13 +192,46 @@ static void test_bad_files(void) {
     float *zeros = callocCheck(1900, sizeof(float));
     CHECKF(audio_write_wav(slow, zeros, 1900, 1, 1, AUDIO_WAV_PCM16, &e) == 0, "%s", e.msg);
     check_bad(slow, "too long: 1900 frames at 1 Hz (limit 1800 s)");
+    // A rate no audio has (a corrupt header): 1 Hz would take soxr seconds to upsample.
+    CHECKF(audio_write_wav(slow, zeros, 100, 1, 1, AUDIO_WAV_PCM16, &e) == 0, "%s", e.msg);
+    check_bad(slow, "sample rate 1 Hz outside [1000, 1000000]");
     free(zeros);
+    // Finite but huge float samples overflow in the resampling filter.
+    const char *huge = TMP_PATH("huge.wav");
+    float big[400];
+    for (int i = 0; i < 400; i++) big[i] = (i % 2 ? -3e38f : 3e38f);
+    CHECKF(audio_write_wav(huge, big, 400, 1, 22050, AUDIO_WAV_FLOAT, &e) == 0, "%s", e.msg);
+    check_bad(huge, "not finite after resampling from 22050 Hz");
     // A float WAV holding NaN.
     x[123] = NAN;
     const char *nan_wav = TMP_PATH("nan.wav");
     CHECKF(audio_write_wav(nan_wav, x, 16000, 1, 16000, AUDIO_WAV_FLOAT, &e) == 0, "%s", e.msg);
     check_bad(nan_wav, "non-finite sample at frame 123");
     free(x);
+}
+
+// audio_decode (libsndfile virtual I/O) on a file's bytes gives exactly what audio_load gives; bad bytes
+// get the error naming the given name.
+static void test_decode_memory(void) {
+    Err e;
+    const char *path = TMP_PATH("memory.flac");
+    float *x = make_tone(440.0, 0.5, 22050, 5000, 2);
+    CHECKF(audio_write(path, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, x, 5000, 2, 22050, &e) == 0, "%s", e.msg);
+    free(x);
+    size_t n;
+    char *bytes = file_read_all(path, &n, &e);
+    Audio a, b;
+    CHECKF(audio_load(path, AUDIO_MONO_MEAN, &a, &e) == 0, "%s", e.msg);
+    CHECKF(audio_decode(bytes, n, "mem", AUDIO_MONO_MEAN, &b, &e) == 0, "%s", e.msg);
+    CHECK(a.n == b.n && a.n > 0 && memcmp(a.samples, b.samples, (size_t)a.n * sizeof(float)) == 0);
+    CHECK(b.rate_in == 22050 && b.channels_in == 2 && b.frames_in == 5000);
+    audio_free(&a);
+    audio_free(&b);
+    CHECK(audio_decode(bytes, n / 2, "half.flac", AUDIO_MONO_FIRST, &b, &e) == -1);
+    CHECKF(strstr(e.msg, "half.flac: truncated") != NULL, "%s", e.msg);
+    CHECK(audio_decode("RIFF", 4, "riff", AUDIO_MONO_FIRST, &b, &e) == -1 && strstr(e.msg, "riff: cannot open audio"));
+    CHECK(b.samples == NULL && b.n == 0);
+    free(bytes);
 }
 
 static void test_write_errors(void) {
@@ -218,6 +251,7 @@ int main(void) {
     RUN(test_stereo);
     RUN(test_resample);
     RUN(test_bad_files);
+    RUN(test_decode_memory);
     RUN(test_write_errors);
     return test_summary("test_audio");
 }

@@ -1,20 +1,21 @@
 // bench_attention: GPU time of the flash attention forward and backward at the shapes training runs:
 // the 7B decoder's GRPO group (prompt 846 + G 8 completions of 32 on the shared prefix, 28 heads on 4 kv
 // heads, head_dim 128) and the audio encoder (1500 rows a clip, bidirectional, 20 heads, head_dim 64,
-// keys masked to the clip's valid length), one and several at once. The forward runs twice: the WMMA
-// flash_kernel (a backend made with AQA_FLASH=old) and flash_fwd.cu's mma.sync kernel (AQA_FLASH=new),
-// on the same inputs, with the largest differences of their outputs and lse. FLOPs count only the
-// (query, key) pairs the segments allow: forward 2 products, backward 5, each 2 * pairs * head_dim per head.
-// Times are cudaEvent intervals over `reps` calls on the backend's stream after two warm-up calls.
-// The backward runs twice too: attention_bwd.cu's FA2 kernel (default) and its WMMA kernel (the old
-// backend, whose first backward call happens while AQA_ATTN_BWD=old is set; it reads it once).
-// Usage: bench_attention [reps]   (exits 77 without a GPU or a CUDA build)
+// keys masked to the clip's valid length), one and several at once, on the kernels Ops.attention and
+// Ops.attention_bwd choose (flash_fwd.cu's mma.sync forward, attention_bwd.cu's FA2 backward). With --old
+// the older kernels run too, on the same inputs (ops_cuda_kernels.h: the WMMA flash forward and the WMMA
+// backward, the fallbacks at other head dims and alignments), with the largest differences of the two
+// forwards' outputs and lse. FLOPs count only the (query, key) pairs the segments allow: forward 2
+// products, backward 5, each 2 * pairs * head_dim per head. Times are cudaEvent intervals over `reps` calls
+// on the backend's stream after two warm-up calls.
+// Usage: bench_attention [--old] [reps]   (exits 77 without a GPU or a CUDA build)
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "model/cuda/ops_cuda.h"
+#include "model/cuda/ops_cuda_kernels.h"
 #include "util/check.h"
 
 #ifdef AQA_CUDA
@@ -37,23 +38,25 @@ static double seg_pairs(const AttnSeg *s, int nseg) {
     return n;
 }
 
-static void run_once(Ops *o, const AttnArgs *a, int bwd) {
+// The forward (bwd 0) or backward, on the default kernels or the older ones (old).
+static void run_once(Ops *o, const AttnArgs *a, int bwd, int old) {
     if (bwd)
-        o->attention_bwd(o, a->dq, a->dk, a->dv, a->dout, a->out, a->lse, a->q, a->k, a->v, a->segs, a->nseg, a->H,
-                         a->KVH, a->hd, a->scale);
+        ops_cuda_attention_bwd_with(o, old ? ATTN_BWD_WMMA : ATTN_AUTO, a->dq, a->dk, a->dv, a->dout, a->out, a->lse,
+                                    a->q, a->k, a->v, a->segs, a->nseg, a->H, a->KVH, a->hd, a->scale);
     else
-        o->attention(o, a->out, a->lse, a->q, a->k, a->v, a->segs, a->nseg, a->H, a->KVH, a->hd, a->scale);
+        ops_cuda_attention_with(o, old ? ATTN_FLASH_WMMA : ATTN_AUTO, a->out, a->lse, a->q, a->k, a->v, a->segs,
+                                a->nseg, a->H, a->KVH, a->hd, a->scale);
 }
 
-// Seconds per call of the forward (bwd 0) or backward on o's stream.
-static double time_call(Ops *o, const AttnArgs *a, int bwd, int reps) {
+// Seconds per call of run_once on o's stream.
+static double time_call(Ops *o, const AttnArgs *a, int bwd, int old, int reps) {
     cudaStream_t st = (cudaStream_t)ops_cuda_stream(o);
     cudaEvent_t e0, e1;
     if (cudaEventCreate(&e0) != cudaSuccess || cudaEventCreate(&e1) != cudaSuccess)
         fatal("bench_attention: cudaEventCreate failed");
-    for (int r = 0; r < 2; r++) run_once(o, a, bwd);  // warm-up: plans, shared-memory limits
+    for (int r = 0; r < 2; r++) run_once(o, a, bwd, old);  // warm-up: plans, shared-memory limits
     cudaEventRecord(e0, st);
-    for (int r = 0; r < reps; r++) run_once(o, a, bwd);
+    for (int r = 0; r < reps; r++) run_once(o, a, bwd, old);
     cudaEventRecord(e1, st);
     if (cudaEventSynchronize(e1) != cudaSuccess) fatal("bench_attention: cudaEventSynchronize failed");
     float ms = 0;
@@ -73,8 +76,9 @@ static double max_diff(const float *a, const float *b, size_t n) {
     return m;
 }
 
-// Forward and backward with the old kernels (o_old) and the new ones (o); forward outputs compared.
-static void bench(Ops *o, Ops *o_old, const char *what, const AttnSeg *segs, int nseg, int H, int KVH, int hd,
+// Forward and backward on the default kernels, and with `old` on the older ones too (forward outputs
+// compared).
+static void bench(Ops *o, int old, const char *what, const AttnSeg *segs, int nseg, int H, int KVH, int hd,
                   int reps) {
     int Tq = 0, Tk = 0;
     for (int i = 0; i < nseg; i++) {
@@ -91,40 +95,25 @@ static void bench(Ops *o, Ops *o_old, const char *what, const AttnSeg *segs, int
     ops_cuda_fill(o, a.q, nq, 1, 0, 1, 1), ops_cuda_fill(o, a.k, nk, 1, 0, 1, 2), ops_cuda_fill(o, a.v, nk, 1, 0, 1, 3);
     ops_cuda_fill(o, a.dout, nq, 1, 0, 1, 4);
     o->sync(o);
-    // the old kernel's results first (its backend runs on its own stream over the same device buffers)
-    const double t_old = time_call(o_old, &a, 0, reps);
-    o_old->sync(o_old);
-    float *out_old = mallocCheck(nq * sizeof(float)), *out_new = mallocCheck(nq * sizeof(float));
-    float *lse_old = mallocCheck(nl * sizeof(float)), *lse_new = mallocCheck(nl * sizeof(float));
-    o->download_act(o, out_old, a.out, nq), o->download(o, lse_old, a.lse, nl * sizeof(float));
-    const double t_new = time_call(o, &a, 0, reps);
-    o->sync(o);
-    o->download_act(o, out_new, a.out, nq), o->download(o, lse_new, a.lse, nl * sizeof(float));
-    const double t_bwd = time_call(o, &a, 1, reps);
-    if (setenv("AQA_ATTN_BWD", "old", 1)) fatal("bench_attention: setenv failed");
-    const double t_bwd_old = time_call(o_old, &a, 1, reps);
-    if (unsetenv("AQA_ATTN_BWD")) fatal("bench_attention: unsetenv failed");
     const double pf = 2.0 * seg_pairs(segs, nseg) * H * hd;  // one product
-    printf("%-42s fwd old %7.3f ms %6.1f TFLOP/s | new %7.3f ms %6.1f TFLOP/s (x%.2f) | max diff out %.2e lse %.2e"
-           " | bwd old %7.3f ms %6.1f TFLOP/s | new %7.3f ms %6.1f TFLOP/s (x%.2f)\n",
-           what, t_old * 1e3, 2 * pf / t_old * 1e-12, t_new * 1e3, 2 * pf / t_new * 1e-12, t_old / t_new,
-           max_diff(out_old, out_new, nq), max_diff(lse_old, lse_new, nl), t_bwd_old * 1e3,
-           5 * pf / t_bwd_old * 1e-12, t_bwd * 1e3, 5 * pf / t_bwd * 1e-12, t_bwd_old / t_bwd);
-    free(out_old), free(out_new), free(lse_old), free(lse_new);
+    const double t_new = time_call(o, &a, 0, 0, reps), t_bwd = time_call(o, &a, 1, 0, reps);
+    printf("%-42s fwd %7.3f ms %6.1f TFLOP/s | bwd %7.3f ms %6.1f TFLOP/s\n", what, t_new * 1e3,
+           2 * pf / t_new * 1e-12, t_bwd * 1e3, 5 * pf / t_bwd * 1e-12);
+    if (old) {
+        float *out_old = mallocCheck(nq * sizeof(float)), *out_new = mallocCheck(nq * sizeof(float));
+        float *lse_old = mallocCheck(nl * sizeof(float)), *lse_new = mallocCheck(nl * sizeof(float));
+        run_once(o, &a, 0, 0);
+        o->download_act(o, out_new, a.out, nq), o->download(o, lse_new, a.lse, nl * sizeof(float));
+        const double t_old = time_call(o, &a, 0, 1, reps), t_bwd_old = time_call(o, &a, 1, 1, reps);
+        o->download_act(o, out_old, a.out, nq), o->download(o, lse_old, a.lse, nl * sizeof(float));
+        printf("%-42s old: fwd %7.3f ms %6.1f TFLOP/s (new x%.2f) | bwd %7.3f ms %6.1f TFLOP/s (new x%.2f) |"
+               " max diff out %.2e lse %.2e\n",
+               "", t_old * 1e3, 2 * pf / t_old * 1e-12, t_old / t_new, t_bwd_old * 1e3, 5 * pf / t_bwd_old * 1e-12,
+               t_bwd_old / t_bwd, max_diff(out_old, out_new, nq), max_diff(lse_old, lse_new, nl));
+        free(out_old), free(out_new), free(lse_old), free(lse_new);
+    }
     void *bufs[] = {a.q, a.k, a.v, a.out, a.dout, a.dq, a.dk, a.dv, a.lse};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) o->free(o, bufs[i]);
-}
-
-// A backend whose flash forward is AQA_FLASH=mode (read once at creation); the environment is restored.
-static Ops *create_with(const char *mode) {
-    const char *prev = getenv("AQA_FLASH");
-    char *keep = prev ? strdupCheck(prev) : NULL;
-    setenv("AQA_FLASH", mode, 1);
-    Ops *o = ops_cuda_create();
-    if (keep) setenv("AQA_FLASH", keep, 1);
-    else unsetenv("AQA_FLASH");
-    free(keep);
-    return o;
 }
 
 // n groups of the 7B shape side by side: prompt P causal, G completions of L on it as a prefix.
@@ -157,29 +146,37 @@ int main(int argc, char **argv) {
         printf("bench_attention: no CUDA device, skipped\n");
         return 77;
     }
-    const int reps = argc > 1 ? atoi(argv[1]) : 20;
-    if (reps < 1) fatal("bench_attention: reps must be >= 1 (got '%s')", argv[1]);
-    if (getenv("AQA_ATTN_BWD")) fatal("bench_attention: unset AQA_ATTN_BWD (the bench runs both kernels)");
-    Ops *o = create_with("new"), *o_old = create_with("old");
+    int old = 0, reps = 20;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--old")) {
+            old = 1;
+            continue;
+        }
+        char *end;
+        const long r = strtol(argv[i], &end, 10);
+        if (*end || r < 1 || r > 1000000) fatal("usage: bench_attention [--old] [reps >= 1] (got '%s')", argv[i]);
+        reps = (int)r;
+    }
+    Ops *o = ops_cuda_create();
     int ns;
     for (int n = 1; n <= 4; n *= 4) {
         AttnSeg *s = group_segs(n, 846, 8, 32, &ns);
         char what[96];
         snprintf(what, sizeof what, "group x%d: 846 + 8x32, H28 KVH4 hd128", n);
-        bench(o, o_old, what, s, ns, 28, 4, 128, reps);
+        bench(o, old, what, s, ns, 28, 4, 128, reps);
         free(s);
     }
     for (int n = 1; n <= 8; n *= 8) {
         AttnSeg *s = clip_segs(n, 1500);
         char what[96];
         snprintf(what, sizeof what, "encoder x%d: 1500 rows, H20 hd64", n);
-        bench(o, o_old, what, s, n, 20, 20, 64, reps);
+        bench(o, old, what, s, n, 20, 20, 64, reps);
         free(s);
     }
     AttnSeg *s = clip_segs(8, 750);
-    bench(o, o_old, "encoder x8: 1500 rows, 750 keys, H20 hd64", s, 8, 20, 20, 64, reps);
+    bench(o, old, "encoder x8: 1500 rows, 750 keys, H20 hd64", s, 8, 20, 20, 64, reps);
     free(s);
-    ops_destroy(o_old), ops_destroy(o);
+    ops_destroy(o);
     return 0;
 #else
     (void)argc, (void)argv;

@@ -8,6 +8,12 @@
 // 8 x 878 sequences, both as 8 separate sequences and as one shared-prefix group. Prints seconds,
 // phases, tokens/s and peak device memory; --json writes them for tests/bench/hf_rollout.py, which runs
 // transformers on the same workload and prints the ratios.
+// The roofline cases: Q = 1, 4 and 16 questions x G 8 x 32 new tokens, and Q = 1 x 256 forced new tokens,
+// each printed next to its weight-read roofline, prefill + n_new x W / BW: W the bytes a decode step must
+// read of the weights (decoder layers, final norm, lm_head; the embedding only by rows), BW the device's
+// copy bandwidth measured here (a device-to-device memcpy, read + written bytes over its time), prefill
+// the case's own measured prefill. A second figure adds the K/V rows a step reads (each question's
+// prefix once, each sample's own rows) to the bytes.
 // Usage: bench_rollout [config.json] [--json OUT]
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +29,70 @@
 
 #ifdef AQA_CUDA
 enum { G = 8, NEW = 32, FRAMES = BENCH_FRAMES, REPS = 3 };
+
+// Bytes of the weights one decode step reads: every decoder layer, the final norm and lm_head.
+static double decode_weight_bytes(const Model *m) {
+    const ParamTable *t = &m->t;
+    size_t n = t->specs[t->norm].numel + t->specs[t->lm_head].numel;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        const TextLayerParams *p = &t->tlayer[l];
+        const int idx[] = {p->in_norm, p->q_w, p->q_b, p->k_w, p->k_b, p->v_w, p->v_b, p->o_w, p->post_norm,
+                           p->gate_w, p->up_w, p->down_w};
+        for (size_t i = 0; i < sizeof idx / sizeof idx[0]; i++) n += idx[i] >= 0 ? t->specs[idx[i]].numel : 0;
+    }
+    return (double)n * m->ops->act_size;
+}
+
+// Device memory bandwidth as a device-to-device copy sees it: (read + written bytes) / time, 1 GiB.
+static double copy_bandwidth(Ops *o) {
+    const size_t bytes = (size_t)1 << 30;
+    void *a = o->alloc(o, bytes), *b = o->alloc(o, bytes);
+    const double t = BENCH_TIME(o, 10, o->copy(o, b, a, bytes));
+    o->free(o, a), o->free(o, b);
+    return 2.0 * bytes / t;
+}
+
+typedef struct {
+    int q, n_new;
+    double s, prefill_s, roof_s, roof_kv_s;
+} RoofCase;
+
+// n_q questions (prompt P with its clip) x G samples x n_new forced tokens through model_generate: mean
+// time over reps after a warm-up, against the rooflines (see the header comment).
+static RoofCase roof_case(Model *m, const int *prompt, int P, const float *feat, int n_q, int n_new, int reps,
+                          double w_bytes, double bw) {
+    GenPrompt *qs = mallocCheck((size_t)n_q * sizeof *qs);
+    GenResult *res = mallocCheck((size_t)n_q * sizeof *res);
+    for (int i = 0; i < n_q; i++) {
+        qs[i] = (GenPrompt){prompt, P, feat, FRAMES, (uint32_t)i};
+        gen_result_init(&res[i], G, n_new);
+    }
+    SamplerParams sp = sampler_defaults(m->cfg.eos_id, n_new, 5);
+    sp.n_eos = 0;  // n_new tokens, EOS or not
+    Err e;
+    if (model_generate(m, qs, n_q, G, &sp, res, &e)) fatal("%s", e.msg);  // warm-up
+    RoofCase r = {.q = n_q, .n_new = n_new};
+    for (int i = 0; i < reps; i++) {
+        const double t0 = bench_now();
+        if (model_generate(m, qs, n_q, G, &sp, res, &e)) fatal("%s", e.msg);
+        r.s += (bench_now() - t0) / reps, r.prefill_s += res[0].prefill_s / reps;
+    }
+    // K/V bytes of step j (0-based; it attends to P prefix rows once per question and j + 1 own rows per
+    // sample): layers x 2 (K, V) x kv_heads x head_dim x act_size per row
+    const ModelConfig *c = &m->cfg;
+    const double row = (double)c->layers * 2 * c->kv_heads * c->head_dim * m->ops->act_size;
+    double kv = 0;
+    for (int j = 0; j < n_new; j++) kv += (double)n_q * (P + (double)G * (j + 1)) * row;
+    r.roof_s = r.prefill_s + n_new * w_bytes / bw;
+    r.roof_kv_s = r.roof_s + kv / bw;
+    printf("  roofline case %2d question(s) x %d x %3d new: %.4f s (%.4f s per question), %6.0f new tokens/s; "
+           "roofline %.4f s (prefill %.4f + %d x %.2f ms) -> %.2fx of it; with K/V reads %.4f s -> %.2fx\n",
+           n_q, G, n_new, r.s, r.s / n_q, (double)n_q * G * n_new / r.s, r.roof_s, r.prefill_s, n_new,
+           w_bytes / bw * 1e3, r.s / r.roof_s, r.roof_kv_s, r.s / r.roof_kv_s);
+    for (int i = 0; i < n_q; i++) gen_result_free(&res[i]);
+    free(qs), free(res);
+    return r;
+}
 
 
 // Where a rollout's time goes: the decode-step GEMMs (M = G rows) against the weight-streaming bound,
@@ -227,6 +297,18 @@ int main(int argc, char **argv) {
     printf("  peak device memory (backend allocations): %.2f GiB\n", peak);
     printf("  components:\n");
     components(&m, P);
+
+    // ---- the roofline cases
+    const double w_bytes = decode_weight_bytes(&m), bw = copy_bandwidth(o);
+    printf("  roofline: a decode step reads %.2f GB of weights (of %.2f GB in all); copy bandwidth %.0f GB/s "
+           "-> %.2f ms a step\n",
+           w_bytes * 1e-9, m.t.numel * (double)o->act_size * 1e-9, bw * 1e-9, w_bytes / bw * 1e3);
+    enum { N_ROOF = 4 };
+    const int roof_q[N_ROOF] = {1, 4, 16, 1}, roof_new[N_ROOF] = {NEW, NEW, NEW, 256};
+    RoofCase roof[N_ROOF];
+    for (int i = 0; i < N_ROOF; i++)
+        roof[i] = roof_case(&m, prompt, P, feat, roof_q[i], roof_new[i],
+                            roof_q[i] * roof_new[i] > 4 * NEW ? 2 : REPS, w_bytes, bw);
     if (json) {
         FILE *f = fopenCheck(json, "w");
         fprintf(f,
@@ -234,9 +316,15 @@ int main(int argc, char **argv) {
                 "\"nograph_s\": %.5f, \"nograph_decode_step_s\": %.6f, \"generate_topk_s\": %.5f, "
                 "\"generate_host_s\": %.5f, \"batch_q\": %d, \"batch_s\": %.5f, \"batch_seq_s\": %.5f, "
                 "\"encoder_s\": %.5f, \"ref_separate_s\": %.5f, \"ref_shared_s\": %.5f, \"peak_gib\": %.3f, "
-                "\"new_tokens\": %d, \"prompt\": %d}\n",
+                "\"new_tokens\": %d, \"prompt\": %d, \"weight_bytes\": %.0f, \"copy_bw\": %.0f, \"cases\": [",
                 t_roll, best, pre[0], dec[0] / (NEW - 1), t_gen[1], dec[1] / (NEW - 1), t_gen[2], t_gen[3], Q,
-                t_batch, t_seq, t_pre[0] - t_pre[1], t_ref[0], t_ref[1], peak, G * NEW, P);
+                t_batch, t_seq, t_pre[0] - t_pre[1], t_ref[0], t_ref[1], peak, G * NEW, P, w_bytes, bw);
+        for (int i = 0; i < N_ROOF; i++)
+            fprintf(f, "%s{\"q\": %d, \"new\": %d, \"s\": %.5f, \"prefill_s\": %.5f, \"roofline_s\": %.5f, "
+                    "\"roofline_kv_s\": %.5f}",
+                    i ? ", " : "", roof[i].q, roof[i].n_new, roof[i].s, roof[i].prefill_s, roof[i].roof_s,
+                    roof[i].roof_kv_s);
+        fprintf(f, "]}\n");
         fcloseCheck(f);
     }
     free(seq), free(prompt), free(feat);

@@ -1,7 +1,7 @@
 // Tests of common/ckpt ckpt: names and paths, the begin/commit protocol with one and several learner
 // ranks (commit refuses missing or foreign parts), listing and latest skipping unfinished directories,
-// pruning (keeps K, removes stale ones, leaves everything that is not ours, never follows symlinks), and
-// a writer that dies before committing.
+// pruning (keeps K, removes stale ones, leaves everything that is not ours, never follows symlinks),
+// setting a damaged checkpoint aside, and a writer that dies before committing.
 #include "test.h"
 #include "ckpt/ckpt.h"
 #include "ckpt/trainer_state.h"
@@ -273,8 +273,34 @@ static void test_crash(void) {
     CHECK_INT(step, 200);
 }
 
+// A damaged checkpoint set aside: no longer listed, never pruned, its step can be written again; a
+// second one of the same step is refused (the first is kept for inspection).
+static void test_set_aside(void) {
+    const char *run = fresh_run("ckpt_aside");
+    Err e;
+    char latest[4096], path[4096], aside[4200];
+    int64_t step;
+    CHECK(save_checkpoint(run, 1, 1) == 0);
+    CHECK(save_checkpoint(run, 2, 1) == 0);
+    CHECKF(ckpt_set_aside(run, 2, &e) == 0, "%s", e.msg);
+    snprintf(aside, sizeof aside, "%s.damaged", ckpt_path(path, sizeof path, run, 2, false));
+    CHECK(path_exists(aside));
+    CHECK_INT(ckpt_latest(run, latest, sizeof latest, &step, &e), 1);
+    CHECK_INT(step, 1);
+    CHECK_INT(ckpt_prune(run, 1, &e), 0);
+    CHECK(path_exists(aside));
+    CHECK(save_checkpoint(run, 2, 1) == 0);
+    CHECK(ckpt_set_aside(run, 2, &e) == -1);
+    CHECKF(strstr(e.msg, ".damaged: exists") != NULL, "%s", e.msg);
+    CHECK_INT(ckpt_latest(run, latest, sizeof latest, &step, &e), 1);
+    CHECK_INT(step, 2);
+    CHECK(ckpt_set_aside(run, 3, &e) == -1);  // no such checkpoint
+    CHECKF(strstr(e.msg, "step-00000003: cannot rename") != NULL, "%s", e.msg);
+}
+
 int main(void) {
     RUN(test_names);
+    RUN(test_set_aside);
     RUN(test_commit_and_list);
     RUN(test_commit_checks);
     RUN(test_prune);

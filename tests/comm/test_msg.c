@@ -233,7 +233,7 @@ static void test_group_bad_header(void) {
         const char *want;
     } cases[] = {
         {0, 'X', "magic"},
-        {4, 1, "protocol version 2, expected 3"},
+        {4, 1, "protocol version 5, expected 4"},
         {6, 3, "type 2 (WEIGHTS), expected 1 (GROUP)"},
         {29, 1, "reserved"},
         {8, 0xff, "payload length"},

@@ -56,6 +56,8 @@ static void test_defaults(void) {
     CHECK_INT(c.grpo.num_iterations, 1);
     CHECK(c.grpo.loss_type == CFG_LOSS_GRPO && c.grpo.scale_rewards == CFG_SCALE_GROUP);
     CHECK(c.grpo.std_eps == 1e-4 && !c.grpo.dynamic_filter);
+    CHECK_INT(c.grpo.max_staleness, 0);
+    CHECK(c.grpo.tis_cap == 0 && c.grpo.mismatch_bound == 2 && !c.grpo.mismatch_mask);
     CHECK(c.optim.lr == 1e-6 && c.optim.beta1 == 0.9 && c.optim.beta2 == 0.999 && c.optim.eps == 1e-8);
     CHECK(c.optim.weight_decay == 0.0 && c.optim.grad_clip == 1.0);
     CHECK(c.optim.schedule == CFG_SCHEDULE_LINEAR && c.optim.warmup_steps == 0);
@@ -258,6 +260,10 @@ static void test_validate(void) {
     CHECK(config_validate(&c, &e) == -1 &&
           strstr(e.msg, "optim.warmup_steps (1001) exceeds train.max_steps"));
     c.optim.warmup_steps = 1000;
+    CHECK(config_validate(&c, &e) == 0);
+    c.grpo.tis_cap = 0.5;
+    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg, "grpo.tis_cap 0.5: 0 (off) or at least 1"));
+    c.grpo.tis_cap = 1;
     CHECK(config_validate(&c, &e) == 0);
 
     static const char *bad_addr[] = {"localhost", ":7011", "host:", "host:0", "host:65536", "host:70x"};

@@ -141,6 +141,22 @@ static void test_audio_dir(void) {
     dataset_free(&ds);
 }
 
+// An audio path of any length is data, not a reason to end the process (tests/fuzz/fuzz_dataset).
+static void test_long_audio_path(void) {
+    size_t n = 9000;
+    char *line = mallocCheck(n + 200);
+    int k = snprintf(line, n + 200, "{\"id\": 1, \"question_text\": \"q\", \"multi_choice\": [\"a\", \"b\"], "
+                                   "\"answer\": 0, \"audio_path\": \"");
+    memset(line + k, 'a', n);
+    snprintf(line + k + n, 200 - (size_t)k, "\"}\n");
+    Dataset ds;
+    Err e;
+    CHECKF(dataset_parse(&ds, "dir/x.jsonl", line, strlen(line), NULL, &e) == 0, "%s", e.msg);
+    CHECK(ds.n == 1 && strlen(ds.q[0].audio_path) == n + 4 && strncmp(ds.q[0].audio_path, "dir/aaa", 7) == 0);
+    dataset_free(&ds);
+    free(line);
+}
+
 static void test_limits(void) {
     const char *path = TMP_PATH("data_bad.jsonl");
     write_text(path, JSONL_BAD);
@@ -341,6 +357,7 @@ static void test_real_mmau(void) {
 int main(void) {
     RUN(test_jsonl_bad_records);
     RUN(test_limits);
+    RUN(test_long_audio_path);
     RUN(test_mmau_bad_items);
     RUN(test_mmau_structure);
     RUN(test_real_mmau);

@@ -117,7 +117,7 @@ static void test_loads(void) {
         CHECK(path_exists(a->audio_path));
         // The item regenerated from (seed, index) matches what the file says.
         SynthItem it;
-        synth_item(&it, 7, atoll(a->id), 1);
+        synth_item(&it, 7, atoll(a->id), 1, SYNTH_MAX_CLIP_S);
         CHECK_STR(b->sub_category, synth_family_name(it.family));
         CHECK_STR(b->difficulty, it.difficulty);
         CHECK_STR(a->answer_text, it.choices[it.answer]);
@@ -207,7 +207,7 @@ static void test_audio_encodes_answer(void) {
     int checked[SYNTH_N_FAMILIES] = {0};
     for (int64_t i = 0; i < N; i++) {
         SynthItem it;
-        synth_item(&it, 7, i, 0);
+        synth_item(&it, 7, i, 0, SYNTH_MAX_CLIP_S);
         float *x = read_ch0(in_dir(dir, wav_name(i)), &it);
         if (!x) continue;
         const char *ans = it.choices[it.answer];
@@ -253,6 +253,22 @@ static void test_audio_encodes_answer(void) {
     for (int k = 0; k < SYNTH_N_FAMILIES; k++) CHECK(checked[k] >= 10);
 }
 
+// A shorter longest clip: every clip of every family fits it, and the families still draw long clips
+// (the beeps' lower bound reaches 2.25 s).
+static void test_max_seconds(void) {
+    double longest = 0;
+    for (int64_t i = 0; i < 200; i++) {
+        SynthItem it;
+        synth_item(&it, 7, i, 0, 3.0);
+        double s = (double)it.frames / it.sample_rate;
+        CHECKF(s >= 1.0 && s <= 3.0 + 1.0 / it.sample_rate, "item %lld: %g s", (long long)i, s);
+        for (int k = 0; k < it.n_events; k++)
+            CHECK(it.events[k].start >= 0 && it.events[k].start + it.events[k].dur <= s);
+        longest = fmax(longest, s);
+    }
+    CHECK(longest > 2.5);
+}
+
 static void test_bad_options(void) {
     SynthOptions o = {.out_dir = TMP_PATH("synth_bad"), .n = 0, .seed = 1, .test_frac = 0.1};
     Err e;
@@ -263,6 +279,10 @@ static void test_bad_options(void) {
     CHECK(synth_generate(&o, NULL, &e) == -1);
     CHECK_STR(e.msg, "synthetic data: test fraction 1.5 not in [0, 1]");
     o.test_frac = 0.1;
+    o.max_clip_s = 2.4;
+    CHECK(synth_generate(&o, NULL, &e) == -1);
+    CHECK_STR(e.msg, "synthetic data: longest clip 2.4 s not in [2.5, 30] s");
+    o.max_clip_s = 0;
     o.out_dir = "/proc/no/such/dir";
     CHECK(synth_generate(&o, NULL, &e) == -1);
     CHECK(strstr(e.msg, "cannot create directory") != NULL);
@@ -281,6 +301,7 @@ int main(void) {
     RUN(test_determinism);
     RUN(test_loads);
     RUN(test_audio_encodes_answer);
+    RUN(test_max_seconds);
     RUN(test_bad_options);
     return test_summary("test_synth");
 }

@@ -481,7 +481,7 @@ static void test_bad_input(void) {
 }
 
 static void test_cli_score(void) {
-    // aqa-eval --score-only prints exactly mmau_score_print and writes the same JSON.
+    // aqa-eval --score-only prints exactly mmau_score_print and the version line, and writes the same JSON.
     json_t *d = predict(pred_by_task, "model_prediction");
     const char *pred = TMP_PATH("eval_cli_pred.json"), *outj = TMP_PATH("eval_cli_out.json");
     CHECK(json_dump_file(d, pred, 0) == 0);
@@ -491,6 +491,7 @@ static void test_cli_score(void) {
     size_t len;
     FILE *f = open_memstream(&want, &len);
     mmau_score_print(&s, f);
+    mmau_version_print(&s.version, f);
     fclose(f);
     static char out[65536], cmd[8192];
     unlink(outj);
@@ -643,6 +644,80 @@ static void test_sweep(void) {
     sweep_free(&sw);
 }
 
+// The evidence of a JSON array of MMAU items.
+static MmauVersionEvidence version_of(const json_t *items) {
+    MmauVersionEvidence v = {0};
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        const json_t *it = json_array_get(items, i);
+        mmau_version_add(&v, json_string_value(json_object_get(it, "id")),
+                         json_string_value(json_object_get(it, "answer")));
+    }
+    return v;
+}
+
+// Real items of both test-mini versions (fixtures: 3 items only one version has, the same 3 items with
+// the original's and the revision's answer, 2 items both share unchanged) and the shared full copy (the
+// revision as last updated) are told apart; unmarked items leave the version unknown.
+static void test_mmau_version(void) {
+    static const struct {
+        const char *file;
+        MmauVersion want;
+        int orig_ids, rev_ids, orig_ans, rev_ans;
+    } cases[] = {
+        {"tests/fixtures/mmau/test-mini-original-8.json", MMAU_VERSION_ORIGINAL, 3, 0, 3, 0},
+        {"tests/fixtures/mmau/test-mini-v05.15.25-8.json", MMAU_VERSION_REVISED, 0, 3, 0, 3},
+    };
+    json_error_t je;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        json_t *items = json_load_file(SRC_PATH(cases[c].file), 0, &je);
+        CHECKF(json_array_size(items) == 8, "%s: %s", cases[c].file, je.text);
+        if (json_array_size(items) != 8) continue;
+        MmauVersionEvidence v = version_of(items);
+        CHECK_INT(mmau_version_decide(&v), cases[c].want);
+        CHECK_INT(v.items, 8);
+        CHECK_INT(v.original_ids, cases[c].orig_ids);
+        CHECK_INT(v.revised_ids, cases[c].rev_ids);
+        CHECK_INT(v.original_answers, cases[c].orig_ans);
+        CHECK_INT(v.revised_answers, cases[c].rev_ans);
+        // Without the replaced items the changed answers alone decide.
+        json_t *kept = json_array();
+        for (size_t i = 3; i < 6; i++) json_array_append(kept, json_array_get(items, i));
+        v = version_of(kept);
+        CHECK_INT(mmau_version_decide(&v), cases[c].want);
+        // Items both versions share unchanged carry no evidence.
+        json_array_clear(kept);
+        for (size_t i = 6; i < 8; i++) json_array_append(kept, json_array_get(items, i));
+        v = version_of(kept);
+        CHECK_INT(mmau_version_decide(&v), MMAU_VERSION_UNKNOWN);
+        json_decref(kept);
+        // Scoring fills the same evidence.
+        for (size_t i = 0; i < json_array_size(items); i++) {
+            json_t *it = json_array_get(items, i);
+            json_object_set(it, "model_prediction", json_object_get(it, "answer"));
+        }
+        MmauScore s;
+        score(&s, items);
+        CHECK_INT(s.all.correct, 8);
+        CHECK_INT(mmau_version_decide(&s.version), cases[c].want);
+        mmau_score_free(&s);
+        json_decref(items);
+    }
+    MmauVersionEvidence v = version_of(mmau);
+    CHECK_INT(mmau_version_decide(&v), MMAU_VERSION_REVISED);
+    CHECK_INT(v.revised_ids, 106);
+    CHECK_INT(v.original_ids, 0);
+    // The shared copy is the revision as last updated: every changed answer is the revised one.
+    CHECK_INT(v.revised_answers, 210);
+    CHECK_INT(v.original_answers, 0);
+    char *line;
+    size_t len;
+    FILE *f = open_memstream(&line, &len);
+    mmau_version_print(&v, f);
+    fclose(f);
+    CHECKF(strstr(line, "MMAU version: MMAU-v05.15.25") == line, "%s", line);
+    free(line);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: test_eval PATH/TO/aqa-eval\n");
@@ -671,6 +746,7 @@ int main(int argc, char **argv) {
     RUN(test_bad_input);
     RUN(test_cli_score);
     RUN(test_sweep);
+    RUN(test_mmau_version);
     json_decref(mmau);
     return test_summary("test_eval");
 }

@@ -5,13 +5,15 @@
 // the CPU forward (out rounded to bf16). Tolerance: max abs error under 3e-2 of the reference's largest
 // magnitude - P and dS are rounded to bf16 for the tensor-core products, each result once more when added.
 // The FA2 kernel (head_dim 33..128 in 16-byte rows) runs by default, the WMMA one at the other head dims;
-// test_old_kernel runs the layouts again on the WMMA kernel everywhere (AQA_ATTN_BWD=old).
+// test_wmma_kernel runs the layouts again on the WMMA kernel everywhere (ops_cuda_attention_bwd_with).
 // Exits 77 (skipped) without a GPU or a CUDA build.
 #include "gpu_testutil.h"
 
 #ifdef AQA_CUDA
+#include "model/cuda/ops_cuda_kernels.h"
 static Pair P;
 static Rng R;
+static AttnKernel bwd_kern = ATTN_AUTO;  // the GPU backward's kernel in bwd_case
 
 enum { G8 = 8 };
 static const double TOL = 3e-2;
@@ -46,15 +48,16 @@ static void bwd_case(const char *what, const AttnSeg *segs, int nseg, int Tq, in
     put_act(&P, dq0, nq, &dqc, &dqg);
     put_act(&P, dk0, nk, &dkc, &dkg);
     put_act(&P, dv0, nk, &dvc, &dvg);
-    for (int r = 0; r < reps; r++)
-        for (int b = 0; b < 2; b++) {
-            Ops *o = b ? P.g : P.c;
-            o->attention_bwd(o, b ? dqg : dqc, b ? dkg : dkc, b ? dvg : dvc, b ? dog : doc, b ? og : oc, b ? lg : lc,
-                             b ? qg : qc, b ? kg : kc, b ? vg : vc, segs, nseg, H, KVH, hd, scale);
-        }
-    char name[3][128];
+    for (int r = 0; r < reps; r++) {
+        P.c->attention_bwd(P.c, dqc, dkc, dvc, doc, oc, lc, qc, kc, vc, segs, nseg, H, KVH, hd, scale);
+        ops_cuda_attention_bwd_with(P.g, bwd_kern, dqg, dkg, dvg, dog, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd,
+                                    scale);
+    }
+    char name[3][160];
     const char *t[3] = {"dq", "dk", "dv"};
-    for (int i = 0; i < 3; i++) snprintf(name[i], sizeof name[i], "%s %s%s", what, t[i], reps > 1 ? " (x2)" : "");
+    for (int i = 0; i < 3; i++)
+        snprintf(name[i], sizeof name[i], "%s%s %s%s", bwd_kern == ATTN_BWD_WMMA ? "[wmma] " : "", what, t[i],
+                 reps > 1 ? " (x2)" : "");
     CHECKF(cmp_act(&P, name[0], dqc, dqg, nq) < TOL, "%s", name[0]);
     CHECKF(cmp_act(&P, name[1], dkc, dkg, nk) < TOL, "%s", name[1]);
     CHECKF(cmp_act(&P, name[2], dvc, dvg, nk) < TOL, "%s", name[2]);
@@ -192,14 +195,12 @@ static void test_shared_vs_naive(void) {
     free(dqs), free(dks), free(dvs), free(dqn), free(dkn), free(dvn), free(fq), free(fk), free(fv);
 }
 
-// The WMMA kernel kept behind AQA_ATTN_BWD=old (read at an Ops' first backward call): the same layouts
-// on a fresh CUDA Ops made and first used while it is set.
-static void test_old_kernel(void) {
-    ops_destroy(P.g);
-    CHECK(setenv("AQA_ATTN_BWD", "old", 1) == 0);
-    P.g = ops_cuda_create();
+// The WMMA kernel (the FA2 kernel's fallback: head dims outside 33..128, rows not 16-byte aligned) on
+// every layout of test_vs_cpu, head dims where the FA2 kernel runs by default included.
+static void test_wmma_kernel(void) {
+    bwd_kern = ATTN_BWD_WMMA;
     test_vs_cpu();
-    CHECK(unsetenv("AQA_ATTN_BWD") == 0);
+    bwd_kern = ATTN_AUTO;
 }
 #endif
 
@@ -209,14 +210,13 @@ int main(void) {
         printf("test_attention_bwd: no CUDA device, skipped\n");
         return 77;
     }
-    if (unsetenv("AQA_ATTN_BWD")) fatal("test_attention_bwd: unsetenv failed");  // the default kernel first
     P.c = ops_cpu_create();
     P.g = ops_cuda_create();
     rng_init(&R, 11, 0);
     RUN(test_vs_cpu);
     RUN(test_real_shapes);
     RUN(test_shared_vs_naive);
-    RUN(test_old_kernel);
+    RUN(test_wmma_kernel);
     ops_destroy(P.c);
     ops_destroy(P.g);
     return test_summary("test_attention_bwd");

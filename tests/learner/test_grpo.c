@@ -1,5 +1,6 @@
 // Tests of learner/grpo: advantages (scale variants, zero-std groups, dynamic filtering), the loss and
-// its gradient on hand-computed cases (aggregations, k3 KL, clipping), finite differences for every
+// its gradient on hand-computed cases (aggregations, k3 KL, clipping, importance weights), the
+// rollout/learner mismatch with truncated importance sampling and sequence masking, finite differences for every
 // variant, SFT cross-entropy, and every bad-input path.
 #include "grpo.h"
 #include "test.h"
@@ -263,6 +264,104 @@ static void test_loss_keep(void) {
     CHECK_INT(st.n_seq, 0);
 }
 
+// Truncated importance weights multiply each token's policy loss (and its gradient), not the KL.
+static void test_loss_is_weights(void) {
+    Err e;
+    // Ratio 1 in value, beta 0: token loss = -w_t A_i. Sequence 0: -(1 + 1.2) * 1.5 / 2 = -1.65;
+    // sequence 1 (tokens 2, 3 counted): -(0.5 + 2) * -0.5 / 2 = 0.625; loss = (-1.65 + 0.625) / 2 =
+    // -0.5125. dlp = -w_t A_i / (len_i * n_seq): -1.5 / 4 = -0.375, -1.2 * 1.5 / 4 = -0.45,
+    // 0.5 * 0.5 / 4 = 0.0625, 2 * 0.5 / 4 = 0.25, 0 on the masked token.
+    const uint8_t mask[5] = {1, 1, 1, 1, 0};
+    const float lp[5] = {-1, -1, -1, -1, -1}, adv[2] = {1.5f, -0.5f}, w[5] = {1, 1.2f, 0.5f, 2, 7};
+    GrpoLossConfig cfg = grpo_loss_config_default();
+    cfg.beta = 0;
+    GrpoBatch b = batch2(mask, lp, adv);
+    b.is_w = w;
+    float dlp[5];
+    GrpoLossStats st;
+    CHECK(grpo_loss(&cfg, &b, dlp, &st, &e) == 0);
+    CHECK_NEAR(st.loss, -0.5125, 1e-7);  // float 1.2f: 3e-8 relative
+    CHECK_NEAR(dlp[0], -0.375, 1e-7);
+    CHECK_NEAR(dlp[1], -0.45, 1e-7);
+    CHECK_NEAR(dlp[2], 0.0625, 1e-7);
+    CHECK_NEAR(dlp[3], 0.25, 1e-7);
+    CHECK_NEAR(dlp[4], 0, 0);
+    // The KL term is not weighted: A = 0 leaves only beta * kl, the same with and without weights.
+    // One token, lp = -1, ref = -2: 0.04 * exp(-1) = 0.0147151776 (test_loss_kl).
+    const int off1[1] = {0}, len1[1] = {1};
+    const uint8_t m1[1] = {1};
+    const float lp1[1] = {-1}, ref1[1] = {-2}, a0[1] = {0}, w1[1] = {0.25f};
+    GrpoBatch k = {.n_seq = 1, .n_tokens = 1, .offset = off1, .len = len1, .mask = m1, .lp = lp1, .ref_lp = ref1,
+                   .adv = a0, .is_w = w1};
+    cfg.beta = 0.04;
+    CHECK(grpo_loss(&cfg, &k, dlp, &st, &e) == 0);
+    CHECK_NEAR(st.loss, 0.0147151776, 1e-9);
+    CHECK_NEAR(dlp[0], 0.0252848224, 1e-8);
+    // A negative or non-finite weight on a counted token is refused.
+    const float bad[5] = {1, -0.5f, 1, 1, 1}, nan_w[5] = {1, 1, 1, NAN, 1};
+    cfg.beta = 0;
+    b.is_w = bad;
+    CHECK(grpo_loss(&cfg, &b, dlp, &st, &e) == -1 && strstr(e.msg, "importance weight -0.5 at token 1"));
+    b.is_w = nan_w;
+    CHECK(grpo_loss(&cfg, &b, dlp, &st, &e) == -1 && strstr(e.msg, "token 3 (sequence 1)"));
+}
+
+// Mismatch statistics, TIS weights and sequence masking by hand. batch2 layout, token 4 masked.
+// lp_learner -1 everywhere, lp_sample {-1, -1.5, -0.2, -0.4}: d = {0, 0.5, -0.8, -0.6},
+// r = exp(d) = {1, 1.6487212707, 0.4493289641, 0.5488116361}.
+static void test_mismatch(void) {
+    Err e;
+    const uint8_t mask[5] = {1, 1, 1, 1, 0};
+    const float lp[5] = {-1, -1, -1, -1, -1}, sample[5] = {-1, -1.5f, -0.2f, -0.4f, -9}, adv[2] = {1, -1};
+    GrpoBatch b = batch2(mask, lp, adv);
+    GrpoMismatchConfig mc = {.bound = 1.5, .tis_cap = 1.2, .mask = 1};
+    float w[5];
+    uint8_t keep[2];
+    GrpoMismatch st;
+    CHECK(grpo_mismatch(&mc, &b, sample, w, keep, &st, &e) == 0);
+    // Tolerances: the float inputs -0.2f and -0.4f are off by ~1e-8.
+    CHECK_INT(st.tokens, 4);
+    CHECK_NEAR(st.abs_sum, 1.9, 1e-7);
+    CHECK_NEAR(st.abs_max, 0.8, 1e-7);
+    // k3 = r - 1 - d: 0 + 0.1487212707 + 0.2493289641 + 0.1488116361.
+    CHECK_NEAR(st.k3_sum, 0.5468618709, 1e-7);
+    CHECK_NEAR(st.ratio_sum, 3.6468618709, 1e-7);
+    CHECK_NEAR(st.ratio_min, 0.4493289641, 1e-7);
+    CHECK_NEAR(st.ratio_max, 1.6487212707, 1e-7);
+    // Outside [1/1.5, 1.5] = [0.667, 1.5]: 1.6487, 0.4493, 0.5488.
+    CHECK_INT(st.out, 3);
+    // Sequence ratios: exp(mean d) = exp(0.25) = 1.284 (inside), exp(-0.7) = 0.4966 (outside).
+    CHECK_INT(st.n_seq, 2);
+    CHECK_INT(st.seq_out, 1);
+    CHECK_INT(keep[0], 1);
+    CHECK_INT(keep[1], 0);
+    // min(r, 1.2); 1 on the uncounted token.
+    CHECK_NEAR(w[0], 1, 0);
+    CHECK_NEAR(w[1], 1.2, 1e-7);
+    CHECK_NEAR(w[2], 0.4493289641, 1e-7);
+    CHECK_NEAR(w[3], 0.5488116361, 1e-7);
+    CHECK_NEAR(w[4], 1, 0);
+    // Corrections off: weights 1, every sequence kept, the same statistics.
+    mc = (GrpoMismatchConfig){.bound = 1.5};
+    CHECK(grpo_mismatch(&mc, &b, sample, w, keep, &st, &e) == 0);
+    CHECK(w[1] == 1 && w[2] == 1 && keep[0] == 1 && keep[1] == 1);
+    CHECK_INT(st.seq_out, 1);
+    CHECK(grpo_mismatch(&mc, &b, sample, NULL, NULL, &st, &e) == 0);
+    CHECK_INT(st.out, 3);
+    // Identical log-probs: exactly 0 mismatch, ratio 1.
+    CHECK(grpo_mismatch(&mc, &b, lp, NULL, NULL, &st, &e) == 0);
+    CHECK(st.abs_sum == 0 && st.abs_max == 0 && st.k3_sum == 0 && st.ratio_min == 1 && st.ratio_max == 1);
+    CHECK(st.ratio_sum == 4 && st.out == 0 && st.seq_out == 0);
+    // Bad input.
+    const float nan_s[5] = {-1, -1, -1, NAN, -1};
+    CHECK(grpo_mismatch(&mc, &b, nan_s, NULL, NULL, &st, &e) == -1 &&
+          strstr(e.msg, "token 3 (sequence 1, position 1)"));
+    mc.bound = 1;
+    CHECK(grpo_mismatch(&mc, &b, sample, NULL, NULL, &st, &e) == -1 && strstr(e.msg, "bound 1"));
+    mc = (GrpoMismatchConfig){.bound = 2, .tis_cap = 2};
+    CHECK(grpo_mismatch(&mc, &b, sample, NULL, NULL, &st, &e) == -1 && strstr(e.msg, "is_w"));
+}
+
 // Central differences of the loss in each lp against dlp, for every aggregation with clipping, KL,
 // masks and a dropped sequence. Ratios are kept away from the clip kinks by more than the step. Without
 // old_lp the ratio is exp(lp - stopgrad(lp)): its gradient is that of exp(lp - c) at c = lp, so the
@@ -273,7 +372,7 @@ static void test_loss_finite_difference(void) {
     const int off[S] = {0, 3, 7, 8}, len[S] = {3, 4, 1, 6};
     uint8_t mask[T] = {1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 0};
     const uint8_t keep[S] = {1, 1, 0, 1};
-    float lp[T], old[T], ref[T];
+    float lp[T], old[T], ref[T], w[T];
     const float adv[S] = {0.7f, -1.1f, 0.3f, 0.4f};
     Rng r;
     rng_init(&r, 7, 0);
@@ -283,6 +382,7 @@ static void test_loss_finite_difference(void) {
         // |lp - old| in {0.05..0.15} or {0.35..0.5}: ratios inside the clip range or clearly outside.
         double d = rng_uniform(&r) < 0.5 ? 0.05 + 0.1 * rng_uniform(&r) : 0.35 + 0.15 * rng_uniform(&r);
         old[t] = (float)(lp[t] + (rng_uniform(&r) < 0.5 ? d : -d));
+        w[t] = (float)(0.5 + rng_uniform(&r));
     }
     for (int type = CFG_LOSS_GRPO; type <= CFG_LOSS_DAPO; type++) {
         for (int with_old = 0; with_old < 2; with_old++) {
@@ -297,7 +397,8 @@ static void test_loss_finite_difference(void) {
             float x[T], dlp[T], scratch[T];
             memcpy(x, lp, sizeof x);
             GrpoBatch b = {.n_seq = S, .n_tokens = T, .offset = off, .len = len, .mask = mask, .lp = x,
-                           .old_lp = with_old ? old : NULL, .ref_lp = ref, .adv = adv, .keep = keep};
+                           .old_lp = with_old ? old : NULL, .ref_lp = ref, .adv = adv, .keep = keep,
+                           .is_w = type == CFG_LOSS_BNPO ? w : NULL};
             GrpoLossStats st, sp, sm;
             CHECK(grpo_loss(&cfg, &b, dlp, &st, &e) == 0);
             if (!with_old) b.old_lp = lp;
@@ -410,6 +511,8 @@ int main(void) {
     RUN(test_loss_aggregations);
     RUN(test_loss_clipping);
     RUN(test_loss_keep);
+    RUN(test_loss_is_weights);
+    RUN(test_mismatch);
     RUN(test_loss_finite_difference);
     RUN(test_loss_bad);
     RUN(test_sft);

@@ -1,7 +1,8 @@
 // test_grpo_step: a whole GRPO step on the learner (grpo_train_step) with hand-made trajectory groups
 // on a small random model with the real tokenizer and synthetic audio: dynamic filtering, reward
-// scaling, several updates per batch, failed and malformed groups, model.recompute (same gradient), and
-// the settings the learner refuses. The step's gradient is read back from Trainer.grad (grad_clip 0,
+// scaling, several updates per batch, failed and malformed groups, model.recompute (same gradient), the
+// rollout/learner mismatch (0 exactly, then after a skipped weight update, with its corrections) and the
+// settings the learner refuses. The step's gradient is read back from Trainer.grad (grad_clip 0,
 // lr 0: the weights never move, so every step sees the same model). Runs under mpirun -np 1 (the trainer all-reduces).
 #include <math.h>
 #include <stdlib.h>
@@ -179,7 +180,7 @@ static void test_scale_rewards(void) {
     CHECK_NEAR(st.sum[ST_FUNC_SUM + 0] / st.sum[ST_FUNC_CNT + 0], 0.5, 1e-12);
     CHECK_NEAR(st.sum[ST_FUNC_SUM + 1] / st.sum[ST_FUNC_CNT + 1], 0.25, 1e-12);
     CHECK_INT(st.sum[ST_TRUNC], 0);  // every completion ends with <|im_end|>
-    CHECK_INT(st.len_max, 3);
+    CHECK_INT(st.max[SM_LEN], 3);
     cfg.grpo.scale_rewards = CFG_SCALE_GROUP;
     traj_group_free(&g[0]);
     traj_group_free(&g[1]);
@@ -328,6 +329,63 @@ static void test_recompute(void) {
     free(gB);
 }
 
+// The rollout/learner mismatch through a step. Groups whose sampling log-probs are the learner's own
+// give exactly 0; after a weight update that the "rollout" never received (the groups still claim the
+// current version, so the version lag stays 0) the metrics show it; then the corrections act on it.
+static void test_mismatch(void) {
+    if (!ready) return;
+    TrajGroup g[2];
+    make_group(&g[0], 0, 0, 1, 0, 4, 0);
+    make_group(&g[1], 1, 1, 0, 1, 3, 0);
+    StepStats st;
+    Err e;
+    // One micro-step: tr.lp holds the groups' tokens in order; make them the sampling log-probs.
+    CHECK(step(g, 2, NULL, &st, &e) == 0);
+    CHECK_INT(st.sum[ST_MM_TOKENS], 14);
+    for (int i = 0, at = 0; i < 2; i++)
+        for (int t = 0; t < g[i].n_tokens; t++) g[i].sample_lp[t] = tr.lp[at++];
+    CHECK(step(g, 2, NULL, &st, &e) == 0);
+    CHECK(st.sum[ST_MM_ABS_SUM] == 0 && st.sum[ST_MM_K3_SUM] == 0 && st.max[SM_MM_ABS] == 0);
+    CHECK(st.sum[ST_MM_RATIO_SUM] == 14 && st.max[SM_RATIO] == 1 && st.max[SM_NEG_RATIO] == -1);
+    CHECK(st.sum[ST_LAG_SUM] == 0 && st.max[SM_LAG] == 0);
+    // One real update (lr 1e-2), which the groups' sampler never saw.
+    size_t n = tr.model.t.numel;
+    float *saved = mallocCheck(n * sizeof(float));
+    memcpy(saved, tr.master, n * sizeof(float));
+    tr.lr.lr = 1e-2;
+    CHECK(step(g, 2, NULL, &st, &e) == 0);
+    tr.lr.lr = 0;
+    float *g0 = mallocCheck(n * sizeof(float)), *g1 = mallocCheck(n * sizeof(float));
+    CHECK(step(g, 2, g0, &st, &e) == 0);
+    double mean = st.sum[ST_MM_ABS_SUM] / st.sum[ST_MM_TOKENS];
+    printf("mismatch after a skipped update (lr 1e-2): mean %.3g, max %.3g, k3 %.3g, ratio %.4f..%.4f\n", mean,
+           st.max[SM_MM_ABS], st.sum[ST_MM_K3_SUM] / st.sum[ST_MM_TOKENS], -st.max[SM_NEG_RATIO], st.max[SM_RATIO]);
+    // An Adam step of 1e-2 on every weight moves these log-probs by far more than float rounding (1e-6).
+    CHECK(mean > 1e-3 && st.sum[ST_MM_K3_SUM] > 0 && st.max[SM_LAG] == 0);
+    // Truncated importance sampling (weights min(r, 1.3), the ratios lie in about [1.1, 1.7]) changes the
+    // gradient.
+    cfg.grpo.tis_cap = 1.3;
+    CHECK(step(g, 2, g1, &st, &e) == 0);
+    CHECK(memcmp(g0, g1, n * sizeof(float)) != 0);
+    cfg.grpo.tis_cap = 0;
+    // Sequence masking with bounds tighter than every sequence's ratio drops them all: no loss tokens.
+    cfg.grpo.mismatch_mask = true;
+    cfg.grpo.mismatch_bound = 1 + 1e-9;
+    CHECK(step(g, 2, g1, &st, &e) == 0);
+    CHECK_INT(st.sum[ST_MM_SEQ_OUT], 4);
+    CHECK_INT(st.sum[ST_LOSS_TOKENS], 0);
+    CHECK(max_abs(g1, n) == 0);
+    cfg.grpo.mismatch_mask = false;
+    cfg.grpo.mismatch_bound = 2;
+    memcpy(tr.master, saved, n * sizeof(float));
+    tr.ops->upload_act(tr.ops, tr.model.params, tr.master, n);
+    free(saved);
+    free(g0);
+    free(g1);
+    traj_group_free(&g[0]);
+    traj_group_free(&g[1]);
+}
+
 static void test_refused_config(void) {
     if (!ready) return;
     struct {
@@ -358,6 +416,7 @@ int main(int argc, char **argv) {
     RUN(test_num_iterations);
     RUN(test_bad_groups);
     RUN(test_recompute);
+    RUN(test_mismatch);
     RUN(test_refused_config);
     if (ready) trainer_free(&tr);
     int rc = test_summary("grpo_step");

@@ -153,22 +153,22 @@ static void case_bcast(void) {
     CHECK(wl.transport == WEIGHTS_NCCL && wl.nccl);
     uint16_t *h = mallocCheck(n * 2), *got = mallocCheck(n * 2);
     void *d;
-    CUDA_RT_CHECK(cudaMalloc(&d, n * 2));
-    CUDA_RT_CHECK(cudaMemset(d, 0, n * 2));
+    CUDA_CHECK(cudaMalloc(&d, n * 2));
+    CUDA_CHECK(cudaMemset(d, 0, n * 2));
     int root = comm.role == ROLE_LEARNER;
     Err e;
     const int sent[3] = {5, 6, 7}, expect[3] = {5, 8, 7};
     for (int k = 0; k < 3; k++) {
         if (root) {
             for (size_t i = 0; i < n; i++) h[i] = pattern(i, sent[k]);
-            CUDA_RT_CHECK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
+            CUDA_CHECK(cudaMemcpy(d, h, n * 2, cudaMemcpyHostToDevice));
         }
         int rc = weights_link_bcast(&wl, &comm, NULL, d, n, root ? sent[k] : expect[k], 0, &e);
         if (root) {
             CHECK(rc == 0);
             continue;
         }
-        CUDA_RT_CHECK(cudaMemcpy(got, d, n * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(got, d, n * 2, cudaMemcpyDeviceToHost));
         // the buffer holds the last version accepted
         int have = sent[k] == expect[k] ? sent[k] : sent[k - 1];
         size_t off = 0;
@@ -196,7 +196,7 @@ static void case_timeout(void) {
     Nccl nc;
     nccl_init(&nc, comm.role_comm, 3);
     double *d;
-    CUDA_RT_CHECK(cudaMalloc((void **)&d, sizeof(double)));
+    CUDA_CHECK(cudaMalloc((void **)&d, sizeof(double)));
     // one all-reduce together first: the peers are connected, as in the middle of a run
     nccl_all_reduce_sum(&nc, d, 1, ncclFloat64, 0);
     nccl_wait(&nc, 0, "warm-up all-reduce");

@@ -1,9 +1,16 @@
 #!/bin/sh
 # zero_gpu.sh CASE: test_zero_mpi CASE (zero | bcast | timeout, see there) under mpirun, 2 ranks with a
-# GPU each (offload: 1 rank, 1 GPU). Skipped (77) without a CUDA build or with too few GPUs. Environment:
-# MPIRUN, ZERO_MPI.
+# GPU each (offload: 1 rank, 1 GPU). Skipped (77) without a CUDA build or with too few GPUs; a failing
+# probe fails.
+# Environment: MPIRUN, ZERO_MPI.
 set -u
-n=$("$ZERO_MPI" gpus 2>/dev/null) || { echo "no CUDA in this build: skipped"; exit 77; }
+# the probe exits 77 in a build without CUDA and prints 0 on a machine without GPUs or driver; any other
+# failure (a CUDA error, a crash) fails the test rather than hiding the GPU cases as skips
+n=$("$ZERO_MPI" gpus)
+rc=$?
+[ $rc -ne 77 ] || { echo "no CUDA in this build: skipped"; exit 77; }
+[ $rc -eq 0 ] || { echo "FAIL: the GPU probe ($ZERO_MPI gpus) exited $rc"; exit 1; }
+case $n in '' | *[!0-9]*) echo "FAIL: the GPU probe printed '$n', not a count"; exit 1 ;; esac
 need=2
 [ "$1" = offload ] && need=1
 [ "$n" -ge $need ] || { echo "$n GPUs, the case needs $need: skipped"; exit 77; }

@@ -244,18 +244,25 @@ static void test_save_load_f32_sharded(void) { save_load(SAVE_F32, 0, 4000, "ckp
 static void test_save_load_bf16(void) { save_load(SAVE_BF16, 0, 1 << 30, "ckpt_bf16"); }
 static void test_save_load_tied(void) { save_load(SAVE_BF16, 1, 3000, "ckpt_tied"); }
 
-// A model dir whose safetensors hold the table's tensors, edited: `drop` left out, `reshape` given a wrong
-// first dimension, `extra` added (each may be NULL).
-static const char *write_edited(const ModelConfig *c, const char *name, const char *drop, const char *reshape,
-                                const char *extra) {
+// A fresh model dir TMP/name holding c's config.json; t gets c's table. Returns the dir.
+static const char *model_dir_begin(const ModelConfig *c, const char *name, ParamTable *t) {
     Err e;
     const char *dir = TMP_PATH(name);
     rm_rf(dir);
     CHECK(dir_make(dir, &e) == 0);
     char p[4096];
     CHECK(hf_config_save(path_join(p, sizeof p, dir, "config.json"), c, "float32", &e) == 0);
+    param_table_build(t, c);
+    return dir;
+}
+
+// A model dir whose safetensors hold the table's tensors, edited: `drop` left out, `reshape` given a wrong
+// first dimension, `extra` added (each may be NULL).
+static const char *write_edited(const ModelConfig *c, const char *name, const char *drop, const char *reshape,
+                                const char *extra) {
+    Err e;
     ParamTable t;
-    param_table_build(&t, c);
+    const char *dir = model_dir_begin(c, name, &t);
     float *w = callocCheck(t.numel + 64, sizeof(float));
     StWriteTensor *ts = callocCheck((size_t)t.n + 1, sizeof(StWriteTensor));
     int n = 0;
@@ -320,6 +327,94 @@ static void test_load_errors(void) {
     dir = write_edited(&c, "ckpt_cfg_mismatch", NULL, NULL, NULL);
     CHECK(hf_config_save(path_join(cfgp, sizeof cfgp, dir, "config.json"), &wide, "float32", &e) == 0);
     expect_load_error(dir, "mlp.gate_proj.weight", "expected [64, 32]");
+}
+
+// The transformers 5 name of a table name (the inverse of checkpoint_canonical_name), into buf.
+static const char *t5_name(const char *name, char *buf, size_t cap) {
+    static const char *const map[][2] = {{"language_model.model.", "model.language_model."},
+                                         {"language_model.lm_head.", "lm_head."},
+                                         {"audio_tower.", "model.audio_tower."},
+                                         {"multi_modal_projector.", "model.multi_modal_projector."}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        size_t n = strlen(map[i][0]);
+        if (strncmp(name, map[i][0], n) == 0) {
+            snprintf(buf, cap, "%s%s", map[i][1], name + n);
+            return buf;
+        }
+    }
+    CHECKF(0, "no transformers 5 name for %s", name);
+    return name;
+}
+
+// A checkpoint as transformers 5 saves a model built in memory: every table tensor of w under its
+// module-tree name (f32, sharded small so the index maps the new names), plus the table tensor `also`
+// under its transformers 4 name when given (both layouts of one tensor).
+static const char *write_t5(const ModelConfig *c, const char *name, const float *w, const char *also) {
+    Err e;
+    ParamTable t;
+    const char *dir = model_dir_begin(c, name, &t);
+    StWriteTensor *ts = callocCheck((size_t)t.n + 2, sizeof(StWriteTensor));
+    char(*names)[256] = callocCheck((size_t)t.n, 256);
+    int n = 0;
+    for (int i = 0; i < t.n; i++) {
+        const ParamSpec *s = &t.specs[i];
+        ts[n] = (StWriteTensor){.name = t5_name(s->name, names[i], 256), .ndim = s->ndim, .data = w + s->offset};
+        memcpy(ts[n].shape, s->shape, sizeof s->shape);
+        n++;
+        if (also && strcmp(s->name, also) == 0) {
+            ts[n] = ts[n - 1];
+            ts[n++].name = s->name;
+        }
+    }
+    // A tied model saved by transformers 5 stores lm_head.weight too (the table has no slot for it).
+    if (t.lm_head == t.embed) {
+        ts[n] = ts[t.embed];
+        ts[n++].name = "lm_head.weight";
+    }
+    CHECK(st_write_sharded(dir, ts, n, ST_F32, 3000, &e) > 1);
+    free(names);
+    free(ts);
+    param_table_free(&t);
+    return dir;
+}
+
+// transformers 5 names load to the same parameters as the transformers 4 ones (f32: bit-exact), tied or
+// not; a file holding one tensor under both names is refused, naming it.
+static void test_load_t5_names(void) {
+    Err e;
+    char buf[256];
+    CHECK_STR(checkpoint_canonical_name("model.language_model.layers.3.mlp.up_proj.weight", buf, sizeof buf),
+              "language_model.model.layers.3.mlp.up_proj.weight");
+    CHECK_STR(checkpoint_canonical_name("lm_head.weight", buf, sizeof buf), "language_model.lm_head.weight");
+    CHECK_STR(checkpoint_canonical_name("model.audio_tower.conv1.bias", buf, sizeof buf), "audio_tower.conv1.bias");
+    CHECK_STR(checkpoint_canonical_name("model.multi_modal_projector.linear.weight", buf, sizeof buf),
+              "multi_modal_projector.linear.weight");
+    CHECK_STR(checkpoint_canonical_name("audio_tower.conv1.bias", buf, sizeof buf), "audio_tower.conv1.bias");
+    CHECK_STR(checkpoint_canonical_name("model.vision_tower.x", buf, sizeof buf), "model.vision_tower.x");
+    for (int tied = 0; tied <= 1; tied++) {
+        ModelConfig c = small_cfg(tied), c2;
+        ParamTable t, t2;
+        param_table_build(&t, &c);
+        float *p = mallocCheck(t.numel * sizeof(float)), *q = NULL;
+        param_init_random(&c, &t, p, 7 + tied);
+        const char *dir = write_t5(&c, tied ? "ckpt_t5_tied" : "ckpt_t5", p, NULL);
+        if (CHECK_OK(model_load_dir(dir, &c2, &t2, &q, &e) == 0, e)) {
+            CHECK_INT(t2.numel, t.numel);
+            CHECKF(memcmp(p, q, t.numel * sizeof(float)) == 0, "tied %d: loaded values differ", tied);
+            free(q);
+            param_table_free(&t2);
+        }
+        free(p);
+        param_table_free(&t);
+    }
+    ModelConfig c = small_cfg(0);
+    ParamTable t;
+    param_table_build(&t, &c);
+    float *p = callocCheck(t.numel, sizeof(float));
+    const char *both = "audio_tower.conv2.weight";
+    expect_load_error(write_t5(&c, "ckpt_t5_both", p, both), both, "appears in both");
+    free(p);
+    param_table_free(&t);
 }
 
 // A save that fails part-way (no tokenizer files in the tokenizer dir, checked after the shards are
@@ -466,6 +561,7 @@ int main(int argc, char **argv) {
     RUN(test_save_load_bf16);
     RUN(test_save_load_tied);
     RUN(test_load_errors);
+    RUN(test_load_t5_names);
     RUN(test_atomic_save);
     RUN(test_param_init);
     RUN(test_aqa_init);

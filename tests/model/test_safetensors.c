@@ -304,6 +304,14 @@ static void test_bad_index(void) {
     expect_open_error(ip, "tensor 'b.bias'", "missing from the weight_map");
     write_index(dir, "{\"weight_map\": {\"a.weight\": \"../x.safetensors\"}}");
     expect_open_error(ip, "a.weight", "not a shard file name");
+    {  // a shard name longer than a path can be (tests/fuzz/fuzz_safetensors: it ended the process)
+        char text[6000];
+        int k = snprintf(text, sizeof text, "{\"weight_map\": {\"a.weight\": \"");
+        memset(text + k, 's', 5000);
+        snprintf(text + k + 5000, sizeof text - (size_t)k - 5000, ".safetensors\"}}");
+        write_index(dir, text);
+        expect_open_error(ip, "a.weight", "not a shard file name (or too long)");
+    }
     write_index(dir, "{\"metadata\": {}}");
     expect_open_error(ip, "model.safetensors.index.json", "weight_map");
     write_index(dir, "{\"weight_map\": ");

@@ -121,6 +121,72 @@ static void test_options(void) {
     prep_context_free(&ctx);
 }
 
+// A model with a shorter audio window (F = 2 x max_source_positions mel frames): the audio is cut to F
+// frames and the features are the first F frames of each band of the full [128, 3000] features of the
+// cut audio (row stride F); prep_options_set_model reads F from a model's config.json and refuses a
+// window beyond 3000 frames; prep_context_init refuses an odd or too large window.
+static void test_window(void) {
+    enum { F = 100 };  // 1 s
+    PrepContext ctx;
+    Err e;
+    PrepOptions o = default_opts();
+    o.audio_frames = F;
+    if (prep_context_init(&ctx, tok_dir, &o, &e)) {
+        CHECKF(0, "%s", e.msg);
+        return;
+    }
+    CHECK_INT(ctx.max_samples, F * AUDIO_HOP);
+    float *full = mallocCheck((size_t)MEL_N_MELS * MEL_FRAMES * sizeof(float));  // [128, 3000]
+    int32_t mask[MEL_FRAMES];
+    for (int64_t i = 0; i < ds.n; i++) {
+        PreparedQuestion p;
+        if (prep_question(&ctx, &ds.q[i], &p, &e)) {
+            CHECKF(0, "question %lld: %s", (long long)i, e.msg);
+            continue;
+        }
+        Audio a;
+        CHECK(audio_load(ds.q[i].audio_path, AUDIO_MONO_FIRST, &a, &e) == 0);
+        int64_t n = a.n < F * AUDIO_HOP ? a.n : F * AUDIO_HOP;
+        int N = mel_compute(ctx.mel, a.samples, n, full, mask);
+        audio_free(&a);
+        CHECK_INT(p.n_samples, n);
+        CHECK_INT(p.valid_frames, audio_valid_frames(n));
+        CHECK(p.valid_frames <= F);
+        CHECK_INT(p.n_audio_tokens, N);
+        CHECK_INT(count_id(&p.prompt, ctx.audio_id), N);
+        int same = 1;
+        for (int m = 0; m < MEL_N_MELS; m++)
+            same &= memcmp(p.features + (size_t)m * F, full + (size_t)m * MEL_FRAMES, F * sizeof(float)) == 0;
+        CHECK(same);
+        prep_question_free(&p);
+    }
+    free(full);
+    prep_context_free(&ctx);
+
+    o.audio_frames = 101;
+    CHECK(prep_context_init(&ctx, tok_dir, &o, &e) != 0 && strstr(e.msg, "101") != NULL);
+    o.audio_frames = MEL_FRAMES + 2;
+    CHECK(prep_context_init(&ctx, tok_dir, &o, &e) != 0 && strstr(e.msg, "3002") != NULL);
+
+    const char *dir = TMP_PATH("prepare_window");
+    char path[4200];
+    CHECK(dir_make(dir, &e) == 0);
+    const char *cfg = "{\"model_type\": \"qwen2_audio\", \"audio_config\": {\"num_mel_bins\": 128, "
+                      "\"max_source_positions\": %d, \"d_model\": 64, \"encoder_layers\": 2, "
+                      "\"encoder_attention_heads\": 4, \"encoder_ffn_dim\": 128}, \"text_config\": "
+                      "{\"hidden_size\": 64, \"num_hidden_layers\": 2, \"num_attention_heads\": 4, "
+                      "\"num_key_value_heads\": 2, \"intermediate_size\": 128, \"vocab_size\": 151680}}";
+    char text[1024];
+    snprintf(text, sizeof text, cfg, 150);
+    CHECK(file_write_atomic(path_join(path, sizeof path, dir, "config.json"), text, strlen(text), &e) == 0);
+    PrepOptions w = default_opts();
+    CHECKF(prep_options_set_model(&w, dir, &e) == 0, "%s", e.msg);
+    CHECK_INT(w.audio_frames, 300);
+    snprintf(text, sizeof text, cfg, 1502);
+    CHECK(file_write_atomic(path, text, strlen(text), &e) == 0);
+    CHECK(prep_options_set_model(&w, dir, &e) != 0 && strstr(e.msg, "3004") != NULL);
+}
+
 static void test_from_config(void) {
     Config cfg;
     config_defaults(&cfg);
@@ -226,15 +292,54 @@ static void test_schedule(void) {
     CHECK(schedule_start_step(&cfg, &start, &e) == 0 && start == 7);
 }
 
+// The asynchronous schedule: weights versions per step, the pipeline drained at checkpoint steps, the
+// same versions after a resume, and the step before which each version's broadcast comes.
+static void test_versions(void) {
+    Config cfg;
+    config_defaults(&cfg);
+    cfg.train.save_every = 5;
+    VersionSchedule s = schedule_versions(&cfg, 0, 12);
+    for (int64_t j = 0; j < 12; j++) CHECK_INT(schedule_version(&s, j), j);  // k = 0: synchronous
+    for (int64_t v = 0; v < 12; v++) CHECK_INT(schedule_first_step(&s, v), v);
+    cfg.grpo.max_staleness = 2;
+    s = schedule_versions(&cfg, 0, 12);
+    // max(j - 2, last multiple of 5 <= j, 0).
+    const int64_t want[12] = {0, 0, 0, 1, 2, 5, 5, 5, 6, 7, 10, 10};
+    for (int64_t j = 0; j < 12; j++) {
+        CHECK_INT(schedule_version(&s, j), want[j]);
+        CHECK(j - schedule_version(&s, j) <= 2);
+    }
+    const int64_t first[12] = {0, 3, 4, 5, 5, 5, 8, 9, 10, 10, 10, 12};  // 12: no step samples with 11
+    for (int64_t v = 0; v < 12; v++) CHECK_INT(schedule_first_step(&s, v), first[v]);
+    // Resumed at the checkpoint of step 5: the same versions as the uninterrupted run.
+    VersionSchedule r = schedule_versions(&cfg, 5, 12);
+    for (int64_t j = 5; j < 12; j++) CHECK_INT(schedule_version(&r, j), want[j]);
+    // Resumed off the checkpoint grid (save_every changed): never older than the resumed weights.
+    r = schedule_versions(&cfg, 7, 12);
+    CHECK_INT(schedule_version(&r, 7), 7);
+    CHECK_INT(schedule_version(&r, 8), 7);
+    CHECK_INT(schedule_version(&r, 9), 7);
+    // save_every 0 (checkpoints at the end only): a plain lag of k.
+    cfg.train.save_every = 0;
+    s = schedule_versions(&cfg, 0, 12);
+    CHECK_INT(schedule_version(&s, 11), 9);
+    // SFT has no rollouts: synchronous whatever the key says.
+    cfg.train.mode = CFG_MODE_SFT;
+    s = schedule_versions(&cfg, 0, 12);
+    CHECK_INT(schedule_version(&s, 11), 11);
+}
+
 int main(void) {
     tok_dir = fixture_tokenizer_dir("pipeline_tok");
     if (!tok_dir || !fixture_synth_dataset("pipeline_synth", 6, 11, &ds)) return 1;
     RUN(test_context);
     RUN(test_questions);
     RUN(test_options);
+    RUN(test_window);
     RUN(test_from_config);
     RUN(test_bad_input);
     RUN(test_schedule);
+    RUN(test_versions);
     dataset_free(&ds);
     return test_summary("prepare");
 }

@@ -437,6 +437,18 @@ static void test_protocol_stats_and_client_side(void) {
     CHECK(reward_proto_result(r, &res, &e) == -1);
     CHECK(strstr(e.msg, "malformed response") != NULL);
     json_decref(r);
+    // Rewards are 0 or 1: anything else is not a reward service (tests/fuzz/fuzz_reward_client).
+    r = json_pack("{s:i,s:{s:f,s:f},s:f}", "id", 1, "rewards", "accuracy", 5.0, "format", 1.0, "total", 6.0);
+    CHECK(reward_proto_result(r, &res, &e) == -1);
+    CHECKF(strstr(e.msg, "rewards must be 0 or 1") != NULL, "%s", e.msg);
+    json_decref(r);
+    // A parse error quoting invalid UTF-8 of the request still carries its (repaired) message
+    // (tests/fuzz/fuzz_reward_server: the answer was {"id":null} without "error").
+    const char bad[] = "{\"completion\": \"\\u00e\xc7\xa3\"}";
+    r = reward_proto_answer(&opt, bad, sizeof bad - 1, NULL, NULL, NULL);
+    CHECKF(json_is_string(json_object_get(r, "error")) && strstr(json_string_value(json_object_get(r, "error")), "malformed JSON"),
+           "no error in the answer to a line with invalid UTF-8");
+    json_decref(r);
 }
 
 static void test_host_port(void) {

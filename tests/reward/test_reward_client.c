@@ -170,9 +170,19 @@ static void test_client_gives_up(void) {
     CHECKF(strstr(e.msg, "4 consecutive failures") && strstr(e.msg, addr), "%s", e.msg);
     CHECK(sp_now() - t0 < 3);
     reward_client_close(c);
-    // Opening fails the same way when nothing listens.
+    // Opening fails the same way when nothing listens, after max_failures attempts.
     CHECK(reward_client_open(addr, &o, &e) == NULL);
-    CHECKF(strstr(e.msg, "consecutive failures") && strstr(e.msg, "connect"), "%s", e.msg);
+    CHECKF(strstr(e.msg, "not answering") && strstr(e.msg, "(4 attempts)") && strstr(e.msg, "connect") &&
+               strstr(e.msg, addr),
+           "%s", e.msg);
+    // With an open wait (a service still starting) it goes on trying that long, and no longer: the
+    // bound is 1.5 s, the test allows 1.5 s of scheduling on top.
+    o.open_wait_s = 1.5;
+    t0 = sp_now();
+    CHECK(reward_client_open(addr, &o, &e) == NULL);
+    double waited = sp_now() - t0;
+    CHECKF(waited >= 1.5 && waited < 3, "waited %.2f s", waited);
+    CHECKF(strstr(e.msg, "not answering after") && strstr(e.msg, addr), "%s", e.msg);
 }
 
 static void test_client_refused_by_full_server(void) {

@@ -2,7 +2,7 @@
 //   rollout_job setup DIR               writes the assets: DIR/tok (Qwen2-Audio tokenizer), DIR/model (tiny
 //                                       random model), DIR/data/train.jsonl (synthetic questions plus one
 //                                       whose audio file is missing)
-//   rollout_job check --config F        plays the learners: each step k sends weights version k and checks
+//   rollout_job check --config F        plays the learners: each step k announces k, sends weights version k, checks
 //                                       every group it receives (see check_group), then that each of its
 //                                       slots came exactly once
 //   rollout_job ahead --config F        sends version 1 where the rollouts expect 0 (they must abort)
@@ -95,6 +95,7 @@ static int check(const Comm *c, const Config *cfg, int ahead) {
     int *seen = mallocCheck(sizeof(int) * (size_t)B);
     int failed = 0;
     for (int64_t k = 0; k < n_steps; k++) {
+        comm_next_step(c, k);
         if (comm_bcast_weights(c, params, t.numel, k + ahead, &e)) comm_abort("%s", e.msg);
         if (ahead) MPI_CHECK(MPI_Barrier(c->world));  // the rollouts abort the job before joining
         memset(seen, 0, sizeof(int) * (size_t)B);
@@ -109,6 +110,7 @@ static int check(const Comm *c, const Config *cfg, int ahead) {
         }
         for (int64_t s = 0; s < B; s++) CHECK_INT(seen[s], order_slot_rank(s, c->n_learners) == c->role_rank);
     }
+    comm_next_step(c, COMM_STOP);
     // Every slot the question with the missing file fills came back failed, over all learners.
     double all = failed;
     comm_role_allreduce_sum_f64(c, &all, 1);

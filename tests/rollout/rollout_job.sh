@@ -77,7 +77,7 @@ ahead)
         echo "FAIL: rollouts sampled with weights of the wrong version"
         exit 1
     fi
-    grep -q "weights for step 0: weights version 1 received, expected 0 (ahead)" job.log ||
+    grep -q "weights version 0: weights version 1 received, expected 0 (ahead)" job.log ||
         { echo "FAIL:"; tail -n 5 job.log; exit 1; }
     ;;
 refuse)

@@ -8,7 +8,14 @@
 # time.*). Exits 77 (skipped) without a GPU. Knobs: SFT_STEPS, GRPO_STEPS (60 each), N_QUESTIONS (400).
 # Environment (meson): AQA_SRC, AQA_TMP, AQA_BUILD (the build directory), AQA_INIT, AQA_SYNTH, AQA_TOKBUILD.
 set -eu
-gpus=$(nvidia-smi -L 2>/dev/null | grep -c "^GPU" || true)
+# skipped only without nvidia-smi (no driver) or when it finds no GPU (exit 6) or no loaded driver (exit 9);
+# any other failure of the probe fails the test rather than hiding it as a skip
+command -v nvidia-smi >/dev/null 2>&1 || { echo "no nvidia-smi (no GPU driver): skipped"; exit 77; }
+rc=0
+list=$(nvidia-smi -L 2>&1) || rc=$?
+[ $rc -ne 6 ] && [ $rc -ne 9 ] || { echo "no GPU (nvidia-smi exit $rc): skipped"; exit 77; }
+[ $rc -eq 0 ] || { echo "FAIL: nvidia-smi -L exited $rc: $list"; exit 1; }
+gpus=$(printf '%s\n' "$list" | grep -c "^GPU" || true)
 [ "$gpus" -ge 1 ] || { echo "no GPU: skipped"; exit 77; }
 sft_steps=${SFT_STEPS:-60}
 grpo_steps=${GRPO_STEPS:-60}

@@ -6,7 +6,11 @@
 //       (max |a - b| / max(1, max |a|)).
 //   sys_check sum A.jsonl NAME MIN   the sum over the rows of metric NAME is at least MIN.
 //   sys_check rows A.jsonl N   A holds N rows, steps 0..N-1.
+//   sys_check values A.jsonl NAME V0,V1,...   row i's NAME is exactly Vi, or above 0 where Vi is "+".
+//   sys_check h5 RUN_DIR NAME   RUN_DIR/metrics.h5's dataset NAME holds RUN_DIR/metrics.jsonl's values of
+//       NAME, row for row, bit for bit.
 // Exits 0 when the check holds, 1 (with the first difference on stderr) when not, 2 on bad usage/input.
+#include <hdf5.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -145,10 +149,68 @@ static int check_rows(const char *p, long n) {
     return rc;
 }
 
+static int check_values(const char *p, const char *name, const char *list) {
+    json_t *A = read_rows(p);
+    int rc = 0;
+    size_t i = 0;
+    for (const char *s = list; *s && rc == 0; i++) {
+        json_t *v = json_object_get(json_array_get(A, i), name);
+        double x = json_is_number(v) ? json_number_value(v) : NAN;
+        int ok = *s == '+' ? x > 0 : x == strtod(s, NULL);
+        if (!ok) fprintf(stderr, "sys_check: %s row %zu: %s = %.17g, expected %.*s\n", p, i, name, x,
+                         (int)strcspn(s, ","), s);
+        rc = !ok;
+        s += strcspn(s, ",");
+        s += *s == ',';
+    }
+    if (rc == 0 && i != json_array_size(A)) {
+        fprintf(stderr, "sys_check: %s: %zu rows, %zu values given\n", p, json_array_size(A), i);
+        rc = 1;
+    }
+    if (rc == 0) printf("sys_check: %s of %s: %s\n", name, p, list);
+    json_decref(A);
+    return rc;
+}
+
+static int check_h5(const char *dir, const char *name) {
+    char path[4300];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", dir);
+    json_t *A = read_rows(path);
+    size_t n = json_array_size(A);
+    snprintf(path, sizeof path, "%s/metrics.h5", dir);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) die("cannot open %s", path);
+    hid_t ds = H5Lexists(f, name, H5P_DEFAULT) > 0 ? H5Dopen2(f, name, H5P_DEFAULT) : -1;
+    if (ds < 0) die("no dataset %s in metrics.h5", name);
+    hid_t sp = H5Dget_space(ds);
+    hsize_t dims = 0;
+    H5Sget_simple_extent_dims(sp, &dims, NULL);
+    H5Sclose(sp);
+    double *x = mallocCheck((dims + 1) * sizeof(double));
+    int rc = dims != n || H5Dread(ds, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) < 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        double y = json_number_value(json_object_get(json_array_get(A, i), name));
+        rc = memcmp(&x[i], &y, sizeof y) != 0;
+        if (rc)
+            fprintf(stderr, "sys_check: %s row %zu: %.17g in metrics.h5, %.17g in metrics.jsonl\n", name, i, x[i], y);
+    }
+    if (rc == 0) printf("sys_check: %s: %zu rows, metrics.h5 = metrics.jsonl\n", name, n);
+    else if (dims != n) fprintf(stderr, "sys_check: %s: %llu rows in metrics.h5, %zu in metrics.jsonl\n", name,
+                                (unsigned long long)dims, n);
+    free(x);
+    H5Dclose(ds);
+    H5Fclose(f);
+    json_decref(A);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     if (argc == 5 && strcmp(argv[1], "metrics") == 0) return check_metrics(argv[2], argv[3], argv[4]);
     if (argc == 5 && strcmp(argv[1], "params") == 0) return check_params(argv[2], argv[3], atof(argv[4]));
     if (argc == 5 && strcmp(argv[1], "sum") == 0) return check_sum(argv[2], argv[3], atof(argv[4]));
     if (argc == 4 && strcmp(argv[1], "rows") == 0) return check_rows(argv[2], atol(argv[3]));
-    die("%s", "usage: sys_check metrics A B exact|TOL | params CKPT_A CKPT_B TOL | sum A NAME MIN | rows A N");
+    if (argc == 5 && strcmp(argv[1], "values") == 0) return check_values(argv[2], argv[3], argv[4]);
+    if (argc == 4 && strcmp(argv[1], "h5") == 0) return check_h5(argv[2], argv[3]);
+    die("%s", "usage: sys_check metrics A B exact|TOL | params CKPT_A CKPT_B TOL | sum A NAME MIN | rows A N | "
+              "values A NAME V0,V1,... | h5 RUN_DIR NAME");
 }

@@ -1,7 +1,17 @@
 #!/bin/sh
 # system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
 #   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_ranks | sft_bad_data | grpo_ranks |
-#                                  grpo_resume | grpo_kill | grpo_bad_data | gpu_sft_ranks | gpu_sft_resume
+#                                  grpo_resume | grpo_async | grpo_async1 | grpo_kill | grpo_bad_data |
+#                                  gpu_sft_ranks | gpu_sft_resume | grpo_sigterm | ckpt_kill | ckpt_corrupt |
+#                                  ckpt_disk_full | reward_absent
+# grpo_async and grpo_async1 run the asynchronous schedule (grpo.max_staleness 2 and 1): version lags,
+# mismatch metrics (0 exactly where the rollouts had the learner's weights), metrics.h5 = metrics.jsonl,
+# the step line, the pipeline drained at a checkpoint, resume bit for bit with another rollout count,
+# and stale groups refused.
+# The last five are fault injection: SIGTERM to the job's ranks (checkpoint at the step boundary, exit 0,
+# resumed to the end); kill -9 of the learner paused inside a
+# checkpoint write (train.test_ckpt_pause_s); a bit-flipped or truncated checkpoint (named error, resume
+# falls back to the newest valid one); a full disk (RLIMIT_FSIZE) during a checkpoint; no reward service.
 # The gpu_ tests (suite gpu) run 2 learners with model.backend=cuda (ZeRO-1 over 2 GPUs, 1 MiB gradient
 # buckets so reductions start during backward) and exit 77 (skipped) on a machine with fewer than 2
 # GPUs: gpu_sft_ranks is sft_ranks against 1 GPU with 2 micro-steps, gpu_sft_resume is a resume from
@@ -58,7 +68,7 @@ make_bad_data() {
 }
 
 # config FILE RUN_DIR MODE STEPS [DATA]: the tiny run's config; $B questions per step (default 2) in
-# $ACC micro-steps (default 1). The reference model is a second random model, so the KL term (and with
+# $ACC micro-steps (default 1), grpo.max_staleness $K (0), a checkpoint every $SAVE steps (1). The reference model is a second random model, so the KL term (and with
 # it loss and gradient) is non-zero even while a random policy earns no reward.
 config() {
     cat >"$1" <<EOF
@@ -66,10 +76,10 @@ config() {
  "data": {"train": "${5:-$assets/synth/train.jsonl}"},
  "rollout": {"num_generations": 2, "max_new_tokens": 8},
  "reward": {"server": "127.0.0.1:${port:-7011}", "timeout_ms": 10000},
- "grpo": {"beta": 0.04},
+ "grpo": {"beta": 0.04, "max_staleness": ${K:-0}},
  "optim": {"lr": 1e-3},
  "train": {"mode": "$3", "max_steps": $4, "questions_per_step": ${B:-2}, "grad_accum": ${ACC:-1},
-           "run_dir": "$2", "save_every": 1, "keep_last": 0, "seed": 3},
+           "run_dir": "$2", "save_every": ${SAVE:-1}, "keep_last": 0, "seed": 3},
  "log": {"level": "info"}}
 EOF
 }
@@ -100,16 +110,39 @@ run() {
     grep -h "step \|checkpoint\|done" "$log" || true
 }
 
-# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within 60 s, saying PATTERN.
+# fails LOG PATTERN MPIRUN_ARGS...: the job must exit non-zero, within $FAIL_S (60) s, saying PATTERN.
 fails() {
     log=$1 pattern=$2
     shift 2
-    if timeout 60 "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
+    if timeout "${FAIL_S:-60}" "$MPIRUN" --oversubscribe "$@" >"$log" 2>&1; then
         echo "FAIL: mpirun $* succeeded"
         exit 1
     fi
     grep -q "$pattern" "$log" || { echo "FAIL: no \"$pattern\" in:"; cat "$log"; exit 1; }
     grep -m1 "$pattern" "$log"
+}
+
+# ranks_of MPIRUN_PID: the pids of the job's ranks (mpirun's children).
+ranks_of() {
+    pgrep -P "$1" || true
+}
+
+# wait_for FILE PATTERN: until FILE holds PATTERN (60 s at most).
+wait_for() {
+    i=0
+    until grep -q "$2" "$1" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -le 600 ] || { echo "FAIL: no \"$2\" in $1 within 60 s"; tail -n 20 "$1"; exit 1; }
+        sleep 0.1
+    done
+}
+
+# equal_to_full RUN_DIR STEP: metrics and final weights of RUN_DIR equal those of the uninterrupted run
+# in full/ bit for bit.
+equal_to_full() {
+    "$SYS_CHECK" metrics full/metrics.jsonl "$1/metrics.jsonl" exact
+    step=$(printf 'step-%08d' "$2")
+    "$SYS_CHECK" params "full/checkpoints/$step" "$1/checkpoints/$step" 0
 }
 
 # resume_test MODE R: a 2-step run, checkpoints at 1 and 2; drop the last checkpoint (as a crash before
@@ -173,6 +206,50 @@ sft_bad_data)
 grpo_resume)
     start_reward
     resume_test grpo 1
+    # Synchronous on the CPU: the rollout sampled with the learner's weights and arithmetic, so the
+    # learner's recomputed log-probs are its sampling log-probs exactly.
+    "$SYS_CHECK" values full.jsonl mismatch.max 0,0
+    "$SYS_CHECK" values full.jsonl mismatch.ratio_min 1,1
+    "$SYS_CHECK" values full.jsonl version_lag.max 0,0
+    ;;
+grpo_async)
+    # grpo.max_staleness 2, no checkpoint on the way: steps 0..2 are sampled with weights version 0;
+    # 2 rollouts.
+    start_reward
+    K=2 SAVE=0 config run.json "$dir/run" grpo 3
+    run run.log 1 2 run.json
+    "$SYS_CHECK" rows run/metrics.jsonl 3
+    "$SYS_CHECK" values run/metrics.jsonl version_lag.max 0,1,2
+    # The mismatch is exactly 0 where the rollouts had the learner's weights, and shows the lag elsewhere.
+    "$SYS_CHECK" values run/metrics.jsonl mismatch.max 0,+,+
+    "$SYS_CHECK" values run/metrics.jsonl mismatch.k3 0,+,+
+    for m in mismatch.mean mismatch.max mismatch.k3 mismatch.ratio_mean mismatch.ratio_min mismatch.ratio_max \
+        mismatch.out_frac mismatch.seq_out_frac version_lag.mean version_lag.max; do
+        "$SYS_CHECK" h5 run $m
+    done
+    grep -q "step 3/3 .* mm [0-9.e+-]*/[0-9.e+-]* k3 [0-9.e+-]* lag 2 " run.log
+    ;;
+grpo_async1)
+    # grpo.max_staleness 1, checkpoints at steps 2 and 3: versions 0, 0, 2 (the pipeline drains at the
+    # checkpoint step 2); 2 learners, 1 rollout.
+    start_reward
+    K=1 SAVE=2 config run.json "$dir/run" grpo 3
+    run full.log 2 1 run.json
+    "$SYS_CHECK" values run/metrics.jsonl version_lag.max 0,1,0
+    "$SYS_CHECK" values run/metrics.jsonl mismatch.max 0,+,0
+    # Resumed from the checkpoint of step 2 with 2 rollouts: the same last step, bit for bit.
+    cp run/metrics.jsonl full.jsonl
+    mv run/checkpoints/step-00000003 full-step3
+    run resume.log 2 2 run.json --set train.resume=true
+    grep -q "resumed from .*step-00000002" resume.log
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl exact
+    "$SYS_CHECK" params full-step3 run/checkpoints/step-00000003 0
+    # Rollouts two versions behind learners that allow one (no checkpoint drain; 4 steps, so that the
+    # rollouts take version 1 before their step 3 and the learners' broadcast of it completes): the
+    # learners refuse step 2's groups.
+    set -- --config run.json --set train.run_dir="$dir/stale" --set train.max_steps=4 --set train.save_every=0
+    FAIL_S=110 fails stale.log "slot 4 of step 2 with weights version 0: too old (grpo.max_staleness 1)" -np 1 "$LEARNER" \
+        "$@" : -np 1 "$ROLLOUT" "$@" --set grpo.max_staleness=2
     ;;
 grpo_ranks)
     start_reward
@@ -251,6 +328,108 @@ gpu_sft_resume)
     "$SYS_CHECK" params full-step2 run/checkpoints/step-00000002 0 || true
     "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 2e-2
     "$SYS_CHECK" params full-step2 run/checkpoints/step-00000002 2.5e-3
+    ;;
+grpo_sigterm)
+    # SIGTERM to every rank (as SLURM signals a job's tasks) once the learner has started step 0: the
+    # learners finish the step, checkpoint, tell the rollouts to stop, and the job exits 0; --resume
+    # completes it (that a resume from a checkpoint repeats the uninterrupted run bit for bit is
+    # grpo_resume's and ckpt_kill's check).
+    start_reward
+    config run.json "$dir/run" grpo 2
+    sed -i 's/"save_every": 1/"save_every": 0/' run.json  # the stop's checkpoint is the only one
+    "$MPIRUN" --oversubscribe -np 1 "$LEARNER" --config run.json : -np 1 "$ROLLOUT" --config run.json \
+        >stop.log 2>&1 &
+    mpirun_pid=$!
+    wait_for stop.log "grpo: 1 learners"
+    kill -TERM $(ranks_of $mpirun_pid)
+    wait $mpirun_pid || { echo "FAIL: the job exited $? after SIGTERM"; tail -n 20 stop.log; exit 1; }
+    grep "stopped after step 0 of 1" stop.log
+    grep -q "rollout 0: done, steps 0..0" stop.log || { echo "FAIL: the rollout did not stop cleanly"; exit 1; }
+    [ -f run/checkpoints/step-00000001/.complete ] || { echo "FAIL: no checkpoint of step 1"; exit 1; }
+    run resume.log 1 1 run.json --resume
+    grep -q "resumed from .*step-00000001" resume.log
+    "$SYS_CHECK" rows run/metrics.jsonl 2
+    [ -f run/checkpoints/step-00000002/.complete ] || { echo "FAIL: no final checkpoint"; exit 1; }
+    ;;
+ckpt_kill)
+    # kill -9 of the learner while it is paused inside the checkpoint write of step 2 (every file
+    # written, not committed): the resume takes checkpoint 1 and continues bit for bit.
+    config full.json "$dir/full" sft 2
+    run full.log 1 0 full.json
+    config run.json "$dir/run" sft 2
+    run first.log 1 0 run.json --set train.max_steps=1
+    "$MPIRUN" --oversubscribe -np 1 "$LEARNER" --config run.json --resume --set train.test_ckpt_pause_s=60 \
+        >paused.log 2>&1 &
+    mpirun_pid=$!
+    wait_for paused.log "checkpoint step 2: test pause"
+    kill -9 $(ranks_of $mpirun_pid)
+    wait $mpirun_pid 2>/dev/null && { echo "FAIL: the killed job exited 0"; exit 1; }
+    [ -d run/checkpoints/step-00000002.tmp ] || { echo "FAIL: no unfinished checkpoint left"; exit 1; }
+    run resume.log 1 0 run.json --resume
+    grep -q "resumed from .*step-00000001" resume.log
+    grep "removing unfinished checkpoint" resume.log
+    equal_to_full run 2
+    ;;
+ckpt_corrupt)
+    # One flipped bit in the newest checkpoint's state: a CRC error naming the file, a warning, and the
+    # resume falls back to checkpoint 1 (equal to the uninterrupted run); the damaged one is set aside.
+    # Truncated state files everywhere: an error naming the run directory and the damage.
+    config full.json "$dir/full" sft 2
+    run full.log 1 0 full.json
+    config run.json "$dir/run" sft 2
+    run first.log 1 0 run.json
+    cp -r run trunc
+    state=run/checkpoints/step-00000002/trainer/trainer_state.bin
+    size=$(stat -c %s "$state")
+    # The last byte of the last array (adam.v): only its CRC can tell.
+    byte=$(od -An -tu1 -j $((size - 1)) -N1 "$state" | tr -d ' ')
+    printf "$(printf '\\%03o' $((byte ^ 1)))" | dd of="$state" bs=1 seek=$((size - 1)) conv=notrunc 2>/dev/null
+    run resume.log 1 0 run.json --resume
+    grep "checkpoint step 2 is damaged" resume.log
+    grep -q "step-00000002/trainer/trainer_state.bin: .*CRC" resume.log
+    grep -q "resumed from .*step-00000001" resume.log
+    [ -d run/checkpoints/step-00000002.damaged ] || { echo "FAIL: damaged checkpoint not set aside"; exit 1; }
+    equal_to_full run 2
+    for s in 1 2; do
+        truncate -s 1000 "trunc/checkpoints/step-0000000$s/trainer/trainer_state.bin"
+    done
+    sed -i "s|$dir/run|$dir/trunc|" run.json
+    fails trunc.log "no usable checkpoint in $dir/trunc.*step-00000001/trainer/trainer_state.bin: truncated" \
+        -np 1 "$LEARNER" --config run.json --resume
+    ;;
+ckpt_disk_full)
+    # Files limited to 2 MiB (ulimit -f; the tiny model's state file is larger, the logs and metrics
+    # smaller): the checkpoint of step 2 fails with an error naming the file, nothing of it remains, and
+    # checkpoint 1 still resumes.
+    config run.json "$dir/run" sft 3
+    run first.log 1 0 run.json --set train.max_steps=1
+    state=run/checkpoints/step-00000001/trainer/trainer_state.bin
+    [ "$(stat -c %s $state)" -gt $((2 << 20)) ] || { echo "FAIL: the state file is smaller than the limit"; exit 1; }
+    # The limit on the learner alone (mpirun's PMIx shared memory files are larger).
+    if timeout 60 "$MPIRUN" --oversubscribe -np 1 sh -c 'ulimit -f 2048 && exec "$0" "$@"' "$LEARNER" \
+        --config run.json --resume --set train.max_steps=2 >full_disk.log 2>&1; then
+        echo "FAIL: the checkpoint beyond RLIMIT_FSIZE succeeded"
+        exit 1
+    fi
+    grep -m1 "checkpoint of step 2.*File too large" full_disk.log
+    [ ! -e run/checkpoints/step-00000002 ] && [ ! -e run/checkpoints/step-00000002.tmp ] ||
+        { echo "FAIL: a part of checkpoint 2 remains"; ls run/checkpoints; exit 1; }
+    run resume.log 1 0 run.json --resume --set train.max_steps=2
+    grep -q "resumed from .*step-00000001" resume.log
+    ;;
+reward_absent)
+    # No reward service at the configured address: the rollout waits reward.start_wait_s (2 s), then
+    # the job ends with an error naming the address.
+    start_reward  # a free port ($port), then nothing listens there
+    kill $reward_pid
+    wait $reward_pid || true
+    config run.json "$dir/run" grpo 1
+    t0=$(date +%s)
+    fails absent.log "reward.server 127.0.0.1:$port: .*not answering after" -np 1 "$LEARNER" --config run.json \
+        --set reward.start_wait_s=2 : -np 1 "$ROLLOUT" --config run.json --set reward.start_wait_s=2
+    waited=$(($(date +%s) - t0))
+    [ $waited -ge 2 ] || { echo "FAIL: the job ended after $waited s, before the 2 s wait"; exit 1; }
+    echo "ended after $waited s"
     ;;
 *)
     echo "unknown test $name"

@@ -5,8 +5,8 @@
 //   dv += P^T dout, dk += dS^T q, dq += dS k
 // All five products are bf16 tensor-core products with fp32 accumulation (P and dS rounded to bf16 for
 // them). Two kernels share the work list, the scratch and the passes around them: the FA2 one (mma.sync
-// m16n8k16, see its section below) at head_dim 33..128 in 16-byte rows, and the WMMA one everywhere else,
-// or everywhere with AQA_ATTN_BWD=old (read when an Ops makes its backward state, i.e. at its first call).
+// m16n8k16, see its section below) at head_dim 33..128 in 16-byte rows, and the WMMA one everywhere else
+// (or everywhere when the caller asks: ops_cuda_attention_bwd_with, for tests and benchmarks).
 //
 // Work is KEY-MAJOR. The keys are cut into tiles of <= 64 rows that never straddle a boundary of any
 // segment's key range (prefix or own), and each tile lists every query row that sees any of its keys, with
@@ -32,8 +32,8 @@
 #include <string.h>
 
 #include "model/cuda/ops_cuda_internal.h"
+#include "model/cuda/ptx.cuh"
 
-typedef __nv_bfloat16 bf16;
 using namespace nvcuda;
 
 // tile edge (keys and query rows), warps per block, largest head_dim
@@ -56,7 +56,6 @@ struct AttnBwd {
     float *scratch;       // device fp32: D [nq, H] | dq [nq, H, hd] | dk, dv [nk, KVH, hd]
     size_t scratch_n;
     unsigned attr_set;  // kernels whose shared-memory limit is raised
-    int old;            // AQA_ATTN_BWD=old when the state was made: the WMMA kernel for every head_dim
 };
 
 // Shared memory of one block (bytes). HD is the head_dim padded to a WMMA multiple; leading dimensions are
@@ -77,24 +76,6 @@ struct BwdSmem {
     static constexpr size_t bytes = meta + 2 * meta_buf;
 };
 
-__device__ void cp_async16(void *dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
-                 "l"(src)
-                 : "memory");
-}
-__device__ void cp_async4(void *dst, const void *src) {
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"((unsigned)__cvta_generic_to_shared(dst)),
-                 "l"(src)
-                 : "memory");
-}
-// *p += (a, b, c, d) as one fire-and-forget reduction (no value comes back, unlike atomicAdd).
-__device__ void red_add4(float *p, float a, float b, float c, float d) {
-    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n" ::"l"(p), "f"(a), "f"(b), "f"(c), "f"(d)
-                 : "memory");
-}
-__device__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
 // Rows of one head into a [64][LD] bf16 tile: row i is src row idx[i] (or base + i). Rows past n and
 // columns past hd are zero, so padding adds nothing to any product. vec: 16-byte asynchronous copies (the
 // caller waits for them), else element loads.
@@ -106,7 +87,7 @@ __device__ void bwd_load(bf16 *t, const bf16 *src, const int *idx, int base, int
         for (int e = threadIdx.x; e < BWD_B * (HD / 8); e += blockDim.x) {
             const int i = e / (HD / 8), d = (e % (HD / 8)) * 8;
             if (i < n && d < hd)
-                cp_async16(t + i * LD + d, src + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d);
+                ptx_cp16(t + i * LD + d, src + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d);
             else
                 *(uint4 *)(t + i * LD + d) = make_uint4(0, 0, 0, 0);
         }
@@ -129,7 +110,7 @@ __device__ void bwd_add_rows(float *acc, const float *St, const int *idx, int ba
         for (int e = threadIdx.x; e < n * per; e += blockDim.x) {
             const int i = e / per, d = (e % per) * 4;
             const float *s = St + i * LO + d;
-            red_add4(acc + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d, s[0], s[1], s[2], s[3]);
+            ptx_red_add4(acc + ((size_t)(idx ? idx[i] : base + i) * stride + head) * hd + d, s[0], s[1], s[2], s[3]);
         }
         return;
     }
@@ -152,8 +133,8 @@ __device__ void bwd_meta(int *Qr, int *Vis, float *Ls, float *Dl, BwdRow r, int 
     const int i = threadIdx.x;
     Qr[i] = ok ? r.q : 0, Vis[i] = ok ? r.vis : 0;
     if (ok) {
-        cp_async4(Ls + i, lse + (size_t)r.q * H + h);
-        cp_async4(Dl + i, Dsum + (size_t)r.q * H + h);
+        ptx_cp4(Ls + i, lse + (size_t)r.q * H + h);
+        ptx_cp4(Dl + i, Dsum + (size_t)r.q * H + h);
     } else {
         Ls[i] = Dl[i] = 0.0f;
     }
@@ -202,7 +183,7 @@ __global__ void __launch_bounds__(BWD_THREADS)
     const int n0 = it.nrows < BWD_B ? it.nrows : BWD_B;
     bwd_load<HD>(BUF_Q(0), q, BUF_R(0), 0, n0, H, h, hd, vec);
     bwd_load<HD>(BUF_DO(0), dout, BUF_R(0), 0, n0, H, h, hd, vec);
-    cp_async_commit();
+    ptx_commit();
     // Accumulator fragments hide which (row, column) each register holds, but all of one shape share the
     // layout: loading r * 16 + c tells every element of S and dP its coordinates.
     Acc pos;
@@ -215,7 +196,7 @@ __global__ void __launch_bounds__(BWD_THREADS)
         const bf16 *Qs = BUF_Q(b), *dOs = BUF_DO(b);
         const float *Ls = BUF_L(b), *Dl = BUF_D(b);
         const int *Qr = BUF_R(b), *Vis = BUF_V(b);
-        cp_async_wait_all();
+        ptx_wait<0>();
         __syncthreads();  // chunk c has landed; every thread is done with chunk c - 1 (buffer b1, P, dS, stage)
         const int more = c + 1 < nchunk, left = it.nrows - (c + 1) * BWD_B;
         const int n1 = !more ? 0 : left < BWD_B ? left : BWD_B;
@@ -261,7 +242,7 @@ __global__ void __launch_bounds__(BWD_THREADS)
             bwd_load<HD>(BUF_Q(b1), q, BUF_R(b1), 0, n1, H, h, hd, vec);
             bwd_load<HD>(BUF_DO(b1), dout, BUF_R(b1), 0, n1, H, h, hd, vec);
         }
-        cp_async_commit();
+        ptx_commit();
         // dV += P^T dO, dK += dS^T Q ([64 keys, HD], registers); dQ = dS K ([64 rows, HD], to the stage)
         if (warp < NF) {  // warp-uniform (HD 16 has fewer fragments than warps)
             const int cb = warp % NB, rb0 = warp / NB;
@@ -337,36 +318,7 @@ __global__ void __launch_bounds__(BWD_THREADS)
 // BR is 64 at head_dim 64 and 32 at 128: at 128 the registers (dK, dV 128 a thread) allow 2 blocks an SM,
 // and 32-row chunks keep the double-buffered Q/dO small enough (74 KB a block) for both to fit.
 
-// Fragment plumbing (PTX ISA, warp-level mma m16n8k16 .bf16): g = lane / 4, c = lane % 4.
-// A 16x16 row-major: a0 (g, 2c..2c+1), a1 (g + 8, 2c..), a2 (g, 2c + 8..), a3 (g + 8, 2c + 8..);
-// B 16x8 "col": b0 (k 2c..2c+1, n g), b1 (k 2c + 8.., n g); C 16x8 fp32: c0, c1 (g, 2c..2c+1), c2, c3 (g + 8, ..).
-// ldmatrix x4 gives lane l of matrix i (rows addressed by lanes 8i..8i+7) the pair (l / 4, 2 (l % 4)..),
-// and with .trans the pair ((2 (l % 4)), l / 4), (2 (l % 4) + 1, l / 4) of the stored 8x8 matrix.
-__device__ __forceinline__ void ldsm4(unsigned r[4], const bf16 *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"((unsigned)__cvta_generic_to_shared(p)));
-}
-__device__ __forceinline__ void ldsm4t(unsigned r[4], const bf16 *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"((unsigned)__cvta_generic_to_shared(p)));
-}
-// d += a b, fp32 accumulate
-__device__ __forceinline__ void mma16816(float d[4], const unsigned a[4], unsigned b0, unsigned b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                 "{%8, %9}, {%0, %1, %2, %3};\n"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-    __nv_bfloat162 t = __floats2bfloat162_rn(lo, hi);  // .x = lo (the lower address, the lower k)
-    return *(unsigned *)&t;
-}
-__device__ __forceinline__ void red_add2(float *p, float a, float b) {
-    asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
-}
-
+// Fragment layouts: ptx.cuh.
 template <int HD>
 struct Fa2Cfg {
     static constexpr int BR = HD > 64 ? 32 : 64;  // query rows per chunk
@@ -388,7 +340,7 @@ __device__ void fa2_load_rows(bf16 *t, const bf16 *src, const BwdRow *rw, int n,
     for (int e = threadIdx.x; e < C::BR * (HD / 8); e += blockDim.x) {
         const int i = e / (HD / 8), d = (e % (HD / 8)) * 8;
         if (i < n && d < hd)
-            cp_async16(t + i * C::LD + d, src + ((size_t)rw[i].q * H + h) * hd + d);
+            ptx_cp16(t + i * C::LD + d, src + ((size_t)rw[i].q * H + h) * hd + d);
         else
             *(uint4 *)(t + i * C::LD + d) = make_uint4(0, 0, 0, 0);
     }
@@ -409,7 +361,7 @@ __device__ void fa2_request(unsigned char *sm, int b, int c, const BwdItem &it, 
     }
     fa2_load_rows<HD>((bf16 *)(sm + C::q + b * C::q_tile), q, rw, n, H, h, hd);
     fa2_load_rows<HD>((bf16 *)(sm + C::dout + b * C::q_tile), dout, rw, n, H, h, hd);
-    cp_async_commit();
+    ptx_commit();
 }
 
 // acc[(row * stride + head) * hd + d ..] += C fragments f[NT] of a 16-row block whose tile j covers columns
@@ -422,8 +374,8 @@ __device__ __forceinline__ void fa2_red_frags(float *acc, const float (*f)[4], i
     for (int j = 0; j < NT; j++) {
         const int d = d0 + 8 * j + 2 * c;
         if (d >= hd) continue;  // hd % 8 == 0: d + 1 < hd too
-        if (r0 >= 0) red_add2(acc + ((size_t)r0 * stride + head) * hd + d, f[j][0], f[j][1]);
-        if (r1 >= 0) red_add2(acc + ((size_t)r1 * stride + head) * hd + d, f[j][2], f[j][3]);
+        if (r0 >= 0) ptx_red_add2(acc + ((size_t)r0 * stride + head) * hd + d, f[j][0], f[j][1]);
+        if (r1 >= 0) ptx_red_add2(acc + ((size_t)r1 * stride + head) * hd + d, f[j][2], f[j][3]);
     }
 }
 
@@ -460,7 +412,7 @@ __global__ void __launch_bounds__(128, HD > 64 ? 2 : 3)
         const bf16 *Qs = (const bf16 *)(sm + C::q + b * C::q_tile), *dOs = (const bf16 *)(sm + C::dout + b * C::q_tile);
         const float *Ls = (const float *)(sm + C::meta + b * C::meta_buf), *Dl = Ls + BR;
         const int *Qr = (const int *)(Ls + 2 * BR), *Vis = Qr + BR;
-        cp_async_wait_all();
+        ptx_wait<0>();
         __syncthreads();  // chunk c has landed; every warp is done with chunk c - 1 (buffer b ^ 1 and dS^T)
         if (c + 1 < nchunk) fa2_request<HD>(sm, b ^ 1, c + 1, it, rows, q, dout, lse, Dsum, H, h, hd);
         if (act) {  // warp-uniform
@@ -474,18 +426,18 @@ __global__ void __launch_bounds__(128, HD > 64 ? 2 : 3)
             for (int kk = 0; kk < HD / 16; kk++) {
                 unsigned ak[4], av[4];
                 const int ar = kw + lr + (li & 1) * 8, ac = kk * 16 + (li >> 1) * 8;
-                ldsm4(ak, Ks + ar * LD + ac);
-                ldsm4(av, Vs + ar * LD + ac);
+                ptx_ldm4(ak, Ks + ar * LD + ac);
+                ptx_ldm4(av, Vs + ar * LD + ac);
 #pragma unroll
                 for (int j = 0; j < NS; j += 2) {  // B of row tiles j, j + 1: Q rows are B's n, their d its k
                     unsigned bq[4], bo[4];
                     const int br = j * 8 + lr + (li >> 1) * 8, bc = kk * 16 + (li & 1) * 8;
-                    ldsm4(bq, Qs + br * LD + bc);
-                    ldsm4(bo, dOs + br * LD + bc);
-                    mma16816(s[j], ak, bq[0], bq[1]);
-                    mma16816(s[j + 1], ak, bq[2], bq[3]);
-                    mma16816(dp[j], av, bo[0], bo[1]);
-                    mma16816(dp[j + 1], av, bo[2], bo[3]);
+                    ptx_ldm4(bq, Qs + br * LD + bc);
+                    ptx_ldm4(bo, dOs + br * LD + bc);
+                    ptx_mma(s[j], ak, bq[0], bq[1]);
+                    ptx_mma(s[j + 1], ak, bq[2], bq[3]);
+                    ptx_mma(dp[j], av, bo[0], bo[1]);
+                    ptx_mma(dp[j + 1], av, bo[2], bo[3]);
                 }
             }
             // P^T and dS^T in place; a key past the row's visible count (padding rows see none) gets 0
@@ -501,28 +453,28 @@ __global__ void __launch_bounds__(128, HD > 64 ? 2 : 3)
             // dS^T to shared memory for dQ: rows 2c, 2c + 1 of a tile are adjacent there, one 32-bit store
 #pragma unroll
             for (int j = 0; j < NS; j++) {
-                *(unsigned *)(dSt + (kw + g) * LS + j * 8 + 2 * cq) = pack_bf16(dp[j][0], dp[j][1]);
-                *(unsigned *)(dSt + (kw + g + 8) * LS + j * 8 + 2 * cq) = pack_bf16(dp[j][2], dp[j][3]);
+                *(unsigned *)(dSt + (kw + g) * LS + j * 8 + 2 * cq) = ptx_pack(dp[j][0], dp[j][1]);
+                *(unsigned *)(dSt + (kw + g + 8) * LS + j * 8 + 2 * cq) = ptx_pack(dp[j][2], dp[j][3]);
             }
             // dV += P^T dO, dK += dS^T Q over the chunk's rows, 16 at a time: S^T tiles 2m, 2m + 1 are A
 #pragma unroll
             for (int m = 0; m < NS / 2; m++) {
-                const unsigned ap[4] = {pack_bf16(s[2 * m][0], s[2 * m][1]), pack_bf16(s[2 * m][2], s[2 * m][3]),
-                                        pack_bf16(s[2 * m + 1][0], s[2 * m + 1][1]),
-                                        pack_bf16(s[2 * m + 1][2], s[2 * m + 1][3])};
-                const unsigned ad[4] = {pack_bf16(dp[2 * m][0], dp[2 * m][1]), pack_bf16(dp[2 * m][2], dp[2 * m][3]),
-                                        pack_bf16(dp[2 * m + 1][0], dp[2 * m + 1][1]),
-                                        pack_bf16(dp[2 * m + 1][2], dp[2 * m + 1][3])};
+                const unsigned ap[4] = {ptx_pack(s[2 * m][0], s[2 * m][1]), ptx_pack(s[2 * m][2], s[2 * m][3]),
+                                        ptx_pack(s[2 * m + 1][0], s[2 * m + 1][1]),
+                                        ptx_pack(s[2 * m + 1][2], s[2 * m + 1][3])};
+                const unsigned ad[4] = {ptx_pack(dp[2 * m][0], dp[2 * m][1]), ptx_pack(dp[2 * m][2], dp[2 * m][3]),
+                                        ptx_pack(dp[2 * m + 1][0], dp[2 * m + 1][1]),
+                                        ptx_pack(dp[2 * m + 1][2], dp[2 * m + 1][3])};
 #pragma unroll
                 for (int j = 0; j < ND; j += 2) {  // B of column tiles j, j + 1: rows are B's k, .trans
                     unsigned bo[4], bq[4];
                     const int br = m * 16 + lr + (li & 1) * 8, bc = j * 8 + (li >> 1) * 8;
-                    ldsm4t(bo, dOs + br * LD + bc);
-                    ldsm4t(bq, Qs + br * LD + bc);
-                    mma16816(dV[j], ap, bo[0], bo[1]);
-                    mma16816(dV[j + 1], ap, bo[2], bo[3]);
-                    mma16816(dK[j], ad, bq[0], bq[1]);
-                    mma16816(dK[j + 1], ad, bq[2], bq[3]);
+                    ptx_ldm4t(bo, dOs + br * LD + bc);
+                    ptx_ldm4t(bq, Qs + br * LD + bc);
+                    ptx_mma(dV[j], ap, bo[0], bo[1]);
+                    ptx_mma(dV[j + 1], ap, bo[2], bo[3]);
+                    ptx_mma(dK[j], ad, bq[0], bq[1]);
+                    ptx_mma(dK[j + 1], ad, bq[2], bq[3]);
                 }
             }
         }
@@ -537,13 +489,13 @@ __global__ void __launch_bounds__(128, HD > 64 ? 2 : 3)
                 for (int e = 0; e < 4; e++) dq[j][e] = 0.0f;
             for (int kb = 0; kb < nkb; kb++) {
                 unsigned a[4];  // dS [rows, keys] = (dS^T)^T: .trans of the stored [key][row]
-                ldsm4t(a, dSt + (kb * 16 + lr + (li >> 1) * 8) * LS + rb * 16 + (li & 1) * 8);
+                ptx_ldm4t(a, dSt + (kb * 16 + lr + (li >> 1) * 8) * LS + rb * 16 + (li & 1) * 8);
 #pragma unroll
                 for (int j = 0; j < NQ; j += 2) {
                     unsigned bk[4];
-                    ldsm4t(bk, Ks + (kb * 16 + lr + (li & 1) * 8) * LD + d0 + j * 8 + (li >> 1) * 8);
-                    mma16816(dq[j], a, bk[0], bk[1]);
-                    mma16816(dq[j + 1], a, bk[2], bk[3]);
+                    ptx_ldm4t(bk, Ks + (kb * 16 + lr + (li & 1) * 8) * LD + d0 + j * 8 + (li >> 1) * 8);
+                    ptx_mma(dq[j], a, bk[0], bk[1]);
+                    ptx_mma(dq[j + 1], a, bk[2], bk[3]);
                 }
             }
             const int i0 = rb * 16 + g, i1 = i0 + 8;
@@ -710,14 +662,11 @@ static void bwd_launch(AttnBwd *st, float *D, float *dqa, float *dka, float *dva
 
 void attn_bwd_run(AttnBwd **stp, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
                   const bf16 *q, const bf16 *k, const bf16 *v, const AttnSeg *segs, int nseg, int H, int KVH, int hd,
-                  float scale, int n_sm, cudaStream_t stream) {
+                  float scale, int wmma, int n_sm, cudaStream_t stream) {
     if (nseg <= 0) return;
     if (hd < 1 || hd > BWD_MAXD || KVH < 1 || H % KVH)
         fatal("cuda attention_bwd: head_dim %d (1..%d) or heads %d / kv heads %d unsupported", hd, BWD_MAXD, H, KVH);
-    if (!*stp) {
-        *stp = (AttnBwd *)callocCheck(1, sizeof(AttnBwd));
-        (*stp)->old = cuda_env_old("AQA_ATTN_BWD");
-    }
+    if (!*stp) *stp = (AttnBwd *)callocCheck(1, sizeof(AttnBwd));
     AttnBwd *st = *stp;
     if (!(st->segs && st->nseg == nseg && st->H == H && !memcmp(st->segs, segs, (size_t)nseg * sizeof *segs))) {
         if (nseg > st->cap_seg) {
@@ -743,9 +692,9 @@ void attn_bwd_run(AttnBwd **stp, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout,
     attn_bwd_dsum_kernel<<<bwd_grid(nvec * 32, 256), 256, 0, stream>>>(D, dout, out, nvec, hd);
     const int vec = hd % 8 == 0 && ((uintptr_t)q | (uintptr_t)k | (uintptr_t)v | (uintptr_t)dout) % 16 == 0;
     // the FA2 kernel wants 16-byte rows (cp.async) and pays for padding below 33 (the WMMA one pads to 16)
-    if (!st->old && vec && hd > 32 && hd <= 64)
+    if (!wmma && vec && hd > 32 && hd <= 64)
         fa2_launch<64>(st, D, dqa, dka, dva, dout, lse, q, k, v, H, KVH, hd, scale, stream);
-    else if (!st->old && vec && hd > 64)
+    else if (!wmma && vec && hd > 64)
         fa2_launch<128>(st, D, dqa, dka, dva, dout, lse, q, k, v, H, KVH, hd, scale, stream);
     else if (hd <= 16)
         bwd_launch<16>(st, D, dqa, dka, dva, dout, lse, q, k, v, H, KVH, hd, scale, vec, stream);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/checkpoint.h"
 #include "model/hf_config.h"
 #include "model/safetensors.h"
 #include "util/fileio.h"
@@ -38,7 +39,7 @@ int model_load_device(Model *m, const char *dir, Ops *o, Err *e) {
     if (hf_config_load(path_join(cfg_path, sizeof cfg_path, dir, "config.json"), &c, e)) return -1;
     if (model_config_check(&c, e)) return err_prefix(e, "%s", cfg_path);
     StReader r;
-    if (st_open(&r, dir, e)) return -1;
+    if (checkpoint_open(&r, dir, e)) return -1;
     ParamTable t;
     param_table_build(&t, &c);
     int rc = check_unexpected(&r, &t, e);

@@ -12,14 +12,13 @@
 extern "C" {
 #endif
 
-// Number of visible CUDA devices (0 when there is no GPU or no driver), without failing.
+// Number of visible CUDA devices: 0 when there is no GPU or no driver; any other CUDA error is fatal
+// (a broken driver or device must not look like a machine without GPUs).
 int ops_cuda_device_count(void);
 // Makes device index % count current for this process (one GPU per rank: pass the node-local rank)
 // and returns it; fatal when there is no device.
 int ops_cuda_set_device(int index);
-// The backend on the current device; fatal when no device is usable. Environment AQA_DECODE_ATTN=old and
-// AQA_FLASH=old (read here; "new" or unset is the default) keep decode-step attention on the generic kernel
-// and the flash forward on the WMMA kernel, to isolate a fault.
+// The backend on the current device; fatal when no device is usable.
 Ops *ops_cuda_create(void);
 // Free and total bytes of the current device (cudaMemGetInfo).
 void ops_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
