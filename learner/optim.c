@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/safetensors.h"
+
 AdamWConfig adamw_config_default(void) {
     return (AdamWConfig){.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.0};
 }
@@ -22,24 +24,37 @@ void adamw_free(AdamW *opt) {
     memset(opt, 0, sizeof *opt);
 }
 
+AdamWScalars adamw_scalars(const AdamWConfig *cfg, double lr, int64_t step) {
+    double bc1 = 1 - pow(cfg->beta1, (double)step);
+    double bc2_sqrt = sqrt(1 - pow(cfg->beta2, (double)step));
+    return (AdamWScalars){.omb1 = (float)(1 - cfg->beta1),
+                          .b2 = (float)cfg->beta2,
+                          .omb2 = (float)(1 - cfg->beta2),
+                          .decay = (float)(1 - lr * cfg->weight_decay),
+                          .step_size = (float)(lr / bc1),
+                          .eps = (float)cfg->eps,
+                          .bc2s = (float)bc2_sqrt};
+}
+
 void adamw_step(AdamW *opt, const AdamWConfig *cfg, double lr, float *params, const float *grads) {
     opt->step++;
-    double bc1 = 1 - pow(cfg->beta1, (double)opt->step);
-    double bc2_sqrt = sqrt(1 - pow(cfg->beta2, (double)opt->step));
-    // 1 - beta in double then rounded, as torch passes it as a scalar: 1 - 0.999f would be off by 1e-5.
-    float b2 = (float)cfg->beta2, omb1 = (float)(1 - cfg->beta1), omb2 = (float)(1 - cfg->beta2);
-    float decay = (float)(1 - lr * cfg->weight_decay);
-    float step_size = (float)(lr / bc1), eps = (float)cfg->eps, bc2s = (float)bc2_sqrt;
+    const AdamWScalars s = adamw_scalars(cfg, lr, opt->step);
+    float *m = opt->m, *v = opt->v;
     // Small buffers (tests, shards of tiny models) are not worth waking the thread pool.
-#pragma omp parallel for schedule(static) if (opt->n > 65536)
-    for (size_t i = 0; i < opt->n; i++) {
-        float g = grads[i];
-        float m = opt->m[i] + omb1 * (g - opt->m[i]);  // torch: exp_avg.lerp_(grad, 1 - beta1)
-        float v = b2 * opt->v[i] + omb2 * g * g;
-        opt->m[i] = m;
-        opt->v[i] = v;
-        // torch: denom = sqrt(v) / sqrt(bc2) + eps, p -= lr / bc1 * m / denom.
-        params[i] = params[i] * decay - step_size * m / (sqrtf(v) / bc2s + eps);
+#pragma omp parallel for simd schedule(static) if (opt->n > 65536)
+    for (size_t i = 0; i < opt->n; i++) params[i] = adamw_update(&s, params[i], grads[i], &m[i], &v[i]);
+}
+
+void adamw_step_bf16(const AdamWScalars *s, float *master, float *m, float *v, const uint16_t *g_sum,
+                     float inv_l, double clip, uint16_t *out, size_t n) {
+    const AdamWScalars sc = *s;
+    // optim_scale's product only when it applies (as trainer_update); times 1 is exact otherwise
+    const float c = clip < 1 ? (float)clip : 1.0f;
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = st_bf16_to_f32(g_sum[i]) * inv_l * c;
+        master[i] = adamw_update(&sc, master[i], g, &m[i], &v[i]);
+        out[i] = st_f32_to_bf16(master[i]);
     }
 }
 
@@ -47,6 +62,16 @@ double optim_sumsq(const float *g, size_t n) {
     double s = 0;
 #pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    return s;
+}
+
+double optim_sumsq_bf16(const uint16_t *g, size_t n, float inv_l) {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        double x = st_bf16_to_f32(g[i]) * inv_l;
+        s += x * x;
+    }
     return s;
 }
 

@@ -3,6 +3,7 @@
 // transformers (get_{constant,linear,cosine}_schedule_with_warmup). Distributed learners compute the
 // squared norm of their shard, all-reduce it, then call optim_clip_scale and optim_scale.
 #pragma once
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,8 +30,36 @@ void adamw_free(AdamW *opt);
 // decay applied to p before the moment update as torch (decoupled). Increments opt->step first.
 void adamw_step(AdamW *opt, const AdamWConfig *cfg, double lr, float *params, const float *grads);
 
+// The fp32 scalars of update number `step` (updates taken, this one included), derived in double and
+// rounded once, as torch passes them: 1 - beta in double (1 - 0.999f would be off by 1e-5).
+typedef struct {
+    float omb1, b2, omb2, decay, step_size, eps, bc2s;
+} AdamWScalars;
+AdamWScalars adamw_scalars(const AdamWConfig *cfg, double lr, int64_t step);
+
+// Element i of every AdamW update (adamw_step, adamw_step_bf16): gradient g, moments *m and *v updated,
+// the new parameter returned. Each operation rounds on its own (no -ffast-math, no FMA contraction on the
+// project's x86-64 baseline), so both callers and the GPU kernel (optim_cuda.cu) give the same bits.
+static inline float adamw_update(const AdamWScalars *s, float p, float g, float *m, float *v) {
+    float mi = *m + s->omb1 * (g - *m);  // torch: exp_avg.lerp_(grad, 1 - beta1)
+    float vi = s->b2 * *v + s->omb2 * g * g;
+    *m = mi;
+    *v = vi;
+    // torch: denom = sqrt(v) / sqrt(bc2) + eps, p -= lr / bc1 * m / denom.
+    return p * s->decay - s->step_size * mi / (sqrtf(vi) / s->bc2s + s->eps);
+}
+
+// The offloaded optimizer's piece (zero_cuda.h, optim.offload=host): n elements of a ZeRO-1 shard whose
+// gradient arrives as the bf16 sum over the learners. g = bf16 g_sum [n] * inv_l, times clip when clip < 1
+// (optim_clip_scale); then master [n], m [n], v [n] exactly as adamw_step, and out [n] = bf16(master).
+// Equals optim_scale + adamw_step on the same fp32 gradient bit for bit. OpenMP threads over large n.
+void adamw_step_bf16(const AdamWScalars *s, float *master, float *m, float *v, const uint16_t *g_sum,
+                     float inv_l, double clip, uint16_t *out, size_t n);
+
 // Sum of squares of g [n] (accumulated in double).
 double optim_sumsq(const float *g, size_t n);
+// Sum of squares of bf16 g [n] * inv_l (the value adamw_step_bf16 uses), accumulated in double.
+double optim_sumsq_bf16(const uint16_t *g, size_t n, float inv_l);
 // clip_grad_norm_: scale = max_norm / (norm + 1e-6), applied only when < 1; returns 1 otherwise.
 double optim_clip_scale(double norm, double max_norm);
 void optim_scale(float *g, size_t n, double scale);

@@ -52,7 +52,8 @@ extern "C" void optim_cuda_sumsq(const void *g, size_t n, float inv_l, double *s
 }
 
 typedef struct {
-    float inv_l, clip, omb1, b2, omb2, decay, step_size, eps, bc2s;
+    AdamWScalars s;
+    float inv_l, clip;
     int clipped;
 } AdamWArgs;
 
@@ -61,34 +62,21 @@ __global__ void adamw_kernel(AdamWArgs a, float *master, float *m, float *v, con
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float gi = __fmul_rn(__bfloat162float(g[i]), a.inv_l);
         if (a.clipped) gi = __fmul_rn(gi, a.clip);
-        float mi = __fadd_rn(m[i], __fmul_rn(a.omb1, __fsub_rn(gi, m[i])));
-        float vi = __fadd_rn(__fmul_rn(a.b2, v[i]), __fmul_rn(__fmul_rn(a.omb2, gi), gi));
+        float mi = __fadd_rn(m[i], __fmul_rn(a.s.omb1, __fsub_rn(gi, m[i])));
+        float vi = __fadd_rn(__fmul_rn(a.s.b2, v[i]), __fmul_rn(__fmul_rn(a.s.omb2, gi), gi));
         m[i] = mi;
         v[i] = vi;
-        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.bc2s), a.eps);
-        float p = __fsub_rn(__fmul_rn(master[i], a.decay), __fdiv_rn(__fmul_rn(a.step_size, mi), denom));
+        float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), a.s.bc2s), a.s.eps);
+        float p = __fsub_rn(__fmul_rn(master[i], a.s.decay), __fdiv_rn(__fmul_rn(a.s.step_size, mi), denom));
         master[i] = p;
         out[i] = __float2bfloat16(p);
     }
 }
 
-extern "C" void optim_cuda_adamw(const AdamWConfig *cfg, double lr, int64_t step, float *master, float *m, float *v,
-                                 const void *g, float inv_l, double clip, void *params_bf16, size_t n,
-                                 cudaStream_t stream) {
+extern "C" void optim_cuda_adamw(const AdamWScalars *s, float *master, float *m, float *v, const void *g, float inv_l,
+                                 double clip, void *params_bf16, size_t n, cudaStream_t stream) {
     if (n == 0) return;
-    // The scalars exactly as adamw_step derives them (double, then rounded once).
-    double bc1 = 1 - pow(cfg->beta1, (double)step);
-    double bc2_sqrt = sqrt(1 - pow(cfg->beta2, (double)step));
-    AdamWArgs a = {.inv_l = inv_l,
-                   .clip = (float)clip,
-                   .omb1 = (float)(1 - cfg->beta1),
-                   .b2 = (float)cfg->beta2,
-                   .omb2 = (float)(1 - cfg->beta2),
-                   .decay = (float)(1 - lr * cfg->weight_decay),
-                   .step_size = (float)(lr / bc1),
-                   .eps = (float)cfg->eps,
-                   .bc2s = (float)bc2_sqrt,
-                   .clipped = clip < 1};
+    AdamWArgs a = {.s = *s, .inv_l = inv_l, .clip = (float)clip, .clipped = clip < 1};
     size_t blocks = (n + 255) / 256;
     if (blocks > 65535 * 8) blocks = 65535 * 8;
     adamw_kernel<<<(unsigned)blocks, 256, 0, stream>>>(a, master, m, v, (const bf16 *)g, (bf16 *)params_bf16, n);

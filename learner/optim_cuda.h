@@ -21,11 +21,11 @@ enum { OPTIM_CUDA_PARTIALS = 1024 };
 // scratch: OPTIM_CUDA_PARTIALS device doubles.
 void optim_cuda_sumsq(const void *g, size_t n, float inv_l, double *scratch, double *out, cudaStream_t stream);
 
-// One AdamW step (step = updates taken, this one included) on the shard: the gradient is
+// One AdamW step with the scalars s (adamw_scalars) on the shard: the gradient is
 // ((float)g * inv_l) * clip (clip = optim_clip_scale, 1 = none), then master [n], m [n], v [n] as
 // adamw_step, and params_bf16 [n] = bf16(master) for the all-gather.
-void optim_cuda_adamw(const AdamWConfig *cfg, double lr, int64_t step, float *master, float *m, float *v,
-                      const void *g, float inv_l, double clip, void *params_bf16, size_t n, cudaStream_t stream);
+void optim_cuda_adamw(const AdamWScalars *s, float *master, float *m, float *v, const void *g, float inv_l,
+                      double clip, void *params_bf16, size_t n, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audio/audio_len.h"
 #include "model/checkpoint.h"
+#include "model/hf_config.h"
+#include "model/memplan.h"
 #include "pipeline/backend.h"
 #include "pipeline/schedule.h"
 #include "train_zero.h"
@@ -17,6 +20,32 @@ static int trainer_check_config(const Config *cfg, Err *e) {
         return err_set(e, "rollout.num_generations %d: GRPO advantages need at least 2 completions per question",
                        cfg->rollout.num_generations);
     if (config_require(cfg, "model.path", e) || config_require(cfg, "data.train", e)) return -1;
+    return 0;
+}
+
+// A GPU learner's memory plan (memplan.h) for this config, R1-AQA's prompt shape (one 30 s clip, cut to
+// what the model's encoder takes): refused when it exceeds the card's free memory.
+static int trainer_memory_check(const Trainer *t, const ModelConfig *mc, Err *e) {
+    double free_b, total_b;
+    if (backend_gpu_memory(t->ops, &free_b, &total_b)) return 0;  // the CPU backend
+    const Config *cfg = t->cfg;
+    MemPlanOptions o = memplan_defaults();
+    const int text_tokens = o.prompt_tokens - o.audio_tokens, max_audio = audio_token_count(2 * mc->a_max_pos);
+    o.audio_tokens = o.audio_tokens < max_audio ? o.audio_tokens : max_audio;
+    o.prompt_tokens = o.audio_tokens + text_tokens;
+    o.learners = t->comm->role_size;
+    o.gpu_gib = total_b / MEMPLAN_GIB;
+    o.G = cfg->rollout.num_generations;
+    o.completion_tokens = o.max_new_tokens = cfg->rollout.max_new_tokens;
+    int per_micro = cfg->train.questions_per_step / cfg->train.grad_accum;
+    o.groups = (per_micro + o.learners - 1) / o.learners;
+    o.act_size = cfg->model.dtype == CFG_DTYPE_BF16 ? 2 : 4;
+    o.offload = cfg->optim.offload == CFG_OFFLOAD_HOST;
+    o.bucket_mb = cfg->train.grad_bucket_mb;
+    MemPlan p;
+    if (memplan_build(mc, &o, &p, e) || memplan_learner_fits(&p, cfg->model.recompute, free_b, total_b, e))
+        return err_prefix(e, "learner %d, model %s, %d new tokens x G %d", t->comm->role_rank, cfg->model.path,
+                          o.max_new_tokens, o.G);
     return 0;
 }
 
@@ -39,21 +68,17 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     log_debug("data.train %s: %lld questions", cfg->data.train, (long long)t->data.n);
 
     ModelConfig mc;
+    if (hf_config_load(cfg->model.path, &mc, e)) return err_prefix(e, "model.path");
+    if (model_config_check(&mc, e)) return err_prefix(e, "%s", cfg->model.path);
+    // model.backend: the CPU, or the GPU of this learner's index on its node; a GPU too small for the
+    // plan is refused before the weights are read
+    t->ops = backend_create_rank(comm, cfg, cfg->model.backend, "model.backend", e);
+    if (!t->ops || trainer_memory_check(t, &mc, e)) return -1;
     ParamTable table;
     float *params;
     if (model_load_dir(cfg->model.path, &mc, &table, &params, e)) return err_prefix(e, "model.path");
     param_table_free(&table);
     log_debug("model %s loaded", cfg->model.path);
-    if (model_config_check(&mc, e)) {
-        free(params);
-        return err_prefix(e, "%s", cfg->model.path);
-    }
-    // model.backend: the CPU, or the GPU of this learner's index on its node
-    t->ops = backend_create_rank(comm, cfg, cfg->model.backend, "model.backend", e);
-    if (!t->ops) {
-        free(params);
-        return -1;
-    }
     model_init(&t->model, &mc, t->ops, params);
     t->master = params;  // the loaded fp32 weights become the master copy
     size_t n = t->model.t.numel;

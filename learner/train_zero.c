@@ -14,13 +14,15 @@ int trainer_zero_init(Trainer *t, Err *e) {
     const Config *cfg = t->cfg;
     t->zero = callocCheck(1, sizeof *t->zero);
     size_t bucket = (size_t)cfg->train.grad_bucket_mb << 19;  // bf16 elements
-    if (zero_cuda_init(t->zero, &t->model, t->grad_dev, t->comm, t->master, bucket, cfg->train.nccl_timeout_s, e))
+    if (zero_cuda_init(t->zero, &t->model, t->grad_dev, t->comm, t->master, bucket,
+                       cfg->optim.offload == CFG_OFFLOAD_HOST, cfg->train.nccl_timeout_s, e))
         return err_prefix(e, "train.grad_bucket_mb");
     free(t->master);
     t->master = NULL;
     if (t->comm->role_rank == 0)
-        log_info("ZeRO-1 over %d learners: %d gradient buckets, %zu of %zu parameters per shard", t->comm->role_size,
-                 t->zero->z.n_buckets, t->zero->z.shard_n, t->model.t.numel);
+        log_info("ZeRO-1 over %d learners: %d gradient buckets, %zu of %zu parameters per shard, optimizer state "
+                 "on the %s", t->comm->role_size, t->zero->z.n_buckets, t->zero->z.shard_n, t->model.t.numel,
+                 t->zero->offload ? "host (optim.offload=host)" : "GPU");
     return 0;
 }
 

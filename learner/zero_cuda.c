@@ -18,6 +18,14 @@ static void *dev_alloc(size_t bytes) {
     return p;
 }
 
+// Pinned host memory, zeroed (offload: what the copies on the comm stream read and write).
+static void *host_alloc(size_t bytes) {
+    void *p;
+    CUDA_CHECK(cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault));
+    memset(p, 0, bytes ? bytes : 1);
+    return p;
+}
+
 static char *at(const void *base, size_t elems) { return (char *)base + elems * BF16; }
 
 // Enqueues bucket b's reduce-scatter on the comm stream (after what the caller ordered before it).
@@ -32,7 +40,12 @@ static void bucket_reduce(ZeroCuda *zc, int b) {
         CUDA_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
         send = zc->stage;
     }
-    nccl_reduce_scatter(&zc->nccl, send, at(zc->gshard, k->shard_off), k->piece, ncclBfloat16, zc->comm);
+    // offload: one bucket's piece on the device, reused in stream order once it has been copied down
+    void *piece = at(zc->gshard, zc->offload ? 0 : k->shard_off);
+    nccl_reduce_scatter(&zc->nccl, send, piece, k->piece, ncclBfloat16, zc->comm);
+    if (zc->offload)  // down as soon as it is reduced; zero_cuda_reduce's wait covers it
+        CUDA_CHECK(cudaMemcpyAsync(at(zc->g_host, k->shard_off), piece, k->piece * BF16, cudaMemcpyDeviceToHost,
+                                      zc->comm));
 }
 
 // The comm stream continues after everything enqueued on the backend's stream so far.
@@ -53,7 +66,7 @@ static void launch_upto(ZeroCuda *zc, int range) {
 static void grad_ready(void *ctx, int range) { launch_upto((ZeroCuda *)ctx, range); }
 
 int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const float *master, size_t bucket_elems,
-                   double timeout_s, Err *e) {
+                   int offload, double timeout_s, Err *e) {
     memset(zc, 0, sizeof *zc);
     // ops_cuda_set_device wraps the index: more learners than GPUs would share one, which NCCL refuses
     // with only "invalid usage"
@@ -72,18 +85,26 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
     CUDA_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
     nccl_init(&zc->nccl, c->role_comm, timeout_s);
     size_t n = zc->z.shard_n;
-    zc->master = dev_alloc(n * sizeof(float));
-    zc->m = dev_alloc(n * sizeof(float));
-    zc->v = dev_alloc(n * sizeof(float));
-    zc->gshard = dev_alloc(n * BF16);
-    zc->pshard = dev_alloc(n * BF16);
+    zc->offload = offload;
+    void *(*state_alloc)(size_t) = offload ? host_alloc : dev_alloc;
+    zc->master = state_alloc(n * sizeof(float));
+    zc->m = state_alloc(n * sizeof(float));
+    zc->v = state_alloc(n * sizeof(float));
+    if (offload) {
+        zc->g_host = host_alloc(n * BF16);
+        zc->p_host = host_alloc(n * BF16);
+    }
+    // offload: the device holds one bucket's piece of each (the shards are on the host)
+    size_t dev_n = offload ? zc->z.max_padded / (size_t)zc->z.n_ranks : n;
+    zc->gshard = dev_alloc(dev_n * BF16);
+    zc->pshard = dev_alloc(dev_n * BF16);
     zc->stage = dev_alloc(zc->z.max_padded * BF16);
     zc->partials = dev_alloc(OPTIM_CUDA_PARTIALS * sizeof(double));
     zc->sumsq = dev_alloc(sizeof(double));
     CUDA_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
     float *shard = mallocCheck((n ? n : 1) * sizeof(float));
     zero_shard_gather(&zc->z, c->role_rank, master, shard);
-    CUDA_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyDefault));
     free(shard);
     return 0;
 }
@@ -92,7 +113,12 @@ void zero_cuda_free(ZeroCuda *zc) {
     if (!zc->comm) return;
     CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     zero_cuda_arm(zc, 0);
-    void *bufs[] = {zc->master, zc->m, zc->v, zc->gshard, zc->pshard, zc->stage, zc->partials, zc->sumsq};
+    void *state[] = {zc->master, zc->m, zc->v, zc->g_host, zc->p_host};
+    for (size_t i = 0; i < sizeof state / sizeof state[0]; i++) {
+        if (zc->offload) cudaFreeHost(state[i]);
+        else cudaFree(state[i]);
+    }
+    void *bufs[] = {zc->gshard, zc->pshard, zc->stage, zc->partials, zc->sumsq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     cudaFreeHost(zc->sumsq_host);
     nccl_free(&zc->nccl);
@@ -111,7 +137,14 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     zero_cuda_arm(zc, 0);
     launch_upto(zc, model_grad_range_count(&zc->model->cfg));
     zc->launched = 0;
-    optim_cuda_sumsq(zc->gshard, zc->z.shard_n, (float)(1.0 / zc->z.n_ranks), zc->partials, zc->sumsq, zc->comm);
+    const float inv_l = (float)(1.0 / zc->z.n_ranks);
+    if (zc->offload) {  // the shard is on the host: its squared norm too, then up for the all-reduce
+        nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter");
+        *zc->sumsq_host = optim_sumsq_bf16(zc->g_host, zc->z.shard_n, inv_l);
+        CUDA_CHECK(cudaMemcpyAsync(zc->sumsq, zc->sumsq_host, sizeof(double), cudaMemcpyHostToDevice, zc->comm));
+    } else {
+        optim_cuda_sumsq(zc->gshard, zc->z.shard_n, inv_l, zc->partials, zc->sumsq, zc->comm);
+    }
     nccl_all_reduce_sum(&zc->nccl, zc->sumsq, 1, ncclFloat64, zc->comm);
     CUDA_CHECK(cudaMemcpyAsync(zc->sumsq_host, zc->sumsq, sizeof(double), cudaMemcpyDeviceToHost, zc->comm));
     nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter and norm all-reduce");
@@ -120,14 +153,24 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
 
 void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t step, double max_norm, double norm) {
     double clip = max_norm > 0 ? optim_clip_scale(norm, max_norm) : 1.0;
-    optim_cuda_adamw(cfg, lr, step, zc->master, zc->m, zc->v, zc->gshard, (float)(1.0 / zc->z.n_ranks), clip,
-                     zc->pshard, zc->z.shard_n, zc->comm);
+    const float inv_l = (float)(1.0 / zc->z.n_ranks);
+    const AdamWScalars s = adamw_scalars(cfg, lr, step);
+    if (!zc->offload)
+        optim_cuda_adamw(&s, zc->master, zc->m, zc->v, zc->gshard, inv_l, clip, zc->pshard, zc->z.shard_n, zc->comm);
     Tensor *params = zc->model->params;
     for (int b = 0; b < zc->z.n_buckets; b++) {
         const ZeroBucket *k = &zc->z.b[b];
+        if (zc->offload) {  // this piece on the CPU while the GPU copies up and gathers the previous one
+            size_t o = k->shard_off;
+            adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, zc->g_host + o, inv_l, clip, zc->p_host + o,
+                            k->piece);
+            CUDA_CHECK(cudaMemcpyAsync(zc->pshard, zc->p_host + o, k->piece * BF16, cudaMemcpyHostToDevice,
+                                          zc->comm));
+        }
         size_t padded = k->piece * (size_t)zc->z.n_ranks;
         void *recv = padded == k->n ? at(params, k->lo) : zc->stage;
-        nccl_all_gather(&zc->nccl, at(zc->pshard, k->shard_off), recv, k->piece, ncclBfloat16, zc->comm);
+        const void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
+        nccl_all_gather(&zc->nccl, send, recv, k->piece, ncclBfloat16, zc->comm);
         if (recv == zc->stage)
             CUDA_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
     }
@@ -140,15 +183,16 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
 void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v) {
     CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     size_t bytes = zc->z.shard_n * sizeof(float);
-    CUDA_CHECK(cudaMemcpy(master, zc->master, bytes, cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaMemcpy(m, zc->m, bytes, cudaMemcpyDeviceToHost));
-    CUDA_CHECK(cudaMemcpy(v, zc->v, bytes, cudaMemcpyDeviceToHost));
+    // cudaMemcpyDefault: device or (offload) pinned host state alike
+    CUDA_CHECK(cudaMemcpy(master, zc->master, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(m, zc->m, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(v, zc->v, bytes, cudaMemcpyDefault));
 }
 
 void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v) {
     CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     size_t bytes = zc->z.shard_n * sizeof(float);
-    CUDA_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyHostToDevice));
-    CUDA_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyHostToDevice));
+    CUDA_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyDefault));
+    CUDA_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyDefault));
 }

@@ -10,6 +10,11 @@
 //   reported, and a non-finite one stops the update);
 //   AdamW on the shard (optim_cuda.h) -> all-gather of the bf16 weights into every learner's model.
 // The gradient is the mean over learners (the DDP rule of trainer_update).
+// With optim.offload=host the fp32 master weights and moments live in pinned host memory instead: each
+// bucket's reduced bf16 piece is copied down on the comm stream right after its reduce-scatter (while
+// backward goes on; the device keeps one bucket's piece, reused in stream order), the squared norm is
+// summed on the host, and zero_cuda_step runs the host AdamW (adamw_step_bf16, optim.c's arithmetic) bucket
+// by bucket, each piece's bf16 weights copied up and all-gathered while the CPU updates the next piece.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -25,9 +30,11 @@ typedef struct ZeroCuda {
     Tensor *grad;    // [numel] the backend's gradient buffer model_backward accumulates into
     cudaStream_t compute, comm;
     cudaEvent_t ev;
-    float *master, *m, *v;  // [shard_n] device fp32
-    void *gshard;           // [shard_n] bf16: this rank's reduced gradient pieces
-    void *pshard;           // [shard_n] bf16: its updated weights, all-gathered
+    int offload;            // optim.offload=host: master, m, v are pinned host memory
+    float *master, *m, *v;  // [shard_n] fp32, on the device (or the host with offload)
+    uint16_t *g_host, *p_host;  // offload: [shard_n] pinned bf16, gshard copied down, pshard going up
+    void *gshard;           // [shard_n] bf16: this rank's reduced gradient pieces (offload: one piece)
+    void *pshard;           // [shard_n] bf16: its updated weights, all-gathered (offload: one piece)
     void *stage;            // [z.max_padded] bf16: a bucket padded to L * piece
     double *partials, *sumsq, *sumsq_host;  // norm reduction scratch (device), result (pinned host)
     int launched;           // buckets whose reduce-scatter is enqueued in this update
@@ -35,8 +42,9 @@ typedef struct ZeroCuda {
 
 // Collective over the learners (c->role_comm), each on its own GPU (the current device, the one of
 // m's backend). master: [numel] host fp32 weights, this rank's shard of which becomes the master copy.
+// offload: optim.offload=host (see above).
 int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const float *master, size_t bucket_elems,
-                   double timeout_s, Err *e);
+                   int offload, double timeout_s, Err *e);
 void zero_cuda_free(ZeroCuda *zc);
 
 // on = 1: the next model_backward starts each bucket's reduction as soon as it is final (the last

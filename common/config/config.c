@@ -42,6 +42,7 @@ static const char *const prompt_choices[] = {"answer", "think", NULL};
 static const char *const loss_choices[] = {"grpo", "bnpo", "dr_grpo", "dapo", NULL};
 static const char *const scale_choices[] = {"group", "batch", "none", NULL};
 static const char *const schedule_choices[] = {"linear", "constant", "cosine", NULL};
+static const char *const offload_choices[] = {"none", "host", NULL};
 static const char *const mode_choices[] = {"grpo", "sft", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};  // LogLevel order
 
@@ -134,6 +135,10 @@ const CfgKey config_keys[] = {
     KEY_ENUM(optim.schedule, "linear", schedule_choices,
              "Learning rate after warm-up: linear or cosine decay to 0 at train.max_steps, or constant"),
     KEY_INT(optim.warmup_steps, "0", 0, INT_MAX, "Linear learning-rate warm-up from 0, steps"),
+    KEY_ENUM(optim.offload, "none", offload_choices,
+             "GPU learner: none (fp32 master weights and AdamW moments of the ZeRO-1 shard on the GPU) or "
+             "host (in pinned host memory, updated there by the CPU per gradient bucket; 12 bytes per "
+             "shard element move off the GPU; needs model.backend=cuda)"),
 
     KEY_ENUM(train.mode, "grpo", mode_choices, "grpo (reinforcement learning) or sft (on the solutions)"),
     KEY_INT(train.max_steps, "1000", 1, INT_MAX, "Optimizer steps"),
@@ -461,6 +466,9 @@ static int cfg_check_address(const char *path, const char *addr, Err *e) {
 int config_validate(const Config *cfg, Err *e) {
     if (cfg->model.dtype == CFG_DTYPE_BF16 && cfg->model.backend != CFG_BACKEND_CUDA)
         return err_set(e, "model.dtype: bf16 needs model.backend=cuda (the cpu backend is fp32 only)");
+    if (cfg->optim.offload == CFG_OFFLOAD_HOST && cfg->model.backend != CFG_BACKEND_CUDA)
+        return err_set(e, "optim.offload=host needs model.backend=cuda (the cpu learner's optimizer state is "
+                          "in host memory already)");
     if (cfg->train.questions_per_step % cfg->train.grad_accum != 0)
         return err_set(e, "train.questions_per_step (%d) must be a multiple of train.grad_accum (%d)",
                        cfg->train.questions_per_step, cfg->train.grad_accum);

@@ -27,6 +27,7 @@ typedef enum { CFG_LOSS_GRPO, CFG_LOSS_BNPO, CFG_LOSS_DR_GRPO, CFG_LOSS_DAPO } C
 typedef enum { CFG_SCALE_GROUP, CFG_SCALE_BATCH, CFG_SCALE_NONE } CfgScaleRewards;
 typedef enum { CFG_SCHEDULE_LINEAR, CFG_SCHEDULE_CONSTANT, CFG_SCHEDULE_COSINE } CfgSchedule;
 typedef enum { CFG_MODE_GRPO, CFG_MODE_SFT } CfgTrainMode;
+typedef enum { CFG_OFFLOAD_NONE, CFG_OFFLOAD_HOST } CfgOffload;
 
 typedef struct {
     struct {
@@ -92,6 +93,7 @@ typedef struct {
         double grad_clip;  // 0 = off
         CfgSchedule schedule;
         int warmup_steps;
+        CfgOffload offload;
     } optim;
     struct {
         CfgTrainMode mode;

@@ -2,10 +2,10 @@
 #include "model/memplan.h"
 
 #include <limits.h>
+#include <math.h>
 
 #include "audio/audio_len.h"
 
-#define GIB 1073741824.0
 // the largest micro-batch / rollout batch the fit searches try
 enum { MP_SEARCH_MAX = 256 };
 
@@ -21,7 +21,8 @@ MemPlanOptions memplan_defaults(void) {
                             .questions = 1,
                             .act_size = 2,
                             .nccl_gib = 1.0,
-                            .runtime_gib = 1.5};
+                            .runtime_gib = 1.5,
+                            .bucket_mb = 256};
 }
 
 static int options_check(const ModelConfig *c, const MemPlanOptions *o, Err *e) {
@@ -39,6 +40,8 @@ static int options_check(const ModelConfig *c, const MemPlanOptions *o, Err *e) 
     if (o->questions < 1) return err_set(e, "questions %d: need at least 1", o->questions);
     if (o->act_size != 2 && o->act_size != 4) return err_set(e, "act_size %d: 2 (bf16) or 4 (fp32)", o->act_size);
     if (o->nccl_gib < 0 || o->runtime_gib < 0) return err_set(e, "nccl_gib / runtime_gib: must not be negative");
+    if ((unsigned)o->colocated > 1 || (unsigned)o->offload > 1) return err_set(e, "colocated / offload: 0 or 1");
+    if (o->bucket_mb < 1) return err_set(e, "bucket_mb %d: must be positive", o->bucket_mb);
     // every size below is an int token count of at most MP_SEARCH_MAX questions of the naive layout
     long long worst = (long long)MP_SEARCH_MAX * o->G * (o->prompt_tokens + o->max_new_tokens + o->completion_tokens);
     if (worst > INT_MAX / 2) return err_set(e, "prompt and completion lengths too large to plan (%lld tokens)", worst);
@@ -68,7 +71,7 @@ static double rollout_peak(const ModelConfig *c, const MemPlanOptions *o, const 
                                        ACTS_INFER)
                    .bytes;
     double gen = *kv + *prefill;
-    return p->policy + p->reference + p->nccl + p->runtime + (gen > p->scoring ? gen : p->scoring);
+    return p->policy + p->reference + p->rollout_nccl + p->runtime + (gen > p->scoring ? gen : p->scoring);
 }
 
 int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err *e) {
@@ -79,46 +82,75 @@ int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err
     p->params = t.numel;
     param_table_free(&t);
     const double N = (double)p->params, L = o->learners, a = o->act_size;
-    p->gpu = o->gpu_gib * GIB;
+    p->gpu = o->gpu_gib * MEMPLAN_GIB;
     // learner: full bf16 weights and gradients on every rank (ZeRO-1 shards optimizer state only)
     p->weights = N * a;
     p->grads = N * a;
-    p->master = N * 4 / L;
-    p->moments = 2 * N * 4 / L;
-    p->grad_shard = N * 4 / L;  // the reduce-scatter's output in fp32, the optimizer's input
-    p->nccl = o->nccl_gib * GIB;
-    p->runtime = o->runtime_gib * GIB;
+    p->master = o->offload ? 0 : N * 4 / L;
+    p->moments = o->offload ? 0 : 2 * N * 4 / L;
+    // the reduce-scatter's bf16 output and the updated bf16 weights to all-gather: the shard of each, or
+    // with offload one bucket's piece of each (zero_cuda.h)
+    double bucket = fmin(N, (double)o->bucket_mb * 524288);
+    p->grad_shard = (o->offload ? bucket : N) * 4 / L;
+    // offload: fp32 master and m, v of the shard, and the bf16 gradient / weight pieces in transit
+    p->host = o->offload ? N * (4 + 8 + 2 * 2) / L : 0;
+    p->nccl = o->nccl_gib * MEMPLAN_GIB;
+    p->runtime = o->runtime_gib * MEMPLAN_GIB;
     p->learner_fixed = p->weights + p->grads + p->master + p->moments + p->grad_shard + p->nccl + p->runtime;
     for (int l = 0; l < MP_LAYOUTS; l++)
         for (int m = 0; m < MP_MODES; m++)
             p->acts[l][m] = learner_acts(c, o, l, o->groups, m == MP_STORED ? ACTS_TRAIN : ACTS_RECOMPUTE,
                                          &p->tokens[l], &p->clips[l], &p->targets[l]);
-    for (int m = 0; m < MP_MODES; m++)
-        for (int k = 1; k <= MP_SEARCH_MAX; k++) {
-            int tk, ck, gk;
-            ActsMode mode = m == MP_STORED ? ACTS_TRAIN : ACTS_RECOMPUTE;
-            ActsSize z = learner_acts(c, o, MP_GROUP, k, mode, &tk, &ck, &gk);
-            if (p->learner_fixed + (double)z.bytes > p->gpu) break;
-            p->max_groups[m] = k;
-        }
-    // rollout: policy for sampling and the frozen reference for the KL term, both bf16
-    p->policy = N * a;
+    // rollout: the frozen reference for the KL term; its own policy copy (refreshed by the NCCL weight
+    // broadcast) unless colocated, where it reads the learner's weights
+    p->policy = o->colocated ? 0 : N * a;
     p->reference = N * a;
+    p->rollout_nccl = o->colocated ? 0 : p->nccl;
     p->scoring_tokens = o->prompt_tokens + o->G * o->max_new_tokens;
     p->scoring = (double)model_acts_size(c, (size_t)o->act_size, p->scoring_tokens, o->audio_tokens > 0,
                                          o->G * o->max_new_tokens, ACTS_INFER)
                      .bytes;
     p->rollout_total = rollout_peak(c, o, p, o->questions, &p->kv, &p->prefill, &p->kv_rows, &p->prefill_tokens);
+    // colocated: what the other process on the GPU holds while each side searches its largest batch
+    const double beside_learner = o->colocated ? p->rollout_total : 0;
+    const double beside_rollout = o->colocated ? memplan_learner_need(p, 0) : 0;
+    p->colocated_total = o->colocated ? memplan_learner_need(p, 0) + p->rollout_total : 0;
+    for (int m = 0; m < MP_MODES; m++)
+        for (int k = 1; k <= MP_SEARCH_MAX; k++) {
+            int tk, ck, gk;
+            ActsMode mode = m == MP_STORED ? ACTS_TRAIN : ACTS_RECOMPUTE;
+            ActsSize z = learner_acts(c, o, MP_GROUP, k, mode, &tk, &ck, &gk);
+            if (p->learner_fixed + (double)z.bytes + beside_learner > p->gpu) break;
+            p->max_groups[m] = k;
+        }
     for (int q = 1; q <= MP_SEARCH_MAX; q++) {
         double kv, pre;
         int rows, toks;
-        if (rollout_peak(c, o, p, q, &kv, &pre, &rows, &toks) > p->gpu) break;
+        if (rollout_peak(c, o, p, q, &kv, &pre, &rows, &toks) + beside_rollout > p->gpu) break;
         p->max_questions = q;
     }
     return 0;
 }
 
-static double gib(double bytes) { return bytes / GIB; }
+static double gib(double bytes) { return bytes / MEMPLAN_GIB; }
+
+double memplan_learner_need(const MemPlan *p, int recompute) {
+    return p->learner_fixed + (double)p->acts[MP_GROUP][recompute ? MP_RECOMPUTE : MP_STORED].bytes;
+}
+
+int memplan_learner_fits(const MemPlan *p, int recompute, double free_bytes, double total_bytes, Err *e) {
+    double need = memplan_learner_need(p, recompute);
+    if (need <= free_bytes) return 0;
+    return err_set(e,
+                   "the GPU has %.2f GiB free of %.2f GiB, the learner's memory plan needs %.2f GiB: weights %.2f + "
+                   "gradients %.2f + master %.2f + moments %.2f + gradient shard %.2f + NCCL %.2f + runtime %.2f + "
+                   "one micro-batch's activations %.2f (aqa-memplan prints the plan; optim.offload=host moves the "
+                   "master weights and moments to the host, model.recompute=true cuts the activations, more "
+                   "learners shrink the shard)",
+                   gib(free_bytes), gib(total_bytes), gib(need), gib(p->weights), gib(p->grads), gib(p->master),
+                   gib(p->moments), gib(p->grad_shard), gib(p->nccl), gib(p->runtime),
+                   gib(need - p->learner_fixed));
+}
 
 static void row(FILE *f, const char *what, double bytes, const char *how) {
     fprintf(f, "| %s | %.2f | %s |\n", what, gib(bytes), how);
@@ -126,21 +158,35 @@ static void row(FILE *f, const char *what, double bytes, const char *how) {
 
 void memplan_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
     char how[160];
-    fprintf(f, "Model: %zu parameters; %d-byte weights and activations; GPUs of %.2f GiB; %d learner GPUs.\n\n",
-            p->params, o->act_size, o->gpu_gib, o->learners);
+    fprintf(f,
+            "Model: %zu parameters; %d-byte weights and activations; GPUs of %.2f GiB; %d learner GPUs; %s; "
+            "optimizer state on the %s.\n\n",
+            p->params, o->act_size, o->gpu_gib, o->learners,
+            o->colocated ? "colocated (rollout k on learner k's GPU)" : "disaggregated (rollouts on GPUs of their own)",
+            o->offload ? "host (optim.offload=host)" : "GPU");
     fprintf(f, "### Learner GPU (each of %d), all but activations\n\n| item | GiB | how |\n|---|---:|---|\n",
             o->learners);
-    row(f, "weights", p->weights, "every parameter, full copy");
+    row(f, "weights", p->weights,
+        o->colocated ? "every parameter, full copy; the rollout beside it reads them" : "every parameter, full copy");
     row(f, "gradients", p->grads, "every parameter, full copy (model_backward accumulates)");
-    snprintf(how, sizeof how, "fp32, 1/%d (ZeRO-1)", o->learners);
+    snprintf(how, sizeof how, o->offload ? "on the host (offload)" : "fp32, 1/%d (ZeRO-1)", o->learners);
     row(f, "master weights", p->master, how);
-    snprintf(how, sizeof how, "fp32 m and v, 1/%d (ZeRO-1)", o->learners);
+    snprintf(how, sizeof how, o->offload ? "on the host (offload)" : "fp32 m and v, 1/%d (ZeRO-1)", o->learners);
     row(f, "AdamW moments", p->moments, how);
-    snprintf(how, sizeof how, "fp32 reduce-scatter output, 1/%d", o->learners);
-    row(f, "reduced gradient shard", p->grad_shard, how);
+    if (o->offload)
+        snprintf(how, sizeof how, "bf16 reduce-scatter output and updated weights, one %d MB bucket's 1/%d each",
+                 o->bucket_mb, o->learners);
+    else
+        snprintf(how, sizeof how, "bf16 reduce-scatter output and updated weights, 1/%d each", o->learners);
+    row(f, "reduced gradient / weight shard", p->grad_shard, how);
     row(f, "NCCL buffers", p->nccl, "assumed reserve");
     row(f, "CUDA context, cuBLAS, slack", p->runtime, "assumed reserve");
     row(f, "**fixed total**", p->learner_fixed, "");
+    if (o->offload)
+        fprintf(f,
+                "\nHost memory per learner rank (pinned): %.2f GiB = fp32 master %.2f + m and v %.2f + bf16 gradient "
+                "and weight staging %.2f, 1/%d each.\n",
+                gib(p->host), gib(p->host * 4 / 16), gib(p->host * 8 / 16), gib(p->host * 4 / 16), o->learners);
 
     fprintf(f,
             "\n### Learner activations, one micro-batch of %d group(s): %d-token prompt (%d audio), G = %d x %d "
@@ -168,7 +214,8 @@ void memplan_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
     fprintf(f, "\n### Rollout GPU: %d question(s) at once, G = %d, up to %d new tokens\n\n", o->questions, o->G,
             o->max_new_tokens);
     fprintf(f, "| item | GiB | how |\n|---|---:|---|\n");
-    row(f, "policy weights", p->policy, "sampling; updated by the weight broadcast");
+    row(f, "policy weights", p->policy,
+        o->colocated ? "none: the learner's bf16 weights, read in place" : "sampling; updated by the weight broadcast");
     row(f, "reference weights", p->reference, "frozen, for the KL term's log-probs");
     snprintf(how, sizeof how, "%d rows (prompt once + G x new tokens per question), K and V of every layer",
              p->kv_rows);
@@ -179,9 +226,21 @@ void memplan_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
     snprintf(how, sizeof how, "one group of %d tokens (after generation; the larger phase counts)",
              p->scoring_tokens);
     row(f, "reference scoring activations", p->scoring, how);
-    row(f, "NCCL buffers", p->nccl, "assumed reserve");
-    row(f, "CUDA context, cuBLAS, slack", p->runtime, "assumed reserve");
+    row(f, "NCCL buffers", p->rollout_nccl, o->colocated ? "none: no weight broadcast" : "assumed reserve");
+    row(f, "CUDA context, cuBLAS, slack", p->runtime, "assumed reserve (its own process)");
     row(f, "**peak total**", p->rollout_total, "");
-    fprintf(f, "\nRollout headroom %.2f GiB%s; questions generated at once that fit: %d.\n",
-            gib(p->gpu - p->rollout_total), p->rollout_total > p->gpu ? " (does not fit)" : "", p->max_questions);
+    if (!o->colocated) {
+        fprintf(f, "\nRollout headroom %.2f GiB%s; questions generated at once that fit: %d.\n",
+                gib(p->gpu - p->rollout_total), p->rollout_total > p->gpu ? " (does not fit)" : "", p->max_questions);
+        return;
+    }
+    double learner = memplan_learner_need(p, 0);
+    fprintf(f,
+            "\n### The shared GPU (each of %d)\n\nlearner %.2f GiB (fixed + one stored shared-prefix micro-batch) + "
+            "rollout peak %.2f GiB = **%.2f GiB** of %.2f: headroom %.2f GiB%s. With the other side at that size: "
+            "questions generated at once that fit: %d; shared-prefix groups per micro-batch that fit: %d stored, "
+            "%d with recompute.\n",
+            o->learners, gib(learner), gib(p->rollout_total), gib(p->colocated_total), gib(p->gpu),
+            gib(p->gpu - p->colocated_total), p->colocated_total > p->gpu ? " (does not fit)" : " (fits)",
+            p->max_questions, p->max_groups[MP_STORED], p->max_groups[MP_RECOMPUTE]);
 }

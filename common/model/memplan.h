@@ -5,10 +5,17 @@
 // stored and recomputed. Per rollout GPU: policy and reference weights, the KV cache of Q questions x G
 // samples (kv_cache_bytes, as model_generate sizes it) and the prefill and reference-scoring activations.
 // NCCL buffers and CUDA runtime memory are assumed reserves (options), not derived.
+// Placements (train.placement of issue 15): disaggregated, a GPU per learner and per rollout rank; or
+// colocated, each rollout rank on its learner's GPU, reading the learner's bf16 weights in place (no
+// policy copy, no weight NCCL buffers) and holding the reference model and the KV cache; the two
+// processes each have their own CUDA runtime. With offload (optim.offload=host) the fp32 master weights
+// and moments of the shard live in pinned host memory, plus the bf16 gradient and weight staging.
 #pragma once
 #include <stdio.h>
 
 #include "model/model.h"
+
+#define MEMPLAN_GIB 1073741824.0  // the plan's GiB (2^30 bytes)
 
 typedef struct {
     int learners;              // learner GPUs: ZeRO-1 shards of master weights, moments, reduced gradient
@@ -23,6 +30,9 @@ typedef struct {
     int act_size;              // bytes per weight / activation element on the GPU (bf16: 2)
     double nccl_gib;           // assumed NCCL buffers per GPU
     double runtime_gib;        // assumed CUDA context, cuBLAS workspace and allocator slack per GPU
+    int colocated;             // 1: learner k and rollout k share GPU k (see above)
+    int offload;               // 1: optim.offload=host
+    int bucket_mb;             // train.grad_bucket_mb: with offload the GPU keeps one bucket's pieces only
 } MemPlanOptions;
 
 // 8 learners of 80 GB H100s (81559 MiB), the R1-AQA shapes: 846-token prompts with 750 audio tokens,
@@ -41,11 +51,20 @@ typedef struct {
     ActsSize acts[MP_LAYOUTS][MP_MODES];
     int max_groups[MP_MODES];  // shared-prefix groups per micro-batch that fit (0: not even one)
     // rollout GPU, bytes
-    double policy, reference, kv, prefill, scoring, rollout_total;
+    double policy, reference, kv, prefill, scoring, rollout_nccl, rollout_total;
     int kv_rows, prefill_tokens, scoring_tokens;
     int max_questions;  // questions generated at once that fit (0: not even one)
+    double host;        // offload: pinned host bytes per learner rank (master, moments, bf16 staging)
+    double colocated_total;  // colocated: the shared GPU, learner (one stored group) + rollout peak
     double gpu;         // bytes of one GPU
 } MemPlan;
+
+// The learner's GPU need: the fixed part plus one micro-batch of the options' shared-prefix groups
+// (activations stored, or recomputed when recompute).
+double memplan_learner_need(const MemPlan *p, int recompute);
+// Refuses (-1, Err naming the plan's numbers and the card's) when the learner's need of p does not fit
+// in free_bytes of a GPU of total_bytes.
+int memplan_learner_fits(const MemPlan *p, int recompute, double free_bytes, double total_bytes, Err *e);
 
 // Fills p for model c; bad options are errors naming the option.
 int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err *e);

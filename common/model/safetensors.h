@@ -8,6 +8,7 @@
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "util/check.h"
 
@@ -63,8 +64,20 @@ const char *st_dtype_name(StDtype d);
 size_t st_dtype_size(StDtype d);
 
 // Scalar conversions. The f32 -> bf16/f16 ones round to nearest, ties to even (as torch's .to()).
-float st_bf16_to_f32(uint16_t h);
-uint16_t st_f32_to_bf16(float f);
+// The bf16 pair is inline: the host optimizer (optim.h) converts every element of a shard with them.
+static inline float st_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t st_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1)) >> 16;
+    // NaN stays a (quiet) NaN; a select, not a branch, so loops over it vectorise
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 0x40 : rounded);
+}
 float st_f16_to_f32(uint16_t h);
 uint16_t st_f32_to_f16(float f);
 

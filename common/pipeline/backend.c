@@ -49,3 +49,15 @@ void *backend_stream(const Ops *o) {
 #endif
     return NULL;
 }
+
+int backend_gpu_memory(const Ops *o, double *free_bytes, double *total_bytes) {
+#ifdef AQA_CUDA
+    if (strcmp(o->name, "cuda") == 0) {
+        size_t f, t;
+        ops_cuda_mem_info(&f, &t);
+        *free_bytes = (double)f, *total_bytes = (double)t;
+        return 0;
+    }
+#endif
+    return -1;
+}

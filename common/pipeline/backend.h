@@ -20,3 +20,5 @@ Ops *backend_create_rank(const Comm *c, const Config *cfg, CfgBackend b, const c
 // The backend's stream (a cudaStream_t) that work of other libraries (NCCL) is ordered against; NULL on
 // the CPU, whose ops are done when they return.
 void *backend_stream(const Ops *o);
+// Free and total bytes of the GPU of o (the current device): 0; -1 for the CPU backend.
+int backend_gpu_memory(const Ops *o, double *free_bytes, double *total_bytes);

@@ -1,7 +1,8 @@
 // aqa-memplan: print the GPU memory plan of GRPO training for a model (memplan.h) as Markdown tables.
 //   aqa-memplan --model configs/model-7b.json [--learners 8] [--gpu-gib 79.65] [--prompt 846] [--audio 750]
 //               [--G 8] [--completion 32] [--groups 1] [--max-new 256] [--questions 1] [--bytes 2]
-//               [--nccl-gib 1] [--runtime-gib 1.5]
+//               [--nccl-gib 1] [--runtime-gib 1.5] [--colocated 0|1] [--offload 0|1]
+//               [--bucket-mb 256]
 // --model takes a Hugging Face config.json or a model directory holding one.
 #include <errno.h>
 #include <stdlib.h>
@@ -15,7 +16,8 @@ static void usage(const char *msg) {
             "aqa-memplan: %s\n"
             "usage: aqa-memplan --model CONFIG [--learners N] [--gpu-gib X] [--prompt N] [--audio N] [--G N]\n"
             "                   [--completion N] [--groups N] [--max-new N] [--questions N] [--bytes 2|4]\n"
-            "                   [--nccl-gib X] [--runtime-gib X]\n",
+            "                   [--nccl-gib X] [--runtime-gib X] [--colocated 0|1] [--offload 0|1]\n"
+            "                   [--bucket-mb N]\n",
             msg);
     exit(2);
 }
@@ -45,7 +47,10 @@ int main(int argc, char **argv) {
                 {"--groups", offsetof(MemPlanOptions, groups)},
                 {"--max-new", offsetof(MemPlanOptions, max_new_tokens)},
                 {"--questions", offsetof(MemPlanOptions, questions)},
-                {"--bytes", offsetof(MemPlanOptions, act_size)}};
+                {"--bytes", offsetof(MemPlanOptions, act_size)},
+                {"--colocated", offsetof(MemPlanOptions, colocated)},
+                {"--offload", offsetof(MemPlanOptions, offload)},
+                {"--bucket-mb", offsetof(MemPlanOptions, bucket_mb)}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) usage("every option takes a value");

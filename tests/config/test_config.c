@@ -243,6 +243,14 @@ static void test_validate(void) {
     CHECKF(config_validate(&c, &e) == 0, "%s", e.msg);
 
     config_defaults(&c);
+    CHECKF(config_set(&c, "optim.offload=host", &e) == 0, "%s", e.msg);
+    CHECK(c.optim.offload == CFG_OFFLOAD_HOST);
+    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg, "optim.offload=host needs model.backend=cuda"));
+    c.model.backend = CFG_BACKEND_CUDA;
+    CHECKF(config_validate(&c, &e) == 0, "%s", e.msg);
+    CHECK(config_set(&c, "optim.offload=disk", &e) == -1 && strstr(e.msg, "optim.offload"));
+
+    config_defaults(&c);
     c.train.questions_per_step = 5;
     CHECK(config_validate(&c, &e) == -1 && strstr(e.msg,
                                                   "train.questions_per_step (5) must be a multiple of "

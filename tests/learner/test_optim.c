@@ -1,7 +1,10 @@
 // Tests of learner/optim: three AdamW steps worked out by hand, gradient-norm clipping, the three
-// learning-rate schedules at their boundaries, and config checks.
+// learning-rate schedules at their boundaries, config checks, and the offloaded optimizer's bf16 piece
+// (adamw_step_bf16) against adamw_step bit for bit.
+#include "model/safetensors.h"
 #include "optim.h"
 #include "test.h"
+#include "util/rng.h"
 
 // lr 0.1, betas (0.9, 0.999), eps 1e-8, weight decay 0.1 (decoupled: p *= 1 - 0.1 * 0.1 = 0.99 first).
 // Parameters [1, -2, 0.5]; gradients per step: element 0: 1, -1, 2; element 1: -0.5 always; element 2: 0.
@@ -52,6 +55,46 @@ static void test_adamw_defaults(void) {
     CHECK_NEAR(p[0], 0.25 - 1e-6, 3e-8);  // float spacing at 0.25 is 3e-8
     CHECK_NEAR(p[1], 0.25 + 1e-6, 3e-8);
     adamw_free(&opt);
+}
+
+// adamw_step_bf16 (optim.offload=host) against the CPU reference on random data: the gradient is a bf16
+// sum over 2 learners, scaled by 1/2 and clipped (clip < 1) or not, 3 updates with weight decay so the
+// moments and the decay matter; n above the OpenMP threshold and odd (uneven thread chunks). master, m,
+// v and the bf16 output must equal adamw_step's bits, NaN/Inf included in the comparison (memcmp).
+static void test_adamw_bf16_bit_exact(void) {
+    const size_t n = 100003;
+    AdamWConfig cfg = {.beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01};
+    AdamW ref;
+    adamw_init(&ref, n);
+    float *p = mallocCheck(n * sizeof(float)), *g = mallocCheck(n * sizeof(float));
+    float *master = mallocCheck(n * sizeof(float)), *m = callocCheck(n, sizeof(float));
+    float *v = callocCheck(n, sizeof(float));
+    uint16_t *gsum = mallocCheck(n * 2), *out = mallocCheck(n * 2);
+    Rng rng;
+    rng_init(&rng, 7, 0);
+    for (size_t i = 0; i < n; i++) p[i] = master[i] = (float)rng_normal(&rng);
+    const double clips[3] = {1.0, 0.3, 1.0};
+    size_t differ = 0;
+    for (int t = 0; t < 3; t++) {
+        for (size_t i = 0; i < n; i++) gsum[i] = st_f32_to_bf16((float)rng_normal(&rng) * 0.02f);
+        // the reference as trainer_update: the fp32 gradient, scaled by 1/L, then clipped when it applies
+        for (size_t i = 0; i < n; i++) g[i] = st_bf16_to_f32(gsum[i]);
+        optim_scale(g, n, 0.5);
+        if (clips[t] < 1) optim_scale(g, n, clips[t]);
+        adamw_step(&ref, &cfg, 1e-3, p, g);
+        AdamWScalars s = adamw_scalars(&cfg, 1e-3, t + 1);
+        adamw_step_bf16(&s, master, m, v, gsum, 0.5f, clips[t], out, n);
+        for (size_t i = 0; i < n; i++) differ += out[i] != st_f32_to_bf16(p[i]);
+    }
+    CHECK(memcmp(master, p, n * sizeof(float)) == 0);
+    CHECK(memcmp(m, ref.m, n * sizeof(float)) == 0);
+    CHECK(memcmp(v, ref.v, n * sizeof(float)) == 0);
+    CHECKF(differ == 0, "%zu bf16 outputs differ", differ);
+    size_t bad = 0;  // the reference is finite: memcmp compared real numbers, not two NaN patterns
+    for (size_t i = 0; i < n; i++) bad += !isfinite(p[i]);
+    CHECK(bad == 0);
+    free(p), free(g), free(master), free(m), free(v), free(gsum), free(out);
+    adamw_free(&ref);
 }
 
 static void test_clip(void) {
@@ -139,6 +182,7 @@ static void test_lr_bad(void) {
 int main(void) {
     RUN(test_adamw_three_steps);
     RUN(test_adamw_defaults);
+    RUN(test_adamw_bf16_bit_exact);
     RUN(test_clip);
     RUN(test_lr_linear);
     RUN(test_lr_cosine_constant);

@@ -62,8 +62,8 @@ static void test_against_cpu(void) {
         optim_cuda_sumsq(dg, n, 1.0f / L, scratch, dsum, 0);
         cudaMemcpy(&sum, dsum, sizeof sum, cudaMemcpyDeviceToHost);
         double gnorm = sqrt(sum);
-        optim_cuda_adamw(&cfg, lr, step, dp, dm, dv, dg, 1.0f / L, optim_clip_scale(gnorm, max_norm[step - 1]), dout,
-                         n, 0);
+        AdamWScalars sc = adamw_scalars(&cfg, lr, step);
+        optim_cuda_adamw(&sc, dp, dm, dv, dg, 1.0f / L, optim_clip_scale(gnorm, max_norm[step - 1]), dout, n, 0);
         cudaMemcpy(got, dp, n * 4, cudaMemcpyDeviceToHost);
         double ep = cmp_err(got, p, n, 1).abs;
         cudaMemcpy(got, dm, n * 4, cudaMemcpyDeviceToHost);
@@ -104,11 +104,13 @@ static void bench_update(void) {
     AdamWConfig cfg = adamw_config_default();
     cudaEvent_t a, b;
     cudaEventCreate(&a), cudaEventCreate(&b);
-    optim_cuda_adamw(&cfg, 1e-6, 1, dp, dm, dv, dg, 0.5f, 1, dout, n, 0);  // warm-up
+    AdamWScalars sc = adamw_scalars(&cfg, 1e-6, 1);
+    optim_cuda_adamw(&sc, dp, dm, dv, dg, 0.5f, 1, dout, n, 0);  // warm-up
     cudaEventRecord(a, 0);
     for (int i = 0; i < 3; i++) {
         optim_cuda_sumsq(dg, n, 0.5f, scratch, dsum, 0);
-        optim_cuda_adamw(&cfg, 1e-6, 2 + i, dp, dm, dv, dg, 0.5f, 1, dout, n, 0);
+        sc = adamw_scalars(&cfg, 1e-6, 2 + i);
+        optim_cuda_adamw(&sc, dp, dm, dv, dg, 0.5f, 1, dout, n, 0);
     }
     cudaEventRecord(b, 0);
     cudaEventSynchronize(b);

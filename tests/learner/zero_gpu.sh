@@ -1,6 +1,7 @@
 #!/bin/sh
 # zero_gpu.sh CASE: test_zero_mpi CASE (zero | bcast | timeout, see there) under mpirun, 2 ranks with a
-# GPU each. Skipped (77) without a CUDA build or with fewer than 2 GPUs; a failing probe fails.
+# GPU each (offload: 1 rank, 1 GPU). Skipped (77) without a CUDA build or with too few GPUs; a failing
+# probe fails.
 # Environment: MPIRUN, ZERO_MPI.
 set -u
 # the probe exits 77 in a build without CUDA and prints 0 on a machine without GPUs or driver; any other
@@ -10,7 +11,9 @@ rc=$?
 [ $rc -ne 77 ] || { echo "no CUDA in this build: skipped"; exit 77; }
 [ $rc -eq 0 ] || { echo "FAIL: the GPU probe ($ZERO_MPI gpus) exited $rc"; exit 1; }
 case $n in '' | *[!0-9]*) echo "FAIL: the GPU probe printed '$n', not a count"; exit 1 ;; esac
-[ "$n" -ge 2 ] || { echo "$n GPUs, the case needs 2: skipped"; exit 77; }
+need=2
+[ "$1" = offload ] && need=1
+[ "$n" -ge $need ] || { echo "$n GPUs, the case needs $need: skipped"; exit 77; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
 case $1 in
 timeout)
@@ -20,5 +23,5 @@ timeout)
     echo "$out" | grep -m1 "fatal:"
     [ $rc -ne 0 ] && [ $rc -ne 124 ] && echo "$out" | grep -q "NCCL test all-reduce: no progress after 3 s" ;;
 *)
-    timeout 120 "$MPIRUN" -np 2 "$ZERO_MPI" "$1" ;;
+    timeout 120 "$MPIRUN" -np $need "$ZERO_MPI" "$1" ;;
 esac

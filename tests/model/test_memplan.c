@@ -49,6 +49,38 @@ static void test_7b(void) {
     free(text);
 }
 
+// Issue 15's layouts at the 7B shape: the paper's 8 x 80 GB colocated (ZeRO-1 over 8, no offload) fits
+// with no policy copy; 1 x 80 GB colocated fits only with offload, whose host side is the shard's 16
+// bytes per element; and the learner's refusal names the plan's numbers and the card's.
+static void test_7b_colocated_offload(void) {
+    ModelConfig c;
+    Err e;
+    MemPlan p;
+    CHECKF(hf_config_load(SRC_PATH("configs/model-7b.json"), &c, &e) == 0, "%s", e.msg);
+    MemPlanOptions o = memplan_defaults();
+    o.colocated = 1;
+    CHECKF(memplan_build(&c, &o, &p, &e) == 0, "%s", e.msg);
+    CHECK(p.policy == 0 && p.rollout_nccl == 0 && p.host == 0);
+    CHECK(p.colocated_total == memplan_learner_need(&p, 0) + p.rollout_total);
+    CHECK(p.colocated_total <= p.gpu && p.max_questions >= 1 && p.max_groups[MP_STORED] >= 1);
+    printf("8 x 80 GB colocated: %.2f GiB of %.2f\n", p.colocated_total / 1073741824.0, p.gpu / 1073741824.0);
+
+    o.learners = 1;
+    CHECKF(memplan_build(&c, &o, &p, &e) == 0, "%s", e.msg);
+    CHECK(p.colocated_total > p.gpu && p.max_questions == 0);  // 12 bytes of fp32 state per parameter
+    CHECK(memplan_learner_fits(&p, 0, p.gpu, p.gpu, &e) == -1 && strstr(e.msg, "master 31.28 + moments 62.56"));
+    o.offload = 1;
+    CHECKF(memplan_build(&c, &o, &p, &e) == 0, "%s", e.msg);
+    CHECK(p.master == 0 && p.moments == 0 && p.host == 16.0 * p.params);
+    CHECK(p.grad_shard == 4.0 * 256 * 524288);  // one 256 MB bucket's gradient and weight piece
+    CHECK(p.colocated_total <= p.gpu && p.max_questions >= 1);
+    printf("1 x 80 GB colocated with offload: %.2f GiB of %.2f, host %.2f GiB\n", p.colocated_total / 1073741824.0,
+           p.gpu / 1073741824.0, p.host / 1073741824.0);
+    CHECK(memplan_learner_fits(&p, 0, p.gpu, p.gpu, &e) == 0);
+    CHECK(memplan_learner_fits(&p, 0, 20.0 * 1073741824.0, p.gpu, &e) == -1 &&
+          strstr(e.msg, "20.00 GiB free of 79.65 GiB") && strstr(e.msg, "master 0.00 + moments 0.00"));
+}
+
 // The plan's sizes are those of real allocations of the batches it describes (fp32, the CPU backend).
 static void test_tiny_matches_allocation(void) {
     ModelConfig c = tiny_config();
@@ -133,6 +165,8 @@ static void test_bad_options(void) {
     BAD(o.audio_tokens = 5, "audio_tokens 5: one clip gives 0..4");
     BAD((o.prompt_tokens = 2, o.audio_tokens = 3), "within the 2-token prompt");
     BAD(o.G = 0, "G 0");
+    BAD(o.offload = 2, "colocated / offload: 0 or 1");
+    BAD(o.bucket_mb = 0, "bucket_mb 0");
     BAD(o.completion_tokens = -1, "completion_tokens -1");
     BAD(o.groups = 0, "groups 0");
     BAD(o.max_new_tokens = 0, "max_new_tokens 0");
@@ -183,6 +217,7 @@ static void test_tool(void) {
 int main(int argc, char **argv) {
     tool_path = argc > 1 ? argv[1] : NULL;
     RUN(test_7b);
+    RUN(test_7b_colocated_offload);
     RUN(test_tiny_matches_allocation);
     RUN(test_bad_options);
     RUN(test_tool);

@@ -59,6 +59,10 @@ extern "C" int ops_cuda_set_device(int index) {
     return dev;
 }
 
+extern "C" void ops_cuda_mem_info(size_t *free_bytes, size_t *total_bytes) {
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
 extern "C" size_t ops_cuda_peak_bytes(const Ops *o) {
     const Cuda *c = (const Cuda *)o->impl;
     return c->peak_bytes + c->lt_ws_bytes + c->scratch_n * sizeof(float) + c->smp_bytes + attn_bwd_bytes(c->attn_bwd);

@@ -20,6 +20,8 @@ int ops_cuda_device_count(void);
 int ops_cuda_set_device(int index);
 // The backend on the current device; fatal when no device is usable.
 Ops *ops_cuda_create(void);
+// Free and total bytes of the current device (cudaMemGetInfo).
+void ops_cuda_mem_info(size_t *free_bytes, size_t *total_bytes);
 // Bytes of device memory the backend allocated at its high-water mark (cudaMalloc'ed, workspaces included).
 size_t ops_cuda_peak_bytes(const Ops *o);
 // The backend's stream (a cudaStream_t): every op runs on it in order, so other streams (NCCL) order
