@@ -95,10 +95,15 @@ static void test_read_while_writing(void) {
         return;
     }
     log_step(m, 1);
+    // The writer's handle lives in the child only: a copy left open in the parent would leak, and closing
+    // it would write the step-1 state over the child's file.
+    metrics_close(m);
     pid_t pid = fork();
     if (pid == 0) {
-        for (int64_t s = 2; s <= 300; s++) log_step(m, s);
-        metrics_close(m);
+        Metrics *w = metrics_open(run, false, true, 1, &e);
+        if (!w) _exit(1);
+        for (int64_t s = 2; s <= 300; s++) log_step(w, s);
+        metrics_close(w);
         _exit(0);
     }
     char h5[4096];
