@@ -1,8 +1,9 @@
-// fuzz_msg: the MPI wire format (msg.h): GROUP and WEIGHTS messages as a learner receives them. Each
+// fuzz_msg: the MPI wire format (msg.h, traj.h): GROUP and WEIGHTS messages as a learner receives them. Each
 // input is decoded as is, and once more with its header's payload length and CRC made to match (so
 // the fuzzer reaches the payload decoder instead of stopping at the checksum). Invariant: a decoded
 // message passes traj_group_check and encodes back to the same bytes.
 #include "comm/msg.h"
+#include "comm/traj.h"
 #include "fuzz.h"
 
 static void put_le(uint8_t *p, uint64_t v, int n) {
