@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 int err_set(Err *e, const char *fmt, ...) {
     if (e) {
@@ -34,7 +35,11 @@ void fatal_at(const char *file, int line, const char *fmt, ...) {
     vfprintf(stderr, fmt, ap);
     va_end(ap);
     fputc('\n', stderr);
-    exit(1);
+    // _exit, not exit: the error may be the one a library's exit handler trips over again (HDF5 closing
+    // its files on a full disk crashed inside H5_term_library). Our buffered streams are flushed first, so
+    // no log line is lost; files that must be complete are made durable by their writers, never at exit.
+    fflush(NULL);
+    _exit(1);
 }
 
 void *malloc_check(size_t size, const char *file, int line) {
