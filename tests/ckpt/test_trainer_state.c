@@ -250,7 +250,7 @@ static void ed_trailing(char *b, size_t *n) { b[(*n)++] = 0; }  // file_read_all
 static void ed_magic(char *b, size_t *n) { (void)n, b[0] = 'X'; }
 static void ed_version(char *b, size_t *n) {
     (void)n;
-    wr32(b + 8, 2);
+    wr32(b + 8, 3);
     fix_crcs(b);
 }
 static void ed_header(char *b, size_t *n) { (void)n, b[16] ^= 1; }
@@ -294,7 +294,7 @@ static void test_corruption(void) {
     EXPECT(ed_trunc_meta, &want, "ts_corrupt.bin", "truncated", "metadata length");
     EXPECT(ed_trailing, &want, "ts_corrupt.bin", "trailing bytes");
     EXPECT(ed_magic, &want, "ts_corrupt.bin", "magic");
-    EXPECT(ed_version, &want, "ts_corrupt.bin", "version 2");
+    EXPECT(ed_version, &want, "ts_corrupt.bin", "version 3", "versions 1 to 2");
     EXPECT(ed_header, &want, "ts_corrupt.bin", "header CRC");
     EXPECT(ed_meta_byte, &want, "ts_corrupt.bin", "metadata CRC");
     EXPECT(ed_adam_v, &want, "ts_corrupt.bin", "\"adam.v\"", "CRC mismatch");
