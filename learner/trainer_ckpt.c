@@ -127,9 +127,10 @@ int tckpt_save(Trainer *t, Err *e) {
         rc = tckpt_write_model(t, tmp, e);
         bytes[1] = tckpt_dir_bytes(ckpt_model_path(path, sizeof path, tmp));
     }
-    rc = tckpt_agree(c, rc, e);
+    int written = tckpt_agree(c, rc, e);
     MPI_CHECK(MPI_Reduce(root ? MPI_IN_PLACE : bytes, bytes, 2, MPI_INT64_T, MPI_SUM, 0, c->role_comm));
-    if (!rc && root) {
+    rc = written;
+    if (!written && root) {
         tckpt_test_pause(t);
         rc = ckpt_commit(cfg->train.run_dir, t->step, c->role_size, id, e);
         if (!rc && ckpt_prune(cfg->train.run_dir, cfg->train.keep_last, e) < 0) rc = -1;
@@ -138,7 +139,8 @@ int tckpt_save(Trainer *t, Err *e) {
         Err e2;
         if (ckpt_abort(cfg->train.run_dir, t->step, &e2)) log_warn("%s", e2.msg);
     }
-    if (tckpt_agree(c, rc, e)) return err_prefix(e, "checkpoint of step %lld", (long long)t->step);
+    // A failed write is known everywhere already; the root's commit is told to the others.
+    if (written || tckpt_agree(c, rc, e)) return err_prefix(e, "checkpoint of step %lld", (long long)t->step);
     if (root)
         log_info("checkpoint %s (step %lld): %.1f MiB (trainer state %.1f MiB in %d files, model %.1f MiB), "
                  "written in %.2f s",
