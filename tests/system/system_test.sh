@@ -16,7 +16,8 @@
 # The gpu_ tests (suite gpu) run 2 learners with model.backend=cuda (ZeRO-1 over 2 GPUs, 1 MiB gradient
 # buckets so reductions start during backward) and exit 77 (skipped) on a machine with fewer than 2
 # GPUs: gpu_sft_ranks is sft_ranks against 1 GPU with 2 micro-steps, gpu_sft_resume is a resume from
-# the gathered checkpoint of step 1 (the shards scattered again), both within bf16 tolerances.
+# the sharded checkpoint of step 1 (each GPU learner's file, read back by the same layout), both within
+# bf16 tolerances.
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
