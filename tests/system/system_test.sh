@@ -16,8 +16,8 @@
 # The gpu_ tests (suite gpu) run 2 learners with model.backend=cuda (ZeRO-1 over 2 GPUs, 1 MiB gradient
 # buckets so reductions start during backward) and exit 77 (skipped) on a machine with fewer than 2
 # GPUs: gpu_sft_ranks is sft_ranks against 1 GPU with 2 micro-steps, gpu_sft_resume is a resume from
-# the sharded checkpoint of step 1 (each GPU learner's file, read back by the same layout), both within
-# bf16 tolerances.
+# the sharded checkpoint of step 1 (each GPU learner's file) by 2 GPU learners and by 1 with
+# optim.offload=host, both within bf16 tolerances.
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
@@ -361,6 +361,16 @@ gpu_sft_resume)
     run resume.log 2 0 run.json --set train.grad_bucket_mb=1 --set train.resume=true
     grep -q "resumed from .*step-00000001" resume.log
     # The data cursor, steps and RNG streams exactly; weights and moments as in gpu_sft_ranks.
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 2e-2
+    "$SYS_CHECK" state full-step2 run/checkpoints/step-00000002 2.5e-3 3e-2
+    [ -f run/checkpoints/step-00000001/trainer/shard-1.bin ] || { echo "FAIL: not sharded"; exit 1; }
+    # The same checkpoint resumed by 1 GPU learner with its optimizer state in pinned host memory
+    # (optim.offload=host; 2 micro-steps: the same global batch): its shard re-cut from both files, the
+    # checkpoint of step 2 written from the host state; tolerances as in gpu_sft_ranks (1 GPU vs 2).
+    rm -r run/checkpoints/step-00000002
+    run resume1.log 1 0 run.json --set train.grad_bucket_mb=1 --set train.resume=true --set train.grad_accum=2 \
+        --set optim.offload=host
+    grep -q "resumed from .*step-00000001: .* in 2 files" resume1.log
     "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 2e-2
     "$SYS_CHECK" state full-step2 run/checkpoints/step-00000002 2.5e-3 3e-2
     ;;
