@@ -91,8 +91,8 @@ typedef struct {
     int copy;               // the arrays are host copies (freed by trainer_part_release)
 } TrainerPart;
 
-// This learner's part: with `current`, holding the optimizer state now (for a save); without, zeroed
-// buffers for a restore to fill before trainer_part_put.
+// This learner's part: with `current`, holding the optimizer state now (for a save); without, the
+// buffers a restore fills (every segment) before trainer_part_put.
 void trainer_part_get(Trainer *t, TrainerPart *p, int current);
 // Collective over the learners, after every learner filled its part: takes them into the optimizer and
 // the model (CPU learners share their cuts; GPU learners upload theirs and all-gather the bf16 weights).

@@ -64,6 +64,8 @@ void trainer_zero_part_get(Trainer *t, TrainerPart *p, int current) {
             p->shard.segs[p->shard.n_segs++] =
                 (TrainerSeg){.lo = (int64_t)lo, .n = (int64_t)n, .at = (int64_t)z->b[b].shard_off};
     }
+    // A shard of padding only (more learners than a bucket has elements everywhere) holds no parameter.
+    if (p->shard.n_segs == 0) p->shard.count = 0;
     if (zc->offload) {  // the pinned host state is the part itself
         p->master = zc->master, p->m = zc->m, p->v = zc->v;
         if (!current) {

@@ -210,8 +210,9 @@ static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, uint64_t
 int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, uint64_t id, Err *e) {
     if (step < 0 || step > CKPT_MAX_STEP)
         return err_set(e, "checkpoint step %" PRId64 ": outside [0, %d]", step, CKPT_MAX_STEP);
-    if (n_ranks < 1)
-        return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be >= 1", step, n_ranks);
+    if (n_ranks < 1 || n_ranks > CKPT_MAX_RANKS)
+        return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be in [1, %d]", step, n_ranks,
+                       CKPT_MAX_RANKS);
     char root[CKPT_PATH_CAP], tmp[CKPT_PATH_CAP], final[CKPT_PATH_CAP], path[CKPT_PATH_CAP];
     ckpt_root(root, sizeof root, run_dir);
     ckpt_path(tmp, sizeof tmp, run_dir, step, true);
@@ -244,8 +245,8 @@ int ckpt_marker_read(const char *dir, int *n_ranks, uint64_t *id, Err *e) {
     errno = 0;
     if (digits) *id = strtoull(digits, &end, 10);
     int rc = 0;
-    if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > INT32_MAX)
-        rc = err_set(e, "%s: n_ranks: missing or not a positive integer", path);
+    if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > CKPT_MAX_RANKS)
+        rc = err_set(e, "%s: n_ranks: missing or not an integer in [1, %d]", path, CKPT_MAX_RANKS);
     else if (s && (!digits || !*digits || *end || errno || *digits < '0' || *digits > '9'))
         rc = err_set(e, "%s: ckpt_id: not a 64-bit unsigned decimal string", path);
     else {

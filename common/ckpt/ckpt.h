@@ -25,6 +25,7 @@
 enum {
     CKPT_NAME_CAP = 32,        // "step-00000120.tmp" and its NUL fit
     CKPT_MAX_STEP = 99999999,  // eight digits
+    CKPT_MAX_RANKS = 1 << 16,  // trainer files a marker may name
 };
 
 // "step-00000120" (tmp: "step-00000120.tmp") into out[CKPT_NAME_CAP]. step must be in

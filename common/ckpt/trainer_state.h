@@ -51,7 +51,7 @@ typedef struct {
 
 // Which part of the optimizer state a file holds: learner rank r of R keeps the state of some parameters
 // of the flat parameter buffer in arrays of count floats. Without segments (n_segs = 0) those are
-// parameters [offset, offset + count) (a contiguous cut; n_params and offset 0 when unsharded). With
+// parameters [offset, offset + count) (a contiguous cut; offset 0 and count n_params when unsharded). With
 // segments (offset 0) array element seg.at + i is parameter seg.lo + i: a ZeRO-1 shard (zero.h) is one
 // piece of every gradient bucket, and its padding belongs to no segment. Segments lie inside [0,
 // n_params) and [0, count), in increasing array order, and no two cover the same parameter.
