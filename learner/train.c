@@ -195,20 +195,49 @@ int trainer_sync_weights(Trainer *t, int64_t version, Err *e) {
                               backend_stream(t->ops), e);
 }
 
-void trainer_state_to_host(Trainer *t, int gather) {
-    if (t->zero) trainer_zero_to_host(t, gather);
+void trainer_part_get(Trainer *t, TrainerPart *p, int current) {
+    memset(p, 0, sizeof *p);
+    if (t->zero) {
+        trainer_zero_part_get(t, p, current);
+        return;
+    }
+    int64_t n = (int64_t)t->model.t.numel, r = t->comm->role_rank, L = t->comm->role_size;
+    int64_t lo = n * r / L, hi = n * (r + 1) / L;
+    p->shard = (TrainerShard){.n_params = n, .offset = lo, .count = hi - lo, .rank = (int)r, .n_ranks = (int)L};
+    p->master = t->master + lo;
+    p->m = t->opt.m + lo;
+    p->v = t->opt.v + lo;
 }
 
-void trainer_state_from_host(Trainer *t) {
-    t->ops->upload_act(t->ops, t->model.params, t->master, t->model.t.numel);
-    if (t->zero) trainer_zero_from_host(t);
+// Every learner's cut of x [n] to all the others (MPI counts are ints: chunks).
+static void trainer_share_cuts(const Comm *c, float *x, int64_t n) {
+    const int64_t chunk = (int64_t)1 << 30;
+    for (int r = 0; r < c->role_size; r++) {
+        int64_t lo = n * r / c->role_size, hi = n * (r + 1) / c->role_size;
+        for (int64_t off = lo; off < hi; off += chunk) {
+            int k = (int)(hi - off < chunk ? hi - off : chunk);
+            MPI_CHECK(MPI_Bcast(x + off, k, MPI_FLOAT, r, c->role_comm));
+        }
+    }
 }
 
-void trainer_state_release(Trainer *t) {
-    if (!t->zero) return;
-    free(t->master);
-    free(t->opt.m);
-    free(t->opt.v);
-    t->master = t->opt.m = t->opt.v = NULL;
-    t->opt.n = 0;
+void trainer_part_put(Trainer *t, TrainerPart *p) {
+    if (t->zero) {
+        trainer_zero_part_put(t, p);
+        return;
+    }
+    int64_t n = (int64_t)t->model.t.numel;
+    float *arr[3] = {t->master, t->opt.m, t->opt.v};
+    for (int a = 0; a < 3; a++) trainer_share_cuts(t->comm, arr[a], n);
+    t->ops->upload_act(t->ops, t->model.params, t->master, (size_t)n);
+}
+
+void trainer_part_release(TrainerPart *p) {
+    if (p->copy) {
+        free(p->master);
+        free(p->m);
+        free(p->v);
+    }
+    free(p->shard.segs);
+    memset(p, 0, sizeof *p);
 }

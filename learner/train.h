@@ -12,6 +12,7 @@
 #pragma once
 #include <stdint.h>
 
+#include "ckpt/trainer_state.h"
 #include "comm/comm.h"
 #include "comm/weights.h"
 #include "config/config.h"
@@ -28,7 +29,7 @@ typedef struct {
     Ops *ops;
     Model model;       // the policy; model.params mirrors master after every update
     // [numel] fp32 weights and (opt.m, opt.v) moments the optimizer updates, on the host. A GPU learner
-    // keeps them on its GPU (zero) and has host copies only inside trainer_state_to_host/_release.
+    // keeps only its shard of them, on its GPU or in pinned host memory (zero); these stay NULL.
     float *master;
     float *grad;       // [numel] host copy of the gradient: local sum, then the learners' mean (cpu)
     Tensor *grad_dev;  // [numel] backend buffer model_backward accumulates into
@@ -79,11 +80,21 @@ int trainer_update(Trainer *t, int64_t update, double *grad_norm, double *lr, Up
 // over the transport of t->wlink (weights.h): NCCL from the GPU straight into the rollouts' GPUs, or MPI.
 int trainer_sync_weights(Trainer *t, int64_t version, Err *e);
 
-// Checkpoints. trainer_state_to_host (collective over the learners) makes t->master, t->opt.m and
-// t->opt.v [numel] exist on every learner; with gather, the root's hold the whole optimizer state (GPU
-// learners gather their shards; the CPU learner has it already). trainer_state_from_host (every
-// learner, after those arrays were filled with the same state everywhere) takes it into the optimizer
-// and the model. trainer_state_release frees the GPU learner's host copies (nothing on the CPU).
-void trainer_state_to_host(Trainer *t, int gather);
-void trainer_state_from_host(Trainer *t);
-void trainer_state_release(Trainer *t);
+// Checkpoints: the part of the optimizer state this learner writes and reads, on the host, as a shard of
+// the flat parameters (trainer_state.h) with its arrays [shard.count]. CPU learners (replicated state)
+// take cut r of L: parameters [numel r / L, numel (r + 1) / L), the arrays pointing into t->master and
+// t->opt. GPU learners take their ZeRO-1 shard (one segment per gradient bucket): with optim.offload=host
+// the pinned host state itself, else a host copy of the GPU's (its shard, never more).
+typedef struct {
+    TrainerShard shard;     // segs owned here
+    float *master, *m, *v;  // [shard.count]
+    int copy;               // the arrays are host copies (freed by trainer_part_release)
+} TrainerPart;
+
+// This learner's part: with `current`, holding the optimizer state now (for a save); without, the
+// buffers a restore fills (every segment) before trainer_part_put.
+void trainer_part_get(Trainer *t, TrainerPart *p, int current);
+// Collective over the learners, after every learner filled its part: takes them into the optimizer and
+// the model (CPU learners share their cuts; GPU learners upload theirs and all-gather the bf16 weights).
+void trainer_part_put(Trainer *t, TrainerPart *p);
+void trainer_part_release(TrainerPart *p);

@@ -8,6 +8,7 @@
 #include "util/log.h"
 
 #ifdef AQA_CUDA
+#include "model/cuda/cuda_check.h"
 #include "zero_cuda.h"
 
 int trainer_zero_init(Trainer *t, Err *e) {
@@ -46,53 +47,42 @@ int trainer_zero_update(Trainer *t, int64_t update, double *grad_norm, double *l
     return 0;
 }
 
-// Chunks of MPI counts (int).
-enum { TRAINER_MPI_CHUNK = 1 << 28 };
-
-// Root: all[r * count + i] = rank r's x[i].
-static void trainer_gather_f32(const Comm *c, const float *x, size_t count, float *all) {
-    int L = c->role_size, root = c->role_rank == 0;
-    const size_t chunk = count < TRAINER_MPI_CHUNK ? count : TRAINER_MPI_CHUNK;
-    float *tmp = root ? mallocCheck(((size_t)L * chunk + 1) * sizeof(float)) : NULL;
-    for (size_t off = 0; off < count; off += TRAINER_MPI_CHUNK) {
-        size_t k = count - off < TRAINER_MPI_CHUNK ? count - off : TRAINER_MPI_CHUNK;
-        MPI_CHECK(MPI_Gather(x + off, (int)k, MPI_FLOAT, tmp, (int)k, MPI_FLOAT, 0, c->role_comm));
-        for (int r = 0; root && r < L; r++)
-            memcpy(all + (size_t)r * count + off, tmp + (size_t)r * k, k * sizeof(float));
+void trainer_zero_part_get(Trainer *t, TrainerPart *p, int current) {
+    ZeroCuda *zc = t->zero;
+    const ZeroLayout *z = &zc->z;
+    int r = t->comm->role_rank;
+    p->shard = (TrainerShard){.n_params = (int64_t)z->numel,
+                              .count = (int64_t)z->shard_n,
+                              .rank = r,
+                              .n_ranks = t->comm->role_size,
+                              .segs = mallocCheck((size_t)z->n_buckets * sizeof(TrainerSeg))};
+    // Piece b of the shard holds parameters [lo, lo + n); its padding (n < piece) is no segment.
+    for (int b = 0; b < z->n_buckets; b++) {
+        size_t lo, n;
+        zero_piece(z, b, r, &lo, &n);
+        if (n)
+            p->shard.segs[p->shard.n_segs++] =
+                (TrainerSeg){.lo = (int64_t)lo, .n = (int64_t)n, .at = (int64_t)z->b[b].shard_off};
     }
-    free(tmp);
+    // A shard of padding only (more learners than a bucket has elements everywhere) holds no parameter.
+    if (p->shard.n_segs == 0) p->shard.count = 0;
+    if (zc->offload) {  // the pinned host state is the part itself
+        p->master = zc->master, p->m = zc->m, p->v = zc->v;
+        if (!current) {
+            CUDA_CHECK(cudaStreamSynchronize(zc->comm));
+            float *arr[3] = {p->master, p->m, p->v};
+            for (int a = 0; a < 3; a++) memset(arr[a], 0, z->shard_n * sizeof(float));
+        }
+        return;
+    }
+    p->copy = 1;
+    p->master = callocCheck(z->shard_n ? z->shard_n : 1, sizeof(float));
+    p->m = callocCheck(z->shard_n ? z->shard_n : 1, sizeof(float));
+    p->v = callocCheck(z->shard_n ? z->shard_n : 1, sizeof(float));
+    if (current) zero_cuda_download(zc, p->master, p->m, p->v);
 }
 
-void trainer_zero_to_host(Trainer *t, int gather) {
-    size_t n = t->model.t.numel, sn = t->zero->z.shard_n;
-    int L = t->comm->role_size, root = t->comm->role_rank == 0;
-    t->master = callocCheck(n, sizeof(float));
-    t->opt.m = callocCheck(n, sizeof(float));
-    t->opt.v = callocCheck(n, sizeof(float));
-    t->opt.n = n;
-    if (!gather) return;
-    float *shard[3], *full[3] = {t->master, t->opt.m, t->opt.v};
-    for (int a = 0; a < 3; a++) shard[a] = mallocCheck((sn ? sn : 1) * sizeof(float));
-    zero_cuda_download(t->zero, shard[0], shard[1], shard[2]);
-    float *all = root ? mallocCheck(((size_t)L * sn + 1) * sizeof(float)) : NULL;
-    for (int a = 0; a < 3; a++) {
-        trainer_gather_f32(t->comm, shard[a], sn, all);
-        for (int r = 0; root && r < L; r++) zero_shard_scatter(&t->zero->z, r, all + (size_t)r * sn, full[a]);
-        free(shard[a]);
-    }
-    free(all);
-}
-
-void trainer_zero_from_host(Trainer *t) {
-    size_t sn = t->zero->z.shard_n;
-    float *shard[3], *full[3] = {t->master, t->opt.m, t->opt.v};
-    for (int a = 0; a < 3; a++) {
-        shard[a] = mallocCheck((sn ? sn : 1) * sizeof(float));
-        zero_shard_gather(&t->zero->z, t->comm->role_rank, full[a], shard[a]);
-    }
-    zero_cuda_upload(t->zero, shard[0], shard[1], shard[2]);
-    for (int a = 0; a < 3; a++) free(shard[a]);
-}
+void trainer_zero_part_put(Trainer *t, TrainerPart *p) { zero_cuda_upload(t->zero, p->master, p->m, p->v); }
 
 #else  // CPU-only build: no GPU learner; t->zero is never set, so only trainer_zero_init is reached.
 
@@ -106,7 +96,7 @@ void trainer_zero_arm(Trainer *t, int last) { TRAINER_ZERO_ABSENT; }
 int trainer_zero_update(Trainer *t, int64_t update, double *grad_norm, double *lr, UpdateTimes *tm, Err *e) {
     TRAINER_ZERO_ABSENT;
 }
-void trainer_zero_to_host(Trainer *t, int gather) { TRAINER_ZERO_ABSENT; }
-void trainer_zero_from_host(Trainer *t) { TRAINER_ZERO_ABSENT; }
+void trainer_zero_part_get(Trainer *t, TrainerPart *p, int current) { TRAINER_ZERO_ABSENT; }
+void trainer_zero_part_put(Trainer *t, TrainerPart *p) { TRAINER_ZERO_ABSENT; }
 
 #endif

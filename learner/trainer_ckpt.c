@@ -1,15 +1,19 @@
 // trainer_ckpt.c: writing and restoring the learner's checkpoints (see trainer_ckpt.h).
 #include "trainer_ckpt.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "ckpt/ckpt.h"
+#include "ckpt/trainer_shards.h"
 #include "ckpt/trainer_state.h"
 #include "model/checkpoint.h"
+#include "util/fileio.h"
 #include "util/log.h"
 
 // Shard limit of the saved model: the Hugging Face default (5 GB).
@@ -17,16 +21,40 @@
 
 enum { TCKPT_PATH_CAP = CFG_PATH_CAP + 128 };
 
-static void tckpt_arrays(Trainer *t, TrainerArray arr[3]) {
-    int64_t n = (int64_t)t->model.t.numel;
-    arr[0] = (TrainerArray){"master", t->master, n};
-    arr[1] = (TrainerArray){"adam.m", t->opt.m, n};
-    arr[2] = (TrainerArray){"adam.v", t->opt.v, n};
+static void tckpt_arrays(const TrainerPart *p, TrainerArray arr[3]) {
+    arr[0] = (TrainerArray){"master", p->master, p->shard.count};
+    arr[1] = (TrainerArray){"adam.m", p->m, p->shard.count};
+    arr[2] = (TrainerArray){"adam.v", p->v, p->shard.count};
 }
 
-static TrainerShard tckpt_shard(const Trainer *t) {
-    int64_t n = (int64_t)t->model.t.numel;
-    return (TrainerShard){.n_params = n, .offset = 0, .count = n, .rank = 0, .n_ranks = 1};
+// Collective over the learners, each with its outcome rc (0, or an error in e): 0 when every learner
+// succeeded; else the outcome of the lowest failing rank on every learner, its message (prefixed with
+// its rank when there are several) in every e, so all report the same failure.
+static int tckpt_agree(const Comm *c, int rc, Err *e) {
+    int first = rc ? c->role_rank : c->role_size;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &first, 1, MPI_INT, MPI_MIN, c->role_comm));
+    if (first == c->role_size) return 0;
+    MPI_CHECK(MPI_Bcast(&rc, 1, MPI_INT, first, c->role_comm));
+    MPI_CHECK(MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, first, c->role_comm));
+    if (c->role_size > 1) err_prefix(e, "learner rank %d", first);
+    return rc;
+}
+
+static int64_t tckpt_file_bytes(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
+// Bytes of the regular files directly in dir (model/ is flat).
+static int64_t tckpt_dir_bytes(const char *dir) {
+    DIR *d = opendir(dir);
+    int64_t sum = 0;
+    struct dirent *de;
+    char path[TCKPT_PATH_CAP + 300];
+    while (d && (de = readdir(d)))
+        if (de->d_name[0] != '.') sum += tckpt_file_bytes(path_join(path, sizeof path, dir, de->d_name));
+    if (d) closedir(d);
+    return sum;
 }
 
 // The fault-injection hook (train.test_ckpt_pause_s): a test kills the learner while it waits here,
@@ -40,47 +68,86 @@ static void tckpt_test_pause(const Trainer *t) {
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
 
-// Root: writes the checkpoint from the whole state on the host.
-static int tckpt_write(Trainer *t, Err *e) {
+// Every learner: its trainer file of checkpoint `id` in the temporary directory tmp; *bytes its size.
+static int tckpt_write_part(Trainer *t, const char *tmp, uint64_t id, int64_t *bytes, Err *e) {
     const Config *cfg = t->cfg;
-    double t0 = log_elapsed();
-    char tmp[TCKPT_PATH_CAP], path[TCKPT_PATH_CAP + 64];
-    if (ckpt_begin(cfg->train.run_dir, t->step, tmp, sizeof tmp, e)) return -1;
+    char path[TCKPT_PATH_CAP + 64];
+    TrainerPart part;
+    trainer_part_get(t, &part, 1);
     TrainerState st = {.step = t->step,
                        .version = t->step,
+                       .ckpt_id = id,
                        .config_json = config_to_json(cfg),
                        .cursor = order_cursor_at(&t->order, t->step * cfg->train.questions_per_step),
                        .optim_kind = "adamw",
                        .optim_step = t->opt.step,
-                       .shard = tckpt_shard(t)};
+                       .shard = part.shard};
     TrainerArray arr[3];
-    tckpt_arrays(t, arr);
-    int rc = -1;
-    if (model_save_dir(ckpt_model_path(path, sizeof path, tmp), &t->model.cfg, &t->model.t, t->master, SAVE_BF16,
-                       TCKPT_SHARD_BYTES, config_tokenizer_dir(cfg), e))
-        goto out;
-    if (trainer_state_save(ckpt_trainer_path(path, sizeof path, tmp, 0, 1), &st, arr, 3, e)) goto out;
-    tckpt_test_pause(t);
-    if (ckpt_commit(cfg->train.run_dir, t->step, 1, e)) goto out;
-    if (ckpt_prune(cfg->train.run_dir, cfg->train.keep_last, e) < 0) goto out;
-    log_info("checkpoint %s (step %lld, %.1fs)", ckpt_path(path, sizeof path, cfg->train.run_dir, t->step, false),
-             (long long)t->step, log_elapsed() - t0);
-    rc = 0;
-out:
-    if (rc) {
-        Err e2;
-        if (ckpt_abort(cfg->train.run_dir, t->step, &e2)) log_warn("%s", e2.msg);
-        err_prefix(e, "checkpoint of step %lld", (long long)t->step);
-    }
+    tckpt_arrays(&part, arr);
+    ckpt_trainer_path(path, sizeof path, tmp, t->comm->role_rank, t->comm->role_size);
+    int rc = trainer_state_save(path, &st, arr, 3, e);
+    *bytes = rc ? 0 : tckpt_file_bytes(path);
     free(st.config_json);
+    trainer_part_release(&part);
+    return rc;
+}
+
+// Root: model/ in the Hugging Face layout from the weights the root holds: the CPU learner's master
+// copy, or the GPU learner's bf16 weights (bf16(master) of every shard), widened on the host.
+static int tckpt_write_model(Trainer *t, const char *tmp, Err *e) {
+    size_t n = t->model.t.numel;
+    float *w = t->master;
+    if (t->zero) {
+        w = mallocCheck(n * sizeof(float));
+        t->ops->download_act(t->ops, w, t->model.params, n);
+    }
+    char path[TCKPT_PATH_CAP + 64];
+    int rc = model_save_dir(ckpt_model_path(path, sizeof path, tmp), &t->model.cfg, &t->model.t, w, SAVE_BF16,
+                            TCKPT_SHARD_BYTES, config_tokenizer_dir(t->cfg), e);
+    if (w != t->master) free(w);
     return rc;
 }
 
 int tckpt_save(Trainer *t, Err *e) {
-    trainer_state_to_host(t, 1);
-    int rc = t->comm->role_rank == 0 ? tckpt_write(t, e) : 0;
-    trainer_state_release(t);
-    return rc;
+    const Config *cfg = t->cfg;
+    const Comm *c = t->comm;
+    int root = c->role_rank == 0;
+    double t0 = log_elapsed();
+    char tmp[TCKPT_PATH_CAP], path[TCKPT_PATH_CAP];
+    uint64_t id = 0;
+    int rc = root ? ckpt_begin(cfg->train.run_dir, t->step, tmp, sizeof tmp, &id, e) : 0;
+    if (tckpt_agree(c, rc, e)) return err_prefix(e, "checkpoint of step %lld", (long long)t->step);
+    MPI_CHECK(MPI_Bcast(&id, 1, MPI_UINT64_T, 0, c->role_comm));
+    ckpt_path(tmp, sizeof tmp, cfg->train.run_dir, t->step, true);
+    // Every learner writes its own file (durable when trainer_state_save returns: fsync + rename), the
+    // root the model as well; the checkpoint is committed only once all have confirmed.
+    int64_t bytes[2] = {0, 0};  // trainer files, model
+    rc = tckpt_write_part(t, tmp, id, &bytes[0], e);
+    if (!rc && root) {
+        rc = tckpt_write_model(t, tmp, e);
+        bytes[1] = tckpt_dir_bytes(ckpt_model_path(path, sizeof path, tmp));
+    }
+    int written = tckpt_agree(c, rc, e);
+    MPI_CHECK(MPI_Reduce(root ? MPI_IN_PLACE : bytes, bytes, 2, MPI_INT64_T, MPI_SUM, 0, c->role_comm));
+    rc = written;
+    if (!written && root) {
+        tckpt_test_pause(t);
+        rc = ckpt_commit(cfg->train.run_dir, t->step, c->role_size, id, e);
+        if (!rc && ckpt_prune(cfg->train.run_dir, cfg->train.keep_last, e) < 0) rc = -1;
+    }
+    if (rc && root) {  // every learner is done with the temporary directory
+        Err e2;
+        if (ckpt_abort(cfg->train.run_dir, t->step, &e2)) log_warn("%s", e2.msg);
+    }
+    // A failed write is known everywhere already; the root's commit is told to the others.
+    if (written || tckpt_agree(c, rc, e)) return err_prefix(e, "checkpoint of step %lld", (long long)t->step);
+    if (root)
+        log_info("checkpoint %s (step %lld): %.1f MiB (trainer state %.1f MiB in %d files, model %.1f MiB), "
+                 "written in %.2f s",
+                 ckpt_path(path, sizeof path, cfg->train.run_dir, t->step, false), (long long)t->step,
+                 (double)(bytes[0] + bytes[1]) / 1048576.0, (double)bytes[0] / 1048576.0, c->role_size,
+                 (double)bytes[1] / 1048576.0, log_elapsed() - t0);
+    return 0;
 }
 
 // Whether two effective configs differ in a key that matters to the run. These may change when a run
@@ -104,79 +171,93 @@ static int tckpt_config_differs(const char *saved, const char *now) {
     return differs;
 }
 
-// Root: reads the checkpoint of `start` steps into t. Returns TCKPT_DAMAGED when its state file cannot
-// be read back (truncated, a CRC mismatch, ...), -1 on any other error (a checkpoint of another run).
+// Every learner: reads its part of the checkpoint of `step` into t (the optimizer step too; the part
+// goes into the optimizer with trainer_part_put). TCKPT_DAMAGED when a trainer file is missing, does not
+// read back (truncated, a CRC mismatch) or belongs to another checkpoint; -1 on any other error.
 enum { TCKPT_DAMAGED = -2 };
-static int tckpt_load(Trainer *t, int64_t start, Err *e) {
+static int tckpt_load(Trainer *t, int64_t step, TrainerPart *part, Err *e) {
     const Config *cfg = t->cfg;
-    char dir[TCKPT_PATH_CAP], path[TCKPT_PATH_CAP + 64];
-    ckpt_path(dir, sizeof dir, cfg->train.run_dir, start, false);
-    ckpt_trainer_path(path, sizeof path, dir, 0, 1);
-    TrainerShard expect = tckpt_shard(t);
-    TrainerArray arr[3];
-    tckpt_arrays(t, arr);
-    TrainerState st;
-    if (trainer_state_load(path, &expect, &st, arr, 3, e)) return TCKPT_DAMAGED;
+    double t0 = log_elapsed();
+    char dir[TCKPT_PATH_CAP];
+    ckpt_path(dir, sizeof dir, cfg->train.run_dir, step, false);
+    TrainerShards sh;
+    if (trainer_shards_open(&sh, dir, step, (int64_t)t->model.t.numel, e)) return TCKPT_DAMAGED;
+    const TrainerState *st = trainer_shards_state(&sh);
+    const char *path = trainer_file_path(sh.f[0]);
     int rc = -1;
-    if (st.step != start) {
-        err_set(e, "%s: holds step %lld, its directory says %lld", path, (long long)st.step, (long long)start);
+    if (strcmp(st->optim_kind, "adamw") != 0) {
+        err_set(e, "%s: optimizer \"%s\", this learner runs adamw", path, st->optim_kind);
         goto out;
     }
-    if (strcmp(st.optim_kind, "adamw") != 0) {
-        err_set(e, "%s: optimizer \"%s\", this learner runs adamw", path, st.optim_kind);
-        goto out;
-    }
-    if (order_cursor_check(&t->order, &st.cursor, e)) {
+    if (order_cursor_check(&t->order, &st->cursor, e)) {
         err_prefix(e, "%s", path);
         goto out;
     }
-    if (order_cursor_slot(&st.cursor) != start * cfg->train.questions_per_step) {
+    if (order_cursor_slot(&st->cursor) != step * cfg->train.questions_per_step) {
         err_set(e, "%s: data cursor at slot %lld, step %lld x train.questions_per_step %d says %lld", path,
-                (long long)order_cursor_slot(&st.cursor), (long long)start, cfg->train.questions_per_step,
-                (long long)(start * cfg->train.questions_per_step));
+                (long long)order_cursor_slot(&st->cursor), (long long)step, cfg->train.questions_per_step,
+                (long long)(step * cfg->train.questions_per_step));
         goto out;
     }
-    char *now = config_to_json(cfg);
-    if (tckpt_config_differs(st.config_json, now))
-        log_warn("resume: the config differs from the one %s was written with", dir);
-    free(now);
-    t->opt.step = st.optim_step;
-    log_info("resumed from %s: step %lld, %lld optimizer updates", dir, (long long)start, (long long)st.optim_step);
+    // Only the parts of the saved files that overlap this learner's part are read.
+    TrainerArray arr[3];
+    tckpt_arrays(part, arr);
+    for (int i = 0; i < trainer_shard_n_segs(&part->shard); i++) {
+        TrainerSeg g = trainer_shard_seg(&part->shard, i);
+        for (int a = 0; a < 3; a++)
+            if (trainer_shards_read(&sh, arr[a].name, g.lo, g.n, arr[a].data + g.at, e)) {
+                rc = TCKPT_DAMAGED;
+                goto out;
+            }
+    }
+    t->opt.step = st->optim_step;
+    if (t->comm->role_rank == 0) {
+        char *now = config_to_json(cfg);
+        if (tckpt_config_differs(st->config_json, now))
+            log_warn("resume: the config differs from the one %s was written with", dir);
+        free(now);
+        log_info("resumed from %s: step %lld, %lld optimizer updates; trainer state %.1f MiB in %d files, this "
+                 "learner's part read in %.2f s",
+                 dir, (long long)step, (long long)st->optim_step, (double)trainer_shards_bytes(&sh) / 1048576.0,
+                 sh.n_files, log_elapsed() - t0);
+    }
     rc = 0;
 out:
-    trainer_state_free(&st);
+    trainer_shards_close(&sh);
     return rc;
 }
 
-static void tckpt_bcast_f32(const Comm *c, float *x, size_t n) {
-    const size_t chunk = (size_t)1 << 30;
-    for (size_t off = 0; off < n; off += chunk) {
-        size_t k = n - off < chunk ? n - off : chunk;
-        MPI_CHECK(MPI_Bcast(x + off, (int)k, MPI_FLOAT, 0, c->role_comm));
-    }
-}
-
-// Root: loads the newest checkpoint at or below *start whose state file reads back, trying older
-// ones (with a warning naming the damage) when it does not; *start becomes the step loaded.
-static int tckpt_load_newest(Trainer *t, int64_t *start, Err *e) {
+// Collective: the newest checkpoint at or below *start whose trainer files read back on every learner,
+// trying older ones (with a warning naming the damage; the root sets the damaged one aside) when they do
+// not; *start becomes the step loaded.
+static int tckpt_load_newest(Trainer *t, TrainerPart *part, int64_t *start, Err *e) {
+    const Comm *c = t->comm;
     const char *run_dir = t->cfg->train.run_dir;
-    int64_t *steps;
-    int n = ckpt_list(run_dir, &steps, e);
-    if (n < 0) return -1;
-    int rc = -1;
+    int root = c->role_rank == 0;
+    int64_t *steps = NULL;
+    int n = root ? ckpt_list(run_dir, &steps, e) : 0;
+    if (tckpt_agree(c, n < 0 ? -1 : 0, e)) return -1;
     err_set(e, "no complete checkpoint of step %lld in %s", (long long)*start, run_dir);
-    for (int i = n - 1; i >= 0; i--) {
-        if (steps[i] > *start) continue;
-        rc = tckpt_load(t, steps[i], e);
-        if (rc != TCKPT_DAMAGED) {
-            *start = steps[i];
+    int rc = -1;
+    for (int i = n - 1;; i--) {
+        while (root && i >= 0 && steps[i] > *start) i--;
+        int64_t step = root && i >= 0 ? steps[i] : -1;
+        MPI_CHECK(MPI_Bcast(&step, 1, MPI_INT64_T, 0, c->role_comm));
+        if (step < 0) {  // none left: e says why (the last damage seen, or none at all)
+            MPI_CHECK(MPI_Bcast(e->msg, (int)sizeof e->msg, MPI_CHAR, 0, c->role_comm));
             break;
         }
-        log_warn("resume: checkpoint step %lld is damaged (%s); setting it aside, falling back to an older one",
-                 (long long)steps[i], e->msg);
+        rc = tckpt_agree(c, tckpt_load(t, step, part, e), e);
+        if (rc != TCKPT_DAMAGED) {
+            *start = step;
+            break;
+        }
+        if (root)
+            log_warn("resume: checkpoint step %lld is damaged (%s); setting it aside, falling back to an older one",
+                     (long long)step, e->msg);
         err_prefix(e, "resume: no usable checkpoint in %s, the last one tried", run_dir);
         Err e2;
-        if (ckpt_set_aside(run_dir, steps[i], &e2)) {
+        if (tckpt_agree(c, root ? ckpt_set_aside(run_dir, step, &e2) : 0, &e2)) {
             *e = e2;
             break;
         }
@@ -188,22 +269,13 @@ static int tckpt_load_newest(Trainer *t, int64_t *start, Err *e) {
 
 int tckpt_restore(Trainer *t, int64_t *start, Err *e) {
     if (*start == 0) return 0;
-    const Comm *c = t->comm;
-    trainer_state_to_host(t, 0);
-    int ok = c->role_rank != 0 || tckpt_load_newest(t, start, e) == 0;
-    MPI_CHECK(MPI_Bcast(&ok, 1, MPI_INT, 0, c->role_comm));
-    MPI_CHECK(MPI_Bcast(start, 1, MPI_INT64_T, 0, c->role_comm));
-    if (ok) {
-        size_t n = t->model.t.numel;
-        tckpt_bcast_f32(c, t->master, n);
-        tckpt_bcast_f32(c, t->opt.m, n);
-        tckpt_bcast_f32(c, t->opt.v, n);
-        MPI_CHECK(MPI_Bcast(&t->opt.step, 1, MPI_INT64_T, 0, c->role_comm));
-        trainer_state_from_host(t);
+    TrainerPart part;
+    trainer_part_get(t, &part, 0);
+    int rc = tckpt_load_newest(t, &part, start, e);
+    if (rc == 0) {
+        trainer_part_put(t, &part);
         t->step = *start;
     }
-    trainer_state_release(t);
-    if (ok) return 0;
-    return c->role_rank == 0 ? -1
-                             : err_set(e, "the learner root could not load checkpoint step %lld", (long long)*start);
+    trainer_part_release(&part);
+    return rc ? -1 : 0;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "model/cuda/cuda_check.h"
+#include "model/safetensors.h"
 #include "model/cuda/ops_cuda.h"
 #include "optim_cuda.h"
 
@@ -151,28 +152,36 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     *norm = sqrt(*zc->sumsq_host);
 }
 
+// Enqueues bucket b's all-gather of the updated bf16 weights into the model on the comm stream: from
+// pshard, or (offload) from p_host copied up into the device's one piece first.
+static void bucket_gather(ZeroCuda *zc, int b) {
+    const ZeroBucket *k = &zc->z.b[b];
+    if (zc->offload)
+        CUDA_CHECK(cudaMemcpyAsync(zc->pshard, zc->p_host + k->shard_off, k->piece * BF16, cudaMemcpyHostToDevice,
+                                   zc->comm));
+    Tensor *params = zc->model->params;
+    size_t padded = k->piece * (size_t)zc->z.n_ranks;
+    void *recv = padded == k->n ? at(params, k->lo) : zc->stage;
+    const void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
+    nccl_all_gather(&zc->nccl, send, recv, k->piece, ncclBfloat16, zc->comm);
+    if (recv == zc->stage)
+        CUDA_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+}
+
 void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t step, double max_norm, double norm) {
     double clip = max_norm > 0 ? optim_clip_scale(norm, max_norm) : 1.0;
     const float inv_l = (float)(1.0 / zc->z.n_ranks);
     const AdamWScalars s = adamw_scalars(cfg, lr, step);
     if (!zc->offload)
         optim_cuda_adamw(&s, zc->master, zc->m, zc->v, zc->gshard, inv_l, clip, zc->pshard, zc->z.shard_n, zc->comm);
-    Tensor *params = zc->model->params;
     for (int b = 0; b < zc->z.n_buckets; b++) {
         const ZeroBucket *k = &zc->z.b[b];
         if (zc->offload) {  // this piece on the CPU while the GPU copies up and gathers the previous one
             size_t o = k->shard_off;
             adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, zc->g_host + o, inv_l, clip, zc->p_host + o,
                             k->piece);
-            CUDA_CHECK(cudaMemcpyAsync(zc->pshard, zc->p_host + o, k->piece * BF16, cudaMemcpyHostToDevice,
-                                          zc->comm));
         }
-        size_t padded = k->piece * (size_t)zc->z.n_ranks;
-        void *recv = padded == k->n ? at(params, k->lo) : zc->stage;
-        const void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
-        nccl_all_gather(&zc->nccl, send, recv, k->piece, ncclBfloat16, zc->comm);
-        if (recv == zc->stage)
-            CUDA_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+        bucket_gather(zc, b);
     }
     // The next forward reads the new weights and backward writes the gradient the comm stream read.
     CUDA_CHECK(cudaEventRecord(zc->ev, zc->comm));
@@ -191,8 +200,18 @@ void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v) {
 
 void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v) {
     CUDA_CHECK(cudaStreamSynchronize(zc->comm));
-    size_t bytes = zc->z.shard_n * sizeof(float);
-    CUDA_CHECK(cudaMemcpy(zc->master, master, bytes, cudaMemcpyDefault));
-    CUDA_CHECK(cudaMemcpy(zc->m, m, bytes, cudaMemcpyDefault));
-    CUDA_CHECK(cudaMemcpy(zc->v, v, bytes, cudaMemcpyDefault));
+    size_t n = zc->z.shard_n, bytes = n * sizeof(float);
+    const float *src[3] = {master, m, v};
+    float *dst[3] = {zc->master, zc->m, zc->v};
+    for (int a = 0; a < 3; a++)  // offload: the caller may have filled the pinned state itself
+        if (src[a] != dst[a]) CUDA_CHECK(cudaMemcpy(dst[a], src[a], bytes, cudaMemcpyDefault));
+    // The model's weights as an update leaves them: bf16(master) of every shard, all-gathered.
+    uint16_t *p = zc->offload ? zc->p_host : mallocCheck((n ? n : 1) * BF16);
+    for (size_t i = 0; i < n; i++) p[i] = st_f32_to_bf16(master[i]);
+    if (!zc->offload) {
+        CUDA_CHECK(cudaMemcpy(zc->pshard, p, n * BF16, cudaMemcpyHostToDevice));
+        free(p);
+    }
+    for (int b = 0; b < zc->z.n_buckets; b++) bucket_gather(zc, b);
+    nccl_wait(&zc->nccl, zc->comm, "weights all-gather after a restore");
 }

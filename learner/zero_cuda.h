@@ -59,6 +59,8 @@ void zero_cuda_arm(ZeroCuda *zc, int on);
 void zero_cuda_reduce(ZeroCuda *zc, double *norm);
 void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t step, double max_norm, double norm);
 
-// This rank's shard of the master weights and moments, to / from host arrays [z.shard_n].
+// This rank's shard of the master weights and moments, to / from host arrays [z.shard_n] (with offload
+// they may be the pinned state itself). zero_cuda_upload is collective over the learners: it also sets
+// the model's bf16 weights to bf16(master), all-gathered from every shard, as an update does.
 void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v);
 void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v);

@@ -6,6 +6,8 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <jansson.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -150,7 +152,15 @@ static int ckpt_remove(const char *root, const char *name, Err *e) {
 // ---------------------------------------------------------------------------------------------------
 // Writing
 
-int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, Err *e) {
+// A random id, never 0 (0 stands for "none" in files written before ids existed).
+static uint64_t ckpt_new_id(void) {
+    uint64_t id = 0;
+    while (id == 0)
+        if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id) fatal("getrandom: %s", strerror(errno));
+    return id;
+}
+
+int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, uint64_t *id, Err *e) {
     if (step < 0 || step > CKPT_MAX_STEP)
         return err_set(e, "checkpoint step %" PRId64 ": outside [0, %d]", step, CKPT_MAX_STEP);
     char root[CKPT_PATH_CAP], final[CKPT_PATH_CAP], name[CKPT_NAME_CAP], trainer[CKPT_PATH_CAP];
@@ -169,11 +179,12 @@ int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, Err
         log_info("removing unfinished checkpoint %s", tmp_dir);
         if (ckpt_remove(root, ckpt_dir_name(name, step, true), e)) return -1;
     }
+    *id = ckpt_new_id();
     return dir_make(path_join(trainer, sizeof trainer, tmp_dir, "trainer"), e);
 }
 
 // Every part of checkpoint `step` under tmp is present and belongs to this step.
-static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, Err *e) {
+static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, uint64_t id, Err *e) {
     char path[CKPT_PATH_CAP];
     ckpt_model_path(path, sizeof path, tmp);
     if (!checkpoint_is_complete(path))
@@ -182,10 +193,13 @@ static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, Err *e) 
         TrainerState st;
         if (trainer_state_peek(ckpt_trainer_path(path, sizeof path, tmp, r, n_ranks), &st, e)) return -1;
         int64_t got = st.step;
+        uint64_t got_id = st.ckpt_id;
         int ranks = st.shard.n_ranks, rank = st.shard.rank;
         trainer_state_free(&st);
         if (got != step)
             return err_set(e, "%s: holds step %" PRId64 ", checkpoint is step %" PRId64, path, got, step);
+        if (got_id != id)
+            return err_set(e, "%s: checkpoint id %" PRIu64 ", this checkpoint's is %" PRIu64, path, got_id, id);
         if (ranks != n_ranks || rank != r)
             return err_set(e, "%s: written as rank %d of %d, expected rank %d of %d", path, rank, ranks, r,
                            n_ranks);
@@ -193,17 +207,18 @@ static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, Err *e) 
     return 0;
 }
 
-int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, Err *e) {
+int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, uint64_t id, Err *e) {
     if (step < 0 || step > CKPT_MAX_STEP)
         return err_set(e, "checkpoint step %" PRId64 ": outside [0, %d]", step, CKPT_MAX_STEP);
-    if (n_ranks < 1)
-        return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be >= 1", step, n_ranks);
+    if (n_ranks < 1 || n_ranks > CKPT_MAX_RANKS)
+        return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be in [1, %d]", step, n_ranks,
+                       CKPT_MAX_RANKS);
     char root[CKPT_PATH_CAP], tmp[CKPT_PATH_CAP], final[CKPT_PATH_CAP], path[CKPT_PATH_CAP];
     ckpt_root(root, sizeof root, run_dir);
     ckpt_path(tmp, sizeof tmp, run_dir, step, true);
     ckpt_path(final, sizeof final, run_dir, step, false);
     if (!ckpt_is_dir(tmp)) return err_set(e, "%s: no such checkpoint in progress (ckpt_begin first)", tmp);
-    if (ckpt_check_parts(tmp, step, n_ranks, e))
+    if (ckpt_check_parts(tmp, step, n_ranks, id, e))
         return err_prefix(e, "checkpoint step %" PRId64 " incomplete", step);
     // The trainer files were fsynced when written (AtomicFile); their directory entries are made durable
     // here, before the rename can publish them.
@@ -211,10 +226,35 @@ int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, Err *e) {
     if (rename(tmp, final) != 0)
         return err_set(e, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
     if (ckpt_fsync_dir(root, e)) return -1;
-    char marker[128];
-    int n = snprintf(marker, sizeof marker, "{\"step\": %" PRId64 ", \"n_ranks\": %d}\n", step, n_ranks);
+    char marker[160];
+    int n = snprintf(marker, sizeof marker, "{\"step\": %" PRId64 ", \"n_ranks\": %d, \"ckpt_id\": \"%" PRIu64 "\"}\n",
+                     step, n_ranks, id);
     if (file_write_atomic(path_join(path, sizeof path, final, CKPT_MARKER), marker, (size_t)n, e)) return -1;
     return ckpt_fsync_dir(final, e);
+}
+
+int ckpt_marker_read(const char *dir, int *n_ranks, uint64_t *id, Err *e) {
+    char path[CKPT_PATH_CAP];
+    path_join(path, sizeof path, dir, CKPT_MARKER);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return err_set(e, "%s: cannot read the checkpoint marker: %s", path, jerr.text);
+    json_t *n = json_object_get(root, "n_ranks"), *s = json_object_get(root, "ckpt_id");
+    const char *digits = json_string_value(s);
+    char *end = NULL;
+    errno = 0;
+    if (digits) *id = strtoull(digits, &end, 10);
+    int rc = 0;
+    if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > CKPT_MAX_RANKS)
+        rc = err_set(e, "%s: n_ranks: missing or not an integer in [1, %d]", path, CKPT_MAX_RANKS);
+    else if (s && (!digits || !*digits || *end || errno || *digits < '0' || *digits > '9'))
+        rc = err_set(e, "%s: ckpt_id: not a 64-bit unsigned decimal string", path);
+    else {
+        *n_ranks = (int)json_integer_value(n);
+        if (!s) *id = 0;  // written before checkpoint ids
+    }
+    json_decref(root);
+    return rc;
 }
 
 int ckpt_set_aside(const char *run_dir, int64_t step, Err *e) {

@@ -3,11 +3,13 @@
 //       model/                      Hugging Face layout (model_save_dir, with its own .complete)
 //       trainer/trainer_state.bin   trainer state (trainer_state.h) of a single-learner run, or
 //       trainer/shard-<r>.bin       one per learner rank r (ZeRO-style optimizer shards)
-//       .complete                   written last: only a directory holding it is a checkpoint
-// Several processes write one checkpoint: the root calls ckpt_begin (creates step-XXXXXXXX.tmp/), every
-// writer puts its files under that temporary directory, then the root calls ckpt_commit (checks that all
-// parts are there and belong to this step, fsyncs, renames to step-XXXXXXXX/, writes .complete last and
-// fsyncs the directory). A crash at any point leaves a *.tmp or marker-less directory, which readers skip
+//       .complete                   written last: only a directory holding it is a checkpoint; JSON with the
+//                                   step, the number of trainer files and the checkpoint id
+// Several processes write one checkpoint: the root calls ckpt_begin (creates step-XXXXXXXX.tmp/ and draws
+// a random checkpoint id), every writer puts its files, each stamped with that id, under that temporary
+// directory, then the root calls ckpt_commit (checks that all parts are there and belong to this step and
+// id, fsyncs, renames to step-XXXXXXXX/, writes .complete last and fsyncs the directory). The id lets a
+// reader refuse a trainer file of another checkpoint or run put in its place. A crash at any point leaves a *.tmp or marker-less directory, which readers skip
 // and ckpt_prune / ckpt_begin remove. Removal touches only entries of checkpoints/ named like ours, and
 // never follows a symlink or crosses into another file system.
 #pragma once
@@ -23,6 +25,7 @@
 enum {
     CKPT_NAME_CAP = 32,        // "step-00000120.tmp" and its NUL fit
     CKPT_MAX_STEP = 99999999,  // eight digits
+    CKPT_MAX_RANKS = 1 << 16,  // trainer files a marker may name
 };
 
 // "step-00000120" (tmp: "step-00000120.tmp") into out[CKPT_NAME_CAP]. step must be in
@@ -37,12 +40,17 @@ char *ckpt_model_path(char *out, size_t cap, const char *ckpt_dir);
 char *ckpt_trainer_path(char *out, size_t cap, const char *ckpt_dir, int rank, int n_ranks);
 
 // Root: starts checkpoint `step` of run_dir. Removes a stale step-XXXXXXXX.tmp or marker-less
-// step-XXXXXXXX left by a crash, creates step-XXXXXXXX.tmp/trainer/ and writes the temporary directory's
-// path to tmp_dir. A complete checkpoint of the same step is an error (it is never overwritten).
-int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, Err *e);
+// step-XXXXXXXX left by a crash, creates step-XXXXXXXX.tmp/trainer/, writes the temporary directory's
+// path to tmp_dir and a fresh random nonzero checkpoint id to *id. A complete checkpoint of the same step
+// is an error (it is never overwritten).
+int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, uint64_t *id, Err *e);
 // Root, after every writer has finished: checks that model/ is complete and that the trainer files of
-// all n_ranks learner ranks exist and hold this step, then publishes the checkpoint (see above).
-int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, Err *e);
+// all n_ranks learner ranks exist and hold this step and checkpoint id, then publishes the checkpoint
+// (see above).
+int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, uint64_t id, Err *e);
+// Reads the marker of complete checkpoint directory dir: the number of trainer files and the checkpoint
+// id (0 for a checkpoint written before ids existed). A marker that does not parse is an error naming it.
+int ckpt_marker_read(const char *dir, int *n_ranks, uint64_t *id, Err *e);
 // Root: moves complete checkpoint `step`, found damaged, out of the way to step-XXXXXXXX.damaged (kept
 // for inspection; no longer a checkpoint name, so never listed or pruned). An existing .damaged
 // directory of that step is an error: the operator decides what to keep.

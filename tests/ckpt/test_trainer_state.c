@@ -1,6 +1,6 @@
 // Tests of common/ckpt trainer_state and crc32: CRC known answers, bit-exact round trip (an RNG saved
-// mid-block continues exactly), every corruption and mismatch case with the field it must name, and
-// bad input refused before anything is written.
+// mid-block continues exactly), every corruption and mismatch case with the field it must name, bad
+// input refused before anything is written, segmented shards and partial reads, and version 1 files.
 #include "test.h"
 #include "ckpt/crc32.h"
 #include "ckpt/trainer_state.h"
@@ -250,7 +250,7 @@ static void ed_trailing(char *b, size_t *n) { b[(*n)++] = 0; }  // file_read_all
 static void ed_magic(char *b, size_t *n) { (void)n, b[0] = 'X'; }
 static void ed_version(char *b, size_t *n) {
     (void)n;
-    wr32(b + 8, 2);
+    wr32(b + 8, 3);
     fix_crcs(b);
 }
 static void ed_header(char *b, size_t *n) { (void)n, b[16] ^= 1; }
@@ -294,7 +294,7 @@ static void test_corruption(void) {
     EXPECT(ed_trunc_meta, &want, "ts_corrupt.bin", "truncated", "metadata length");
     EXPECT(ed_trailing, &want, "ts_corrupt.bin", "trailing bytes");
     EXPECT(ed_magic, &want, "ts_corrupt.bin", "magic");
-    EXPECT(ed_version, &want, "ts_corrupt.bin", "version 2");
+    EXPECT(ed_version, &want, "ts_corrupt.bin", "version 3", "versions 1 to 2");
     EXPECT(ed_header, &want, "ts_corrupt.bin", "header CRC");
     EXPECT(ed_meta_byte, &want, "ts_corrupt.bin", "metadata CRC");
     EXPECT(ed_adam_v, &want, "ts_corrupt.bin", "\"adam.v\"", "CRC mismatch");
@@ -434,6 +434,115 @@ static void test_save_bad_input(void) {
     free(buf);
 }
 
+// A segmented shard (a ZeRO-1 shard's layout: pieces with padding between) round trips with its
+// segments and checkpoint id; another layout is refused; parts of arrays read through TrainerFile; bad
+// segments are refused before anything is written.
+static void test_segments(void) {
+    Err e;
+    const char *path = TMP_PATH("ts_segs.bin");
+    TrainerState st, got;
+    Rng s;
+    make_state(&st, &s);
+    // array [SHARD_N]: parameters [600, 800) at 0, padding [200, 210), [100, 350) at 210, padding to the end
+    TrainerSeg segs[2] = {{600, 200, 0}, {100, 250, 210}};
+    st.shard = (TrainerShard){
+        .n_params = N_PARAMS, .count = SHARD_N, .rank = 1, .n_ranks = 4, .n_segs = 2, .segs = segs};
+    st.ckpt_id = 0xFEDCBA9876543210ull;
+    TrainerArray a[3], b[3];
+    float *src = make_arrays(a, 7), *dst = make_arrays(b, 8);
+    CHECKF(trainer_state_save(path, &st, a, 3, &e) == 0, "%s", e.msg);
+    CHECKF(trainer_state_load(path, &st.shard, &got, b, 3, &e) == 0, "%s", e.msg);
+    CHECK(memcmp(src, dst, 3 * SHARD_N * sizeof(float)) == 0);
+    CHECK(got.ckpt_id == st.ckpt_id && got.shard.n_segs == 2 && got.shard.count == SHARD_N);
+    CHECK(got.shard.segs && memcmp(got.shard.segs, segs, sizeof segs) == 0);
+    trainer_state_free(&got);
+    TrainerSeg other[2] = {{600, 200, 0}, {100, 250, 211}};
+    TrainerShard want = st.shard;
+    want.segs = other;
+    CHECK(trainer_state_load(path, &want, &got, b, 3, &e) == -1);
+    CHECKF(strstr(e.msg, "ts_segs.bin") && strstr(e.msg, "segments[1]"), "%s", e.msg);
+
+    TrainerFile *f = trainer_file_open(path, &e);
+    CHECKF(f != NULL, "%s", e.msg);
+    float part[50];
+    CHECK(trainer_file_read(f, "master", 300, 50, part, &e) == 0);
+    CHECK(memcmp(part, a[2].data + 300, sizeof part) == 0);
+    CHECK(trainer_file_read(f, "master", 480, 50, part, &e) == -1);
+    CHECKF(strstr(e.msg, "ts_segs.bin") && strstr(e.msg, "outside its 500"), "%s", e.msg);
+    CHECK(trainer_file_read(f, "nope", 0, 1, part, &e) == -1 && strstr(e.msg, "\"nope\": not in the file"));
+    CHECK(trainer_file_state(f)->ckpt_id == st.ckpt_id);
+    trainer_file_close(f);
+
+    const TrainerSeg bad[][2] = {{{600, 200, 0}, {650, 100, 210}},   // covers parameters twice
+                                 {{600, 200, 0}, {950, 100, 210}},   // beyond n_params
+                                 {{600, 200, 0}, {100, 250, 100}},   // before the previous one
+                                 {{600, 200, 0}, {100, 300, 210}}};  // beyond count
+    const char *why[] = {"overlap", "outside n_params", "before the previous one", "count 500"};
+    for (int i = 0; i < 4; i++) {
+        memcpy(segs, bad[i], sizeof segs);
+        unlink(path);
+        CHECK(trainer_state_save(path, &st, a, 3, &e) == -1);
+        CHECKF(strstr(e.msg, "ts_segs.bin") && strstr(e.msg, why[i]), "case %d: %s", i, e.msg);
+        CHECK(!path_exists(path));
+    }
+    st.shard.segs = NULL;  // ours, not the state's
+    st.shard.n_segs = 0;
+    trainer_state_free(&st);
+    free(src);
+    free(dst);
+}
+
+// A version 1 file (the previous format: one CRC per array, no checkpoint id, no segments), written here
+// as that format's saver did: it loads whole and in parts (its one CRC block is larger than a block of
+// this version), and a flipped bit is still found.
+static void test_version1(void) {
+    enum { N = TRAINER_CRC_BLOCK + 1000 };
+    float *x = mallocCheck(N * sizeof(float)), *y = mallocCheck(N * sizeof(float));
+    for (int i = 0; i < N; i++) x[i] = (float)i * 0.5f;
+    int64_t data_bytes = ((int64_t)N * 4 + 63) / 64 * 64;
+    char meta[1024];
+    int len = snprintf(meta, sizeof meta,
+                       "{\"format\": \"aqa-trainer-state\", \"step\": 3, \"version\": 3, \"config\": \"{}\", "
+                       "\"cursor\": {\"epoch\": 0, \"position\": 0, \"n_questions\": 4, \"seed\": \"9\"}, "
+                       "\"optimizer\": {\"kind\": \"adamw\", \"step\": 3, \"n_params\": %d, \"shard_offset\": 0, "
+                       "\"shard_count\": %d, \"rank\": 0, \"n_ranks\": 1}, \"rngs\": [], \"scalars\": [], "
+                       "\"arrays\": [{\"name\": \"master\", \"dtype\": \"f32\", \"offset\": 0, \"count\": %d, "
+                       "\"crc32\": %u}], \"data_bytes\": %lld}",
+                       N, N, N, crc32_update(0, x, N * sizeof(float)), (long long)data_bytes);
+    size_t start = (32 + (size_t)len + 63) / 64 * 64, size = start + (size_t)data_bytes;
+    char *buf = callocCheck(size, 1);
+    memcpy(buf, TRAINER_STATE_MAGIC, 8);
+    wr32(buf + 8, 1);
+    uint64_t meta_len = (uint64_t)len;
+    memcpy(buf + 16, &meta_len, 8);
+    memcpy(buf + 32, meta, (size_t)len);
+    fix_crcs(buf);
+    memcpy(buf + start, x, N * sizeof(float));
+    const char *path = TMP_PATH("ts_v1.bin");
+    Err e;
+    CHECK(file_write_atomic(path, buf, size, &e) == 0);
+    TrainerState st;
+    TrainerArray a = {"master", y, N};
+    CHECKF(trainer_state_load(path, NULL, &st, &a, 1, &e) == 0, "%s", e.msg);
+    CHECK(memcmp(x, y, N * sizeof(float)) == 0 && st.ckpt_id == 0 && st.shard.n_segs == 0 && st.step == 3);
+    trainer_state_free(&st);
+    TrainerFile *f = trainer_file_open(path, &e);
+    CHECKF(f != NULL, "%s", e.msg);
+    CHECK(trainer_file_read(f, "master", N - 1500, 1000, y, &e) == 0);
+    CHECK(memcmp(x + N - 1500, y, 1000 * sizeof(float)) == 0);
+    trainer_file_close(f);
+    buf[size - 100] ^= 1;
+    CHECK(file_write_atomic(path, buf, size, &e) == 0);
+    f = trainer_file_open(path, &e);
+    CHECK(f && trainer_file_read(f, "master", 0, 10, y, &e) == -1);
+    CHECKF(strstr(e.msg, "ts_v1.bin") && strstr(e.msg, "CRC mismatch in block 0"), "%s", e.msg);
+    trainer_file_close(f);
+    unlink(path);  // a megabyte: not left behind
+    free(buf);
+    free(x);
+    free(y);
+}
+
 int main(void) {
     RUN(test_crc32);
     RUN(test_roundtrip);
@@ -441,5 +550,7 @@ int main(void) {
     RUN(test_corruption);
     RUN(test_array_mismatch);
     RUN(test_save_bad_input);
+    RUN(test_segments);
+    RUN(test_version1);
     return test_summary("test_trainer_state");
 }

@@ -2,9 +2,9 @@
 //   sys_check metrics A.jsonl B.jsonl exact|TOL   every row of A and B has the same step and the same
 //       metrics: equal bit for bit (exact) or within TOL relative (|a - b| <= TOL * max(1, |a|)).
 //       Wall-clock metrics (time, time.*, tokens_per_s) are skipped.
-//   sys_check state CKPT_A CKPT_B MASTER_TOL MOMENT_TOL   the whole trainer state of two checkpoints: step,
-//       weights version, data cursor, optimizer kind and step, shard layout, RNG streams and named scalars
-//       equal exactly; the fp32 master weights within MASTER_TOL (max |a - b| / max(1, max |a|)); AdamW's
+//   sys_check state CKPT_A CKPT_B MASTER_TOL MOMENT_TOL   the whole trainer state of two checkpoints, each
+//       read from all its trainer files (written by any number of learners): step, weights version, data
+//       cursor, optimizer kind and step, parameter count, RNG streams and named scalars equal exactly; the fp32 master weights within MASTER_TOL (max |a - b| / max(1, max |a|)); AdamW's
 //       moments m and v each within MOMENT_TOL (||a - b|| / ||a||). After one step m = (1 - beta1) g, so
 //       MOMENT_TOL bounds the gradient's error (a parameter check cannot: Adam's first step moves every
 //       weight by about lr whatever the gradient's size). 0 0 asks for equal values.
@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "ckpt/ckpt.h"
+#include "ckpt/trainer_shards.h"
 #include "ckpt/trainer_state.h"
 #include "test.h"
 #include "util/check.h"
@@ -111,21 +112,25 @@ static int check_metrics(const char *pa, const char *pb, const char *mode) {
 
 enum { STATE_ARRAYS = 3 };  // master, adam.m, adam.v (learner/trainer_ckpt.c)
 
-// The trainer state of checkpoint directory dir: *st, and its arrays (malloc'd [st->shard.count] each).
+// The trainer state of checkpoint directory dir, whatever number of learners wrote it: *st (its first
+// file's) and the whole arrays (malloc'd [st->shard.n_params] each).
 static void read_state(const char *dir, TrainerState *st, float *arr[STATE_ARRAYS]) {
     char path[4300];
     Err e;
     ckpt_trainer_path(path, sizeof path, dir, 0, 1);
-    if (trainer_state_peek(path, st, &e)) die("%s", e.msg);
-    int64_t n = st->shard.count;
-    trainer_state_free(st);
+    int n_files;
+    uint64_t id;
+    if (ckpt_marker_read(dir, &n_files, &id, &e)) die("%s", e.msg);
+    if (trainer_state_peek(ckpt_trainer_path(path, sizeof path, dir, 0, n_files), st, &e)) die("%s", e.msg);
+    int64_t n = st->shard.n_params;
+    TrainerShards sh;
+    if (trainer_shards_open(&sh, dir, st->step, n, &e)) die("%s", e.msg);
     const char *names[STATE_ARRAYS] = {"master", "adam.m", "adam.v"};
-    TrainerArray ta[STATE_ARRAYS];
     for (int i = 0; i < STATE_ARRAYS; i++) {
         arr[i] = mallocCheck((size_t)(n ? n : 1) * sizeof(float));
-        ta[i] = (TrainerArray){names[i], arr[i], n};
+        if (trainer_shards_read(&sh, names[i], 0, n, arr[i], &e)) die("%s", e.msg);
     }
-    if (trainer_state_load(path, NULL, st, ta, STATE_ARRAYS, &e)) die("%s", e.msg);
+    trainer_shards_close(&sh);
 }
 
 // The scalar parts of two trainer states: 0 when equal, else 1 with the first difference on stderr.
@@ -137,9 +142,7 @@ static int state_fields_differ(const TrainerState *a, const TrainerState *b) {
              a->cursor.n_questions != b->cursor.n_questions || a->cursor.seed != b->cursor.seed)
         what = "data cursor";
     else if (strcmp(a->optim_kind, b->optim_kind) != 0 || a->optim_step != b->optim_step) what = "optimizer step";
-    else if (a->shard.n_params != b->shard.n_params || a->shard.offset != b->shard.offset ||
-             a->shard.count != b->shard.count || a->shard.rank != b->shard.rank || a->shard.n_ranks != b->shard.n_ranks)
-        what = "shard layout";
+    else if (a->shard.n_params != b->shard.n_params) what = "parameter count";
     else if (a->n_rngs != b->n_rngs || a->n_scalars != b->n_scalars) what = "number of RNGs or scalars";
     for (int i = 0; !what && i < a->n_rngs; i++) {
         const TrainerRng *x = &a->rngs[i], *y = &b->rngs[i];
@@ -160,7 +163,7 @@ static int check_state(const char *da, const char *db, double master_tol, double
     read_state(da, &sa, a);
     read_state(db, &sb, b);
     int rc = state_fields_differ(&sa, &sb);
-    int64_t n = sa.shard.count;
+    int64_t n = sa.shard.n_params;
     if (rc == 0) {
         CmpErr em = cmp_err(a[0], b[0], (size_t)n, 1);
         double scale = fmax(1, cmp_max_abs(a[0], (size_t)n));

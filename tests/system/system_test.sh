@@ -9,13 +9,15 @@
 # the step line, the pipeline drained at a checkpoint, resume bit for bit with another rollout count,
 # and stale groups refused.
 # The last five are fault injection: SIGTERM to the job's ranks (checkpoint at the step boundary, exit 0,
-# resumed to the end); kill -9 of the learner paused inside a
-# checkpoint write (train.test_ckpt_pause_s); a bit-flipped or truncated checkpoint (named error, resume
-# falls back to the newest valid one); a full disk (RLIMIT_FSIZE) during a checkpoint; no reward service.
+# resumed to the end); kill -9 of 2 learners paused inside a
+# checkpoint write (train.test_ckpt_pause_s); a bit-flipped, truncated, missing or foreign trainer file
+# (named error, resume falls back to the newest valid one); a full disk (RLIMIT_FSIZE) on one learner
+# during a checkpoint; no reward service. sft_resume2 resumes 2 learners' files with 2 and with 1.
 # The gpu_ tests (suite gpu) run 2 learners with model.backend=cuda (ZeRO-1 over 2 GPUs, 1 MiB gradient
 # buckets so reductions start during backward) and exit 77 (skipped) on a machine with fewer than 2
 # GPUs: gpu_sft_ranks is sft_ranks against 1 GPU with 2 micro-steps, gpu_sft_resume is a resume from
-# the gathered checkpoint of step 1 (the shards scattered again), both within bf16 tolerances.
+# the sharded checkpoint of step 1 (each GPU learner's file) by 2 GPU learners and by 1 with
+# optim.offload=host, both within bf16 tolerances.
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
@@ -213,7 +215,21 @@ learner_errors)
     fails bad_config.log "grpo.beta" -np 1 "$LEARNER" --config grpo.json --set grpo.beta=-1
     ;;
 sft_resume) resume_test sft 0 ;;
-sft_resume2) resume_test sft 0 2 ;;
+sft_resume2)
+    # 2 learners write a trainer file each (nothing gathered); resumed with 2 learners bit for bit.
+    resume_test sft 0 2
+    [ -f run/checkpoints/step-00000001/trainer/shard-1.bin ] &&
+        [ ! -e run/checkpoints/step-00000001/trainer/trainer_state.bin ] || { echo "FAIL: not sharded"; exit 1; }
+    grep -h "checkpoint .*in 2 files" resume.log
+    # Resumed with 1 learner (2 micro-steps: the same global batch), its state cut from both files: the
+    # data cursor, steps and RNG streams exactly; step 2 itself sums the same terms in another order than
+    # 2 learners do (ranks_test's tolerances, far below a lost or misplaced part of the state).
+    rm -r run/checkpoints/step-00000002
+    run resume1.log 1 0 run.json --set train.resume=true --set train.grad_accum=2
+    grep -q "resumed from .*step-00000001: step 1, 1 optimizer updates; trainer state .* in 2 files" resume1.log
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 1e-4
+    "$SYS_CHECK" state full-step2 run/checkpoints/step-00000002 1e-5 1e-4
+    ;;
 sft_ranks) ranks_test sft 0 2 0 ;;
 sft_bad_data)
     make_bad_data
@@ -347,6 +363,16 @@ gpu_sft_resume)
     # The data cursor, steps and RNG streams exactly; weights and moments as in gpu_sft_ranks.
     "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 2e-2
     "$SYS_CHECK" state full-step2 run/checkpoints/step-00000002 2.5e-3 3e-2
+    [ -f run/checkpoints/step-00000001/trainer/shard-1.bin ] || { echo "FAIL: not sharded"; exit 1; }
+    # The same checkpoint resumed by 1 GPU learner with its optimizer state in pinned host memory
+    # (optim.offload=host; 2 micro-steps: the same global batch): its shard re-cut from both files, the
+    # checkpoint of step 2 written from the host state; tolerances as in gpu_sft_ranks (1 GPU vs 2).
+    rm -r run/checkpoints/step-00000002
+    run resume1.log 1 0 run.json --set train.grad_bucket_mb=1 --set train.resume=true --set train.grad_accum=2 \
+        --set optim.offload=host
+    grep -q "resumed from .*step-00000001: .* in 2 files" resume1.log
+    "$SYS_CHECK" metrics full.jsonl run/metrics.jsonl 2e-2
+    "$SYS_CHECK" state full-step2 run/checkpoints/step-00000002 2.5e-3 3e-2
     ;;
 grpo_sigterm)
     # SIGTERM to every rank (as SLURM signals a job's tasks) once the learner has started step 0: the
@@ -371,69 +397,81 @@ grpo_sigterm)
     [ -f run/checkpoints/step-00000002/.complete ] || { echo "FAIL: no final checkpoint"; exit 1; }
     ;;
 ckpt_kill)
-    # kill -9 of the learner while it is paused inside the checkpoint write of step 2 (every file
-    # written, not committed): the resume takes checkpoint 1 and continues bit for bit.
+    # kill -9 of the 2 learners while the root is paused inside the checkpoint write of step 2 (every
+    # learner's file written, not committed): the resume takes checkpoint 1 and continues bit for bit.
     config full.json "$dir/full" sft 2
-    run full.log 1 0 full.json
+    run full.log 2 0 full.json
     config run.json "$dir/run" sft 2
-    run first.log 1 0 run.json --set train.max_steps=1
-    "$MPIRUN" --oversubscribe -np 1 "$LEARNER" --config run.json --resume --set train.test_ckpt_pause_s=60 \
+    run first.log 2 0 run.json --set train.max_steps=1
+    "$MPIRUN" --oversubscribe -np 2 "$LEARNER" --config run.json --resume --set train.test_ckpt_pause_s=60 \
         >paused.log 2>&1 &
     mpirun_pid=$!
     wait_for paused.log "checkpoint step 2: test pause"
+    [ -f run/checkpoints/step-00000002.tmp/trainer/shard-1.bin ] || { echo "FAIL: rank 1's file not written"; exit 1; }
     kill -9 $(ranks_of $mpirun_pid)
     wait $mpirun_pid 2>/dev/null && { echo "FAIL: the killed job exited 0"; exit 1; }
     [ -d run/checkpoints/step-00000002.tmp ] || { echo "FAIL: no unfinished checkpoint left"; exit 1; }
-    run resume.log 1 0 run.json --resume
+    run resume.log 2 0 run.json --resume
     grep -q "resumed from .*step-00000001" resume.log
     grep "removing unfinished checkpoint" resume.log
     equal_to_full run 2
     ;;
 ckpt_corrupt)
-    # One flipped bit in the newest checkpoint's state: a CRC error naming the file, a warning, and the
-    # resume falls back to checkpoint 1 (equal to the uninterrupted run); the damaged one is set aside.
-    # Truncated state files everywhere: an error naming the run directory and the damage.
+    # 2 learners, a file each. One flipped bit in the newest checkpoint's shard-1.bin: a CRC error naming
+    # the file, a warning, and the resume falls back to checkpoint 1 (equal to the uninterrupted run); the
+    # damaged one is set aside. Truncated files everywhere: an error naming the run directory and the
+    # damage. A file of another run (same step, another checkpoint id) and a missing one: refused, named.
     config full.json "$dir/full" sft 2
-    run full.log 1 0 full.json
+    run full.log 2 0 full.json
     config run.json "$dir/run" sft 2
-    run first.log 1 0 run.json
+    run first.log 2 0 run.json
     cp -r run trunc
-    state=run/checkpoints/step-00000002/trainer/trainer_state.bin
+    cp -r run other
+    state=run/checkpoints/step-00000002/trainer/shard-1.bin
     size=$(stat -c %s "$state")
     # The last byte of the last array (adam.v): only its CRC can tell.
     byte=$(od -An -tu1 -j $((size - 1)) -N1 "$state" | tr -d ' ')
     printf "$(printf '\\%03o' $((byte ^ 1)))" | dd of="$state" bs=1 seek=$((size - 1)) conv=notrunc 2>/dev/null
-    run resume.log 1 0 run.json --resume
+    run resume.log 2 0 run.json --resume
     grep "checkpoint step 2 is damaged" resume.log
-    grep -q "step-00000002/trainer/trainer_state.bin: .*CRC" resume.log
+    grep -q "step-00000002/trainer/shard-1.bin: .*CRC mismatch" resume.log
     grep -q "resumed from .*step-00000001" resume.log
     [ -d run/checkpoints/step-00000002.damaged ] || { echo "FAIL: damaged checkpoint not set aside"; exit 1; }
     equal_to_full run 2
     for s in 1 2; do
-        truncate -s 1000 "trunc/checkpoints/step-0000000$s/trainer/trainer_state.bin"
+        truncate -s 1000 "trunc/checkpoints/step-0000000$s/trainer/shard-0.bin"
     done
-    sed -i "s|$dir/run|$dir/trunc|" run.json
-    fails trunc.log "no usable checkpoint in $dir/trunc.*step-00000001/trainer/trainer_state.bin: truncated" \
-        -np 1 "$LEARNER" --config run.json --resume
+    sed "s|$dir/run|$dir/trunc|" run.json >trunc.json
+    fails trunc.log "no usable checkpoint in $dir/trunc.*step-00000001/trainer/shard-0.bin: truncated" \
+        -np 2 "$LEARNER" --config trunc.json --resume
+    cp full/checkpoints/step-00000002/trainer/shard-1.bin other/checkpoints/step-00000002/trainer/
+    rm other/checkpoints/step-00000001/trainer/shard-1.bin
+    sed "s|$dir/run|$dir/other|" run.json >other.json
+    fails other.log "no usable checkpoint in $dir/other.*step-00000001/trainer/shard-1.bin: cannot open" \
+        -np 2 "$LEARNER" --config other.json --resume
+    grep "step 2 is damaged.*step-00000002/trainer/shard-1.bin: checkpoint id .*another checkpoint or run" other.log
     ;;
 ckpt_disk_full)
-    # Files limited to 2 MiB (ulimit -f; the tiny model's state file is larger, the logs and metrics
-    # smaller): the checkpoint of step 2 fails with an error naming the file, nothing of it remains, and
+    # Learner rank 1's files limited to 2 MiB (ulimit -f; its trainer file is larger): the checkpoint of
+    # step 2 fails on both learners with an error naming rank 1 and its file, nothing of it remains, and
     # checkpoint 1 still resumes.
     config run.json "$dir/run" sft 3
-    run first.log 1 0 run.json --set train.max_steps=1
-    state=run/checkpoints/step-00000001/trainer/trainer_state.bin
+    run first.log 2 0 run.json --set train.max_steps=1
+    state=run/checkpoints/step-00000001/trainer/shard-1.bin
     [ "$(stat -c %s $state)" -gt $((2 << 20)) ] || { echo "FAIL: the state file is smaller than the limit"; exit 1; }
-    # The limit on the learner alone (mpirun's PMIx shared memory files are larger).
-    if timeout $((60 * tscale)) "$MPIRUN" --oversubscribe -np 1 sh -c 'ulimit -f 2048 && exec "$0" "$@"' "$LEARNER" \
+    # The limit on that learner alone (mpirun's PMIx shared memory files are larger), and no shared memory
+    # between the learners (its segment files are larger too: TCP).
+    if OMPI_MCA_btl=self,tcp timeout $((60 * tscale)) "$MPIRUN" --oversubscribe -np 1 "$LEARNER" --config run.json --resume \
+        --set train.max_steps=2 : -np 1 sh -c 'ulimit -f 2048 && exec "$0" "$@"' "$LEARNER" \
         --config run.json --resume --set train.max_steps=2 >full_disk.log 2>&1; then
         echo "FAIL: the checkpoint beyond RLIMIT_FSIZE succeeded"
         exit 1
     fi
-    grep -m1 "checkpoint of step 2.*File too large" full_disk.log
+    grep -m1 "checkpoint of step 2: learner rank 1: .*step-00000002.tmp/trainer/shard-1.bin: write failed: File too large" \
+        full_disk.log
     [ ! -e run/checkpoints/step-00000002 ] && [ ! -e run/checkpoints/step-00000002.tmp ] ||
         { echo "FAIL: a part of checkpoint 2 remains"; ls run/checkpoints; exit 1; }
-    run resume.log 1 0 run.json --resume --set train.max_steps=2
+    run resume.log 2 0 run.json --resume --set train.max_steps=2
     grep -q "resumed from .*step-00000001" resume.log
     ;;
 reward_absent)
