@@ -1,7 +1,7 @@
 #!/bin/sh
 # system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
 #   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_resume2 | sft_ranks | sft_bad_data | grpo_ranks |
-#                                  grpo_resume | grpo_async | grpo_async1 | grpo_kill | grpo_bad_data |
+#                                  grpo_colocated | grpo_resume | grpo_async | grpo_async1 | grpo_kill | grpo_bad_data |
 #                                  gpu_sft_ranks | gpu_sft_resume | grpo_sigterm | ckpt_kill | ckpt_corrupt |
 #                                  ckpt_disk_full | reward_absent
 # grpo_async and grpo_async1 run the asynchronous schedule (grpo.max_staleness 2 and 1): version lags,
@@ -231,6 +231,29 @@ grpo_resume)
     "$SYS_CHECK" values full.jsonl mismatch.max 0,0
     "$SYS_CHECK" values full.jsonl mismatch.ratio_min 1,1
     "$SYS_CHECK" values full.jsonl version_lag.max 0,0
+    ;;
+grpo_colocated)
+    # train.placement=colocated on the CPU backend: rollout k reads learner k's weights in place (POSIX
+    # shared memory, the versioned handshake each step) and samples exactly what the disaggregated job
+    # (weights broadcast over MPI) does: the same completions, metrics and trained state, bit for bit.
+    start_reward
+    config dis.json "$dir/dis" grpo 3
+    config col.json "$dir/col" grpo 3
+    run dis.log 2 2 dis.json --set log.samples=true
+    run col.log 2 2 col.json --set log.samples=true --set train.placement=colocated
+    grep -q "learner 1: weights shared in place with rollout 1 (POSIX shared memory" col.log
+    "$SYS_CHECK" metrics dis/metrics.jsonl col/metrics.jsonl exact
+    "$SYS_CHECK" state dis/checkpoints/step-00000003 col/checkpoints/step-00000003 0 0
+    for f in dis/samples/*.jsonl; do
+        cmp "$f" "col/samples/$(basename "$f")"
+    done
+    [ "$(ls dis/samples | wc -l)" -eq 6 ]
+    # Refused before the run starts: unpaired ranks, and asynchronous rollout over one copy of the weights.
+    fails pairs.log "2 learners but 1 rollouts" -np 2 "$LEARNER" --config col.json --set train.placement=colocated : \
+        -np 1 "$ROLLOUT" --config col.json --set train.placement=colocated
+    fails stale.log "colocated needs grpo.max_staleness=0" -np 1 "$LEARNER" --config col.json \
+        --set train.placement=colocated --set grpo.max_staleness=1 : -np 1 "$ROLLOUT" --config col.json \
+        --set train.placement=colocated --set grpo.max_staleness=1
     ;;
 grpo_async)
     # grpo.max_staleness 2, no checkpoint on the way: steps 0..2 are sampled with weights version 0;
