@@ -92,9 +92,11 @@ int wshare_create(WShare *s, size_t bytes, void *device_params, const char *tag,
     s->map_bytes = page_bytes() + (s->cuda ? 0 : bytes);
     int fd = shm_open(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) return err_set(e, "shared weights: shm_open %s: %s", s->name, strerror(errno));
-    if (ftruncate(fd, (off_t)s->map_bytes) != 0) {
-        err_set(e, "shared weights: %s: resize to %zu bytes: %s (is /dev/shm large enough?)", s->name, s->map_bytes,
-                strerror(errno));
+    // Reserved now: tmpfs past its size would only fail at the first touch of a page, with SIGBUS.
+    int rc = posix_fallocate(fd, 0, (off_t)s->map_bytes);
+    if (rc != 0) {
+        err_set(e, "shared weights: %s: %zu bytes: %s (the parameters live in /dev/shm: is it large enough?)",
+                s->name, s->map_bytes, strerror(rc));
         close(fd);
         shm_unlink(s->name);
         return -1;

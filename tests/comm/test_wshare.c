@@ -47,6 +47,12 @@ static void test_protocol(void) {
     CHECK(wshare_acquire(ctl, 1, &e) == 0 && wshare_release(ctl, 1, &e) == 0);
     CHECK(wshare_publish(ctl, -1, &e) == -1);
     wshare_close(&s);
+    // more than /dev/shm holds: refused at creation (not SIGBUS at the first write), nothing left behind
+    CHECK(wshare_create(&s, (size_t)1 << 52, NULL, "huge", &h, &e) == -1 && strstr(e.msg, "is it large enough"));
+    char name[64];
+    snprintf(name, sizeof name, "/aqa-weights-%ld-huge", (long)getpid());  // wshare_create's naming
+    errno = 0;
+    CHECK(shm_open(name, O_RDONLY, 0) == -1 && errno == ENOENT);
 }
 
 // One byte over a pipe between the two processes.
