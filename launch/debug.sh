@@ -9,8 +9,9 @@
 # Usage: launch/debug.sh CONFIG [--set section.key=value]... [--resume] [--learners L] [--rollouts R]
 # Paths inside the config are relative to the current directory. Binaries come from $AQA_BUILD (default
 # build/ of this checkout). On a GPU machine each rank sees one GPU (launch/gpu-bind.sh): learners first,
-# then rollouts; GPU learners (model.backend=cuda) talk NCCL, with NVLink multicast off
-# (NCCL_NVLS_ENABLE=0 unless set).
+# then rollouts; with train.placement=colocated (L learners and L rollouts, --rollouts defaults to L)
+# rollout k sees learner k's GPU, and fewer GPUs than pairs is refused. GPU learners (model.backend=cuda)
+# talk NCCL, with NVLink multicast off (NCCL_NVLS_ENABLE=0 unless set).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +29,7 @@ config=$1
 shift
 sets=()
 learners=1
-rollouts=1
+rollouts=
 while [ $# -gt 0 ]; do
   case $1 in
     --set) [ $# -ge 2 ] || { echo "debug.sh: --set needs a value" >&2; exit 2; }
@@ -43,7 +44,7 @@ while [ $# -gt 0 ]; do
     *) echo "debug.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
   esac
 done
-for n in "$learners" "$rollouts"; do
+for n in "$learners" ${rollouts:+"$rollouts"}; do
   [[ $n =~ ^[0-9]+$ ]] || { echo "debug.sh: --learners/--rollouts need a count, got \"$n\"" >&2; exit 2; }
 done
 [ "$learners" -ge 1 ] || { echo "debug.sh: need at least one learner" >&2; exit 2; }
@@ -58,7 +59,22 @@ need common/tools/config_check
 effective=$("$build/common/tools/config_check" --config "$config" "${sets[@]}")
 mode=$(sed -n 's/^ *"mode": "\([a-z_]*\)".*/\1/p' <<<"$effective")
 run_dir=$(sed -n 's/^ *"run_dir": "\(.*\)",\{0,1\}$/\1/p' <<<"$effective")
+placement=$(sed -n 's/^ *"placement": "\([a-z]*\)".*/\1/p' <<<"$effective")
+backend=$(sed -n 's/^ *"backend": "\([a-z]*\)".*/\1/p' <<<"$effective" | head -n 1)  # model.backend
 [ -n "$mode" ] || { echo "debug.sh: could not read train.mode from the effective config" >&2; exit 2; }
+# colocated pairs every rollout with a learner: as many of each unless told otherwise; on GPUs rollout k
+# sees learner k's GPU
+bind=("$root/launch/gpu-bind.sh")
+if [ "$placement" = colocated ]; then
+  rollouts=${rollouts:-$learners}
+  [ "$backend" != cuda ] || bind+=(--pairs "$learners")
+fi
+rollouts=${rollouts:-1}
+# The job's shape (questions split over the learners, colocated pairs), refused before anything starts.
+if [ "$mode" != sft ]; then
+  "$build/common/tools/config_check" --config "$config" "${sets[@]}" --learners "$learners" \
+    --rollouts "$rollouts" >/dev/null
+fi
 need learner/learner
 [ "$mode" = sft ] || need reward/reward-server rollout/rollout
 
@@ -102,7 +118,7 @@ trap teardown EXIT
 trap on_signal INT
 trap on_term TERM
 
-learner_cmd=("$root/launch/gpu-bind.sh" "$build/learner/learner" --config "$config" "${sets[@]}")
+learner_cmd=("${bind[@]}" "$build/learner/learner" --config "$config" "${sets[@]}")
 if [ "$mode" = "sft" ]; then
   echo "debug.sh: SFT: $learners learner(s), no rollout ranks, run dir $run_dir"
   mpirun -np "$learners" "${learner_cmd[@]}" &
@@ -123,7 +139,7 @@ else
   echo "debug.sh: GRPO: $learners learner(s) + $rollouts rollout(s), reward-server on 127.0.0.1:$port," \
        "run dir $run_dir"
   mpirun -np "$learners" "${learner_cmd[@]}" "${reward[@]}" \
-       : -np "$rollouts" "$root/launch/gpu-bind.sh" "$build/rollout/rollout" --config "$config" \
+       : -np "$rollouts" "${bind[@]}" "$build/rollout/rollout" --config "$config" \
          "${sets[@]}" "${reward[@]}" &
   job_pid=$!
 fi

@@ -51,7 +51,7 @@ static void learner_args(Config *cfg, Comm *c, int argc, char **argv) {
 // The role layout the mode needs.
 static void learner_check_world(const Config *cfg, const Comm *c) {
     Err e;
-    if (config_check_world(cfg, c->n_learners, &e)) comm_abort("%s", e.msg);
+    if (config_check_world(cfg, c->n_learners, c->n_rollouts, &e)) comm_abort("%s", e.msg);
     if (cfg->train.mode == CFG_MODE_GRPO && c->n_rollouts < 1)
         comm_abort("train.mode=grpo needs rollout ranks (mpirun -np L learner ARGS : -np R rollout ARGS)");
     if (cfg->train.mode == CFG_MODE_SFT && c->n_rollouts > 0)

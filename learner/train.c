@@ -41,6 +41,7 @@ static int trainer_memory_check(const Trainer *t, const ModelConfig *mc, Err *e)
     o.groups = (per_micro + o.learners - 1) / o.learners;
     o.act_size = cfg->model.dtype == CFG_DTYPE_BF16 ? 2 : 4;
     o.offload = cfg->optim.offload == CFG_OFFLOAD_HOST;
+    o.colocated = cfg->train.placement == CFG_PLACEMENT_COLOCATED;
     o.bucket_mb = cfg->train.grad_bucket_mb;
     MemPlan p;
     if (memplan_build(mc, &o, &p, e) || memplan_learner_fits(&p, cfg->model.recompute, free_b, total_b, e))
@@ -81,6 +82,8 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     log_debug("model %s loaded", cfg->model.path);
     model_init(&t->model, &mc, t->ops, params);
     t->master = params;  // the loaded fp32 weights become the master copy
+    // colocated: the model's parameters become the ones this learner's rollout reads in place
+    if (weights_link_share_learner(&t->wlink, comm, cfg, &t->model, e)) return -1;
     size_t n = t->model.t.numel;
     t->grad_dev = t->ops->alloc(t->ops, n * t->ops->act_size);
     mbatch_init(&t->batch, &mc);
@@ -163,6 +166,8 @@ void trainer_backward(Trainer *t, int last) {
 }
 
 int trainer_update(Trainer *t, int64_t update, double *grad_norm, double *lr, UpdateTimes *tm, Err *e) {
+    // colocated: not while the rollout still reads the weights this update overwrites
+    if (weights_link_begin_update(&t->wlink, t->comm, e)) return err_prefix(e, "update %lld", (long long)update);
     if (t->zero) return trainer_zero_update(t, update, grad_norm, lr, tm, e);
     Ops *o = t->ops;
     size_t n = t->model.t.numel;

@@ -77,7 +77,9 @@ void trainer_backward(Trainer *t, int last);
 // nothing is updated.
 int trainer_update(Trainer *t, int64_t update, double *grad_norm, double *lr, UpdateTimes *tm, Err *e);
 // Sends the weights to every rollout rank as version `version` (learner root; others return at once):
-// over the transport of t->wlink (weights.h): NCCL from the GPU straight into the rollouts' GPUs, or MPI.
+// over the transport of t->wlink (weights.h): NCCL from the GPU straight into the rollouts' GPUs, or MPI;
+// colocated, every learner publishes the version to its rollout, which reads the weights in place (an
+// update first waits for the rollout to release them: trainer_update).
 int trainer_sync_weights(Trainer *t, int64_t version, Err *e);
 
 // Checkpoints: the part of the optimizer state this learner writes and reads, on the host, as a shard of

@@ -12,7 +12,9 @@
 // rollout.backend picks where each rank samples and scores the reference: the CPU, or one GPU per rank
 // (the broadcast's fp32 weights are converted on upload; the reference loads straight into the GPU).
 // The weights come over the transport weights.h decides for both roles: NCCL as bf16 straight into the
-// policy's device memory when the learners run on GPUs too and every rank has its own GPU, else MPI.
+// policy's device memory when the learners run on GPUs too and every rank has its own GPU, else MPI; with
+// train.placement=colocated the policy IS learner k's parameter buffer (rollout k on its node and GPU),
+// acquired at version k before the step's generation and released after it.
 // Rollouts keep no state between steps (sampling is keyed by seed, step, question, sample and position),
 // so a resumed run samples exactly what the uninterrupted one did. Any error ends the whole job through
 // comm_abort with the rank and the reason.
@@ -40,7 +42,7 @@ typedef struct {
     PrepContext prep;
     Ops *ops;
     Model policy, ref;
-    float *weights;  // [policy.t.numel] host copy an MPI broadcast lands in (NULL over NCCL)
+    float *weights;  // [policy.t.numel] host copy an MPI broadcast lands in (NULL over NCCL or shared)
     RewardClient *reward;
     RolloutWorker w;
     int64_t start, n_steps;
@@ -57,7 +59,7 @@ static void check_config(const Rollout *r) {
         comm_abort("train.mode=sft trains on the solutions without rollouts: launch it with learner ranks only");
     if (backend_check(cfg->rollout.backend, "rollout.backend", &e)) comm_abort("%s", e.msg);
     if (config_require(cfg, "model.path", &e) || config_require(cfg, "data.train", &e) ||
-        config_check_world(cfg, r->comm.n_learners, &e))
+        config_check_world(cfg, r->comm.n_learners, r->comm.n_rollouts, &e))
         comm_abort("config: %s", e.msg);
 }
 
@@ -84,13 +86,18 @@ static void load_models(Rollout *r) {
     if (hf_config_load(cfg->model.path, &mc, &e) || model_config_check(&mc, &e)) comm_abort("model.path: %s", e.msg);
     ParamTable t;
     param_table_build(&t, &mc);
-    r->weights = callocCheck(t.numel, sizeof(float));
+    const size_t numel = t.numel;
     param_table_free(&t);
     // rollout.backend: the CPU, or this rank's GPU of its node (after the node's learners when those run
-    // on GPUs)
+    // on GPUs; colocated: its learner's)
     r->ops = backend_create_rank(&r->comm, cfg, cfg->rollout.backend, "rollout.backend", &e);
     if (!r->ops) comm_abort("%s", e.msg);
-    model_init(&r->policy, &mc, r->ops, r->weights);
+    // colocated: the policy is the learner's parameter buffer, read in place; else a buffer of its own
+    void *shared;
+    if (weights_link_share_rollout(&r->wlink, &r->comm, cfg, numel * r->ops->act_size, &shared, &e))
+        comm_abort("%s", e.msg);
+    if (!shared) r->weights = callocCheck(numel, sizeof(float));
+    model_init_at(&r->policy, &mc, r->ops, r->weights, shared);
     if (cfg->grpo.beta <= 0) return;
     const char *dir = config_ref_model_dir(cfg);
     if (ref_load(r, dir, &e)) comm_abort("reference model: %s", e.msg);
@@ -140,7 +147,7 @@ static void setup(Rollout *r) {
 }
 
 // Weights version k into the policy: over NCCL into its device memory, or over MPI into the host
-// copy, then uploaded.
+// copy, then uploaded; colocated, version k of the learner's weights acquired in place.
 static void receive_weights(Rollout *r, int64_t k) {
     Err e;
     size_t n = r->policy.t.numel;
@@ -203,6 +210,8 @@ static int run_step(Rollout *r, int64_t k, int64_t *questions, int64_t *slots) {
     }
     free(qs);
     free(gs);
+    // colocated: the learner may update the weights once this rank has finished reading them
+    if (weights_link_release(&r->wlink, c, backend_stream(r->ops), &e)) comm_abort("step %lld: %s", (long long)k, e.msg);
     log_debug("step %lld: %lld groups (%d failed), weight sync %.3fs data %.3fs prefill %.3fs decode %.3fs "
               "reward %.3fs reference %.3fs, total %.3fs",
               (long long)k, (long long)n, failed, t_sync, sum.data, sum.prefill, sum.decode, sum.reward,

@@ -80,6 +80,7 @@ Comm comm_init(int *argc, char ***argv, Role role) {
     MPI_CHECK(MPI_Comm_rank(node, &node_rank));
     int *roles = mallocCheck(sizeof(int) * (size_t)node_size);
     MPI_CHECK(MPI_Allgather(&mine[0], 1, MPI_INT, roles, 1, MPI_INT, node));
+    MPI_CHECK(MPI_Allreduce(&c.world_rank, &c.node_id, 1, MPI_INT, MPI_MIN, node));
     MPI_CHECK(MPI_Comm_free(&node));
     for (int r = 0; r < node_size; r++) {
         c.node_learners += roles[r] == ROLE_LEARNER;
@@ -106,6 +107,10 @@ void comm_finalize(Comm *c) {
 int comm_node_gpu_index(const Comm *c, int learners_on_gpu) {
     return c->role == ROLE_LEARNER ? c->node_index : (learners_on_gpu ? c->node_learners : 0) + c->node_index;
 }
+
+// Pairs share a node, and role ranks follow world order on every node, so rollout k's index among its
+// node's rollouts is learner k's among the learners.
+int comm_node_pair_gpu_index(const Comm *c) { return c->node_index; }
 
 int comm_learner_of(const Comm *c, int64_t slot) { return (int)(slot % c->n_learners); }
 

@@ -29,9 +29,11 @@ typedef struct {
     size_t bucket_elems;       // weight broadcast bucket (elements), set by comm_init, may be changed
     int node_learners;         // learner ranks on this rank's node
     int node_index;            // this rank's index among the ranks of its role on its node
+    int node_id;               // the lowest world rank on this rank's node: equal on one node only
 } Comm;
 
-#define COMM_TAG_GROUP 101  // tag of GROUP messages on Comm.world
+#define COMM_TAG_GROUP 101    // tag of GROUP messages on Comm.world
+#define COMM_TAG_WEIGHTS 102  // tag of the colocated pair's weight handshake (comm/weights.c)
 #define COMM_DEFAULT_BUCKET_ELEMS ((size_t)1 << 24)  // 64 MiB of fp32
 
 const char *role_name(Role r);
@@ -60,6 +62,8 @@ int comm_mpi_err(int rc, const char *what, Err *e);
 // This rank's GPU among its node's GPU ranks (one GPU each, in world rank order): the node's learners
 // take the first GPUs when learners_on_gpu (model.backend=cuda), the rollouts the ones after them.
 int comm_node_gpu_index(const Comm *c, int learners_on_gpu);
+// The same for train.placement=colocated: rollout k takes the GPU of learner k (its pair on the node).
+int comm_node_pair_gpu_index(const Comm *c);
 
 // Role rank of the learner that trains global slot g, and of the rollout that produces it.
 int comm_learner_of(const Comm *c, int64_t slot);

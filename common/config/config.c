@@ -44,6 +44,7 @@ static const char *const scale_choices[] = {"group", "batch", "none", NULL};
 static const char *const schedule_choices[] = {"linear", "constant", "cosine", NULL};
 static const char *const offload_choices[] = {"none", "host", NULL};
 static const char *const mode_choices[] = {"grpo", "sft", NULL};
+static const char *const placement_choices[] = {"disaggregated", "colocated", NULL};
 static const char *const level_choices[] = {"debug", "info", "warn", "error", NULL};  // LogLevel order
 
 // Keys of one section must be contiguous: the JSON output and help group them in this order.
@@ -141,6 +142,11 @@ const CfgKey config_keys[] = {
              "shard element move off the GPU; needs model.backend=cuda)"),
 
     KEY_ENUM(train.mode, "grpo", mode_choices, "grpo (reinforcement learning) or sft (on the solutions)"),
+    KEY_ENUM(train.placement, "disaggregated", placement_choices,
+             "GRPO: disaggregated (every rollout rank on a GPU of its own, weights sent to it each step over "
+             "NCCL or MPI) or colocated (mpirun -np L learner : -np L rollout; rollout k beside learner k, on "
+             "its GPU, reading its weights in place through CUDA IPC, or POSIX shared memory on the cpu "
+             "backend; needs grpo.max_staleness=0 and the same backend for both roles)"),
     KEY_INT(train.max_steps, "1000", 1, INT_MAX, "Optimizer steps"),
     KEY_INT(train.questions_per_step, "16", 1, 1 << 20, "Questions per optimizer step, all ranks together"),
     KEY_INT(train.grad_accum, "2", 1, 1 << 20, "Micro-steps per optimizer step"),
@@ -475,6 +481,21 @@ int config_validate(const Config *cfg, Err *e) {
     if (cfg->optim.warmup_steps > cfg->train.max_steps)
         return err_set(e, "optim.warmup_steps (%d) exceeds train.max_steps (%d)", cfg->optim.warmup_steps,
                        cfg->train.max_steps);
+    if (cfg->train.placement == CFG_PLACEMENT_COLOCATED) {
+        if (cfg->train.mode != CFG_MODE_GRPO)
+            return err_set(e, "train.placement=colocated pairs rollouts with learners: train.mode=grpo only");
+        // In place there is one copy of the weights: a rollout a version behind would read weights the
+        // learner is overwriting (docs/async-rollout.md).
+        if (cfg->grpo.max_staleness > 0)
+            return err_set(e, "train.placement=colocated needs grpo.max_staleness=0 (got %d): the rollout reads the "
+                              "learner's weights in place, so it cannot sample with an older version while the "
+                              "learner updates them",
+                           cfg->grpo.max_staleness);
+        if (cfg->model.backend != cfg->rollout.backend)
+            return err_set(e, "train.placement=colocated needs model.backend = rollout.backend (got %s and %s): the "
+                              "rollout reads the learner's parameter buffer as its own",
+                           backend_choices[cfg->model.backend], backend_choices[cfg->rollout.backend]);
+    }
     // A cap below 1 would down-weight even the tokens the rollout sampled exactly as the learner would.
     if (cfg->grpo.tis_cap > 0 && cfg->grpo.tis_cap < 1)
         return err_set(e, "grpo.tis_cap %g: 0 (off) or at least 1", cfg->grpo.tis_cap);
@@ -489,12 +510,17 @@ int config_require(const Config *cfg, const char *path, Err *e) {
     return 0;
 }
 
-int config_check_world(const Config *cfg, int n_learners, Err *e) {
+int config_check_world(const Config *cfg, int n_learners, int n_rollouts, Err *e) {
     long long per = (long long)n_learners * cfg->train.grad_accum;
     if (n_learners < 1 || cfg->train.questions_per_step % per != 0)
         return err_set(
             e, "train.questions_per_step (%d) must be a multiple of learners (%d) x train.grad_accum (%d)",
             cfg->train.questions_per_step, n_learners, cfg->train.grad_accum);
+    if (cfg->train.placement == CFG_PLACEMENT_COLOCATED && n_rollouts != n_learners)
+        return err_set(e,
+                       "train.placement=colocated pairs rollout k with learner k: %d learners but %d rollouts (launch "
+                       "mpirun -np L learner ARGS : -np L rollout ARGS)",
+                       n_learners, n_rollouts);
     return 0;
 }
 

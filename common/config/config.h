@@ -28,6 +28,7 @@ typedef enum { CFG_SCALE_GROUP, CFG_SCALE_BATCH, CFG_SCALE_NONE } CfgScaleReward
 typedef enum { CFG_SCHEDULE_LINEAR, CFG_SCHEDULE_CONSTANT, CFG_SCHEDULE_COSINE } CfgSchedule;
 typedef enum { CFG_MODE_GRPO, CFG_MODE_SFT } CfgTrainMode;
 typedef enum { CFG_OFFLOAD_NONE, CFG_OFFLOAD_HOST } CfgOffload;
+typedef enum { CFG_PLACEMENT_DISAGGREGATED, CFG_PLACEMENT_COLOCATED } CfgPlacement;
 
 typedef struct {
     struct {
@@ -97,6 +98,7 @@ typedef struct {
     } optim;
     struct {
         CfgTrainMode mode;
+        CfgPlacement placement;  // where rollouts run: beside their learner (colocated) or apart
         int max_steps;
         int questions_per_step;
         int grad_accum;
@@ -151,8 +153,9 @@ int config_set(Config *cfg, const char *assignment, Err *e);
 int config_validate(const Config *cfg, Err *e);
 // Checks that the string key `path` is non-empty ("data.train: required ...").
 int config_require(const Config *cfg, const char *path, Err *e);
-// Rules that need the job's shape: questions of a step split evenly over learners and micro-steps.
-int config_check_world(const Config *cfg, int n_learners, Err *e);
+// Rules that need the job's shape: questions of a step split evenly over learners and micro-steps;
+// train.placement=colocated pairs rollout k with learner k, so it needs as many rollouts as learners.
+int config_check_world(const Config *cfg, int n_learners, int n_rollouts, Err *e);
 
 // The effective config, every key, as indented JSON (caller frees). Loading it gives the same Config.
 char *config_to_json(const Config *cfg);

@@ -98,19 +98,31 @@ int model_config_check(const ModelConfig *c, Err *e) {
     return 0;
 }
 
-void model_init(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_params) {
+void model_init_at(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_params, Tensor *params) {
     Err e;
     if (model_config_check(cfg, &e)) fatal("model config: %s", e.msg);
     m->cfg = *cfg;
     m->ops = ops;
     m->grad_ready = NULL, m->grad_ctx = NULL;
     param_table_build(&m->t, cfg);
-    m->params = ops->alloc(ops, m->t.numel * ops->act_size);
-    ops->upload_act(ops, m->params, host_params, m->t.numel);
+    m->params_borrowed = params != NULL;
+    m->params = params ? params : ops->alloc(ops, m->t.numel * ops->act_size);
+    if (host_params) ops->upload_act(ops, m->params, host_params, m->t.numel);
+}
+
+void model_init(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_params) {
+    model_init_at(m, cfg, ops, host_params, NULL);
+}
+
+void model_params_move(Model *m, Tensor *dst) {
+    m->ops->copy(m->ops, dst, m->params, m->t.numel * m->ops->act_size);
+    if (!m->params_borrowed) m->ops->free(m->ops, m->params);
+    m->params = dst;
+    m->params_borrowed = 1;
 }
 
 void model_free(Model *m) {
-    m->ops->free(m->ops, m->params);
+    if (!m->params_borrowed) m->ops->free(m->ops, m->params);
     param_table_free(&m->t);
     memset(m, 0, sizeof *m);
 }

@@ -19,11 +19,12 @@
 #include "model/ops.h"
 #include "util/check.h"
 
-typedef struct {
+typedef struct Model {
     ModelConfig cfg;
     ParamTable t;
     Ops *ops;
-    Tensor *params;  // backend buffer [t.numel]
+    Tensor *params;       // backend buffer [t.numel]
+    int params_borrowed;  // params belong to someone else (the colocated weights: comm/wshare.h)
     // Optional (NULL: never called): model_backward calls grad_ready(grad_ctx, i) as soon as gradient
     // range i of model_grad_ranges gets no more contributions from this backward, so a distributed
     // learner can start reducing it while the remaining layers run.
@@ -47,6 +48,12 @@ void model_grad_ranges(const Model *m, GradRange *out);
 
 // Builds the table for cfg and uploads host_params ([t.numel], ParamTable layout).
 void model_init(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_params);
+// The same over a backend buffer of t.numel elements the caller owns (model_free leaves it): params is
+// taken as it is when host_params is NULL (a rollout reading its colocated learner's weights).
+void model_init_at(Model *m, const ModelConfig *cfg, Ops *ops, const float *host_params, Tensor *params);
+// Moves the parameters into dst (t.numel elements of backend memory the caller owns, which model_free
+// then leaves): the colocated learner's weights into shared memory.
+void model_params_move(Model *m, Tensor *dst);
 void model_free(Model *m);
 // Checks the shape rules the model relies on (heads divide dims, GQA grouping, even head_dim ...).
 int model_config_check(const ModelConfig *c, Err *e);

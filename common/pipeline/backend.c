@@ -39,7 +39,8 @@ Ops *backend_create(CfgBackend b, const char *key, Err *e) {
 
 Ops *backend_create_rank(const Comm *c, const Config *cfg, CfgBackend b, const char *key, Err *e) {
     if (backend_check(b, key, e)) return NULL;
-    int gpu = comm_node_gpu_index(c, cfg->model.backend == CFG_BACKEND_CUDA);
+    int gpu = cfg->train.placement == CFG_PLACEMENT_COLOCATED ? comm_node_pair_gpu_index(c)
+                                                               : comm_node_gpu_index(c, cfg->model.backend == CFG_BACKEND_CUDA);
     return backend_open(b, gpu, role_name(c->role), c->role_rank);
 }
 

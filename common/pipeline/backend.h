@@ -2,7 +2,7 @@
 // as an Ops table. The one place that knows which backends this build has and which GPU a rank takes, so
 // the roles and aqa-eval hold no #ifdef AQA_CUDA. One GPU per rank: a rank's GPU is its index among its
 // node's GPU ranks (comm_node_gpu_index: the node's learners first when they run on GPUs, then the
-// rollouts), wrapped by the visible device count (launch/gpu-bind.sh makes that one device).
+// rollouts; train.placement=colocated: rollout k on learner k's GPU), wrapped by the visible device count (launch/gpu-bind.sh makes that one device).
 #pragma once
 #include "comm/comm.h"
 #include "config/config.h"

@@ -3,7 +3,7 @@
 // and rollouts all run on CUDA, each on its own GPU; MPI for everything else (CPU runs, SFT, a GPU shared
 // by the learner root and a rollout). Also the backend selection's answers a CPU rank can check
 // (backend.h): the CPU backend everywhere, CUDA refused with the key named when this build or machine has
-// none.
+// none. Colocated placement: SHARED for a GRPO job with rollouts, on either backend.
 #include "comm/weights.h"
 #include "pipeline/backend.h"
 #include "test.h"
@@ -24,6 +24,16 @@ static void test_run_configs(void) {
     CHECK(weights_transport_decide(&cfg, 0, 1) == WEIGHTS_MPI);  // no rollout to send to
     CHECK_STR(weights_transport_name(WEIGHTS_NCCL), "NCCL");
     CHECK_STR(weights_transport_name(WEIGHTS_MPI), "MPI");
+    // colocated: shared in place, whatever the GPUs (one per pair) and backends
+    cfg.train.placement = CFG_PLACEMENT_COLOCATED;
+    CHECK(weights_transport_decide(&cfg, 8, 1) == WEIGHTS_SHARED);
+    CHECK(weights_transport_decide(&cfg, 8, 0) == WEIGHTS_SHARED);
+    CHECK(weights_transport_decide(&cfg, 0, 0) == WEIGHTS_MPI);  // no rollout
+    load(&cfg, "configs/debug-tiny.json");
+    cfg.train.placement = CFG_PLACEMENT_COLOCATED;
+    CHECK(weights_transport_decide(&cfg, 1, 0) == WEIGHTS_SHARED);  // the CPU backend: POSIX shared memory
+    cfg.train.mode = CFG_MODE_SFT;
+    CHECK(weights_transport_decide(&cfg, 1, 0) == WEIGHTS_MPI);
 }
 
 static void test_every_combination(void) {

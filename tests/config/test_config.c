@@ -250,6 +250,25 @@ static void test_validate(void) {
     CHECKF(config_validate(&c, &e) == 0, "%s", e.msg);
     CHECK(config_set(&c, "optim.offload=disk", &e) == -1 && strstr(e.msg, "optim.offload"));
 
+    // colocated: GRPO, synchronous, one backend for both roles, as many rollouts as learners
+    config_defaults(&c);
+    CHECK(c.train.placement == CFG_PLACEMENT_DISAGGREGATED);
+    CHECKF(config_set(&c, "train.placement=colocated", &e) == 0, "%s", e.msg);
+    CHECKF(config_validate(&c, &e) == 0, "%s", e.msg);
+    c.grpo.max_staleness = 1;
+    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg, "colocated needs grpo.max_staleness=0 (got 1)"));
+    c.grpo.max_staleness = 0;
+    c.model.backend = CFG_BACKEND_CUDA;
+    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg, "model.backend = rollout.backend (got cuda and cpu)"));
+    c.rollout.backend = CFG_BACKEND_CUDA;
+    CHECKF(config_validate(&c, &e) == 0, "%s", e.msg);
+    c.train.mode = CFG_MODE_SFT;
+    CHECK(config_validate(&c, &e) == -1 && strstr(e.msg, "train.mode=grpo only"));
+    c.train.mode = CFG_MODE_GRPO;
+    CHECK(config_check_world(&c, 2, 2, &e) == 0);
+    CHECK(config_check_world(&c, 2, 1, &e) == -1 && strstr(e.msg, "2 learners but 1 rollouts"));
+    CHECK(config_set(&c, "train.placement=shared", &e) == -1 && strstr(e.msg, "train.placement"));
+
     config_defaults(&c);
     c.train.questions_per_step = 5;
     CHECK(config_validate(&c, &e) == -1 && strstr(e.msg,
@@ -276,10 +295,10 @@ static void test_validate(void) {
     CHECKF(config_validate(&c, &e) == 0, "%s", e.msg);
 
     config_defaults(&c);  // 16 questions, 2 micro-steps
-    CHECK(config_check_world(&c, 8, &e) == 0);
-    CHECK(config_check_world(&c, 1, &e) == 0);
-    CHECK(config_check_world(&c, 3, &e) == -1 && strstr(e.msg, "learners (3) x train.grad_accum (2)"));
-    CHECK(config_check_world(&c, 16, &e) == -1);
+    CHECK(config_check_world(&c, 8, 0, &e) == 0);
+    CHECK(config_check_world(&c, 1, 0, &e) == 0);
+    CHECK(config_check_world(&c, 3, 0, &e) == -1 && strstr(e.msg, "learners (3) x train.grad_accum (2)"));
+    CHECK(config_check_world(&c, 16, 0, &e) == -1);
 
     CHECK(config_require(&c, "data.train", &e) == -1 && strstr(e.msg, "data.train: required") &&
           strstr(e.msg, "--set data.train="));
@@ -430,7 +449,7 @@ static void test_shipped_configs(void) {
     CHECK_INT(c.train.max_steps, 40);
     CHECK_STR(c.train.run_dir, "runs/debug-tiny");
     CHECK(c.model.backend == CFG_BACKEND_CPU);
-    CHECK(config_check_world(&c, 1, &e) == 0);
+    CHECK(config_check_world(&c, 1, 0, &e) == 0);
 }
 
 static void test_jsonout(void) {

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tests/launch/test_debug_run.sh BUILD_DIR: launch/debug.sh end to end on CPU with a tiny model (configs/
 # model-tiny.json + the built Qwen2-Audio tokenizer) and synthetic data: a 2-step SFT run (learners only),
-# a 2-step GRPO run from its checkpoint (reward service + 1 learner + 1 rollout), a job that fails (the
-# exit code comes back, nothing is left running), one stopped by SIGINT (Ctrl-C: exit 130, torn down) and
-# one by SIGTERM (checkpoint, clean stop of every process, exit 0).
+# a 2-step GRPO run from its checkpoint (reward service + 1 learner + 1 rollout), the same colocated with
+# 2 pairs, a job that fails (the exit code comes back, nothing is left running), one stopped by SIGINT
+# (Ctrl-C: exit 130, torn down) and one by SIGTERM (checkpoint, clean stop of every process, exit 0).
 set -uo pipefail
 set -m  # background jobs get their own process group and default signal handling (SIGINT reaches them)
 build=$(cd "$1" && pwd)
@@ -50,6 +50,16 @@ if [ "$rc" -eq 0 ]; then ok; else bad "GRPO run: rc $rc"; cat grpo.log; fi
 if [ "$(grep -c '"reward.total_mean"' grpo/metrics.jsonl 2>/dev/null)" = 2 ]; then ok; else bad "GRPO metrics rows"; fi
 if [ -f grpo/checkpoints/step-00000002/.complete ]; then ok; else bad "GRPO checkpoint"; fi
 gone "$tmp/grpo" "$(port_of grpo.log)"
+
+# Colocated: 2 pairs (the rollout count follows the learners), each rollout reading its learner's
+# weights in place.
+"$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set train.placement=colocated \
+  --learners 2 --set model.path=sft/checkpoints/step-00000002/model --set train.run_dir="$tmp/coloc" >coloc.log 2>&1
+rc=$?
+if [ "$rc" -eq 0 ] && grep -q "2 learner(s) + 2 rollout(s)" coloc.log &&
+   grep -q "learner 1: weights shared in place with rollout 1" coloc.log; then ok; else bad "colocated run: rc $rc"; cat coloc.log; fi
+if [ "$(grep -c '"reward.total_mean"' coloc/metrics.jsonl 2>/dev/null)" = 2 ]; then ok; else bad "colocated metrics rows"; fi
+gone "$tmp/coloc" "$(port_of coloc.log)"
 
 # A failing job (no such training data): its exit code comes back and everything is torn down.
 "$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" --set data.train=synth/none.jsonl \

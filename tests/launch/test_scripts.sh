@@ -71,14 +71,29 @@ expect_fail "needs a value" "$src/configs/debug-tiny.json" --set
 expect_fail "grpo.beta" "$src/configs/debug-tiny.json" --set grpo.beta=-1
 expect_fail "no/such.json" /no/such.json
 expect_fail "at least one learner" "$src/configs/debug-tiny.json" --learners 0
+# colocated: unpaired ranks and asynchronous rollout are refused by config_check, before the reward service
+expect_fail "2 learners but 1 rollouts" "$src/configs/debug-tiny.json" --set train.placement=colocated \
+  --learners 2 --rollouts 1
+expect_fail "colocated needs grpo.max_staleness=0" "$src/configs/debug-tiny.json" --set train.placement=colocated \
+  --set grpo.max_staleness=1
 
 # gpu-bind.sh: the local rank picks an entry of the node's GPU list, round-robin.
-bind() { env -u OMPI_COMM_WORLD_LOCAL_RANK "$@" "$src/launch/gpu-bind.sh" sh -c 'echo "${CUDA_VISIBLE_DEVICES-unset}"'; }
+bind() {  # [--pairs N] VAR=VALUE...
+  local pairs=()
+  [ "$1" != --pairs ] || { pairs=(--pairs "$2"); shift 2; }
+  env -u OMPI_COMM_WORLD_LOCAL_RANK "$@" "$src/launch/gpu-bind.sh" "${pairs[@]}" sh -c 'echo "${CUDA_VISIBLE_DEVICES-unset}"'
+}
 expect "SLURM_LOCALID 1 of 3,5" "$(bind SLURM_LOCALID=1 CUDA_VISIBLE_DEVICES=3,5)" 5
 expect "SLURM_LOCALID 2 of 3,5" "$(bind SLURM_LOCALID=2 CUDA_VISIBLE_DEVICES=3,5)" 3
 expect "Open MPI local rank 3 of 0-7" \
   "$(env -u SLURM_LOCALID OMPI_COMM_WORLD_LOCAL_RANK=3 CUDA_VISIBLE_DEVICES=0,1,2,3,4,5,6,7 \
      "$src/launch/gpu-bind.sh" sh -c 'echo $CUDA_VISIBLE_DEVICES')" 3
+# --pairs N (colocated): learners 0..N-1 and rollouts N..2N-1 of the node, rollout k on learner k's GPU
+expect "pairs 2: rollout 1 (local rank 3)" "$(bind --pairs 2 SLURM_LOCALID=3 CUDA_VISIBLE_DEVICES=4,6,7)" 6
+expect "pairs 2: learner 1 (local rank 1)" "$(bind --pairs 2 SLURM_LOCALID=1 CUDA_VISIBLE_DEVICES=4,6,7)" 6
+out=$(env SLURM_LOCALID=0 CUDA_VISIBLE_DEVICES=0 "$src/launch/gpu-bind.sh" --pairs 2 true 2>&1)
+expect "pairs 2 on one GPU" "$? $out" \
+  "1 gpu-bind.sh: train.placement=colocated: 2 learner/rollout pairs on this node need 2 GPUs, 1 visible"
 if ! command -v nvidia-smi >/dev/null 2>&1; then
   expect "no GPU: unchanged" "$(env -u CUDA_VISIBLE_DEVICES "$src/launch/gpu-bind.sh" sh -c 'echo "${CUDA_VISIBLE_DEVICES-unset}"')" unset
 fi

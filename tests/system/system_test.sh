@@ -1,8 +1,8 @@
 #!/bin/sh
 # system_test.sh: end-to-end tests of the training system (learner, rollout, reward-server under mpirun).
 #   system_test.sh TEST      TEST: learner_errors | sft_resume | sft_resume2 | sft_ranks | sft_bad_data | grpo_ranks |
-#                                  grpo_resume | grpo_async | grpo_async1 | grpo_kill | grpo_bad_data |
-#                                  gpu_sft_ranks | gpu_sft_resume | grpo_sigterm | ckpt_kill | ckpt_corrupt |
+#                                  grpo_colocated | grpo_resume | grpo_async | grpo_async1 | grpo_kill | grpo_bad_data |
+#                                  gpu_sft_ranks | gpu_sft_resume | gpu_grpo_colocated | grpo_sigterm | ckpt_kill | ckpt_corrupt |
 #                                  ckpt_disk_full | reward_absent
 # grpo_async and grpo_async1 run the asynchronous schedule (grpo.max_staleness 2 and 1): version lags,
 # mismatch metrics (0 exactly where the rollouts had the learner's weights), metrics.h5 = metrics.jsonl,
@@ -17,7 +17,8 @@
 # buckets so reductions start during backward) and exit 77 (skipped) on a machine with fewer than 2
 # GPUs: gpu_sft_ranks is sft_ranks against 1 GPU with 2 micro-steps, gpu_sft_resume is a resume from
 # the sharded checkpoint of step 1 (each GPU learner's file) by 2 GPU learners and by 1 with
-# optim.offload=host, both within bf16 tolerances.
+# optim.offload=host, both within bf16 tolerances; gpu_grpo_colocated is grpo_colocated on CUDA: CUDA IPC
+# against the NCCL broadcast, bit for bit.
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
@@ -248,6 +249,29 @@ grpo_resume)
     "$SYS_CHECK" values full.jsonl mismatch.ratio_min 1,1
     "$SYS_CHECK" values full.jsonl version_lag.max 0,0
     ;;
+grpo_colocated)
+    # train.placement=colocated on the CPU backend: rollout k reads learner k's weights in place (POSIX
+    # shared memory, the versioned handshake each step) and samples exactly what the disaggregated job
+    # (weights broadcast over MPI) does: the same completions, metrics and trained state, bit for bit.
+    start_reward
+    config dis.json "$dir/dis" grpo 3
+    config col.json "$dir/col" grpo 3
+    run dis.log 2 2 dis.json --set log.samples=true
+    run col.log 2 2 col.json --set log.samples=true --set train.placement=colocated
+    grep -q "learner 1: weights shared in place with rollout 1 (POSIX shared memory" col.log
+    "$SYS_CHECK" metrics dis/metrics.jsonl col/metrics.jsonl exact
+    "$SYS_CHECK" state dis/checkpoints/step-00000003 col/checkpoints/step-00000003 0 0
+    for f in dis/samples/*.jsonl; do
+        cmp "$f" "col/samples/$(basename "$f")"
+    done
+    [ "$(ls dis/samples | wc -l)" -eq 6 ]
+    # Refused before the run starts: unpaired ranks, and asynchronous rollout over one copy of the weights.
+    fails pairs.log "2 learners but 1 rollouts" -np 2 "$LEARNER" --config col.json --set train.placement=colocated : \
+        -np 1 "$ROLLOUT" --config col.json --set train.placement=colocated
+    fails stale.log "colocated needs grpo.max_staleness=0" -np 1 "$LEARNER" --config col.json \
+        --set train.placement=colocated --set grpo.max_staleness=1 : -np 1 "$ROLLOUT" --config col.json \
+        --set train.placement=colocated --set grpo.max_staleness=1
+    ;;
 grpo_async)
     # grpo.max_staleness 2, no checkpoint on the way: steps 0..2 are sampled with weights version 0;
     # 2 rollouts.
@@ -351,6 +375,27 @@ gpu_sft_ranks)
     grep -h "GPU\|ZeRO" one.log two.log
     "$SYS_CHECK" metrics one/metrics.jsonl two/metrics.jsonl 2e-2
     "$SYS_CHECK" state one/checkpoints/step-00000001 two/checkpoints/step-00000001 2.5e-3 3e-2
+    ;;
+gpu_grpo_colocated)
+    need_gpus 2
+    # CUDA IPC against NCCL: 1 learner + 1 rollout on CUDA, disaggregated (learner on GPU 0, rollout on
+    # GPU 1, the bf16 weights broadcast over NCCL each step) and colocated (both on GPU 0, the rollout
+    # reading the learner's bf16 weights in place). The rollout gets the same bf16 bits either way and
+    # the kernels are deterministic on one GPU model, so completions, metrics and the trained state must
+    # agree bit for bit: a read of weights mid-update or of the wrong version shows as a difference.
+    start_reward
+    BACKEND=cuda config dis.json "$dir/dis" grpo 3
+    BACKEND=cuda config col.json "$dir/col" grpo 3
+    run dis.log 1 1 dis.json --set rollout.backend=cuda --set log.samples=true
+    run col.log 1 1 col.json --set rollout.backend=cuda --set log.samples=true --set train.placement=colocated
+    grep -q "weight broadcast over NCCL to 1 rollouts" dis.log
+    grep -q "weights shared in place with rollout 0 (CUDA IPC" col.log
+    grep -h "GPU" dis.log col.log
+    "$SYS_CHECK" metrics dis/metrics.jsonl col/metrics.jsonl exact
+    "$SYS_CHECK" state dis/checkpoints/step-00000003 col/checkpoints/step-00000003 0 0
+    for f in dis/samples/*.jsonl; do
+        cmp "$f" "col/samples/$(basename "$f")"
+    done
     ;;
 gpu_sft_resume)
     need_gpus 2
