@@ -1,12 +1,17 @@
 // wshare.c: see wshare.h.
 #include "comm/wshare.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+
+#include "util/log.h"
 
 #ifdef AQA_CUDA
 #include "model/cuda/cuda_check.h"
@@ -84,11 +89,35 @@ int wshare_release(WShareCtl *ctl, int64_t version, Err *e) {
 // The control page's size: the CPU parameters start one page in, so they can be mapped on their own.
 static size_t page_bytes(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
+#define WSHARE_PREFIX "aqa-weights-"  // segment names: /aqa-weights-<learner pid>-<tag>
+
+// Removes the segments of learners that no longer exist. A learner unlinks its segment once the rollout
+// has mapped it; a job killed before that point leaves the name in /dev/shm (where glibc's shm_open
+// keeps them), and the next job on the node clears it. A pid reused by another process keeps its
+// segment: only a certainly dead owner's is removed.
+static void wshare_reap_dead(void) {
+    DIR *d = opendir("/dev/shm");
+    if (!d) return;
+    struct dirent *ent;
+    while ((ent = readdir(d))) {
+        if (strncmp(ent->d_name, WSHARE_PREFIX, strlen(WSHARE_PREFIX)) != 0) continue;
+        char *end;
+        long pid = strtol(ent->d_name + strlen(WSHARE_PREFIX), &end, 10);
+        if (pid <= 0 || *end != '-' || !(kill((pid_t)pid, 0) == -1 && errno == ESRCH)) continue;
+        char name[sizeof ent->d_name + 1];
+        snprintf(name, sizeof name, "/%s", ent->d_name);
+        if (shm_unlink(name) == 0)
+            log_warn("shared weights: removed %s, left by learner process %ld, which no longer exists", name, pid);
+    }
+    closedir(d);
+}
+
 int wshare_create(WShare *s, size_t bytes, void *device_params, const char *tag, WShareHandle *h, Err *e) {
     memset(s, 0, sizeof *s);
     memset(h, 0, sizeof *h);
     s->owner = 1, s->bytes = bytes, s->cuda = device_params != NULL;
-    snprintf(s->name, sizeof s->name, "/aqa-weights-%ld-%s", (long)getpid(), tag);
+    wshare_reap_dead();
+    snprintf(s->name, sizeof s->name, "/" WSHARE_PREFIX "%ld-%s", (long)getpid(), tag);
     s->map_bytes = page_bytes() + (s->cuda ? 0 : bytes);
     int fd = shm_open(s->name, O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd < 0) return err_set(e, "shared weights: shm_open %s: %s", s->name, strerror(errno));

@@ -65,6 +65,7 @@ typedef struct WShare {
 // Learner: a new segment named after tag (unique per process and pair). device_params NULL: the CPU
 // backend, parameters in the segment (s->params, zero-filled); else a cudaMalloc'ed buffer of the
 // current device that is exported. Fills h (node_id and host are the caller's).
+// First removes the segments left in /dev/shm by learners of this node that no longer exist.
 int wshare_create(WShare *s, size_t bytes, void *device_params, const char *tag, WShareHandle *h, Err *e);
 // Rollout: maps the segment of h and the parameters (CUDA: on the current device, which must be h->gpu).
 int wshare_open(WShare *s, const WShareHandle *h, Err *e);

@@ -55,6 +55,33 @@ static void test_protocol(void) {
     CHECK(shm_open(name, O_RDONLY, 0) == -1 && errno == ENOENT);
 }
 
+// A segment whose learner died before its rollout mapped it (the name is still in /dev/shm) is removed by
+// the next wshare_create on the node; one whose owner lives is kept.
+static void test_reap_dead(void) {
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    CHECK(child > 0 && waitpid(child, NULL, 0) == child);  // reaped: the pid no longer exists
+    char dead[64], live[64];
+    snprintf(dead, sizeof dead, "/aqa-weights-%ld-left", (long)child);  // wshare_create's naming
+    snprintf(live, sizeof live, "/aqa-weights-%ld-kept", (long)getpid());
+    int fd1 = shm_open(dead, O_CREAT | O_EXCL | O_RDWR, 0600), fd2 = shm_open(live, O_CREAT | O_EXCL | O_RDWR, 0600);
+    CHECK(fd1 >= 0 && fd2 >= 0);
+    close(fd1);
+    close(fd2);
+    WShare s;
+    WShareHandle h;
+    Err e = {0};
+    CHECKF(wshare_create(&s, 64, NULL, "reap", &h, &e) == 0, "%s", e.msg);
+    wshare_close(&s);
+    errno = 0;
+    CHECK(shm_open(dead, O_RDONLY, 0) == -1 && errno == ENOENT);
+    int fd = shm_open(live, O_RDONLY, 0);
+    CHECK(fd >= 0);
+    if (fd >= 0) close(fd);
+    shm_unlink(live);
+    shm_unlink(dead);
+}
+
 // One byte over a pipe between the two processes.
 static void send_byte(int fd, char c) { CHECK(write(fd, &c, 1) == 1); }
 static char recv_byte(int fd) {
@@ -130,5 +157,6 @@ static void test_two_processes(void) {
 int main(void) {
     RUN(test_protocol);
     RUN(test_two_processes);
+    RUN(test_reap_dead);
     return test_summary("wshare");
 }
