@@ -47,7 +47,7 @@ if [ "$mode" = cpu ]; then
   model_config=configs/model-demo.json
   n_questions=${N_QUESTIONS:-800}
   questions=${QUESTIONS:-8}
-  sft_steps=${SFT_STEPS:-300}
+  sft_steps=${SFT_STEPS:-200}
   sft_lr=${SFT_LR:-3e-3}
   grpo_steps=${GRPO_STEPS:-30}
   grpo_lr=${GRPO_LR:-1e-3}
@@ -70,6 +70,9 @@ else
   grpo_threads=${OMP_NUM_THREADS:-}
 fi
 grpo_g=${GRPO_G:-8}
+families=${FAMILIES:-pitch,tone_noise}
+sft_schedule=${SFT_SCHEDULE:-cosine}
+sft_warmup=${SFT_WARMUP:-20}
 start=$SECONDS
 
 step() { echo; echo "== main: $* ($((SECONDS - start)) s)"; }
@@ -85,7 +88,8 @@ max_new=$("$tools/config_check" --config "$config" | sed -n 's/^ *"max_new_token
 step "assets: synthetic data, tokenizer, initial model (seed $seed)"
 rm -rf "$out"
 mkdir -p "$out" "$assets"
-"$tools/aqa-synth" --out "$assets/synth" --n "$n_questions" --seed 7 --test-frac 0.15 --max-seconds 3
+"$tools/aqa-synth" --out "$assets/synth" --n "$n_questions" --seed 7 --test-frac 0.15 --max-seconds 3 \
+  --families "$families"
 [ -f "$assets/tokenizer/tokenizer.json" ] ||
   "$tools/aqa-tokenizer-build" --from "$qwen_bpe" --out "$assets/tokenizer"
 "$tools/aqa-init" --config "$model_config" --out "$out/init" --seed "$seed" --tokenizer "$assets/tokenizer" \
@@ -110,7 +114,8 @@ evaluate before "$out/init"
 
 step "SFT warm-up: $sft_steps steps of $questions questions, lr $sft_lr"
 train --set model.path="$out/init" --set train.mode=sft --set "train.max_steps=$sft_steps" \
-  --set "optim.lr=$sft_lr" --set optim.schedule=constant --set "train.run_dir=$out/sft" \
+  --set "optim.lr=$sft_lr" --set "optim.schedule=$sft_schedule" --set "optim.warmup_steps=$sft_warmup" \
+  --set "train.run_dir=$out/sft" \
   --set "train.save_every=$sft_steps"
 sft_model=$(latest_model "$out/sft")
 evaluate sft "$sft_model"
