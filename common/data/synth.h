@@ -11,8 +11,10 @@
 // sound), channels (1 in 4 stereo: both channels carry the sounds, independent background noise)
 // and WAV encoding (1 in 5 float32, else 16-bit PCM). Choices are shuffled per question.
 // Difficulty is set by the SNR alone: easy >= 20 dB, medium 12-20 dB, hard < 12 dB.
-// Everything is a pure function of (seed, question index) through Philox streams, so a seed gives
-// the same bytes on every run.
+// A subset of the families may be chosen (SynthOptions.families): question i then belongs to the
+// (i mod k)-th of the k chosen families, in the order above.
+// Everything is a pure function of (seed, question index, families) through Philox streams, so a seed
+// gives the same bytes on every run.
 // Output of synth_generate in DIR: audio/qNNNNNN.wav, train.jsonl and test.jsonl (R1-AQA lines,
 // relative audio_path "audio/qNNNNNN.wav", plus task/category/sub-category/difficulty/split keys),
 // test-mmau.json (the test split in MMAU form: id "synth-NNNNNN", audio_id "./audio/qNNNNNN.wav",
@@ -73,6 +75,7 @@ typedef struct {
     uint64_t seed;
     double test_frac;  // share of questions in the test split, [0, 1]
     double max_clip_s; // longest clip, s, in [SYNTH_MIN_MAX_CLIP_S, 30]; 0 = SYNTH_MAX_CLIP_S
+    unsigned families; // bit f set: family f is drawn; 0 = all families
 } SynthOptions;
 
 typedef struct {
@@ -85,9 +88,12 @@ typedef struct {
 } SynthSummary;
 
 const char *synth_family_name(SynthFamily f);
-// Draws question `index` (family index % SYNTH_N_FAMILIES) for the given split, clips at most
-// max_clip_s long (synth_generate checks the range).
-void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double max_clip_s);
+// Parses a comma-separated list of family names ("pitch,tone_noise") into a SynthOptions.families
+// mask; an unknown or empty name is an error naming it.
+int synth_families_parse(const char *list, unsigned *mask, Err *e);
+// Draws question `index` (the (index mod k)-th of the k families in the mask; 0 = all) for the given
+// split, clips at most max_clip_s long (synth_generate checks the range).
+void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double max_clip_s, unsigned families);
 // The clip of an item: [frames, channels] interleaved, peak-scaled (caller frees).
 float *synth_render(const SynthItem *it, uint64_t seed);
 // Which questions are in the test split: is_test[i] for i < n (round(n * test_frac) of them).

@@ -1,5 +1,5 @@
 // aqa-synth: writes a synthetic audio-question data set (see common/data/synth.h).
-//   aqa-synth --out DIR --n N --seed S [--test-frac F] [--max-seconds T]
+//   aqa-synth --out DIR --n N --seed S [--test-frac F] [--max-seconds T] [--families F1,F2,...]
 // DIR gets audio/*.wav, train.jsonl, test.jsonl (R1-AQA lines) and test-mmau.json (MMAU form), then
 // a summary (questions per family, answer index and difficulty, per split) is printed.
 #include <errno.h>
@@ -12,7 +12,8 @@
 
 static void usage(void) {
     fprintf(stderr, "usage: aqa-synth --out DIR --n N --seed S [--test-frac F (default 0.1)]\n"
-                    "                 [--max-seconds T (longest clip, default %g, at least %g)]\n",
+                    "                 [--max-seconds T (longest clip, default %g, at least %g)]\n"
+                    "                 [--families F1,F2,... (of beeps,pitch,louder,sweep,tone_noise; default all)]\n",
             SYNTH_MAX_CLIP_S, SYNTH_MIN_MAX_CLIP_S);
     exit(2);
 }
@@ -42,6 +43,13 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--seed") == 0) opt.seed = (uint64_t)parse_num(a, v, 1), have_seed = 1;
         else if (strcmp(a, "--test-frac") == 0) opt.test_frac = parse_num(a, v, 0);
         else if (strcmp(a, "--max-seconds") == 0) opt.max_clip_s = parse_num(a, v, 0);
+        else if (strcmp(a, "--families") == 0) {
+            Err e;
+            if (synth_families_parse(v, &opt.families, &e)) {
+                fprintf(stderr, "aqa-synth: --families: %s\n", e.msg);
+                exit(2);
+            }
+        }
         else usage();
     }
     if (!opt.out_dir || opt.n < 0 || !have_seed) usage();

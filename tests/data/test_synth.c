@@ -117,7 +117,7 @@ static void test_loads(void) {
         CHECK(path_exists(a->audio_path));
         // The item regenerated from (seed, index) matches what the file says.
         SynthItem it;
-        synth_item(&it, 7, atoll(a->id), 1, SYNTH_MAX_CLIP_S);
+        synth_item(&it, 7, atoll(a->id), 1, SYNTH_MAX_CLIP_S, 0);
         CHECK_STR(b->sub_category, synth_family_name(it.family));
         CHECK_STR(b->difficulty, it.difficulty);
         CHECK_STR(a->answer_text, it.choices[it.answer]);
@@ -207,7 +207,7 @@ static void test_audio_encodes_answer(void) {
     int checked[SYNTH_N_FAMILIES] = {0};
     for (int64_t i = 0; i < N; i++) {
         SynthItem it;
-        synth_item(&it, 7, i, 0, SYNTH_MAX_CLIP_S);
+        synth_item(&it, 7, i, 0, SYNTH_MAX_CLIP_S, 0);
         float *x = read_ch0(in_dir(dir, wav_name(i)), &it);
         if (!x) continue;
         const char *ans = it.choices[it.answer];
@@ -259,7 +259,7 @@ static void test_max_seconds(void) {
     double longest = 0;
     for (int64_t i = 0; i < 200; i++) {
         SynthItem it;
-        synth_item(&it, 7, i, 0, 3.0);
+        synth_item(&it, 7, i, 0, 3.0, 0);
         double s = (double)it.frames / it.sample_rate;
         CHECKF(s >= 1.0 && s <= 3.0 + 1.0 / it.sample_rate, "item %lld: %g s", (long long)i, s);
         for (int k = 0; k < it.n_events; k++)
@@ -267,6 +267,29 @@ static void test_max_seconds(void) {
         longest = fmax(longest, s);
     }
     CHECK(longest > 2.5);
+}
+
+// A family subset: questions cycle through the chosen families in order (mask 0: all five, index mod 5);
+// an unknown or empty name and a mask bit beyond the families are errors naming them.
+static void test_families(void) {
+    unsigned mask;
+    Err e;
+    CHECK(synth_families_parse("tone_noise,pitch", &mask, &e) == 0);
+    CHECK_INT((int)mask, (1 << SYNTH_PITCH) | (1 << SYNTH_TONE_NOISE));
+    for (int64_t i = 0; i < 20; i++) {
+        SynthItem it, all;
+        synth_item(&it, 7, i, 0, 3.0, mask);
+        CHECK_INT(it.family, i % 2 ? SYNTH_TONE_NOISE : SYNTH_PITCH);
+        synth_item(&all, 7, i, 0, 3.0, 0);
+        CHECK_INT(all.family, (int)(i % SYNTH_N_FAMILIES));
+    }
+    CHECK(synth_families_parse("pitch,chirp", &mask, &e) == -1);
+    CHECK(strstr(e.msg, "unknown family \"chirp\"") != NULL);
+    CHECK(synth_families_parse("pitch,", &mask, &e) == -1);
+    CHECK(strstr(e.msg, "unknown family \"\"") != NULL);
+    SynthOptions o = {.out_dir = TMP_PATH("synth_fam"), .n = 5, .seed = 1, .families = 1u << SYNTH_N_FAMILIES};
+    CHECK(synth_generate(&o, NULL, &e) == -1);
+    CHECK(strstr(e.msg, "family mask") != NULL);
 }
 
 static void test_bad_options(void) {
@@ -302,6 +325,7 @@ int main(void) {
     RUN(test_loads);
     RUN(test_audio_encodes_answer);
     RUN(test_max_seconds);
+    RUN(test_families);
     RUN(test_bad_options);
     return test_summary("test_synth");
 }
