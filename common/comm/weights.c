@@ -43,12 +43,15 @@ static int64_t pair_recv(const WeightsLink *l, int64_t kind) {
     return m[1];
 }
 
-// The shared link of learner k <-> rollout k, before its buffer exists.
-static void share_link(WeightsLink *l, const Comm *c) {
+// The shared link of learner k <-> rollout k, before its buffer exists; both roles refuse unpaired counts.
+static int share_link(WeightsLink *l, const Comm *c, Err *e) {
+    if (c->n_rollouts != c->n_learners)
+        return err_set(e, "train.placement=colocated: %d learners but %d rollouts", c->n_learners, c->n_rollouts);
     int k = c->role_rank;
     *l = (WeightsLink){.transport = WEIGHTS_SHARED, .world = c->world, .held = -1,
                        .peer = c->role == ROLE_LEARNER ? c->rollout_ranks[k] : c->learner_ranks[k]};
     l->share = callocCheck(1, sizeof *l->share);
+    return 0;
 }
 
 static void host_name(char *buf, size_t cap) {
@@ -62,9 +65,7 @@ static void host_name(char *buf, size_t cap) {
 
 int weights_link_share_learner(WeightsLink *l, const Comm *c, const Config *cfg, Model *m, Err *e) {
     if (weights_transport_decide(cfg, c->n_rollouts, 0) != WEIGHTS_SHARED) return 0;
-    if (c->n_rollouts != c->n_learners)
-        return err_set(e, "train.placement=colocated: %d learners but %d rollouts", c->n_learners, c->n_rollouts);
-    share_link(l, c);
+    if (share_link(l, c, e)) return -1;
     WShareHandle h;
     char tag[32];
     snprintf(tag, sizeof tag, "l%d", c->role_rank);
@@ -86,9 +87,7 @@ int weights_link_share_rollout(WeightsLink *l, const Comm *c, const Config *cfg,
                                Err *e) {
     *params = NULL;
     if (weights_transport_decide(cfg, c->n_rollouts, 0) != WEIGHTS_SHARED) return 0;
-    if (c->n_rollouts != c->n_learners)
-        return err_set(e, "train.placement=colocated: %d learners but %d rollouts", c->n_learners, c->n_rollouts);
-    share_link(l, c);
+    if (share_link(l, c, e)) return -1;
     WShareHandle h;
     MPI_CHECK(MPI_Recv(&h, (int)sizeof h, MPI_BYTE, l->peer, COMM_TAG_WEIGHTS, c->world, MPI_STATUS_IGNORE));
     h.host[sizeof h.host - 1] = 0;
