@@ -122,7 +122,8 @@ int tckpt_save(Trainer *t, Err *e) {
     // Every learner writes its own file (durable when trainer_state_save returns: fsync + rename), the
     // root the model as well; the checkpoint is committed only once all have confirmed.
     int64_t bytes[2] = {0, 0};  // trainer files, model
-    rc = tckpt_write_part(t, tmp, id, &bytes[0], e);
+    const int n_files = cfg->train.save_only_model ? 0 : c->role_size;
+    rc = n_files ? tckpt_write_part(t, tmp, id, &bytes[0], e) : 0;
     if (!rc && root) {
         rc = tckpt_write_model(t, tmp, e);
         bytes[1] = tckpt_dir_bytes(ckpt_model_path(path, sizeof path, tmp));
@@ -132,7 +133,7 @@ int tckpt_save(Trainer *t, Err *e) {
     rc = written;
     if (!written && root) {
         tckpt_test_pause(t);
-        rc = ckpt_commit(cfg->train.run_dir, t->step, c->role_size, id, e);
+        rc = ckpt_commit(cfg->train.run_dir, t->step, n_files, id, e);
         if (!rc && ckpt_prune(cfg->train.run_dir, cfg->train.keep_last, e) < 0) rc = -1;
     }
     if (rc && root) {  // every learner is done with the temporary directory
@@ -145,7 +146,7 @@ int tckpt_save(Trainer *t, Err *e) {
         log_info("checkpoint %s (step %lld): %.1f MiB (trainer state %.1f MiB in %d files, model %.1f MiB), "
                  "written in %.2f s",
                  ckpt_path(path, sizeof path, cfg->train.run_dir, t->step, false), (long long)t->step,
-                 (double)(bytes[0] + bytes[1]) / 1048576.0, (double)bytes[0] / 1048576.0, c->role_size,
+                 (double)(bytes[0] + bytes[1]) / 1048576.0, (double)bytes[0] / 1048576.0, n_files,
                  (double)bytes[1] / 1048576.0, log_elapsed() - t0);
     return 0;
 }
@@ -173,15 +174,17 @@ static int tckpt_config_differs(const char *saved, const char *now) {
 
 // Every learner: reads its part of the checkpoint of `step` into t (the optimizer step too; the part
 // goes into the optimizer with trainer_part_put). TCKPT_DAMAGED when a trainer file is missing, does not
-// read back (truncated, a CRC mismatch) or belongs to another checkpoint; -1 on any other error.
-enum { TCKPT_DAMAGED = -2 };
+// read back (truncated, a CRC mismatch) or belongs to another checkpoint; TCKPT_MODEL_ONLY for a
+// checkpoint written without trainer state; -1 on any other error.
+enum { TCKPT_DAMAGED = -2, TCKPT_MODEL_ONLY = -3 };
 static int tckpt_load(Trainer *t, int64_t step, TrainerPart *part, Err *e) {
     const Config *cfg = t->cfg;
     double t0 = log_elapsed();
     char dir[TCKPT_PATH_CAP];
     ckpt_path(dir, sizeof dir, cfg->train.run_dir, step, false);
     TrainerShards sh;
-    if (trainer_shards_open(&sh, dir, step, (int64_t)t->model.t.numel, e)) return TCKPT_DAMAGED;
+    int opened = trainer_shards_open(&sh, dir, step, (int64_t)t->model.t.numel, e);
+    if (opened) return opened == TRAINER_SHARDS_MODEL_ONLY ? TCKPT_MODEL_ONLY : TCKPT_DAMAGED;
     const TrainerState *st = trainer_shards_state(&sh);
     const char *path = trainer_file_path(sh.f[0]);
     int rc = -1;
@@ -248,6 +251,12 @@ static int tckpt_load_newest(Trainer *t, TrainerPart *part, int64_t *start, Err 
             break;
         }
         rc = tckpt_agree(c, tckpt_load(t, step, part, e), e);
+        if (rc == TCKPT_MODEL_ONLY) {  // nothing to resume from, nothing wrong with it: kept, passed over
+            if (root) log_warn("resume: %s; trying an older checkpoint", e->msg);
+            err_prefix(e, "resume: no checkpoint with trainer state in %s, the last one tried", run_dir);
+            rc = -1;
+            continue;
+        }
         if (rc != TCKPT_DAMAGED) {
             *start = step;
             break;

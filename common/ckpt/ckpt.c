@@ -210,8 +210,8 @@ static int ckpt_check_parts(const char *tmp, int64_t step, int n_ranks, uint64_t
 int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, uint64_t id, Err *e) {
     if (step < 0 || step > CKPT_MAX_STEP)
         return err_set(e, "checkpoint step %" PRId64 ": outside [0, %d]", step, CKPT_MAX_STEP);
-    if (n_ranks < 1 || n_ranks > CKPT_MAX_RANKS)
-        return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be in [1, %d]", step, n_ranks,
+    if (n_ranks < 0 || n_ranks > CKPT_MAX_RANKS)
+        return err_set(e, "checkpoint step %" PRId64 ": n_ranks = %d, must be in [0, %d]", step, n_ranks,
                        CKPT_MAX_RANKS);
     char root[CKPT_PATH_CAP], tmp[CKPT_PATH_CAP], final[CKPT_PATH_CAP], path[CKPT_PATH_CAP];
     ckpt_root(root, sizeof root, run_dir);
@@ -220,9 +220,13 @@ int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, uint64_t id, Err
     if (!ckpt_is_dir(tmp)) return err_set(e, "%s: no such checkpoint in progress (ckpt_begin first)", tmp);
     if (ckpt_check_parts(tmp, step, n_ranks, id, e))
         return err_prefix(e, "checkpoint step %" PRId64 " incomplete", step);
+    // A model-only checkpoint has no trainer/ (an empty one would read as trainer files gone missing).
+    if (n_ranks == 0 && rmdir(path_join(path, sizeof path, tmp, "trainer")) != 0)
+        return err_set(e, "%s: cannot remove: %s", path, strerror(errno));
     // The trainer files were fsynced when written (AtomicFile); their directory entries are made durable
     // here, before the rename can publish them.
-    if (ckpt_fsync_dir(path_join(path, sizeof path, tmp, "trainer"), e) || ckpt_fsync_dir(tmp, e)) return -1;
+    if ((n_ranks > 0 && ckpt_fsync_dir(path_join(path, sizeof path, tmp, "trainer"), e)) || ckpt_fsync_dir(tmp, e))
+        return -1;
     if (rename(tmp, final) != 0)
         return err_set(e, "%s: cannot rename to %s: %s", tmp, final, strerror(errno));
     if (ckpt_fsync_dir(root, e)) return -1;
@@ -245,8 +249,8 @@ int ckpt_marker_read(const char *dir, int *n_ranks, uint64_t *id, Err *e) {
     errno = 0;
     if (digits) *id = strtoull(digits, &end, 10);
     int rc = 0;
-    if (!json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > CKPT_MAX_RANKS)
-        rc = err_set(e, "%s: n_ranks: missing or not an integer in [1, %d]", path, CKPT_MAX_RANKS);
+    if (!json_is_integer(n) || json_integer_value(n) < 0 || json_integer_value(n) > CKPT_MAX_RANKS)
+        rc = err_set(e, "%s: n_ranks: missing or not an integer in [0, %d]", path, CKPT_MAX_RANKS);
     else if (s && (!digits || !*digits || *end || errno || *digits < '0' || *digits > '9'))
         rc = err_set(e, "%s: ckpt_id: not a 64-bit unsigned decimal string", path);
     else {

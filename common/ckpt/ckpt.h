@@ -4,7 +4,8 @@
 //       trainer/trainer_state.bin   trainer state (trainer_state.h) of a single-learner run, or
 //       trainer/shard-<r>.bin       one per learner rank r (ZeRO-style optimizer shards)
 //       .complete                   written last: only a directory holding it is a checkpoint; JSON with the
-//                                   step, the number of trainer files and the checkpoint id
+//                                   step, the number of trainer files (0: a model-only checkpoint, no
+//                                   trainer/, train.save_only_model) and the checkpoint id
 // Several processes write one checkpoint: the root calls ckpt_begin (creates step-XXXXXXXX.tmp/ and draws
 // a random checkpoint id), every writer puts its files, each stamped with that id, under that temporary
 // directory, then the root calls ckpt_commit (checks that all parts are there and belong to this step and
@@ -46,10 +47,10 @@ char *ckpt_trainer_path(char *out, size_t cap, const char *ckpt_dir, int rank, i
 int ckpt_begin(const char *run_dir, int64_t step, char *tmp_dir, size_t cap, uint64_t *id, Err *e);
 // Root, after every writer has finished: checks that model/ is complete and that the trainer files of
 // all n_ranks learner ranks exist and hold this step and checkpoint id, then publishes the checkpoint
-// (see above).
+// (see above). n_ranks = 0: a model-only checkpoint (its empty trainer/ is removed).
 int ckpt_commit(const char *run_dir, int64_t step, int n_ranks, uint64_t id, Err *e);
-// Reads the marker of complete checkpoint directory dir: the number of trainer files and the checkpoint
-// id (0 for a checkpoint written before ids existed). A marker that does not parse is an error naming it.
+// Reads the marker of complete checkpoint directory dir: the number of trainer files (0: model only) and
+// the checkpoint id (0 for a checkpoint written before ids existed). A marker that does not parse is an error naming it.
 int ckpt_marker_read(const char *dir, int *n_ranks, uint64_t *id, Err *e);
 // Root: moves complete checkpoint `step`, found damaged, out of the way to step-XXXXXXXX.damaged (kept
 // for inspection; no longer a checkpoint name, so never listed or pruned). An existing .damaged

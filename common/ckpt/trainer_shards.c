@@ -82,6 +82,10 @@ int trainer_shards_open(TrainerShards *s, const char *dir, int64_t step, int64_t
     int n_files;
     uint64_t id;
     if (ckpt_marker_read(dir, &n_files, &id, e)) return -1;
+    if (n_files == 0) {
+        err_set(e, "%s: holds the model only (written with train.save_only_model=true): no trainer state", dir);
+        return TRAINER_SHARDS_MODEL_ONLY;
+    }
     s->f = callocCheck((size_t)n_files, sizeof *s->f);
     s->n_files = n_files;
     s->id = id;

@@ -21,6 +21,8 @@ typedef struct {
 } TrainerShards;
 
 // Opens the trainer files of complete checkpoint directory dir, `step` and a model of n_params.
+// TRAINER_SHARDS_MODEL_ONLY (e says so) for a checkpoint that has none (train.save_only_model).
+enum { TRAINER_SHARDS_MODEL_ONLY = -2 };
 int trainer_shards_open(TrainerShards *s, const char *dir, int64_t step, int64_t n_params, Err *e);
 // File 0's state (step, cursor, RNGs, optimizer step, config; its shard is file 0's alone).
 const TrainerState *trainer_shards_state(const TrainerShards *s);

@@ -154,6 +154,10 @@ const CfgKey config_keys[] = {
     KEY_STRING(train.run_dir, "runs/default", "Output directory: effective config, metrics, checkpoints"),
     KEY_INT(train.save_every, "100", 0, INT_MAX, "Checkpoint every this many steps; 0 = only at the end"),
     KEY_INT(train.keep_last, "3", 0, INT_MAX, "Newest checkpoints kept, older ones deleted; 0 = keep all"),
+    KEY_BOOL(train.save_only_model, "false",
+             "Checkpoints hold model/ only, no trainer state (optimizer, data cursor, RNG): a run cannot resume "
+             "from them (a resume passes over them). For disks too small for the optimizer state: 12 bytes a "
+             "parameter, ~94 GiB at 7B"),
     KEY_BOOL(train.resume, "false", "Continue from the newest complete checkpoint in train.run_dir"),
     KEY_FLOAT(train.test_ckpt_pause_s, "0", '[', 0, 3600, ']',
               "Test only (fault-injection tests): the learner root pauses this many seconds inside every "

@@ -106,6 +106,7 @@ typedef struct {
         char run_dir[CFG_PATH_CAP];
         int save_every;  // 0 = only at the end
         int keep_last;   // 0 = keep all
+        bool save_only_model;  // checkpoints without trainer state (not resumable)
         bool resume;
         double test_ckpt_pause_s;  // test hook: pause inside each checkpoint write (0 = off)
         int epochs;

@@ -191,9 +191,25 @@ static void test_commit_checks(void) {
     CHECK(write_trainer(tmp, 3, 1, 2, id, &e) == 0);
     CHECK(ckpt_commit(run, 3, 1, id, &e) == -1);  // a layout of 2 ranks committed as 1
     CHECKF(strstr(e.msg, "trainer_state.bin"), "%s", e.msg);
-    CHECK(ckpt_commit(run, 3, 0, id, &e) == -1);
-    CHECK(strstr(e.msg, "n_ranks = 0") != NULL);
+    CHECK(ckpt_commit(run, 3, -1, id, &e) == -1);
+    CHECK(strstr(e.msg, "n_ranks = -1") != NULL);
+    CHECK(ckpt_commit(run, 3, 0, id, &e) == -1);  // model-only, but trainer files were written
+    CHECKF(strstr(e.msg, "trainer") && strstr(e.msg, "cannot remove"), "%s", e.msg);
     CHECK(ckpt_commit(run, 3, 2, id, &e) == 0);
+    // A model-only checkpoint (train.save_only_model): no trainer/, the marker counts 0 files, and the
+    // trainer-state reader says what it is rather than that files are missing.
+    CHECK(ckpt_begin(run, 5, tmp, sizeof tmp, &id, &e) == 0);
+    write_model(tmp);
+    CHECKF(ckpt_commit(run, 5, 0, id, &e) == 0, "%s", e.msg);
+    ckpt_path(path, sizeof path, run, 5, false);
+    int n_files = -1;
+    uint64_t got_id = 0;
+    CHECKF(ckpt_marker_read(path, &n_files, &got_id, &e) == 0, "%s", e.msg);
+    CHECK(n_files == 0 && got_id == id);
+    CHECK(!path_exists(path_join(tmp, sizeof tmp, path, "trainer")));
+    TrainerShards sh;
+    CHECK_INT(trainer_shards_open(&sh, path, 5, 2, &e), TRAINER_SHARDS_MODEL_ONLY);
+    CHECKF(strstr(e.msg, "holds the model only"), "%s", e.msg);
 
     // A marker-less final directory from a crash is removed by the next begin of that step; so is the
     // .tmp of a crashed writer. ckpt_abort drops an unfinished checkpoint.

@@ -215,7 +215,21 @@ learner_errors)
         --set train.mode=sft
     fails bad_config.log "grpo.beta" -np 1 "$LEARNER" --config grpo.json --set grpo.beta=-1
     ;;
-sft_resume) resume_test sft 0 ;;
+sft_resume)
+    resume_test sft 0
+    # train.save_only_model: the same run writes checkpoints of model/ only (no trainer/, the marker
+    # counts 0 trainer files), model/ byte for byte the full checkpoint's; a resume passes over them and,
+    # finding nothing else, fails naming the newest.
+    config mo.json "$dir/mo" sft 2
+    run mo.log 1 0 mo.json --set train.save_only_model=true
+    for s in 1 2; do
+        c=mo/checkpoints/step-0000000$s
+        [ ! -e $c/trainer ] && grep -q '"n_ranks": 0' $c/.complete || { echo "FAIL: $c is not model-only"; exit 1; }
+    done
+    for f in full-step2/model/*.safetensors; do cmp "$f" "mo/checkpoints/step-00000002/model/$(basename "$f")"; done
+    fails mo-resume.log "step-00000002: holds the model only" -np 1 "$LEARNER" --config mo.json --resume \
+        --set train.save_only_model=true --set train.max_steps=3
+    ;;
 sft_resume2)
     # 2 learners write a trainer file each (nothing gathered); resumed with 2 learners bit for bit.
     resume_test sft 0 2
