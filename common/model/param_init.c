@@ -16,6 +16,9 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 void param_init_random(const ModelConfig *c, const ParamTable *t, float *params, uint64_t seed) {
+    // Every tensor draws from its own stream (seed, name), so tensors fill in parallel with the same
+    // bits as in order: a 7B model is 8.4e9 draws, minutes on one core.
+#pragma omp parallel for schedule(dynamic, 1)
     for (int i = 0; i < t->n; i++) {
         const ParamSpec *s = &t->specs[i];
         float *w = params + s->offset;  // [numel]
