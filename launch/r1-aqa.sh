@@ -74,42 +74,44 @@ weights_gib() {
   awk -v b="$bytes" -v p="$per" 'BEGIN { printf "%.2f", b / p * 2 / 2^30 }'
 }
 
-# place GPUS GPU_GIB WEIGHTS_GIB -> "MODE LEARNERS ROLLOUTS". The one place that decides where ranks go.
+# place GPUS GPU_GIB WEIGHTS_GIB -> "MODE LEARNERS ROLLOUTS OFFLOAD". The one place that decides where
+# ranks go.
 # Per GPU (docs/memory-plan.md, aqa-memplan): a learner holds the bf16 weights and gradient (2 W) plus
 # its ZeRO-1 share of fp32 master weights, AdamW moments and reduced gradient (8 W / L), ~2.5 GiB of
 # NCCL/CUDA reserves and ~8 GiB of activations; a rollout holds the policy and the reference (2 W) and
 # ~8 GiB of KV cache and activations. L is a divisor of the recipe's 16 questions a step (so each
 # micro-batch is one question's group, as the reference), the smallest that fits: the other GPUs
 # generate, which is where GRPO spends its time.
-#   cpu:    no GPU: 1 learner + 1 rollout on the CPU.
-#   shared: 1 GPU holding a learner and a rollout together (launch/gpu-bind.sh shares it round-robin).
-#   split:  L learner GPUs + (GPUS - L) rollout GPUs, weights to the rollouts over NCCL.
-# A colocated mode (every GPU trains and generates, as TRL does, sleeping one while the other runs)
-# does not exist yet; it would be one more branch here, taken when split does not fit.
+#   cpu:       no GPU: 1 learner + 1 rollout on the CPU.
+#   split:     L learner GPUs + (GPUS - L) rollout GPUs, weights to the rollouts over NCCL (2+ GPUs).
+#   colocated: learner k and rollout k on GPU k (train.placement=colocated), the rollout reading the
+#              learner's weights in place, so it holds only the reference (W); taken on 1 GPU, or when
+#              split does not fit. Its learners are all GPUS (L = GPUS); when their ZeRO-1 share does
+#              not fit beside the rollout, the optimizer state goes to pinned host memory
+#              (optim.offload=host: 12 bytes a parameter of host memory over the node's learners).
 place() {
   local gpus=$1 gib=$2 w=$3 l
-  if [ "$gpus" -eq 0 ]; then echo "cpu 1 1"; return; fi
+  if [ "$gpus" -eq 0 ]; then echo "cpu 1 1 none"; return; fi
   fits() { awk -v g="$gib" -v need="$1" 'BEGIN { exit !(need <= g) }'; }
   learner_gib() { awk -v w="$w" -v l="$1" 'BEGIN { print 2 * w + 8 * w / l + 10.5 }'; }
   rollout_gib=$(awk -v w="$w" 'BEGIN { print 2 * w + 8 }')
-  if [ "$gpus" -eq 1 ]; then
-    if fits "$(awk -v a="$(learner_gib 1)" -v b="$rollout_gib" 'BEGIN { print a + b }')"; then
-      echo "shared 1 1"; return
-    fi
-    echo "none 0 0"; return
-  fi
   for l in 1 2 4 8 16; do
     [ "$l" -lt "$gpus" ] || break
-    if fits "$(learner_gib "$l")" && fits "$rollout_gib"; then echo "split $l $((gpus - l))"; return; fi
+    if fits "$(learner_gib "$l")" && fits "$rollout_gib"; then echo "split $l $((gpus - l)) none"; return; fi
   done
-  echo "none 0 0"
+  local pair offloaded
+  pair=$(awk -v a="$(learner_gib "$gpus")" -v w="$w" 'BEGIN { print a + w + 8 }')
+  offloaded=$(awk -v w="$w" 'BEGIN { print 2 * w + 10.5 + w + 8 }')
+  if fits "$pair"; then echo "colocated $gpus $gpus none"
+  elif fits "$offloaded"; then echo "colocated $gpus $gpus host"
+  else echo "none 0 0 none"; fi
 }
 
 w=$(weights_gib)
-read -r mode learners rollouts <<<"$(place "$gpus" "${gpu_gib:-0}" "$w")"
+read -r mode learners rollouts offload <<<"$(place "$gpus" "${gpu_gib:-0}" "$w")"
 if [ "$mode" = none ]; then
   echo "r1-aqa.sh: $gpus GPU(s) of $gpu_gib GiB cannot hold a learner and a rollout of this model" \
-       "($w GiB of bf16 weights) apart; a colocated placement does not exist yet" >&2
+       "($w GiB of bf16 weights), apart or colocated with the optimizer on the host" >&2
   exit 2
 fi
 backend=cuda dtype=bf16
@@ -118,6 +120,9 @@ user_sets=("${sets[@]}")
 sets=(--set "model.path=$model" --set "data.train=$train" --set "train.run_dir=$run_dir"
       --set "model.backend=$backend" --set "rollout.backend=$backend" --set "model.dtype=$dtype"
       --set "train.save_every=$eval_every" --set train.keep_last=0 ${steps:+--set "train.max_steps=$steps"})
+offload_note=""
+[ "$mode" != colocated ] || sets+=(--set train.placement=colocated --set "optim.offload=$offload")
+[ "$offload" != host ] || offload_note=", optimizer state on the host (optim.offload=host)"
 # One question's group per micro-batch on every learner, as the reference (8 GPUs x 1 question x 2);
 # a --set of train.grad_accum still wins (it comes last). Validates the config and every --set.
 effective=$("$tools/config_check" --config "$config" "${sets[@]}" "${user_sets[@]}")
@@ -129,7 +134,7 @@ fi
 sets+=(--set "train.grad_accum=$((qps / learners))" "${user_sets[@]}")
 "$tools/config_check" --config "$config" "${sets[@]}" >/dev/null
 echo "r1-aqa.sh: $gpus GPU(s)${gpu_gib:+ of $gpu_gib GiB}, model $w GiB: $mode placement," \
-     "$learners learner(s) + $rollouts rollout(s), $backend backend, $qps questions a step"
+     "$learners learner(s) + $rollouts rollout(s), $backend backend, $qps questions a step$offload_note"
 
 if [ "$dry_run" = 1 ]; then
   printf '%q ' "$root/launch/debug.sh" "$config" "${sets[@]}" --learners "$learners" --rollouts "$rollouts"

@@ -50,9 +50,17 @@ place() {  # GPUS GIB -> the placement line
 want8="8 GPU(s) of 79.6 GiB, model 15.64 GiB: split placement, 4 learner(s) + 4 rollout(s), cuda backend, 16 questions a step"
 if [[ "$(place 8 79.6)" == *"$want8" ]]; then ok; else bad "8 x 80 GB: $(place 8 79.6)"; fi
 if [[ "$(place 4 139.8)" == *"split placement, 2 learner(s) + 2 rollout(s)"* ]]; then ok; else bad "4 x 141 GB: $(place 4 139.8)"; fi
-if [[ "$(place 2 79.6)" == *"a colocated placement does not exist yet"* ]]; then ok; else bad "2 x 80 GB: $(place 2 79.6)"; fi
+# 7B on 1 or 2 x 80 GB: no split fits; colocated pairs with the optimizer state on the host
+for g in 1 2; do
+  if [[ "$(place $g 79.6)" == *"colocated placement, $g learner(s) + $g rollout(s), cuda backend, 16 questions a step, optimizer state on the host (optim.offload=host)" ]]
+  then ok; else bad "$g x 80 GB: $(place $g 79.6)"; fi
+done
+if "$src/launch/r1-aqa.sh" big synth/train.jsonl synth/test-mmau.json synth --gpus 1 --gpu-gib 79.6 --dry-run |
+   grep -q -- "--set train.placement=colocated --set optim.offload=host "; then ok; else bad "1 GPU: colocated keys"; fi
+if [[ "$(place 1 40)" == *"cannot hold a learner and a rollout"* ]]; then ok; else bad "1 x 40 GB: $(place 1 40)"; fi
+# the tiny model on 1 GPU: colocated, its optimizer state on the GPU
 line=$("$src/launch/r1-aqa.sh" model synth/train.jsonl synth/test-mmau.json synth --gpus 1 --gpu-gib 79.6 --dry-run 2>&1 | head -1)
-if [[ "$line" == *"shared placement, 1 learner(s) + 1 rollout(s)"* ]]; then ok; else bad "tiny on 1 GPU: $line"; fi
+if [[ "$line" == *"colocated placement, 1 learner(s) + 1 rollout(s), cuda backend, 16 questions a step" ]]; then ok; else bad "tiny on 1 GPU: $line"; fi
 if "$src/launch/r1-aqa.sh" big synth/train.jsonl synth/test-mmau.json synth --gpus 8 --gpu-gib 79.6 --dry-run |
    grep -q -- "--set train.grad_accum=4 "; then ok; else bad "8 GPUs: grad_accum"; fi
 
