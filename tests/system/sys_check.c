@@ -10,7 +10,8 @@
 //       weight by about lr whatever the gradient's size). 0 0 asks for equal values.
 //   sys_check sum A.jsonl NAME MIN   the sum over the rows of metric NAME is at least MIN.
 //   sys_check rows A.jsonl N   A holds N rows, steps 0..N-1.
-//   sys_check values A.jsonl NAME V0,V1,...   row i's NAME is exactly Vi, or above 0 where Vi is "+".
+//   sys_check values A.jsonl NAME V0,V1,...   row i's NAME is exactly Vi, above 0 where Vi is "+", below X
+//            where Vi is "<X" (NaN is none of these).
 //   sys_check h5 RUN_DIR NAME   RUN_DIR/metrics.h5's dataset NAME holds RUN_DIR/metrics.jsonl's values of
 //       NAME, row for row, bit for bit.
 // Exits 0 when the check holds, 1 (with the first difference on stderr) when not, 2 on bad usage/input.
@@ -213,7 +214,7 @@ static int check_values(const char *p, const char *name, const char *list) {
     for (const char *s = list; *s && rc == 0; i++) {
         json_t *v = json_object_get(json_array_get(A, i), name);
         double x = json_is_number(v) ? json_number_value(v) : NAN;
-        int ok = *s == '+' ? x > 0 : x == strtod(s, NULL);
+        int ok = *s == '+' ? x > 0 : *s == '<' ? x < strtod(s + 1, NULL) : x == strtod(s, NULL);
         if (!ok) fprintf(stderr, "sys_check: %s row %zu: %s = %.17g, expected %.*s\n", p, i, name, x,
                          (int)strcspn(s, ","), s);
         rc = !ok;

@@ -18,7 +18,8 @@
 # gpu_sft_ranks (2 GPUs) is sft_ranks against 1 GPU with 2 micro-steps; gpu_sft_resume resumes the
 # sharded checkpoint of step 1 (2 GPU learners' files, or 1's on a 1-GPU machine) by the same learners
 # and by 1 with optim.offload=host; gpu_grpo_colocated is grpo_colocated on CUDA: CUDA IPC against the
-# NCCL broadcast (2 GPUs) or the MPI weight path (1 GPU), bit for bit.
+# NCCL broadcast (2 GPUs) or the MPI weight path (1 GPU), the rollout's log-probabilities equal to the
+# learner's to rounding at every step.
 # Tools come from the environment (meson sets them): LEARNER ROLLOUT REWARD_SERVER AQA_INIT AQA_SYNTH
 # AQA_TOKBUILD SYS_CHECK MPIRUN, plus AQA_SRC and AQA_TMP. Assets (the Qwen2-Audio tokenizer, a tiny random
 # model, a small synthetic data set) are made once into a directory keyed by their inputs and shared by
@@ -395,9 +396,14 @@ gpu_grpo_colocated)
     # CUDA IPC against the other weight paths: 1 learner + 1 rollout on CUDA, disaggregated (with 2 GPUs
     # the learner on GPU 0 and the rollout on GPU 1, the bf16 weights broadcast over NCCL each step; with
     # 1 GPU both on it and the weights sent over MPI) and colocated (both on GPU 0, the rollout reading
-    # the learner's bf16 weights in place). The rollout gets the same bf16 bits either way and the
-    # kernels are deterministic on one GPU model, so completions, metrics and the trained state must
-    # agree bit for bit: a read of weights mid-update or of the wrong version shows as a difference.
+    # the learner's bf16 weights in place). The learner's GPU backward is not bit-reproducible (the
+    # attention backward sums dK and dV with atomic adds), so the runs are compared as two runs of one
+    # job: the first step's completions (the same initial weights) byte for byte, then metrics and
+    # state within bf16 tolerances (gpu_sft_ranks'). What shows a read of the wrong weights is the
+    # mismatch metric: the learner recomputes the log-probabilities of the rollout's tokens with the
+    # weights of that step, and they agree with the rollout's to rounding (below 1e-5) only if the
+    # rollout sampled with exactly those weights; weights one update old (Adam moves each by ~lr = 1e-3
+    # against an init scale of 0.02) or half-written differ by far more.
     start_reward
     BACKEND=cuda config dis.json "$dir/dis" grpo 3
     BACKEND=cuda config col.json "$dir/col" grpo 3
@@ -407,11 +413,11 @@ gpu_grpo_colocated)
     else grep -q "weight broadcast over MPI" dis.log; fi
     grep -q "weights shared in place with rollout 0 (CUDA IPC" col.log
     grep -h "GPU" dis.log col.log
-    "$SYS_CHECK" metrics dis/metrics.jsonl col/metrics.jsonl exact
-    "$SYS_CHECK" state dis/checkpoints/step-00000003 col/checkpoints/step-00000003 0 0
-    for f in dis/samples/*.jsonl; do
-        cmp "$f" "col/samples/$(basename "$f")"
-    done
+    for r in dis col; do "$SYS_CHECK" values $r/metrics.jsonl mismatch.max "<1e-5,<1e-5,<1e-5"; done
+    first=$(ls dis/samples | sort | head -1)
+    cmp "dis/samples/$first" "col/samples/$first"
+    "$SYS_CHECK" metrics dis/metrics.jsonl col/metrics.jsonl 2e-2
+    "$SYS_CHECK" state dis/checkpoints/step-00000003 col/checkpoints/step-00000003 2.5e-3 3e-2
     ;;
 gpu_sft_resume)
     need_gpus 1
