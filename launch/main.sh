@@ -184,7 +184,8 @@ echo "metrics:     $out/sft/metrics.jsonl, $out/grpo/metrics.jsonl (and metrics.
 echo "checkpoints: $out/sft/checkpoints/, $out/grpo/checkpoints/"
 echo "evaluations: $out/eval-{before,sft,after}.json (+ -pred.json: every answer)"
 if [ -x "$tools/aqa-plot" ]; then
-  "$tools/aqa-plot" "$out/grpo"
+  # the PNG needs gnuplot (a GPU machine may lack it): without one the summary still ends with the curve
+  "$tools/aqa-plot" "$out/grpo" || echo "main: no PNG (aqa-plot said why above)"
   echo "GRPO per step: $("$tools/aqa-plot" --spark "$out/grpo")"
 else
   echo "GRPO accuracy reward per step (0 to 1): $(sparkline reward.accuracy_mean)"
