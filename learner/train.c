@@ -7,6 +7,7 @@
 
 #include "audio/audio_len.h"
 #include "model/checkpoint.h"
+#include "model/cuda/model_load_device.h"
 #include "model/hf_config.h"
 #include "model/memplan.h"
 #include "pipeline/backend.h"
@@ -50,6 +51,20 @@ static int trainer_memory_check(const Trainer *t, const ModelConfig *mc, Err *e)
     return 0;
 }
 
+// The policy's weights. The CPU learner: the fp32 weights, which become the master copy. The GPU learner:
+// straight into the GPU (bf16 files as their bytes: model_load_device), its master shard read from the
+// files later (trainer_zero_init), so the host never holds an fp32 copy of the model.
+static int trainer_load_model(Trainer *t, const ModelConfig *mc, Err *e) {
+    const char *dir = t->cfg->model.path;
+    if (t->cfg->model.backend == CFG_BACKEND_CUDA) return model_load_device(&t->model, dir, t->ops, e);
+    ModelConfig c;
+    ParamTable table;
+    if (model_load_dir(dir, &c, &table, &t->master, e)) return -1;
+    param_table_free(&table);
+    model_init(&t->model, mc, t->ops, t->master);
+    return 0;
+}
+
 int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     memset(t, 0, sizeof *t);
     t->cfg = cfg, t->comm = comm;
@@ -75,13 +90,8 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     // plan is refused before the weights are read
     t->ops = backend_create_rank(comm, cfg, cfg->model.backend, "model.backend", e);
     if (!t->ops || trainer_memory_check(t, &mc, e)) return -1;
-    ParamTable table;
-    float *params;
-    if (model_load_dir(cfg->model.path, &mc, &table, &params, e)) return err_prefix(e, "model.path");
-    param_table_free(&table);
+    if (trainer_load_model(t, &mc, e)) return err_prefix(e, "model.path");
     log_debug("model %s loaded", cfg->model.path);
-    model_init(&t->model, &mc, t->ops, params);
-    t->master = params;  // the loaded fp32 weights become the master copy
     // colocated: the model's parameters become the ones this learner's rollout reads in place
     if (weights_link_share_learner(&t->wlink, comm, cfg, &t->model, e)) return -1;
     size_t n = t->model.t.numel;
