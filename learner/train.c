@@ -13,7 +13,9 @@
 #include "pipeline/backend.h"
 #include "pipeline/schedule.h"
 #include "train_zero.h"
+#include "zero.h"
 #include "util/log.h"
+#include "util/procmem.h"
 
 static int trainer_check_config(const Config *cfg, Err *e) {
     if (backend_check(cfg->model.backend, "model.backend", e)) return -1;
@@ -44,10 +46,20 @@ static int trainer_memory_check(const Trainer *t, const ModelConfig *mc, Err *e)
     o.offload = cfg->optim.offload == CFG_OFFLOAD_HOST;
     o.colocated = cfg->train.placement == CFG_PLACEMENT_COLOCATED;
     o.bucket_mb = cfg->train.grad_bucket_mb;
+    o.questions = cfg->rollout.batch_questions;
+    o.ring_slots = ZERO_RING;
     MemPlan p;
     if (memplan_build(mc, &o, &p, e) || memplan_learner_fits(&p, cfg->model.recompute, free_b, total_b, e))
         return err_prefix(e, "learner %d, model %s, %d new tokens x G %d", t->comm->role_rank, cfg->model.path,
                           o.max_new_tokens, o.G);
+    char pair[64] = "";
+    if (o.colocated) snprintf(pair, sizeof pair, " + its rollout %.2f GiB", p.rollout_total / MEMPLAN_GIB);
+    if (t->comm->role_rank == 0)
+        log_info("memory plan: GPU: learner %.2f GiB%s of %.2f; learner host peak %.2f GiB (load %.2f, init %.2f, "
+                 "step %.2f, checkpoint %.2f; aqa-memplan prints the plan)",
+                 memplan_learner_need(&p, cfg->model.recompute) / MEMPLAN_GIB, pair, total_b / MEMPLAN_GIB,
+                 p.host_peak / MEMPLAN_GIB, p.host_load / MEMPLAN_GIB, p.host_init / MEMPLAN_GIB,
+                 p.host_step / MEMPLAN_GIB, p.host_ckpt / MEMPLAN_GIB);
     return 0;
 }
 
@@ -118,6 +130,8 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
                        .max_steps = t->n_steps * mu,
                        .num_cycles = 0.5};
     if (lr_config_check(&t->lr, e)) return err_prefix(e, "optim");
+    if (comm->role_rank == 0)
+        log_info("learner ready: host memory peak so far (VmHWM) %.2f GiB", procmem_peak_bytes() / MEMPLAN_GIB);
     return 0;
 }
 

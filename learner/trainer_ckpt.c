@@ -15,6 +15,7 @@
 #include "model/checkpoint.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/procmem.h"
 
 // Shard limit of the saved model: the Hugging Face default (5 GB).
 #define TCKPT_SHARD_BYTES ((size_t)5000 * 1000 * 1000)
@@ -146,10 +147,10 @@ int tckpt_save(Trainer *t, Err *e) {
     if (written || tckpt_agree(c, rc, e)) return err_prefix(e, "checkpoint of step %lld", (long long)t->step);
     if (root)
         log_info("checkpoint %s (step %lld): %.1f MiB (trainer state %.1f MiB in %d files, model %.1f MiB), "
-                 "written in %.2f s",
+                 "written in %.2f s; host memory peak so far (VmHWM) %.2f GiB",
                  ckpt_path(path, sizeof path, cfg->train.run_dir, t->step, false), (long long)t->step,
                  (double)(bytes[0] + bytes[1]) / 1048576.0, (double)bytes[0] / 1048576.0, c->role_size,
-                 (double)bytes[1] / 1048576.0, log_elapsed() - t0);
+                 (double)bytes[1] / 1048576.0, log_elapsed() - t0, procmem_peak_bytes() / 1073741824.0);
     return 0;
 }
 

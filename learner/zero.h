@@ -12,6 +12,11 @@
 #include "model/model.h"
 #include "util/check.h"
 
+// Pinned host slots of one piece each that updated bf16 weights go up through (zero_cuda.h): the CPU
+// fills one while the other is copied up and all-gathered (the host AdamW is the slower side, so a
+// second slot keeps both busy). The memory plan counts them (memplan.h ring_slots).
+enum { ZERO_RING = 2 };
+
 typedef struct {
     size_t lo, n;      // flat range [lo, lo + n)
     size_t piece;      // ceil(n / L): each rank's part of the padded bucket

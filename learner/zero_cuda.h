@@ -27,9 +27,6 @@
 #include "optim.h"
 #include "zero.h"
 
-// Pinned slots of the updated weights' way up: the CPU fills one while earlier ones are copied up.
-enum { ZERO_RING = 2 };
-
 typedef struct ZeroCuda {
     ZeroLayout z;
     Nccl nccl;       // over the learners
