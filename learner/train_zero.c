@@ -23,18 +23,19 @@ static int file_read(void *ctx, size_t lo, size_t n, float *out, Err *e) {
     return model_read_range(&f->r, f->t, lo, n, out, e);
 }
 
+static void file_release(void *ctx) { st_close(&((FileSource *)ctx)->r); }
+
 int trainer_zero_init(Trainer *t, Err *e) {
     const Config *cfg = t->cfg;
     size_t bucket = (size_t)cfg->train.grad_bucket_mb << 19;  // bf16 elements
-    // The master shard from the model's files, each piece read where the shard keeps it.
+    // The master shard from the model's files, each piece read where the shard keeps it; the files are
+    // unmapped before the moments are allocated.
     FileSource f = {.t = &t->model.t};
     if (checkpoint_open(&f.r, cfg->model.path, e)) return err_prefix(e, "model.path");
-    ZeroSource src = {file_read, &f};
+    ZeroSource src = {file_read, file_release, &f};
     t->zero = callocCheck(1, sizeof *t->zero);
-    int rc = zero_cuda_init(t->zero, &t->model, t->grad_dev, t->comm, &src, bucket,
-                            cfg->optim.offload == CFG_OFFLOAD_HOST, cfg->train.nccl_timeout_s, e);
-    st_close(&f.r);
-    if (rc) {
+    if (zero_cuda_init(t->zero, &t->model, t->grad_dev, t->comm, &src, bucket, cfg->optim.offload == CFG_OFFLOAD_HOST,
+                       cfg->train.nccl_timeout_s, e)) {
         free(t->zero);
         t->zero = NULL;
         return err_prefix(e, "model.path %s, train.grad_bucket_mb %d", cfg->model.path, cfg->train.grad_bucket_mb);

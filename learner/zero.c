@@ -81,7 +81,7 @@ static int array_read(void *ctx, size_t lo, size_t n, float *out, Err *e) {
     return 0;
 }
 
-ZeroSource zero_source_array(const float *full) { return (ZeroSource){array_read, (void *)(uintptr_t)full}; }
+ZeroSource zero_source_array(const float *full) { return (ZeroSource){array_read, NULL, (void *)(uintptr_t)full}; }
 
 int zero_piece_read(const ZeroLayout *z, int b, int r, const ZeroSource *src, float *out, Err *e) {
     size_t lo, n;

@@ -44,9 +44,11 @@ void zero_layout_free(ZeroLayout *z);
 // the bucket is padded (0 when the piece is all padding).
 void zero_piece(const ZeroLayout *z, int b, int r, size_t *lo, size_t *n);
 // Where a shard's fp32 master weights come from: read(ctx, lo, n, out) fills out[n] with the parameters
-// [lo, lo + n) of the flat layout (a checkpoint's files: model_read_range; or a full array).
+// [lo, lo + n) of the flat layout (a checkpoint's files: model_read_range; or a full array). release
+// (may be NULL) gives back what the source holds (mapped files); the consumer calls it once, when done.
 typedef struct {
     int (*read)(void *ctx, size_t lo, size_t n, float *out, Err *e);
+    void (*release)(void *ctx);
     void *ctx;
 } ZeroSource;
 // A source over a full host array [numel].

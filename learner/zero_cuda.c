@@ -81,9 +81,9 @@ static int master_fill(ZeroCuda *zc, int r, const ZeroSource *src, Err *e) {
     return rc;
 }
 
-int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const ZeroSource *src, size_t bucket_elems,
-                   int offload, double timeout_s, Err *e) {
-    memset(zc, 0, sizeof *zc);
+// The first half of zero_cuda_init: layout, streams, NCCL and the master shard filled from src.
+static int init_master(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const ZeroSource *src,
+                       size_t bucket_elems, int offload, double timeout_s, Err *e) {
     // ops_cuda_set_device wraps the index: more learners than GPUs would share one, which NCCL refuses
     // with only "invalid usage"
     if (!nccl_distinct_devices(c->role_comm))
@@ -101,16 +101,26 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const Ze
     CUDA_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
     for (int k = 0; k < ZERO_RING; k++) CUDA_CHECK(cudaEventCreateWithFlags(&zc->ring_ev[k], cudaEventDisableTiming));
     nccl_init(&zc->nccl, c->role_comm, timeout_s);
-    size_t n = zc->z.shard_n;
     zc->offload = offload;
     zc->max_piece = zc->z.max_padded / (size_t)zc->z.n_ranks;
-    void *(*state_alloc)(size_t) = offload ? host_alloc : dev_alloc;
-    // The master weights first, filled before anything else of the state exists (the host's peak).
-    zc->master = state_alloc(n * sizeof(float));
+    zc->master = (offload ? host_alloc : dev_alloc)(zc->z.shard_n * sizeof(float));
     if (master_fill(zc, c->role_rank, src, e)) {
         zero_cuda_free(zc);
         return -1;
     }
+    return 0;
+}
+
+int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const ZeroSource *src, size_t bucket_elems,
+                   int offload, double timeout_s, Err *e) {
+    memset(zc, 0, sizeof *zc);
+    int rc = init_master(zc, m, grad, c, src, bucket_elems, offload, timeout_s, e);
+    // The source goes before anything else of the state exists: the host's peak is the master and the
+    // source's pages, or the full state, never both.
+    if (src->release) src->release(src->ctx);
+    if (rc) return -1;
+    size_t n = zc->z.shard_n;
+    void *(*state_alloc)(size_t) = offload ? host_alloc : dev_alloc;
     zc->m = state_alloc(n * sizeof(float));
     zc->v = state_alloc(n * sizeof(float));
     if (offload) zc->g_host = host_alloc(n * BF16);

@@ -49,7 +49,8 @@ typedef struct ZeroCuda {
 
 // Collective over the learners (c->role_comm), each on its own GPU (the current device, the one of
 // m's backend). src: the fp32 weights, this rank's shard of which becomes the master copy (an error of
-// src's is returned as it is). offload: optim.offload=host (see above).
+// src's is returned as it is); src->release is called on every outcome, before the rest of the state is
+// allocated. offload: optim.offload=host (see above).
 int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const ZeroSource *src, size_t bucket_elems,
                    int offload, double timeout_s, Err *e);
 void zero_cuda_free(ZeroCuda *zc);

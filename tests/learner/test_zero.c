@@ -248,7 +248,7 @@ static void test_piece_read(void) {
     ZeroLayout z;
     Err e;
     CHECKF(zero_layout_build(&z, r, 1, 201, 100, 2, &e) == 0, "%s", e.msg);
-    ZeroSource ok = {failing_read, NULL};
+    ZeroSource ok = {.read = failing_read};
     float out[64];
     size_t bad = 0;
     int hit = 0;
