@@ -7,12 +7,15 @@
 
 #include "audio/audio_len.h"
 #include "model/checkpoint.h"
+#include "model/cuda/model_load_device.h"
 #include "model/hf_config.h"
 #include "model/memplan.h"
 #include "pipeline/backend.h"
 #include "pipeline/schedule.h"
 #include "train_zero.h"
+#include "zero.h"
 #include "util/log.h"
+#include "util/procmem.h"
 
 static int trainer_check_config(const Config *cfg, Err *e) {
     if (backend_check(cfg->model.backend, "model.backend", e)) return -1;
@@ -43,10 +46,34 @@ static int trainer_memory_check(const Trainer *t, const ModelConfig *mc, Err *e)
     o.offload = cfg->optim.offload == CFG_OFFLOAD_HOST;
     o.colocated = cfg->train.placement == CFG_PLACEMENT_COLOCATED;
     o.bucket_mb = cfg->train.grad_bucket_mb;
+    o.questions = cfg->rollout.batch_questions;
+    o.ring_slots = ZERO_RING;
     MemPlan p;
     if (memplan_build(mc, &o, &p, e) || memplan_learner_fits(&p, cfg->model.recompute, free_b, total_b, e))
         return err_prefix(e, "learner %d, model %s, %d new tokens x G %d", t->comm->role_rank, cfg->model.path,
                           o.max_new_tokens, o.G);
+    char pair[64] = "";
+    if (o.colocated) snprintf(pair, sizeof pair, " + its rollout %.2f GiB", p.rollout_total / MEMPLAN_GIB);
+    if (t->comm->role_rank == 0)
+        log_info("memory plan: GPU: learner %.2f GiB%s of %.2f; learner host peak %.2f GiB (load %.2f, init %.2f, "
+                 "step %.2f, checkpoint %.2f; aqa-memplan prints the plan)",
+                 memplan_learner_need(&p, cfg->model.recompute) / MEMPLAN_GIB, pair, total_b / MEMPLAN_GIB,
+                 p.host_peak / MEMPLAN_GIB, p.host_load / MEMPLAN_GIB, p.host_init / MEMPLAN_GIB,
+                 p.host_step / MEMPLAN_GIB, p.host_ckpt / MEMPLAN_GIB);
+    return 0;
+}
+
+// The policy's weights. The CPU learner: the fp32 weights, which become the master copy. The GPU learner:
+// straight into the GPU (bf16 files as their bytes: model_load_device), its master shard read from the
+// files later (trainer_zero_init), so the host never holds an fp32 copy of the model.
+static int trainer_load_model(Trainer *t, const ModelConfig *mc, Err *e) {
+    const char *dir = t->cfg->model.path;
+    if (t->cfg->model.backend == CFG_BACKEND_CUDA) return model_load_device(&t->model, dir, t->ops, e);
+    ModelConfig c;
+    ParamTable table;
+    if (model_load_dir(dir, &c, &table, &t->master, e)) return -1;
+    param_table_free(&table);
+    model_init(&t->model, mc, t->ops, t->master);
     return 0;
 }
 
@@ -75,13 +102,8 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
     // plan is refused before the weights are read
     t->ops = backend_create_rank(comm, cfg, cfg->model.backend, "model.backend", e);
     if (!t->ops || trainer_memory_check(t, &mc, e)) return -1;
-    ParamTable table;
-    float *params;
-    if (model_load_dir(cfg->model.path, &mc, &table, &params, e)) return err_prefix(e, "model.path");
-    param_table_free(&table);
+    if (trainer_load_model(t, &mc, e)) return err_prefix(e, "model.path");
     log_debug("model %s loaded", cfg->model.path);
-    model_init(&t->model, &mc, t->ops, params);
-    t->master = params;  // the loaded fp32 weights become the master copy
     // colocated: the model's parameters become the ones this learner's rollout reads in place
     if (weights_link_share_learner(&t->wlink, comm, cfg, &t->model, e)) return -1;
     size_t n = t->model.t.numel;
@@ -108,6 +130,8 @@ int trainer_init(Trainer *t, const Config *cfg, const Comm *comm, Err *e) {
                        .max_steps = t->n_steps * mu,
                        .num_cycles = 0.5};
     if (lr_config_check(&t->lr, e)) return err_prefix(e, "optim");
+    if (comm->role_rank == 0)
+        log_info("learner ready: host memory peak so far (VmHWM) %.2f GiB", procmem_peak_bytes() / MEMPLAN_GIB);
     return 0;
 }
 

@@ -8,18 +8,38 @@
 #include "util/log.h"
 
 #ifdef AQA_CUDA
+#include "model/checkpoint.h"
 #include "model/cuda/cuda_check.h"
 #include "zero_cuda.h"
 
+// ZeroSource over the model directory's files (model_read_range).
+typedef struct {
+    StReader r;
+    const ParamTable *t;
+} FileSource;
+
+static int file_read(void *ctx, size_t lo, size_t n, float *out, Err *e) {
+    FileSource *f = ctx;
+    return model_read_range(&f->r, f->t, lo, n, out, e);
+}
+
+static void file_release(void *ctx) { st_close(&((FileSource *)ctx)->r); }
+
 int trainer_zero_init(Trainer *t, Err *e) {
     const Config *cfg = t->cfg;
-    t->zero = callocCheck(1, sizeof *t->zero);
     size_t bucket = (size_t)cfg->train.grad_bucket_mb << 19;  // bf16 elements
-    if (zero_cuda_init(t->zero, &t->model, t->grad_dev, t->comm, t->master, bucket,
-                       cfg->optim.offload == CFG_OFFLOAD_HOST, cfg->train.nccl_timeout_s, e))
-        return err_prefix(e, "train.grad_bucket_mb");
-    free(t->master);
-    t->master = NULL;
+    // The master shard from the model's files, each piece read where the shard keeps it; the files are
+    // unmapped before the moments are allocated.
+    FileSource f = {.t = &t->model.t};
+    if (checkpoint_open(&f.r, cfg->model.path, e)) return err_prefix(e, "model.path");
+    ZeroSource src = {file_read, file_release, &f};
+    t->zero = callocCheck(1, sizeof *t->zero);
+    if (zero_cuda_init(t->zero, &t->model, t->grad_dev, t->comm, &src, bucket, cfg->optim.offload == CFG_OFFLOAD_HOST,
+                       cfg->train.nccl_timeout_s, e)) {
+        free(t->zero);
+        t->zero = NULL;
+        return err_prefix(e, "model.path %s, train.grad_bucket_mb %d", cfg->model.path, cfg->train.grad_bucket_mb);
+    }
     if (t->comm->role_rank == 0)
         log_info("ZeRO-1 over %d learners: %d gradient buckets, %zu of %zu parameters per shard, optimizer state "
                  "on the %s", t->comm->role_size, t->zero->z.n_buckets, t->zero->z.shard_n, t->model.t.numel,

@@ -15,6 +15,7 @@
 #include "model/checkpoint.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/procmem.h"
 
 // Shard limit of the saved model: the Hugging Face default (5 GB).
 #define TCKPT_SHARD_BYTES ((size_t)5000 * 1000 * 1000)
@@ -92,20 +93,23 @@ static int tckpt_write_part(Trainer *t, const char *tmp, uint64_t id, int64_t *b
     return rc;
 }
 
-// Root: model/ in the Hugging Face layout from the weights the root holds: the CPU learner's master
-// copy, or the GPU learner's bf16 weights (bf16(master) of every shard), widened on the host.
+// StReadBf16 over a bf16 backend's weights: a chunk downloaded as it is.
+static void tckpt_read_params(void *ctx, size_t off, size_t n, uint16_t *out) {
+    const Model *m = ctx;
+    m->ops->download(m->ops, out, ops_at(m->ops, m->params, off), n * sizeof *out);
+}
+
+// Root: model/ in the Hugging Face layout (bf16) from the weights the root holds: the CPU learner's fp32
+// master copy (rounded), or the GPU learner's bf16 weights (bf16(master) of every shard) as they are,
+// downloaded chunk by chunk while the files are written (no host copy of the model).
 static int tckpt_write_model(Trainer *t, const char *tmp, Err *e) {
-    size_t n = t->model.t.numel;
-    float *w = t->master;
-    if (t->zero) {
-        w = mallocCheck(n * sizeof(float));
-        t->ops->download_act(t->ops, w, t->model.params, n);
-    }
     char path[TCKPT_PATH_CAP + 64];
-    int rc = model_save_dir(ckpt_model_path(path, sizeof path, tmp), &t->model.cfg, &t->model.t, w, SAVE_BF16,
-                            TCKPT_SHARD_BYTES, config_tokenizer_dir(t->cfg), e);
-    if (w != t->master) free(w);
-    return rc;
+    ckpt_model_path(path, sizeof path, tmp);
+    const char *tok = config_tokenizer_dir(t->cfg);
+    if (!t->zero)
+        return model_save_dir(path, &t->model.cfg, &t->model.t, t->master, SAVE_BF16, TCKPT_SHARD_BYTES, tok, e);
+    return model_save_dir_bf16(path, &t->model.cfg, &t->model.t, tckpt_read_params, &t->model, TCKPT_SHARD_BYTES,
+                               tok, e);
 }
 
 int tckpt_save(Trainer *t, Err *e) {
@@ -144,10 +148,10 @@ int tckpt_save(Trainer *t, Err *e) {
     if (written || tckpt_agree(c, rc, e)) return err_prefix(e, "checkpoint of step %lld", (long long)t->step);
     if (root)
         log_info("checkpoint %s (step %lld): %.1f MiB (trainer state %.1f MiB in %d files, model %.1f MiB), "
-                 "written in %.2f s",
+                 "written in %.2f s; host memory peak so far (VmHWM) %.2f GiB",
                  ckpt_path(path, sizeof path, cfg->train.run_dir, t->step, false), (long long)t->step,
                  (double)(bytes[0] + bytes[1]) / 1048576.0, (double)bytes[0] / 1048576.0, n_files,
-                 (double)bytes[1] / 1048576.0, log_elapsed() - t0);
+                 (double)bytes[1] / 1048576.0, log_elapsed() - t0, procmem_peak_bytes() / 1073741824.0);
     return 0;
 }
 

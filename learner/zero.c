@@ -1,6 +1,7 @@
 // zero.c: bucket and shard arithmetic of the ZeRO-1 learners (see zero.h).
 #include "zero.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,14 +76,24 @@ void zero_piece(const ZeroLayout *z, int b, int r, size_t *lo, size_t *n) {
     *n = start >= k->n ? 0 : (k->n - start < k->piece ? k->n - start : k->piece);
 }
 
+static int array_read(void *ctx, size_t lo, size_t n, float *out, Err *e) {
+    memcpy(out, (const float *)ctx + lo, n * sizeof(float));
+    return 0;
+}
+
+ZeroSource zero_source_array(const float *full) { return (ZeroSource){array_read, NULL, (void *)(uintptr_t)full}; }
+
+int zero_piece_read(const ZeroLayout *z, int b, int r, const ZeroSource *src, float *out, Err *e) {
+    size_t lo, n;
+    zero_piece(z, b, r, &lo, &n);
+    memset(out + n, 0, (z->b[b].piece - n) * sizeof(float));
+    return n ? src->read(src->ctx, lo, n, out, e) : 0;
+}
+
 void zero_shard_gather(const ZeroLayout *z, int r, const float *full, float *shard) {
-    for (int b = 0; b < z->n_buckets; b++) {
-        size_t lo, n;
-        zero_piece(z, b, r, &lo, &n);
-        float *dst = shard + z->b[b].shard_off;
-        memcpy(dst, full + lo, n * sizeof(float));
-        memset(dst + n, 0, (z->b[b].piece - n) * sizeof(float));
-    }
+    ZeroSource src = zero_source_array(full);
+    Err e;  // an array read cannot fail
+    for (int b = 0; b < z->n_buckets; b++) zero_piece_read(z, b, r, &src, shard + z->b[b].shard_off, &e);
 }
 
 void zero_shard_scatter(const ZeroLayout *z, int r, const float *shard, float *full) {

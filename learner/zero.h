@@ -12,6 +12,11 @@
 #include "model/model.h"
 #include "util/check.h"
 
+// Pinned host slots of one piece each that updated bf16 weights go up through (zero_cuda.h): the CPU
+// fills one while the other is copied up and all-gathered (the host AdamW is the slower side, so a
+// second slot keeps both busy). The memory plan counts them (memplan.h ring_slots).
+enum { ZERO_RING = 2 };
+
 typedef struct {
     size_t lo, n;      // flat range [lo, lo + n)
     size_t piece;      // ceil(n / L): each rank's part of the padded bucket
@@ -38,6 +43,19 @@ void zero_layout_free(ZeroLayout *z);
 // Rank r's part of bucket b in the flat buffer: [*lo, *lo + *n); *n < piece for the last rank(s) where
 // the bucket is padded (0 when the piece is all padding).
 void zero_piece(const ZeroLayout *z, int b, int r, size_t *lo, size_t *n);
+// Where a shard's fp32 master weights come from: read(ctx, lo, n, out) fills out[n] with the parameters
+// [lo, lo + n) of the flat layout (a checkpoint's files: model_read_range; or a full array). release
+// (may be NULL) gives back what the source holds (mapped files); the consumer calls it once, when done.
+typedef struct {
+    int (*read)(void *ctx, size_t lo, size_t n, float *out, Err *e);
+    void (*release)(void *ctx);
+    void *ctx;
+} ZeroSource;
+// A source over a full host array [numel].
+ZeroSource zero_source_array(const float *full);
+// Rank r's piece of bucket b from src into out[piece], zero padded.
+int zero_piece_read(const ZeroLayout *z, int b, int r, const ZeroSource *src, float *out, Err *e);
+
 // Between full flat arrays [numel] and rank r's shard [shard_n] (host): gather writes the shard with
 // zero padding; scatter writes rank r's elements of full.
 void zero_shard_gather(const ZeroLayout *z, int r, const float *full, float *shard);

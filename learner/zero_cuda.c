@@ -66,9 +66,24 @@ static void launch_upto(ZeroCuda *zc, int range) {
 
 static void grad_ready(void *ctx, int range) { launch_upto((ZeroCuda *)ctx, range); }
 
-int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const float *master, size_t bucket_elems,
-                   int offload, double timeout_s, Err *e) {
-    memset(zc, 0, sizeof *zc);
+// The master shard from src, in place: with offload straight into the pinned shard, else each bucket's
+// piece through a host buffer of one piece, copied up.
+static int master_fill(ZeroCuda *zc, int r, const ZeroSource *src, Err *e) {
+    float *piece = zc->offload ? NULL : mallocCheck((zc->max_piece ? zc->max_piece : 1) * sizeof(float));
+    int rc = 0;
+    for (int b = 0; b < zc->z.n_buckets && !rc; b++) {
+        const ZeroBucket *k = &zc->z.b[b];
+        rc = zero_piece_read(&zc->z, b, r, src, zc->offload ? zc->master + k->shard_off : piece, e);
+        if (!rc && piece)
+            CUDA_CHECK(cudaMemcpy(zc->master + k->shard_off, piece, k->piece * sizeof(float), cudaMemcpyHostToDevice));
+    }
+    free(piece);
+    return rc;
+}
+
+// The first half of zero_cuda_init: layout, streams, NCCL and the master shard filled from src.
+static int init_master(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const ZeroSource *src,
+                       size_t bucket_elems, int offload, double timeout_s, Err *e) {
     // ops_cuda_set_device wraps the index: more learners than GPUs would share one, which NCCL refuses
     // with only "invalid usage"
     if (!nccl_distinct_devices(c->role_comm))
@@ -78,35 +93,46 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const fl
     model_grad_ranges(m, ranges);
     int rc = zero_layout_build(&zc->z, ranges, n_ranges, m->t.numel, bucket_elems, c->role_size, e);
     free(ranges);
-    if (rc) return -1;
+    if (rc) return err_prefix(e, "gradient buckets");
     zc->model = m;
     zc->grad = grad;
     zc->compute = (cudaStream_t)ops_cuda_stream(m->ops);
     CUDA_CHECK(cudaStreamCreateWithFlags(&zc->comm, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
+    for (int k = 0; k < ZERO_RING; k++) CUDA_CHECK(cudaEventCreateWithFlags(&zc->ring_ev[k], cudaEventDisableTiming));
     nccl_init(&zc->nccl, c->role_comm, timeout_s);
-    size_t n = zc->z.shard_n;
     zc->offload = offload;
+    zc->max_piece = zc->z.max_padded / (size_t)zc->z.n_ranks;
+    zc->master = (offload ? host_alloc : dev_alloc)(zc->z.shard_n * sizeof(float));
+    if (master_fill(zc, c->role_rank, src, e)) {
+        zero_cuda_free(zc);
+        return -1;
+    }
+    return 0;
+}
+
+int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const ZeroSource *src, size_t bucket_elems,
+                   int offload, double timeout_s, Err *e) {
+    memset(zc, 0, sizeof *zc);
+    int rc = init_master(zc, m, grad, c, src, bucket_elems, offload, timeout_s, e);
+    // The source goes before anything else of the state exists: the host's peak is the master and the
+    // source's pages, or the full state, never both.
+    if (src->release) src->release(src->ctx);
+    if (rc) return -1;
+    size_t n = zc->z.shard_n;
     void *(*state_alloc)(size_t) = offload ? host_alloc : dev_alloc;
-    zc->master = state_alloc(n * sizeof(float));
     zc->m = state_alloc(n * sizeof(float));
     zc->v = state_alloc(n * sizeof(float));
-    if (offload) {
-        zc->g_host = host_alloc(n * BF16);
-        zc->p_host = host_alloc(n * BF16);
-    }
+    if (offload) zc->g_host = host_alloc(n * BF16);
+    zc->ring = host_alloc(ZERO_RING * zc->max_piece * BF16);
     // offload: the device holds one bucket's piece of each (the shards are on the host)
-    size_t dev_n = offload ? zc->z.max_padded / (size_t)zc->z.n_ranks : n;
+    size_t dev_n = offload ? zc->max_piece : n;
     zc->gshard = dev_alloc(dev_n * BF16);
     zc->pshard = dev_alloc(dev_n * BF16);
     zc->stage = dev_alloc(zc->z.max_padded * BF16);
     zc->partials = dev_alloc(OPTIM_CUDA_PARTIALS * sizeof(double));
     zc->sumsq = dev_alloc(sizeof(double));
     CUDA_CHECK(cudaMallocHost((void **)&zc->sumsq_host, sizeof(double)));
-    float *shard = mallocCheck((n ? n : 1) * sizeof(float));
-    zero_shard_gather(&zc->z, c->role_rank, master, shard);
-    CUDA_CHECK(cudaMemcpy(zc->master, shard, n * sizeof(float), cudaMemcpyDefault));
-    free(shard);
     return 0;
 }
 
@@ -114,15 +140,18 @@ void zero_cuda_free(ZeroCuda *zc) {
     if (!zc->comm) return;
     CUDA_CHECK(cudaStreamSynchronize(zc->comm));
     zero_cuda_arm(zc, 0);
-    void *state[] = {zc->master, zc->m, zc->v, zc->g_host, zc->p_host};
+    void *state[] = {zc->master, zc->m, zc->v};
     for (size_t i = 0; i < sizeof state / sizeof state[0]; i++) {
         if (zc->offload) cudaFreeHost(state[i]);
         else cudaFree(state[i]);
     }
+    cudaFreeHost(zc->g_host);
+    cudaFreeHost(zc->ring);
     void *bufs[] = {zc->gshard, zc->pshard, zc->stage, zc->partials, zc->sumsq};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     cudaFreeHost(zc->sumsq_host);
     nccl_free(&zc->nccl);
+    for (int k = 0; k < ZERO_RING; k++) cudaEventDestroy(zc->ring_ev[k]);
     cudaEventDestroy(zc->ev);
     cudaStreamDestroy(zc->comm);
     zero_layout_free(&zc->z);
@@ -152,17 +181,25 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     *norm = sqrt(*zc->sumsq_host);
 }
 
-// Enqueues bucket b's all-gather of the updated bf16 weights into the model on the comm stream: from
-// pshard, or (offload) from p_host copied up into the device's one piece first.
-static void bucket_gather(ZeroCuda *zc, int b) {
+// The ring slot bucket b's updated weights go through, once the copy up of the bucket that used it
+// last has finished (the CPU writes it next).
+static uint16_t *ring_take(ZeroCuda *zc, int b) {
+    CUDA_CHECK(cudaEventSynchronize(zc->ring_ev[b % ZERO_RING]));
+    return zc->ring + (size_t)(b % ZERO_RING) * zc->max_piece;
+}
+
+// Enqueues bucket b's all-gather of the updated bf16 weights into the model on the comm stream, from its
+// piece of pshard; with ring (the slot ring_take gave, filled by the CPU) that piece is copied up first.
+static void bucket_gather(ZeroCuda *zc, int b, const uint16_t *ring) {
     const ZeroBucket *k = &zc->z.b[b];
-    if (zc->offload)
-        CUDA_CHECK(cudaMemcpyAsync(zc->pshard, zc->p_host + k->shard_off, k->piece * BF16, cudaMemcpyHostToDevice,
-                                   zc->comm));
+    void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
+    if (ring) {
+        CUDA_CHECK(cudaMemcpyAsync(send, ring, k->piece * BF16, cudaMemcpyHostToDevice, zc->comm));
+        CUDA_CHECK(cudaEventRecord(zc->ring_ev[b % ZERO_RING], zc->comm));
+    }
     Tensor *params = zc->model->params;
     size_t padded = k->piece * (size_t)zc->z.n_ranks;
     void *recv = padded == k->n ? at(params, k->lo) : zc->stage;
-    const void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
     nccl_all_gather(&zc->nccl, send, recv, k->piece, ncclBfloat16, zc->comm);
     if (recv == zc->stage)
         CUDA_CHECK(cudaMemcpyAsync(at(params, k->lo), zc->stage, k->n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
@@ -176,12 +213,13 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
         optim_cuda_adamw(&s, zc->master, zc->m, zc->v, zc->gshard, inv_l, clip, zc->pshard, zc->z.shard_n, zc->comm);
     for (int b = 0; b < zc->z.n_buckets; b++) {
         const ZeroBucket *k = &zc->z.b[b];
-        if (zc->offload) {  // this piece on the CPU while the GPU copies up and gathers the previous one
+        uint16_t *out = NULL;
+        if (zc->offload) {  // this piece on the CPU while the GPU copies up and gathers the previous ones
             size_t o = k->shard_off;
-            adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, zc->g_host + o, inv_l, clip, zc->p_host + o,
-                            k->piece);
+            out = ring_take(zc, b);
+            adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, zc->g_host + o, inv_l, clip, out, k->piece);
         }
-        bucket_gather(zc, b);
+        bucket_gather(zc, b, out);
     }
     // The next forward reads the new weights and backward writes the gradient the comm stream read.
     CUDA_CHECK(cudaEventRecord(zc->ev, zc->comm));
@@ -200,18 +238,18 @@ void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v) {
 
 void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v) {
     CUDA_CHECK(cudaStreamSynchronize(zc->comm));
-    size_t n = zc->z.shard_n, bytes = n * sizeof(float);
+    size_t bytes = zc->z.shard_n * sizeof(float);
     const float *src[3] = {master, m, v};
     float *dst[3] = {zc->master, zc->m, zc->v};
     for (int a = 0; a < 3; a++)  // offload: the caller may have filled the pinned state itself
         if (src[a] != dst[a]) CUDA_CHECK(cudaMemcpy(dst[a], src[a], bytes, cudaMemcpyDefault));
-    // The model's weights as an update leaves them: bf16(master) of every shard, all-gathered.
-    uint16_t *p = zc->offload ? zc->p_host : mallocCheck((n ? n : 1) * BF16);
-    for (size_t i = 0; i < n; i++) p[i] = st_f32_to_bf16(master[i]);
-    if (!zc->offload) {
-        CUDA_CHECK(cudaMemcpy(zc->pshard, p, n * BF16, cudaMemcpyHostToDevice));
-        free(p);
+    // The model's weights as an update leaves them: bf16(master) of every shard, all-gathered, each piece
+    // converted into the ring on the host while the previous ones go up.
+    for (int b = 0; b < zc->z.n_buckets; b++) {
+        const ZeroBucket *k = &zc->z.b[b];
+        uint16_t *out = ring_take(zc, b);
+        for (size_t i = 0; i < k->piece; i++) out[i] = st_f32_to_bf16(master[k->shard_off + i]);
+        bucket_gather(zc, b, out);
     }
-    for (int b = 0; b < zc->z.n_buckets; b++) bucket_gather(zc, b);
     nccl_wait(&zc->nccl, zc->comm, "weights all-gather after a restore");
 }

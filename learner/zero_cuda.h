@@ -14,7 +14,11 @@
 // bucket's reduced bf16 piece is copied down on the comm stream right after its reduce-scatter (while
 // backward goes on; the device keeps one bucket's piece, reused in stream order), the squared norm is
 // summed on the host, and zero_cuda_step runs the host AdamW (adamw_step_bf16, optim.c's arithmetic) bucket
-// by bucket, each piece's bf16 weights copied up and all-gathered while the CPU updates the next piece.
+// by bucket, each piece's bf16 weights written into a small pinned ring (ZERO_RING slots of one piece),
+// copied up and all-gathered while the CPU updates the next piece: the host holds the fp32 shard state
+// and the bf16 gradient shard, and of the updated weights only the ring. The master shard is filled
+// straight from its source (zero.h ZeroSource: a checkpoint's files) before the moments are allocated, so
+// no fp32 copy of the model exists beside it.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -32,7 +36,10 @@ typedef struct ZeroCuda {
     cudaEvent_t ev;
     int offload;            // optim.offload=host: master, m, v are pinned host memory
     float *master, *m, *v;  // [shard_n] fp32, on the device (or the host with offload)
-    uint16_t *g_host, *p_host;  // offload: [shard_n] pinned bf16, gshard copied down, pshard going up
+    uint16_t *g_host;       // offload: [shard_n] pinned bf16, gshard copied down
+    uint16_t *ring;         // [ZERO_RING][max_piece] pinned bf16: updated weights on their way up to pshard
+    cudaEvent_t ring_ev[ZERO_RING];  // slot k's copy up has finished (the CPU may write it again)
+    size_t max_piece;       // the largest bucket piece (z.max_padded / L)
     void *gshard;           // [shard_n] bf16: this rank's reduced gradient pieces (offload: one piece)
     void *pshard;           // [shard_n] bf16: its updated weights, all-gathered (offload: one piece)
     void *stage;            // [z.max_padded] bf16: a bucket padded to L * piece
@@ -41,9 +48,10 @@ typedef struct ZeroCuda {
 } ZeroCuda;
 
 // Collective over the learners (c->role_comm), each on its own GPU (the current device, the one of
-// m's backend). master: [numel] host fp32 weights, this rank's shard of which becomes the master copy.
-// offload: optim.offload=host (see above).
-int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const float *master, size_t bucket_elems,
+// m's backend). src: the fp32 weights, this rank's shard of which becomes the master copy (an error of
+// src's is returned as it is); src->release is called on every outcome, before the rest of the state is
+// allocated. offload: optim.offload=host (see above).
+int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const ZeroSource *src, size_t bucket_elems,
                    int offload, double timeout_s, Err *e);
 void zero_cuda_free(ZeroCuda *zc);
 
@@ -61,6 +69,7 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
 
 // This rank's shard of the master weights and moments, to / from host arrays [z.shard_n] (with offload
 // they may be the pinned state itself). zero_cuda_upload is collective over the learners: it also sets
-// the model's bf16 weights to bf16(master), all-gathered from every shard, as an update does.
+// the model's bf16 weights to bf16(master), all-gathered from every shard piece by piece through the
+// ring, as an update does.
 void zero_cuda_download(ZeroCuda *zc, float *master, float *m, float *v);
 void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const float *v);

@@ -68,6 +68,17 @@ int model_load_params(const char *dir, const ParamTable *t, float *params, Err *
     return rc;
 }
 
+int model_read_range(const StReader *r, const ParamTable *t, size_t lo, size_t n, float *out, Err *e) {
+    for (int i = 0; i < t->n; i++) {
+        const ParamSpec *s = &t->specs[i];
+        size_t end = s->offset + s->numel;
+        size_t a = lo > s->offset ? lo : s->offset, b = lo + n < end ? lo + n : end;  // the overlap [a, b)
+        if (a < b && st_read_f32_range(r, s->name, s->ndim, s->shape, a - s->offset, b - a, out + (a - lo), e))
+            return -1;
+    }
+    return 0;
+}
+
 int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **params, Err *e) {
     ModelConfig c;
     char cfg_path[4096];
@@ -146,7 +157,14 @@ static int save_begin(SaveDir *w, const char *dir, Err *e) {
     return 0;
 }
 
-static int save_model_files(SaveDir *w, const ModelConfig *cfg, const ParamTable *t, const float *params,
+// The weights a save writes: fp32 host params, or (params NULL) bf16 ones read on demand.
+typedef struct {
+    const float *params;  // [numel]
+    StReadBf16 read;
+    void *ctx;
+} SaveSource;
+
+static int save_model_files(SaveDir *w, const ModelConfig *cfg, const ParamTable *t, const SaveSource *src,
                             SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
     char p[4096];
     const char *tmp = w->tmp;
@@ -160,7 +178,12 @@ static int save_model_files(SaveDir *w, const ModelConfig *cfg, const ParamTable
     StWriteTensor *ts = callocCheck((size_t)n, sizeof(StWriteTensor));
     for (int i = 0; i < t->n; i++) {
         const ParamSpec *s = &t->specs[i];
-        ts[i] = (StWriteTensor){.name = s->name, .ndim = s->ndim, .data = params + s->offset};
+        ts[i] = (StWriteTensor){.name = s->name,
+                                .ndim = s->ndim,
+                                .data = src->params ? src->params + s->offset : NULL,
+                                .read_bf16 = src->read,
+                                .ctx = src->ctx,
+                                .at = s->offset};
         memcpy(ts[i].shape, s->shape, sizeof s->shape);
     }
     if (tied) {
@@ -205,13 +228,25 @@ static int save_commit(SaveDir *w, Err *e) {
     return 0;
 }
 
-int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
-                   SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+static int save_model(const char *dir, const ModelConfig *cfg, const ParamTable *t, const SaveSource *src,
+                      SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
     SaveDir w;
     if (save_begin(&w, dir, e)) return -1;
-    if (save_model_files(&w, cfg, t, params, dtype, max_shard_bytes, tokenizer_dir, e)) {
+    if (save_model_files(&w, cfg, t, src, dtype, max_shard_bytes, tokenizer_dir, e)) {
         save_abort(&w);
         return -1;
     }
     return save_commit(&w, e);
+}
+
+int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
+                   SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+    const SaveSource src = {.params = params};
+    return save_model(dir, cfg, t, &src, dtype, max_shard_bytes, tokenizer_dir, e);
+}
+
+int model_save_dir_bf16(const char *dir, const ModelConfig *cfg, const ParamTable *t, StReadBf16 read, void *ctx,
+                        size_t max_shard_bytes, const char *tokenizer_dir, Err *e) {
+    const SaveSource src = {.read = read, .ctx = ctx};
+    return save_model(dir, cfg, t, &src, SAVE_BF16, max_shard_bytes, tokenizer_dir, e);
 }

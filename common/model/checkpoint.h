@@ -37,12 +37,23 @@ int model_load_dir(const char *dir, ModelConfig *cfg, ParamTable *t, float **par
 // buffers); the same checks as model_load_dir. config.json is not read.
 int model_load_params(const char *dir, const ParamTable *t, float *params, Err *e);
 
+// Parameters [lo, lo + n) of t's flat layout into out[n] as fp32, from a checkpoint opened with
+// checkpoint_open: each tensor overlapping the range converted from the file mapping (no copy of the
+// rest). A missing or mis-shaped tensor is an error naming it. Fills a learner's master-weight shard
+// straight from the files (train_zero.h).
+int model_read_range(const StReader *r, const ParamTable *t, size_t lo, size_t n, float *out, Err *e);
+
 // Saves the model to dir atomically (see above); replaces an existing dir. tokenizer_dir (may be NULL)
 // is where tokenizer.json / tokenizer_config.json / vocab.json / merges.txt / special_tokens_map.json /
 // added_tokens.json / chat_template.json are copied from (those present; at least tokenizer.json or
 // vocab.json must be). max_shard_bytes as in st_write_sharded.
 int model_save_dir(const char *dir, const ModelConfig *cfg, const ParamTable *t, const float *params,
                    SaveDtype dtype, size_t max_shard_bytes, const char *tokenizer_dir, Err *e);
+// The same in bf16 from bf16 weights read on demand: read(ctx, off, n, out) gives the flat parameters
+// [off, off + n) (a GPU's weights, fetched in chunks): the files hold those bits, and no host copy of the
+// model is made.
+int model_save_dir_bf16(const char *dir, const ModelConfig *cfg, const ParamTable *t, StReadBf16 read, void *ctx,
+                        size_t max_shard_bytes, const char *tokenizer_dir, Err *e);
 
 // 1 if dir holds the completion marker (a checkpoint reader skips directories without it).
 int checkpoint_is_complete(const char *dir);

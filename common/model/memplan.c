@@ -22,7 +22,9 @@ MemPlanOptions memplan_defaults(void) {
                             .act_size = 2,
                             .nccl_gib = 1.0,
                             .runtime_gib = 1.5,
-                            .bucket_mb = 256};
+                            .bucket_mb = 256,
+                            .ring_slots = 2,
+                            .host_other_gib = 2.0};
 }
 
 static int options_check(const ModelConfig *c, const MemPlanOptions *o, Err *e) {
@@ -42,6 +44,8 @@ static int options_check(const ModelConfig *c, const MemPlanOptions *o, Err *e) 
     if (o->nccl_gib < 0 || o->runtime_gib < 0) return err_set(e, "nccl_gib / runtime_gib: must not be negative");
     if ((unsigned)o->colocated > 1 || (unsigned)o->offload > 1) return err_set(e, "colocated / offload: 0 or 1");
     if (o->bucket_mb < 1) return err_set(e, "bucket_mb %d: must be positive", o->bucket_mb);
+    if (o->ring_slots < 1) return err_set(e, "ring_slots %d: must be positive", o->ring_slots);
+    if (!(o->host_other_gib >= 0)) return err_set(e, "host_other_gib %g: must not be negative", o->host_other_gib);
     // every size below is an int token count of at most MP_SEARCH_MAX questions of the naive layout
     long long worst = (long long)MP_SEARCH_MAX * o->G * (o->prompt_tokens + o->max_new_tokens + o->completion_tokens);
     if (worst > INT_MAX / 2) return err_set(e, "prompt and completion lengths too large to plan (%lld tokens)", worst);
@@ -74,6 +78,25 @@ static double rollout_peak(const ModelConfig *c, const MemPlanOptions *o, const 
     return p->policy + p->reference + p->rollout_nccl + p->runtime + (gen > p->scoring ? gen : p->scoring);
 }
 
+// The learner process's host memory (memplan.h); bucket: elements of the largest gradient bucket.
+static void host_plan(const MemPlanOptions *o, double N, double bucket, MemPlan *p) {
+    const double L = o->learners, piece = ceil(bucket / L);
+    p->host_master = o->offload ? N * 4 / L : 0;
+    p->host_moments = o->offload ? 2 * N * 4 / L : 0;
+    p->host_grad = o->offload ? N * 2 / L : 0;
+    p->host_ring = o->ring_slots * piece * 2;
+    p->host_other = o->host_other_gib * MEMPLAN_GIB;
+    p->host_files = N * 2;  // bf16 files
+    // loading: every tensor's file pages pass through the mapping (unmapped when the load ends)
+    p->host_load = p->host_files + p->host_other;
+    // init: the master shard filled from its part of the files; then the rest of the state
+    p->host_init = p->host_master + p->host_files / L + p->host_other;
+    p->host_step = p->host_master + p->host_moments + p->host_grad + p->host_ring + p->host_other;
+    // checkpoint / resume: without offload the shard's master and moments pass through host copies
+    p->host_ckpt = p->host_step + (o->offload ? 0 : N * 12 / L);
+    p->host_peak = fmax(fmax(p->host_load, p->host_init), fmax(p->host_step, p->host_ckpt));
+}
+
 int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err *e) {
     if (model_config_check(c, e) || options_check(c, o, e)) return -1;
     *p = (MemPlan){0};
@@ -92,8 +115,7 @@ int memplan_build(const ModelConfig *c, const MemPlanOptions *o, MemPlan *p, Err
     // with offload one bucket's piece of each (zero_cuda.h)
     double bucket = fmin(N, (double)o->bucket_mb * 524288);
     p->grad_shard = (o->offload ? bucket : N) * 4 / L;
-    // offload: fp32 master and m, v of the shard, and the bf16 gradient / weight pieces in transit
-    p->host = o->offload ? N * (4 + 8 + 2 * 2) / L : 0;
+    host_plan(o, N, bucket, p);
     p->nccl = o->nccl_gib * MEMPLAN_GIB;
     p->runtime = o->runtime_gib * MEMPLAN_GIB;
     p->learner_fixed = p->weights + p->grads + p->master + p->moments + p->grad_shard + p->nccl + p->runtime;
@@ -140,6 +162,18 @@ double memplan_learner_need(const MemPlan *p, int recompute) {
 
 int memplan_learner_fits(const MemPlan *p, int recompute, double free_bytes, double total_bytes, Err *e) {
     double need = memplan_learner_need(p, recompute);
+    if (p->colocated_total > 0 && need + p->rollout_total > total_bytes)
+        return err_set(e,
+                       "the GPU has %.2f GiB, the colocated memory plan needs %.2f GiB: learner %.2f (weights %.2f + "
+                       "gradients %.2f + master %.2f + moments %.2f + gradient shard %.2f + NCCL %.2f + runtime %.2f "
+                       "+ one micro-batch's activations %.2f) + rollout %.2f (reference %.2f + KV cache and "
+                       "activations %.2f + runtime %.2f) (aqa-memplan prints the plan; "
+                       "optim.offload=host, model.recompute=true, fewer rollout.batch_questions or "
+                       "rollout.max_new_tokens shrink it)",
+                       gib(total_bytes), gib(need + p->rollout_total), gib(need), gib(p->weights), gib(p->grads),
+                       gib(p->master), gib(p->moments), gib(p->grad_shard), gib(p->nccl), gib(p->runtime),
+                       gib(need - p->learner_fixed), gib(p->rollout_total), gib(p->reference),
+                       gib(p->rollout_total - p->reference - p->runtime), gib(p->runtime));
     if (need <= free_bytes) return 0;
     return err_set(e,
                    "the GPU has %.2f GiB free of %.2f GiB, the learner's memory plan needs %.2f GiB: weights %.2f + "
@@ -154,6 +188,33 @@ int memplan_learner_fits(const MemPlan *p, int recompute, double free_bytes, dou
 
 static void row(FILE *f, const char *what, double bytes, const char *how) {
     fprintf(f, "| %s | %.2f | %s |\n", what, gib(bytes), how);
+}
+
+static void host_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
+    char how[160];
+    fprintf(f, "\n### Learner host memory (each learner process; compare with its VmHWM)\n\n| item | GiB | how |\n"
+               "|---|---:|---|\n");
+    snprintf(how, sizeof how, "pinned fp32, 1/%d%s", o->learners, o->offload ? "" : " (none: on the GPU)");
+    row(f, "master weights", p->host_master, how);
+    snprintf(how, sizeof how, "pinned fp32 m and v, 1/%d%s", o->learners, o->offload ? "" : " (none: on the GPU)");
+    row(f, "AdamW moments", p->host_moments, how);
+    snprintf(how, sizeof how, "pinned bf16 reduced gradient, 1/%d%s", o->learners,
+             o->offload ? "" : " (none: on the GPU)");
+    row(f, "gradient shard", p->host_grad, how);
+    snprintf(how, sizeof how, "pinned bf16, %d slots of one %d MB bucket's 1/%d", o->ring_slots, o->bucket_mb,
+             o->learners);
+    row(f, "updated-weights ring", p->host_ring, how);
+    row(f, "other", p->host_other, "assumed: CUDA/NCCL host side, MPI, tokenizer, dataset");
+    row(f, "model files mapped while loading", p->host_files, "bf16 files; transient, at load");
+    fprintf(f, "\n| phase | GiB | what is held |\n|---|---:|---|\n");
+    row(f, "load", p->host_load, "the model's files pass through the mapping to the GPU; other");
+    snprintf(how, sizeof how, "master shard + its 1/%d of the files while it is filled; other", o->learners);
+    row(f, "init", p->host_init, how);
+    row(f, "step", p->host_step, "master + moments + gradient shard + ring + other");
+    row(f, "checkpoint / resume", p->host_ckpt,
+        o->offload ? "the step's (the pinned state is written and read in place; model/ from the GPU in chunks)"
+                   : "the step's + host copies of the shard's master and moments");
+    row(f, "**peak**", p->host_peak, "");
 }
 
 void memplan_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
@@ -182,11 +243,7 @@ void memplan_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
     row(f, "NCCL buffers", p->nccl, "assumed reserve");
     row(f, "CUDA context, cuBLAS, slack", p->runtime, "assumed reserve");
     row(f, "**fixed total**", p->learner_fixed, "");
-    if (o->offload)
-        fprintf(f,
-                "\nHost memory per learner rank (pinned): %.2f GiB = fp32 master %.2f + m and v %.2f + bf16 gradient "
-                "and weight staging %.2f, 1/%d each.\n",
-                gib(p->host), gib(p->host * 4 / 16), gib(p->host * 8 / 16), gib(p->host * 4 / 16), o->learners);
+    host_print(f, o, p);
 
     fprintf(f,
             "\n### Learner activations, one micro-batch of %d group(s): %d-token prompt (%d audio), G = %d x %d "

@@ -366,22 +366,22 @@ void st_close(StReader *r) {
     memset(r, 0, sizeof *r);
 }
 
-int st_to_f32(const StReader *r, const StTensor *t, float *out, Err *e) {
-    const uint8_t *p = t->data;
+int st_to_f32_range(const StReader *r, const StTensor *t, size_t off, size_t n, float *out, Err *e) {
+    const uint8_t *p = t->data + off * st_dtypes[t->dtype].size;
     switch (t->dtype) {
     case ST_F32:
-        memcpy(out, p, t->numel * 4);
+        memcpy(out, p, n * 4);
         return 0;
     case ST_BF16:
     case ST_F16:
-        for (size_t i = 0; i < t->numel; i++) {
+        for (size_t i = 0; i < n; i++) {
             uint16_t h;
             memcpy(&h, p + 2 * i, 2);
             out[i] = t->dtype == ST_BF16 ? st_bf16_to_f32(h) : st_f16_to_f32(h);
         }
         return 0;
     case ST_F64:
-        for (size_t i = 0; i < t->numel; i++) {
+        for (size_t i = 0; i < n; i++) {
             double d;
             memcpy(&d, p + 8 * i, 8);
             out[i] = (float)d;
@@ -393,6 +393,10 @@ int st_to_f32(const StReader *r, const StTensor *t, float *out, Err *e) {
     }
 }
 
+int st_to_f32(const StReader *r, const StTensor *t, float *out, Err *e) {
+    return st_to_f32_range(r, t, 0, t->numel, out, e);
+}
+
 static void st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) {
     size_t n = (size_t)snprintf(buf, cap, "[");
     for (int i = 0; i < ndim && n < cap; i++)
@@ -400,7 +404,8 @@ static void st_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape) 
     if (n < cap) snprintf(buf + n, cap - n, "]");
 }
 
-int st_read_f32(const StReader *r, const char *name, int ndim, const int64_t *shape, float *out, Err *e) {
+int st_read_f32_range(const StReader *r, const char *name, int ndim, const int64_t *shape, size_t off, size_t n,
+                      float *out, Err *e) {
     const StTensor *t = st_find(r, name);
     if (!t) return err_set(e, "%s: tensor '%s' not found", r->source, name);
     int same = t->ndim == ndim;
@@ -411,7 +416,16 @@ int st_read_f32(const StReader *r, const char *name, int ndim, const int64_t *sh
         st_shape_str(got, sizeof got, t->ndim, t->shape);
         return err_set(e, "%s: tensor '%s' has shape %s, expected %s", st_tensor_file(r, t), name, got, want);
     }
-    return st_to_f32(r, t, out, e);
+    if (off > t->numel || n > t->numel - off)
+        return err_set(e, "%s: tensor '%s': elements [%zu, %zu) outside its %zu", st_tensor_file(r, t), name, off,
+                       off + n, t->numel);
+    return st_to_f32_range(r, t, off, n, out, e);
+}
+
+int st_read_f32(const StReader *r, const char *name, int ndim, const int64_t *shape, float *out, Err *e) {
+    size_t numel = 1;
+    for (int i = 0; i < ndim; i++) numel *= (size_t)shape[i];
+    return st_read_f32_range(r, name, ndim, shape, 0, numel, out, e);
 }
 
 // ---------------------------------------------------------------- writer
@@ -422,16 +436,30 @@ static size_t st_numel(const StWriteTensor *t) {
     return n;
 }
 
-// Converts and writes one tensor's data in fixed-size chunks (no full-size temporary copy).
-static int st_write_data(FILE *f, const StWriteTensor *t, StDtype dtype) {
-    enum { CHUNK = 1 << 16 };
-    static __thread uint16_t half[CHUNK];
+// Elements converted per chunk: a bf16 source is fetched this many at a time (2 MiB of bf16).
+enum { ST_CHUNK = 1 << 20 };
+
+// Converts and writes one tensor's data in chunks (no full-size temporary copy) through half[ST_CHUNK]
+// and wide[ST_CHUNK].
+static int st_write_data(FILE *f, const StWriteTensor *t, StDtype dtype, uint16_t *half, float *wide) {
     size_t n = st_numel(t);
-    if (dtype == ST_F32) return fwrite(t->data, 4, n, f) == n ? 0 : -1;
-    for (size_t i = 0; i < n; i += CHUNK) {
-        size_t m = n - i < CHUNK ? n - i : CHUNK;
-        for (size_t j = 0; j < m; j++)
-            half[j] = dtype == ST_BF16 ? st_f32_to_bf16(t->data[i + j]) : st_f32_to_f16(t->data[i + j]);
+    if (t->data && dtype == ST_F32) return fwrite(t->data, 4, n, f) == n ? 0 : -1;
+    for (size_t i = 0; i < n; i += ST_CHUNK) {
+        size_t m = n - i < ST_CHUNK ? n - i : ST_CHUNK;
+        const float *src = t->data ? t->data + i : wide;
+        if (!t->data) {
+            t->read_bf16(t->ctx, t->at + i, m, half);
+            if (dtype == ST_BF16) {  // as it is
+                if (fwrite(half, 2, m, f) != m) return -1;
+                continue;
+            }
+            for (size_t j = 0; j < m; j++) wide[j] = st_bf16_to_f32(half[j]);
+        }
+        if (dtype == ST_F32) {
+            if (fwrite(src, 4, m, f) != m) return -1;
+            continue;
+        }
+        for (size_t j = 0; j < m; j++) half[j] = dtype == ST_BF16 ? st_f32_to_bf16(src[j]) : st_f32_to_f16(src[j]);
         if (fwrite(half, 2, m, f) != m) return -1;
     }
     return 0;
@@ -475,7 +503,11 @@ int st_write_file(const char *path, const StWriteTensor *ts, int n, StDtype dtyp
     int bad = fwrite(&hlen, 8, 1, af.f) != 1 || fwrite(text, 1, len, af.f) != len;
     for (size_t i = len; i < padded && !bad; i++) bad = fputc(' ', af.f) == EOF;
     free(text);
-    for (int i = 0; i < n && !bad; i++) bad = st_write_data(af.f, &ts[i], dtype);
+    uint16_t *half = mallocCheck(ST_CHUNK * sizeof *half);
+    float *wide = mallocCheck(ST_CHUNK * sizeof *wide);
+    for (int i = 0; i < n && !bad; i++) bad = st_write_data(af.f, &ts[i], dtype, half, wide);
+    free(half);
+    free(wide);
     if (bad) {
         int saved = errno;
         atomic_abort(&af);

@@ -57,8 +57,13 @@ int st_rename(StReader *r, const char *(*map)(const char *name, char *buf, size_
 const char *st_tensor_file(const StReader *r, const StTensor *t);
 // Converts a floating tensor (F32, F16, BF16, F64) to fp32 in out[t->numel]. Integer dtypes are an error.
 int st_to_f32(const StReader *r, const StTensor *t, float *out, Err *e);
+// The same for elements [off, off + n) of t (off + n <= t->numel) into out[n].
+int st_to_f32_range(const StReader *r, const StTensor *t, size_t off, size_t n, float *out, Err *e);
 // Finds name, checks its shape equals shape[ndim], converts to fp32. Errors name the tensor and file.
 int st_read_f32(const StReader *r, const char *name, int ndim, const int64_t *shape, float *out, Err *e);
+// The same for elements [off, off + n) of the tensor into out[n].
+int st_read_f32_range(const StReader *r, const char *name, int ndim, const int64_t *shape, size_t off, size_t n,
+                      float *out, Err *e);
 
 const char *st_dtype_name(StDtype d);
 size_t st_dtype_size(StDtype d);
@@ -81,15 +86,24 @@ static inline uint16_t st_f32_to_bf16(float f) {
 float st_f16_to_f32(uint16_t h);
 uint16_t st_f32_to_f16(float f);
 
-// One tensor to write: an fp32 source of prod(shape) elements.
+// A bf16 source read on demand: elements [off, off + n) into out[n] (a GPU's weights fetched chunk by
+// chunk, so a writer never holds more than a chunk of them on the host).
+typedef void (*StReadBf16)(void *ctx, size_t off, size_t n, uint16_t *out);
+
+// One tensor to write, of prod(shape) elements: an fp32 host source (data), or with data NULL the bf16
+// elements [at, at + prod(shape)) of read_bf16's source.
 typedef struct {
     const char *name;
     int ndim;
     int64_t shape[ST_MAX_DIMS];
     const float *data;
+    StReadBf16 read_bf16;
+    void *ctx;
+    size_t at;
 } StWriteTensor;
 
-// Writes tensors (in the given order) into one file as dtype (F32, BF16 or F16), atomically.
+// Writes tensors (in the given order) into one file as dtype (F32, BF16 or F16), atomically. A bf16
+// source written as BF16 goes out as its bytes; other pairs convert (widening is exact, narrowing rounds).
 int st_write_file(const char *path, const StWriteTensor *ts, int n, StDtype dtype, Err *e);
 // Writes tensors into dir as transformers' save_pretrained does: consecutive tensors fill a shard until
 // the next one would push it past max_shard_bytes (a tensor larger than that gets a shard of its own);

@@ -1,8 +1,8 @@
-// aqa-memplan: print the GPU memory plan of GRPO training for a model (memplan.h) as Markdown tables.
+// aqa-memplan: print the GPU and learner host memory plan of GRPO training for a model (memplan.h) as Markdown tables.
 //   aqa-memplan --model configs/model-7b.json [--learners 8] [--gpu-gib 79.65] [--prompt 846] [--audio 750]
 //               [--G 8] [--completion 32] [--groups 1] [--max-new 256] [--questions 1] [--bytes 2]
 //               [--nccl-gib 1] [--runtime-gib 1.5] [--colocated 0|1] [--offload 0|1]
-//               [--bucket-mb 256]
+//               [--bucket-mb 256] [--ring-slots 2] [--host-other-gib 2]
 // --model takes a Hugging Face config.json or a model directory holding one.
 #include <errno.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@ static void usage(const char *msg) {
             "usage: aqa-memplan --model CONFIG [--learners N] [--gpu-gib X] [--prompt N] [--audio N] [--G N]\n"
             "                   [--completion N] [--groups N] [--max-new N] [--questions N] [--bytes 2|4]\n"
             "                   [--nccl-gib X] [--runtime-gib X] [--colocated 0|1] [--offload 0|1]\n"
-            "                   [--bucket-mb N]\n",
+            "                   [--bucket-mb N] [--ring-slots N] [--host-other-gib X]\n",
             msg);
     exit(2);
 }
@@ -50,7 +50,8 @@ int main(int argc, char **argv) {
                 {"--bytes", offsetof(MemPlanOptions, act_size)},
                 {"--colocated", offsetof(MemPlanOptions, colocated)},
                 {"--offload", offsetof(MemPlanOptions, offload)},
-                {"--bucket-mb", offsetof(MemPlanOptions, bucket_mb)}};
+                {"--bucket-mb", offsetof(MemPlanOptions, bucket_mb)},
+                {"--ring-slots", offsetof(MemPlanOptions, ring_slots)}};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (i + 1 >= argc) usage("every option takes a value");
@@ -60,6 +61,7 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--gpu-gib") == 0) o.gpu_gib = parse_num(a, v, 0);
         else if (strcmp(a, "--nccl-gib") == 0) o.nccl_gib = parse_num(a, v, 0);
         else if (strcmp(a, "--runtime-gib") == 0) o.runtime_gib = parse_num(a, v, 0);
+        else if (strcmp(a, "--host-other-gib") == 0) o.host_other_gib = parse_num(a, v, 0);
         else {
             known = 0;
             for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)

@@ -4,6 +4,7 @@
 // caps (buckets tile the buffer, pieces partition each bucket, shards round-trip, readiness), bad
 // layouts, and the config keys of the GPU learner.
 #include "config/config.h"
+#include "model/memplan.h"
 #include "model/model_testutil.h"
 #include "test.h"
 #include "zero.h"
@@ -227,6 +228,46 @@ static void test_config_keys(void) {
     CHECK(config_set(&c, "train.grad_bucket_mb=0", &e) == -1 && strstr(e.msg, "train.grad_bucket_mb"));
     CHECK(config_set(&c, "train.nccl_timeout_s=0", &e) == -1 && strstr(e.msg, "train.nccl_timeout_s"));
     CHECK(config_set(&c, "train.nccl_timeout_s=30", &e) == 0 && c.train.nccl_timeout_s == 30);
+    // the memory plan's defaults are the learner's: bucket size and the pinned ring of the weights
+    MemPlanOptions o = memplan_defaults();
+    CHECK_INT(o.bucket_mb, c.train.grad_bucket_mb);
+    CHECK_INT(o.ring_slots, ZERO_RING);
+}
+
+// A source that fails on the range holding element 150 (a damaged file): its error comes back as it is.
+static int failing_read(void *ctx, size_t lo, size_t n, float *out, Err *e) {
+    if (lo <= 150 && 150 < lo + n) return err_set(e, "tensor 'x': damaged");
+    for (size_t i = 0; i < n; i++) out[i] = (float)(lo + i);
+    return 0;
+}
+
+// zero_piece_read: each rank's piece of a bucket from a source, padding zeroed even where out held
+// something; a failing source's error returned.
+static void test_piece_read(void) {
+    GradRange r[1] = {{0, 201}};
+    ZeroLayout z;
+    Err e;
+    CHECKF(zero_layout_build(&z, r, 1, 201, 100, 2, &e) == 0, "%s", e.msg);
+    ZeroSource ok = {.read = failing_read};
+    float out[64];
+    size_t bad = 0;
+    int hit = 0;
+    for (int b = 0; b < z.n_buckets; b++)
+        for (int q = 0; q < 2; q++) {
+            size_t lo, n;
+            zero_piece(&z, b, q, &lo, &n);
+            for (size_t i = 0; i < 64; i++) out[i] = -1;
+            int rc = zero_piece_read(&z, b, q, &ok, out, &e);
+            if (lo <= 150 && 150 < lo + n) {
+                CHECK(rc == -1 && strstr(e.msg, "damaged"));
+                hit++;
+                continue;
+            }
+            CHECK(rc == 0);
+            for (size_t i = 0; i < z.b[b].piece; i++) bad += out[i] != (i < n ? (float)(lo + i) : 0.0f);
+        }
+    CHECK(bad == 0 && hit == 1);
+    zero_layout_free(&z);
 }
 
 int main(void) {
@@ -235,5 +276,6 @@ int main(void) {
     RUN(test_layout);
     RUN(test_bad_layout);
     RUN(test_config_keys);
+    RUN(test_piece_read);
     return test_summary("zero");
 }

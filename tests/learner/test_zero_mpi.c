@@ -56,7 +56,8 @@ static float *zero_updates(int offload, double master_tol, size_t *shard_n) {
     ZeroCuda zc;
     Err e;
     // 100-element buckets: most tensors split, most buckets padded for 2 ranks
-    CHECKF(zero_cuda_init(&zc, &m, grad, &comm, p, 101, offload, 60, &e) == 0, "%s", e.msg);
+    ZeroSource src = zero_source_array(p);
+    CHECKF(zero_cuda_init(&zc, &m, grad, &comm, &src, 101, offload, 60, &e) == 0, "%s", e.msg);
     const size_t n = t.numel;
     const int L = comm.role_size;
     float *ref = mallocCheck(n * sizeof(float)), *gr = mallocCheck(n * sizeof(float));

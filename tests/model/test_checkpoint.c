@@ -1,6 +1,7 @@
 // Tests of common/model/hf_config, param_init and checkpoint: config.json parsing in the transformers 4.4x
 // and 5.x layouts (defaults, GQA, every rejection), the writer round trip, model_save_dir/model_load_dir
-// (f32 bit-exact, bf16 rounded, sharded, tied), missing/unexpected/mis-shaped tensors, the atomic-save
+// (f32 bit-exact, bf16 rounded, sharded, tied), the bf16 save from weights read on demand and ranged
+// reads, missing/unexpected/mis-shaped tensors, the atomic-save
 // rule, deterministic initialisation and the aqa-init tool (path in argv[1]).
 #include "test.h"
 #include "model/checkpoint.h"
@@ -243,6 +244,90 @@ out:
 static void test_save_load_f32_sharded(void) { save_load(SAVE_F32, 0, 4000, "ckpt_f32"); }
 static void test_save_load_bf16(void) { save_load(SAVE_BF16, 0, 1 << 30, "ckpt_bf16"); }
 static void test_save_load_tied(void) { save_load(SAVE_BF16, 1, 3000, "ckpt_tied"); }
+
+// A bf16 source read on demand (a GPU's weights): every read inside the model, counted.
+typedef struct {
+    const uint16_t *h;  // [numel]
+    size_t numel, reads, outside;
+} Bf16Src;
+
+static void bf16_read(void *ctx, size_t off, size_t n, uint16_t *out) {
+    Bf16Src *s = ctx;
+    s->reads++;
+    if (off > s->numel || n > s->numel - off) {
+        s->outside++;
+        return;
+    }
+    memcpy(out, s->h + off, n * sizeof *out);
+}
+
+// Every tensor of dir a equals dir b's byte for byte (same names, dtypes, shapes, shard files).
+static int same_tensors(const char *a, const char *b, Err *e) {
+    StReader ra, rb;
+    if (st_open(&ra, a, e)) return 0;
+    if (st_open(&rb, b, e)) {
+        st_close(&ra);
+        return 0;
+    }
+    int same = ra.n == rb.n && ra.n_files == rb.n_files;
+    for (int i = 0; same && i < ra.n; i++) {
+        const StTensor *x = &ra.tensors[i], *y = st_find(&rb, x->name);
+        same = y && x->dtype == ST_BF16 && y->dtype == ST_BF16 && x->nbytes == y->nbytes &&
+               memcmp(x->shape, y->shape, sizeof x->shape) == 0 && memcmp(x->data, y->data, x->nbytes) == 0 &&
+               strcmp(strrchr(st_tensor_file(&ra, x), '/'), strrchr(st_tensor_file(&rb, y), '/')) == 0;
+    }
+    st_close(&ra);
+    st_close(&rb);
+    return same;
+}
+
+// model_save_dir_bf16 (the GPU learner's model/ from its bf16 weights, read in chunks): the same files as
+// model_save_dir of the widened weights in bf16, tensor for tensor and shard for shard (tied lm_head
+// included); model_load_dir gives the bf16 values back bit for bit; model_read_range of any range
+// (tensor boundaries inside, the whole model) equals the loaded array's slice.
+static void test_save_bf16_source(void) {
+    Err e;
+    ModelConfig c = small_cfg(1), c2;
+    ParamTable t, t2;
+    param_table_build(&t, &c);
+    float *p = mallocCheck(t.numel * sizeof(float)), *w = mallocCheck(t.numel * sizeof(float)), *q = NULL;
+    uint16_t *h = mallocCheck(t.numel * sizeof *h);
+    param_init_random(&c, &t, p, 7);
+    for (size_t i = 0; i < t.numel; i++) h[i] = st_f32_to_bf16(p[i]), w[i] = st_bf16_to_f32(h[i]);
+    const char *a = TMP_PATH("ckpt_bf16_src"), *b = TMP_PATH("ckpt_bf16_ref");
+    rm_rf(a), rm_rf(b);
+    Bf16Src src = {h, t.numel, 0, 0};
+    if (!CHECK_OK(model_save_dir_bf16(a, &c, &t, bf16_read, &src, 3000, make_tokenizer_dir(), &e) == 0, e) ||
+        !CHECK_OK(model_save_dir(b, &c, &t, w, SAVE_BF16, 3000, make_tokenizer_dir(), &e) == 0, e))
+        goto out;
+    CHECK(checkpoint_is_complete(a) && !dir_has_tmp(a));
+    CHECK(src.reads >= (size_t)t.n + 1 && src.outside == 0);  // every tensor and the tied lm_head, in range
+    CHECK_OK(same_tensors(a, b, &e), e);
+    char fa[4096], fb[4096];
+    char *ia = file_read_all(path_join(fa, sizeof fa, a, "model.safetensors.index.json"), NULL, &e);
+    char *ib = file_read_all(path_join(fb, sizeof fb, b, "model.safetensors.index.json"), NULL, &e);
+    CHECK(ia && ib && strcmp(ia, ib) == 0);
+    free(ia), free(ib);
+    if (!CHECK_OK(model_load_dir(a, &c2, &t2, &q, &e) == 0, e)) goto out;
+    CHECK(t2.numel == t.numel && memcmp(q, w, t.numel * sizeof(float)) == 0);
+    param_table_free(&t2);
+    StReader r;
+    if (CHECK_OK(checkpoint_open(&r, a, &e) == 0, e)) {
+        const ParamSpec *s3 = &t.specs[3];
+        const size_t ranges[][2] = {{0, t.numel}, {s3->offset - 5, s3->numel + 10}, {t.numel - 1, 1}, {17, 0}};
+        float *got = mallocCheck(t.numel * sizeof(float));
+        for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++) {
+            size_t lo = ranges[k][0], n = ranges[k][1];
+            CHECKF(model_read_range(&r, &t, lo, n, got, &e) == 0 && memcmp(got, q + lo, n * sizeof(float)) == 0,
+                   "range [%zu, +%zu): %s", lo, n, e.msg);
+        }
+        free(got);
+        st_close(&r);
+    }
+out:
+    free(q), free(p), free(w), free(h);
+    param_table_free(&t);
+}
 
 // A fresh model dir TMP/name holding c's config.json; t gets c's table. Returns the dir.
 static const char *model_dir_begin(const ModelConfig *c, const char *name, ParamTable *t) {
@@ -560,6 +645,7 @@ int main(int argc, char **argv) {
     RUN(test_save_load_f32_sharded);
     RUN(test_save_load_bf16);
     RUN(test_save_load_tied);
+    RUN(test_save_bf16_source);
     RUN(test_load_errors);
     RUN(test_load_t5_names);
     RUN(test_atomic_save);

@@ -1,6 +1,7 @@
 // The memory plan (memplan.h) and the aqa-memplan tool (path in argv[1]): the 7B parameter count, the
 // plan's activation and cache sizes against real allocations of the same batches on a tiny model, the
 // fit searches, the printed tables, and bad options.
+#include <math.h>
 #include <sys/wait.h>
 
 #include "test.h"
@@ -12,6 +13,7 @@
 static const char *tool_path;
 
 enum { AU = 37 };  // audio token id of tiny_config
+#define GIB 1073741824.0
 
 static void test_7b(void) {
     ModelConfig c;
@@ -45,7 +47,9 @@ static void test_7b(void) {
     fcloseCheck(f);
     char *text = file_read_all(path, NULL, &e);
     CHECK(text && strstr(text, "8397094912 parameters") && strstr(text, "| naive | 7024 | 8 | stored |") &&
-          strstr(text, "(does not fit)") && strstr(text, "| **fixed total** |"));
+          strstr(text, "(does not fit)") && strstr(text, "| **fixed total** |") &&
+          strstr(text, "### Learner host memory") && strstr(text, "| updated-weights ring | 0.06 |") &&
+          strstr(text, "| checkpoint / resume | "));
     free(text);
 }
 
@@ -60,7 +64,10 @@ static void test_7b_colocated_offload(void) {
     MemPlanOptions o = memplan_defaults();
     o.colocated = 1;
     CHECKF(memplan_build(&c, &o, &p, &e) == 0, "%s", e.msg);
-    CHECK(p.policy == 0 && p.rollout_nccl == 0 && p.host == 0);
+    CHECK(p.policy == 0 && p.rollout_nccl == 0 && p.host_master == 0 && p.host_moments == 0 && p.host_grad == 0);
+    // host: the ring of 2 pieces of a 256 MB bucket over 8, the assumed rest; a checkpoint copies the shard
+    CHECK(p.host_ring == 2.0 * 2 * ceil(256.0 * 524288 / 8) && p.host_other == 2.0 * GIB);
+    CHECK(p.host_step == p.host_ring + p.host_other && p.host_ckpt == p.host_step + 12.0 * p.params / 8);
     CHECK(p.colocated_total == memplan_learner_need(&p, 0) + p.rollout_total);
     CHECK(p.colocated_total <= p.gpu && p.max_questions >= 1 && p.max_groups[MP_STORED] >= 1);
     printf("8 x 80 GB colocated: %.2f GiB of %.2f\n", p.colocated_total / 1073741824.0, p.gpu / 1073741824.0);
@@ -71,14 +78,35 @@ static void test_7b_colocated_offload(void) {
     CHECK(memplan_learner_fits(&p, 0, p.gpu, p.gpu, &e) == -1 && strstr(e.msg, "master 31.28 + moments 62.56"));
     o.offload = 1;
     CHECKF(memplan_build(&c, &o, &p, &e) == 0, "%s", e.msg);
-    CHECK(p.master == 0 && p.moments == 0 && p.host == 16.0 * p.params);
+    CHECK(p.master == 0 && p.moments == 0);
     CHECK(p.grad_shard == 4.0 * 256 * 524288);  // one 256 MB bucket's gradient and weight piece
     CHECK(p.colocated_total <= p.gpu && p.max_questions >= 1);
-    printf("1 x 80 GB colocated with offload: %.2f GiB of %.2f, host %.2f GiB\n", p.colocated_total / 1073741824.0,
-           p.gpu / 1073741824.0, p.host / 1073741824.0);
+    // host: fp32 master, m, v and the bf16 gradient, 14 bytes a parameter, + 2 x 256 MB of ring + the
+    // rest; nothing else at a checkpoint, and the load / init phases stay below the step (issue 15's one
+    // 128 GiB machine: at most ~112 GiB)
+    CHECK(p.host_master == 4.0 * p.params && p.host_moments == 8.0 * p.params && p.host_grad == 2.0 * p.params);
+    CHECK(p.host_ring == 2.0 * 2 * 256 * 524288 && p.host_files == 2.0 * p.params);
+    CHECK(p.host_step == 14.0 * p.params + p.host_ring + p.host_other && p.host_ckpt == p.host_step);
+    CHECK(p.host_load < p.host_step && p.host_init < p.host_step && p.host_peak == p.host_step);
+    CHECK(p.host_peak <= 112 * GIB);
+    printf("1 x 80 GB colocated with offload: %.2f GiB of %.2f; learner host: load %.2f, init %.2f, step %.2f, "
+           "checkpoint %.2f GiB\n",
+           p.colocated_total / GIB, p.gpu / GIB, p.host_load / GIB, p.host_init / GIB, p.host_step / GIB,
+           p.host_ckpt / GIB);
     CHECK(memplan_learner_fits(&p, 0, p.gpu, p.gpu, &e) == 0);
-    CHECK(memplan_learner_fits(&p, 0, 20.0 * 1073741824.0, p.gpu, &e) == -1 &&
-          strstr(e.msg, "20.00 GiB free of 79.65 GiB") && strstr(e.msg, "master 0.00 + moments 0.00"));
+    CHECK(memplan_learner_fits(&p, 0, 20.0 * GIB, p.gpu, &e) == -1 && strstr(e.msg, "20.00 GiB free of 79.65 GiB") &&
+          strstr(e.msg, "master 0.00 + moments 0.00"));
+    // colocated: a card that holds the learner but not the learner and its rollout together is refused,
+    // naming both sides
+    double need = memplan_learner_need(&p, 0), card = need + p.rollout_total - GIB;
+    char want[160];
+    snprintf(want, sizeof want, "the GPU has %.2f GiB, the colocated memory plan needs %.2f GiB: learner %.2f",
+             card / GIB, (need + p.rollout_total) / GIB, need / GIB);
+    CHECKF(memplan_learner_fits(&p, 0, card, card, &e) == -1 && strstr(e.msg, want) && strstr(e.msg, "+ rollout"),
+           "%s", e.msg);
+    o.colocated = 0;  // disaggregated: the same card holds the learner alone
+    CHECKF(memplan_build(&c, &o, &p, &e) == 0, "%s", e.msg);
+    CHECK(memplan_learner_fits(&p, 0, card, card, &e) == 0);
 }
 
 // The plan's sizes are those of real allocations of the batches it describes (fp32, the CPU backend).
@@ -167,6 +195,8 @@ static void test_bad_options(void) {
     BAD(o.G = 0, "G 0");
     BAD(o.offload = 2, "colocated / offload: 0 or 1");
     BAD(o.bucket_mb = 0, "bucket_mb 0");
+    BAD(o.ring_slots = 0, "ring_slots 0");
+    BAD(o.host_other_gib = -1, "host_other_gib -1");
     BAD(o.completion_tokens = -1, "completion_tokens -1");
     BAD(o.groups = 0, "groups 0");
     BAD(o.max_new_tokens = 0, "max_new_tokens 0");

@@ -108,6 +108,54 @@ static void test_roundtrip_f32(void) { roundtrip(ST_F32, "st_f32.safetensors"); 
 static void test_roundtrip_bf16(void) { roundtrip(ST_BF16, "st_bf16.safetensors"); }
 static void test_roundtrip_f16(void) { roundtrip(ST_F16, "st_f16.safetensors"); }
 
+// A bf16 source (StReadBf16) over h, its reads recorded: the largest n, and any outside it.
+static const uint16_t *src_h;
+static size_t src_n, src_reads, src_max, src_outside;
+static void src_read(void *ctx, size_t off, size_t n, uint16_t *out) {
+    src_reads++;
+    src_max = n > src_max ? n : src_max;
+    if (off > src_n || n > src_n - off) {
+        src_outside++;
+        return;
+    }
+    memcpy(out, src_h + off, n * 2);
+}
+
+// A tensor from a bf16 source larger than the writer's chunk: read in bounded chunks, written as BF16
+// (its bytes), F32 (widened, exact) and F16; the values read back are the source's, converted once.
+static void test_bf16_source(void) {
+    enum { N = (1 << 21) + 77 };  // two chunks and a bit
+    uint16_t *h = mallocCheck(N * 2);
+    float *out = mallocCheck(N * sizeof(float));
+    for (size_t i = 0; i < N; i++) h[i] = st_f32_to_bf16((float)((i * 2654435761u) % 20011) * 1e-3f - 10.0f);
+    src_h = h + 5, src_n = N - 5;
+    const StDtype dts[3] = {ST_BF16, ST_F32, ST_F16};
+    for (int d = 0; d < 3; d++) {
+        Err e;
+        src_reads = src_max = src_outside = 0;
+        StWriteTensor t = {.name = "w", .ndim = 2, .shape = {2, (N - 7) / 2}, .read_bf16 = src_read, .at = 1};
+        size_t n = (size_t)t.shape[0] * (size_t)t.shape[1];
+        const char *path = TMP_PATH("st_bf16_source.safetensors");
+        CHECK(st_write_file(path, &t, 1, dts[d], &e) == 0);
+        CHECKF(src_reads >= 2 && src_max <= (1 << 20) && src_outside == 0, "%s: %zu reads, largest %zu",
+               st_dtype_name(dts[d]), src_reads, src_max);
+        StReader r;
+        if (!CHECK(st_open(&r, path, &e) == 0)) continue;
+        CHECK(st_read_f32(&r, "w", 2, t.shape, out, &e) == 0);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            float x = st_bf16_to_f32(src_h[1 + i]);
+            float want = dts[d] == ST_F16 ? st_f16_to_f32(st_f32_to_f16(x)) : x;
+            bad += memcmp(&out[i], &want, 4) != 0;
+        }
+        CHECKF(bad == 0, "%s: %zu of %zu values differ", st_dtype_name(dts[d]), bad, n);
+        if (dts[d] == ST_BF16) CHECK(memcmp(st_find(&r, "w")->data, src_h + 1, n * 2) == 0);
+        st_close(&r);
+    }
+    free(h);
+    free(out);
+}
+
 // Writes a raw safetensors file: header length, header text, then nbytes of data (0x11 each).
 static const char *write_raw(const char *name, uint64_t hlen_override, const char *header, size_t nbytes) {
     const char *path = TMP_PATH(name);
@@ -332,6 +380,7 @@ int main(void) {
     RUN(test_roundtrip_f32);
     RUN(test_roundtrip_bf16);
     RUN(test_roundtrip_f16);
+    RUN(test_bf16_source);
     RUN(test_bad_files);
     RUN(test_dtypes_and_lookup_errors);
     RUN(test_sharded);

@@ -1,7 +1,9 @@
-// Tests of common/util: Err formatting, atomic writes, directory creation, Philox known answers.
+// Tests of common/util: Err formatting, atomic writes, directory creation, Philox known answers, the
+// process's peak memory.
 #include "test.h"
 #include "util/check.h"
 #include "util/fileio.h"
+#include "util/procmem.h"
 #include "util/rng.h"
 
 #include <unistd.h>
@@ -87,6 +89,19 @@ static void test_rng_stream(void) {
 }
 
 // test.h's comparisons: a NaN or Inf anywhere is an infinite error that no later element hides.
+// The peak grows by what the process touches: 64 MiB written page by page must show (a reading that
+// ignored them, or read another field, stays below).
+static void test_procmem(void) {
+    double before = procmem_peak_bytes();
+    const size_t n = (size_t)64 << 20;
+    volatile char *p = mallocCheck(n);
+    for (size_t i = 0; i < n; i += 4096) p[i] = (char)i;
+    double after = procmem_peak_bytes();
+    printf("  VmHWM %.1f MiB -> %.1f MiB after touching 64 MiB\n", before / 1048576, after / 1048576);
+    CHECK(before > 0 && after >= before + 0.9 * (double)n);
+    free((void *)p);
+}
+
 static void test_cmp(void) {
     CHECK(cmp_diff(1.0, 1.5) == 0.5);
     CHECK(isinf(cmp_diff(NAN, NAN)) && isinf(cmp_diff(1, INFINITY)) && isinf(cmp_diff(INFINITY, INFINITY)));
@@ -112,6 +127,7 @@ static void test_cmp(void) {
 
 int main(void) {
     RUN(test_cmp);
+    RUN(test_procmem);
     RUN(test_err);
     RUN(test_atomic);
     RUN(test_dir);
