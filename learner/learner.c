@@ -27,6 +27,7 @@
 #include "trainer_ckpt.h"
 #include "util/fileio.h"
 #include "util/log.h"
+#include "util/procmem.h"
 #include "util/signals.h"
 
 #define LEARNER_USAGE                                                                                       \
@@ -200,8 +201,8 @@ int main(int argc, char **argv) {
     group_inbox_free(&inbox);
     if (root) {
         progress_end();
-        log_info("done: %lld of %lld steps; metrics and checkpoints in %s", (long long)t.step, (long long)t.n_steps,
-                 cfg.train.run_dir);
+        log_info("done: %lld of %lld steps; metrics and checkpoints in %s; learner host memory peak (VmHWM) %.2f GiB",
+                 (long long)t.step, (long long)t.n_steps, cfg.train.run_dir, procmem_peak_bytes() / 1073741824.0);
         metrics_close(metrics);
     }
     trainer_free(&t);

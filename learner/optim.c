@@ -65,16 +65,6 @@ double optim_sumsq(const float *g, size_t n) {
     return s;
 }
 
-double optim_sumsq_bf16(const uint16_t *g, size_t n, float inv_l) {
-    double s = 0;
-#pragma omp parallel for reduction(+ : s) schedule(static) if (n > 65536)
-    for (size_t i = 0; i < n; i++) {
-        double x = st_bf16_to_f32(g[i]) * inv_l;
-        s += x * x;
-    }
-    return s;
-}
-
 double optim_clip_scale(double norm, double max_norm) {
     double s = max_norm / (norm + 1e-6);
     return s < 1 ? s : 1.0;

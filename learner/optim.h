@@ -58,8 +58,6 @@ void adamw_step_bf16(const AdamWScalars *s, float *master, float *m, float *v, c
 
 // Sum of squares of g [n] (accumulated in double).
 double optim_sumsq(const float *g, size_t n);
-// Sum of squares of bf16 g [n] * inv_l (the value adamw_step_bf16 uses), accumulated in double.
-double optim_sumsq_bf16(const uint16_t *g, size_t n, float inv_l);
 // clip_grad_norm_: scale = max_norm / (norm + 1e-6), applied only when < 1; returns 1 otherwise.
 double optim_clip_scale(double norm, double max_norm);
 void optim_scale(float *g, size_t n, double scale);

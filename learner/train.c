@@ -44,7 +44,8 @@ static int trainer_memory_check(const Trainer *t, const ModelConfig *mc, Err *e)
     o.groups = (per_micro + o.learners - 1) / o.learners;
     o.act_size = cfg->model.dtype == CFG_DTYPE_BF16 ? 2 : 4;
     o.offload = cfg->optim.offload == CFG_OFFLOAD_HOST;
-    o.colocated = cfg->train.placement == CFG_PLACEMENT_COLOCATED;
+    // colocated: a rollout shares this GPU (a GRPO job with rollouts; SFT has none)
+    o.colocated = weights_transport_decide(cfg, t->comm->n_rollouts, 0) == WEIGHTS_SHARED;
     o.bucket_mb = cfg->train.grad_bucket_mb;
     o.questions = cfg->rollout.batch_questions;
     o.ring_slots = ZERO_RING;

@@ -12,9 +12,10 @@
 #include "model/model.h"
 #include "util/check.h"
 
-// Pinned host slots of one piece each that updated bf16 weights go up through (zero_cuda.h): the CPU
-// fills one while the other is copied up and all-gathered (the host AdamW is the slower side, so a
-// second slot keeps both busy). The memory plan counts them (memplan.h ring_slots).
+// Pinned host slots of one bucket piece in each ring of the offloaded update (zero_cuda.h: reduced
+// gradient pieces down, updated bf16 weights up): the CPU works on one slot while the other's copy is in
+// flight (the host AdamW is the slower side, so a second slot keeps both busy). The memory plan counts
+// them (memplan.h ring_slots).
 enum { ZERO_RING = 2 };
 
 typedef struct {

@@ -41,12 +41,16 @@ static void bucket_reduce(ZeroCuda *zc, int b) {
         CUDA_CHECK(cudaMemsetAsync(at(zc->stage, k->n), 0, (padded - k->n) * BF16, zc->comm));
         send = zc->stage;
     }
-    // offload: one bucket's piece on the device, reused in stream order once it has been copied down
+    // offload: one bucket's piece on the device, reused in stream order once it is back in place
     void *piece = at(zc->gshard, zc->offload ? 0 : k->shard_off);
     nccl_reduce_scatter(&zc->nccl, send, piece, k->piece, ncclBfloat16, zc->comm);
-    if (zc->offload)  // down as soon as it is reduced; zero_cuda_reduce's wait covers it
-        CUDA_CHECK(cudaMemcpyAsync(at(zc->g_host, k->shard_off), piece, k->piece * BF16, cudaMemcpyDeviceToHost,
-                                      zc->comm));
+    if (!zc->offload) return;
+    // the piece's parameters (its padding is zero and stays out) back where they belong in the gradient
+    // buffer, which this update reads nowhere else, and their squared norm
+    size_t lo, n;
+    zero_piece(&zc->z, b, zc->rank, &lo, &n);
+    if (n) CUDA_CHECK(cudaMemcpyAsync(at(zc->grad, lo), piece, n * BF16, cudaMemcpyDeviceToDevice, zc->comm));
+    optim_cuda_sumsq(at(zc->grad, lo), n, (float)(1.0 / zc->z.n_ranks), zc->partials, zc->sums + b, zc->comm);
 }
 
 // The comm stream continues after everything enqueued on the backend's stream so far.
@@ -99,9 +103,13 @@ static int init_master(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, cons
     zc->compute = (cudaStream_t)ops_cuda_stream(m->ops);
     CUDA_CHECK(cudaStreamCreateWithFlags(&zc->comm, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&zc->ev, cudaEventDisableTiming));
-    for (int k = 0; k < ZERO_RING; k++) CUDA_CHECK(cudaEventCreateWithFlags(&zc->ring_ev[k], cudaEventDisableTiming));
+    for (int k = 0; k < ZERO_RING; k++) {
+        CUDA_CHECK(cudaEventCreateWithFlags(&zc->up.done[k], cudaEventDisableTiming));
+        CUDA_CHECK(cudaEventCreateWithFlags(&zc->down.done[k], cudaEventDisableTiming));
+    }
     nccl_init(&zc->nccl, c->role_comm, timeout_s);
     zc->offload = offload;
+    zc->rank = c->role_rank;
     zc->max_piece = zc->z.max_padded / (size_t)zc->z.n_ranks;
     zc->master = (offload ? host_alloc : dev_alloc)(zc->z.shard_n * sizeof(float));
     if (master_fill(zc, c->role_rank, src, e)) {
@@ -123,8 +131,12 @@ int zero_cuda_init(ZeroCuda *zc, Model *m, Tensor *grad, const Comm *c, const Ze
     void *(*state_alloc)(size_t) = offload ? host_alloc : dev_alloc;
     zc->m = state_alloc(n * sizeof(float));
     zc->v = state_alloc(n * sizeof(float));
-    if (offload) zc->g_host = host_alloc(n * BF16);
-    zc->ring = host_alloc(ZERO_RING * zc->max_piece * BF16);
+    zc->up.slot = host_alloc(ZERO_RING * zc->max_piece * BF16);
+    if (offload) {
+        zc->down.slot = host_alloc(ZERO_RING * zc->max_piece * BF16);
+        zc->sums = dev_alloc((size_t)zc->z.n_buckets * sizeof(double));
+        zc->sums_host = host_alloc((size_t)zc->z.n_buckets * sizeof(double));
+    }
     // offload: the device holds one bucket's piece of each (the shards are on the host)
     size_t dev_n = offload ? zc->max_piece : n;
     zc->gshard = dev_alloc(dev_n * BF16);
@@ -145,13 +157,17 @@ void zero_cuda_free(ZeroCuda *zc) {
         if (zc->offload) cudaFreeHost(state[i]);
         else cudaFree(state[i]);
     }
-    cudaFreeHost(zc->g_host);
-    cudaFreeHost(zc->ring);
-    void *bufs[] = {zc->gshard, zc->pshard, zc->stage, zc->partials, zc->sumsq};
+    cudaFreeHost(zc->up.slot);
+    cudaFreeHost(zc->down.slot);
+    cudaFreeHost(zc->sums_host);
+    void *bufs[] = {zc->gshard, zc->pshard, zc->stage, zc->partials, zc->sumsq, zc->sums};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) cudaFree(bufs[i]);
     cudaFreeHost(zc->sumsq_host);
     nccl_free(&zc->nccl);
-    for (int k = 0; k < ZERO_RING; k++) cudaEventDestroy(zc->ring_ev[k]);
+    for (int k = 0; k < ZERO_RING; k++) {
+        cudaEventDestroy(zc->up.done[k]);
+        cudaEventDestroy(zc->down.done[k]);
+    }
     cudaEventDestroy(zc->ev);
     cudaStreamDestroy(zc->comm);
     zero_layout_free(&zc->z);
@@ -168,9 +184,13 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     launch_upto(zc, model_grad_range_count(&zc->model->cfg));
     zc->launched = 0;
     const float inv_l = (float)(1.0 / zc->z.n_ranks);
-    if (zc->offload) {  // the shard is on the host: its squared norm too, then up for the all-reduce
+    if (zc->offload) {  // the buckets' squared norms summed in bucket order on the host, up for the all-reduce
+        CUDA_CHECK(cudaMemcpyAsync(zc->sums_host, zc->sums, (size_t)zc->z.n_buckets * sizeof(double),
+                                   cudaMemcpyDeviceToHost, zc->comm));
         nccl_wait(&zc->nccl, zc->comm, "gradient reduce-scatter");
-        *zc->sumsq_host = optim_sumsq_bf16(zc->g_host, zc->z.shard_n, inv_l);
+        double sum = 0;
+        for (int b = 0; b < zc->z.n_buckets; b++) sum += zc->sums_host[b];
+        *zc->sumsq_host = sum;
         CUDA_CHECK(cudaMemcpyAsync(zc->sumsq, zc->sumsq_host, sizeof(double), cudaMemcpyHostToDevice, zc->comm));
     } else {
         optim_cuda_sumsq(zc->gshard, zc->z.shard_n, inv_l, zc->partials, zc->sumsq, zc->comm);
@@ -181,21 +201,32 @@ void zero_cuda_reduce(ZeroCuda *zc, double *norm) {
     *norm = sqrt(*zc->sumsq_host);
 }
 
-// The ring slot bucket b's updated weights go through, once the copy up of the bucket that used it
-// last has finished (the CPU writes it next).
-static uint16_t *ring_take(ZeroCuda *zc, int b) {
-    CUDA_CHECK(cudaEventSynchronize(zc->ring_ev[b % ZERO_RING]));
-    return zc->ring + (size_t)(b % ZERO_RING) * zc->max_piece;
+// The slot of ring r that bucket b goes through, once the last copy of it has finished (the CPU uses
+// it next).
+static uint16_t *ring_take(ZeroCuda *zc, ZeroRing *r, int b) {
+    CUDA_CHECK(cudaEventSynchronize(r->done[b % ZERO_RING]));
+    return r->slot + (size_t)(b % ZERO_RING) * zc->max_piece;
+}
+
+// Offload: enqueues the copy down of bucket b's reduced gradient piece (in place in the gradient buffer)
+// into its slot of the down ring, the padding zeroed (the slot is free: the CPU is done with it).
+static void grad_down(ZeroCuda *zc, int b) {
+    size_t lo, n;
+    zero_piece(&zc->z, b, zc->rank, &lo, &n);
+    uint16_t *slot = zc->down.slot + (size_t)(b % ZERO_RING) * zc->max_piece;
+    memset(slot + n, 0, (zc->z.b[b].piece - n) * BF16);
+    if (n) CUDA_CHECK(cudaMemcpyAsync(slot, at(zc->grad, lo), n * BF16, cudaMemcpyDeviceToHost, zc->comm));
+    CUDA_CHECK(cudaEventRecord(zc->down.done[b % ZERO_RING], zc->comm));
 }
 
 // Enqueues bucket b's all-gather of the updated bf16 weights into the model on the comm stream, from its
-// piece of pshard; with ring (the slot ring_take gave, filled by the CPU) that piece is copied up first.
-static void bucket_gather(ZeroCuda *zc, int b, const uint16_t *ring) {
+// piece of pshard; with up (the slot of the up ring the CPU filled) that piece is copied up first.
+static void bucket_gather(ZeroCuda *zc, int b, const uint16_t *up) {
     const ZeroBucket *k = &zc->z.b[b];
     void *send = at(zc->pshard, zc->offload ? 0 : k->shard_off);
-    if (ring) {
-        CUDA_CHECK(cudaMemcpyAsync(send, ring, k->piece * BF16, cudaMemcpyHostToDevice, zc->comm));
-        CUDA_CHECK(cudaEventRecord(zc->ring_ev[b % ZERO_RING], zc->comm));
+    if (up) {
+        CUDA_CHECK(cudaMemcpyAsync(send, up, k->piece * BF16, cudaMemcpyHostToDevice, zc->comm));
+        CUDA_CHECK(cudaEventRecord(zc->up.done[b % ZERO_RING], zc->comm));
     }
     Tensor *params = zc->model->params;
     size_t padded = k->piece * (size_t)zc->z.n_ranks;
@@ -211,15 +242,19 @@ void zero_cuda_step(ZeroCuda *zc, const AdamWConfig *cfg, double lr, int64_t ste
     const AdamWScalars s = adamw_scalars(cfg, lr, step);
     if (!zc->offload)
         optim_cuda_adamw(&s, zc->master, zc->m, zc->v, zc->gshard, inv_l, clip, zc->pshard, zc->z.shard_n, zc->comm);
-    for (int b = 0; b < zc->z.n_buckets; b++) {
+    const int nb = zc->z.n_buckets;
+    for (int b = 0; zc->offload && b < ZERO_RING && b < nb; b++) grad_down(zc, b);
+    for (int b = 0; b < nb; b++) {
         const ZeroBucket *k = &zc->z.b[b];
         uint16_t *out = NULL;
-        if (zc->offload) {  // this piece on the CPU while the GPU copies up and gathers the previous ones
+        if (zc->offload) {  // this piece on the CPU while the GPU copies the next ones down, the previous up
             size_t o = k->shard_off;
-            out = ring_take(zc, b);
-            adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, zc->g_host + o, inv_l, clip, out, k->piece);
+            const uint16_t *g = ring_take(zc, &zc->down, b);
+            out = ring_take(zc, &zc->up, b);
+            adamw_step_bf16(&s, zc->master + o, zc->m + o, zc->v + o, g, inv_l, clip, out, k->piece);
         }
         bucket_gather(zc, b, out);
+        if (zc->offload && b + ZERO_RING < nb) grad_down(zc, b + ZERO_RING);  // into the slot just used
     }
     // The next forward reads the new weights and backward writes the gradient the comm stream read.
     CUDA_CHECK(cudaEventRecord(zc->ev, zc->comm));
@@ -247,7 +282,7 @@ void zero_cuda_upload(ZeroCuda *zc, const float *master, const float *m, const f
     // converted into the ring on the host while the previous ones go up.
     for (int b = 0; b < zc->z.n_buckets; b++) {
         const ZeroBucket *k = &zc->z.b[b];
-        uint16_t *out = ring_take(zc, b);
+        uint16_t *out = ring_take(zc, &zc->up, b);
         for (size_t i = 0; i < k->piece; i++) out[i] = st_f32_to_bf16(master[k->shard_off + i]);
         bucket_gather(zc, b, out);
     }

@@ -10,15 +10,17 @@
 //   reported, and a non-finite one stops the update);
 //   AdamW on the shard (optim_cuda.h) -> all-gather of the bf16 weights into every learner's model.
 // The gradient is the mean over learners (the DDP rule of trainer_update).
-// With optim.offload=host the fp32 master weights and moments live in pinned host memory instead: each
-// bucket's reduced bf16 piece is copied down on the comm stream right after its reduce-scatter (while
-// backward goes on; the device keeps one bucket's piece, reused in stream order), the squared norm is
-// summed on the host, and zero_cuda_step runs the host AdamW (adamw_step_bf16, optim.c's arithmetic) bucket
-// by bucket, each piece's bf16 weights written into a small pinned ring (ZERO_RING slots of one piece),
-// copied up and all-gathered while the CPU updates the next piece: the host holds the fp32 shard state
-// and the bf16 gradient shard, and of the updated weights only the ring. The master shard is filled
-// straight from its source (zero.h ZeroSource: a checkpoint's files) before the moments are allocated, so
-// no fp32 copy of the model exists beside it.
+// With optim.offload=host the fp32 master weights and moments live in pinned host memory instead: right
+// after each bucket's reduce-scatter (while backward goes on; the device keeps one bucket's piece, reused
+// in stream order) the piece's parameters go back into their own place in the gradient buffer, which
+// nothing else reads any more in this update, and their squared norm is taken there; the buckets' norms
+// are summed on the host. zero_cuda_step then runs the host AdamW (adamw_step_bf16, optim.c's
+// arithmetic) bucket by bucket through two small pinned rings (ZERO_RING slots of one piece each): each
+// piece's reduced gradient copied down ahead of the CPU, its updated bf16 weights copied up and
+// all-gathered while the CPU updates the next piece. The host holds the fp32 shard state and the rings,
+// nothing of the model's size besides. The master shard is filled straight from its source (zero.h
+// ZeroSource: a checkpoint's files) before the moments are allocated, so no fp32 copy of the model
+// exists beside it.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -26,6 +28,13 @@
 #include "model/model.h"
 #include "optim.h"
 #include "zero.h"
+
+// Pinned bf16 slots of one bucket piece each, between the GPU and the host AdamW: the CPU works on one
+// slot while the copy of another is in flight.
+typedef struct {
+    uint16_t *slot;               // [ZERO_RING][max_piece]
+    cudaEvent_t done[ZERO_RING];  // the last copy into / out of slot k has finished
+} ZeroRing;
 
 typedef struct ZeroCuda {
     ZeroLayout z;
@@ -36,10 +45,11 @@ typedef struct ZeroCuda {
     cudaEvent_t ev;
     int offload;            // optim.offload=host: master, m, v are pinned host memory
     float *master, *m, *v;  // [shard_n] fp32, on the device (or the host with offload)
-    uint16_t *g_host;       // offload: [shard_n] pinned bf16, gshard copied down
-    uint16_t *ring;         // [ZERO_RING][max_piece] pinned bf16: updated weights on their way up to pshard
-    cudaEvent_t ring_ev[ZERO_RING];  // slot k's copy up has finished (the CPU may write it again)
+    int rank;               // this learner's index among the learners
+    ZeroRing up;            // updated bf16 weights on their way up to pshard
+    ZeroRing down;          // offload: reduced gradient pieces on their way down to the host AdamW
     size_t max_piece;       // the largest bucket piece (z.max_padded / L)
+    double *sums, *sums_host;  // offload: [n_buckets] each bucket piece's squared norm (device, pinned host)
     void *gshard;           // [shard_n] bf16: this rank's reduced gradient pieces (offload: one piece)
     void *pshard;           // [shard_n] bf16: its updated weights, all-gathered (offload: one piece)
     void *stage;            // [z.max_padded] bf16: a bucket padded to L * piece

@@ -83,7 +83,7 @@ static void host_plan(const MemPlanOptions *o, double N, double bucket, MemPlan 
     const double L = o->learners, piece = ceil(bucket / L);
     p->host_master = o->offload ? N * 4 / L : 0;
     p->host_moments = o->offload ? 2 * N * 4 / L : 0;
-    p->host_grad = o->offload ? N * 2 / L : 0;
+    p->host_grad = o->offload ? o->ring_slots * piece * 2 : 0;
     p->host_ring = o->ring_slots * piece * 2;
     p->host_other = o->host_other_gib * MEMPLAN_GIB;
     p->host_files = N * 2;  // bf16 files
@@ -198,9 +198,9 @@ static void host_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
     row(f, "master weights", p->host_master, how);
     snprintf(how, sizeof how, "pinned fp32 m and v, 1/%d%s", o->learners, o->offload ? "" : " (none: on the GPU)");
     row(f, "AdamW moments", p->host_moments, how);
-    snprintf(how, sizeof how, "pinned bf16 reduced gradient, 1/%d%s", o->learners,
-             o->offload ? "" : " (none: on the GPU)");
-    row(f, "gradient shard", p->host_grad, how);
+    snprintf(how, sizeof how, "pinned bf16, %d slots of one %d MB bucket's 1/%d%s", o->ring_slots, o->bucket_mb,
+             o->learners, o->offload ? "" : " (none: on the GPU)");
+    row(f, "reduced-gradient ring", p->host_grad, how);
     snprintf(how, sizeof how, "pinned bf16, %d slots of one %d MB bucket's 1/%d", o->ring_slots, o->bucket_mb,
              o->learners);
     row(f, "updated-weights ring", p->host_ring, how);
@@ -210,7 +210,7 @@ static void host_print(FILE *f, const MemPlanOptions *o, const MemPlan *p) {
     row(f, "load", p->host_load, "the model's files pass through the mapping to the GPU; other");
     snprintf(how, sizeof how, "master shard + its 1/%d of the files while it is filled; other", o->learners);
     row(f, "init", p->host_init, how);
-    row(f, "step", p->host_step, "master + moments + gradient shard + ring + other");
+    row(f, "step", p->host_step, "master + moments + the two rings + other");
     row(f, "checkpoint / resume", p->host_ckpt,
         o->offload ? "the step's (the pinned state is written and read in place; model/ from the GPU in chunks)"
                    : "the step's + host copies of the shard's master and moments");

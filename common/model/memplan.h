@@ -9,11 +9,12 @@
 // colocated, each rollout rank on its learner's GPU, reading the learner's bf16 weights in place (no
 // policy copy, no weight NCCL buffers) and holding the reference model and the KV cache; the two
 // processes each have their own CUDA runtime. With offload (optim.offload=host) the fp32 master weights
-// and moments of the shard live in pinned host memory, plus the bf16 gradient shard.
+// and moments of the shard live in pinned host memory, the reduced gradient and the updated weights pass
+// through pinned rings of a few bucket pieces (zero_cuda.h).
 // Host memory of a GPU learner process (what its VmHWM measures), per phase: loading (the model's files
 // mapped while the weights go to the GPU; bf16 files assumed, 2 bytes per parameter), init (the master
 // shard filled from the files before anything else of the optimizer state exists), step (the pinned
-// state, the gradient shard and the weights' ring) and checkpoint / resume (without offload, host
+// state and the two rings) and checkpoint / resume (without offload, host
 // copies of the shard's master and moments; the model directory is written from the GPU in chunks).
 #pragma once
 #include <stdio.h>
@@ -38,7 +39,7 @@ typedef struct {
     int colocated;             // 1: learner k and rollout k share GPU k (see above)
     int offload;               // 1: optim.offload=host
     int bucket_mb;             // train.grad_bucket_mb: with offload the GPU keeps one bucket's pieces only
-    int ring_slots;            // pinned host slots of one piece for the updated weights (zero.h ZERO_RING)
+    int ring_slots;            // pinned host slots of one piece in each ring (zero.h ZERO_RING)
     double host_other_gib;     // assumed host memory of a learner process besides the plan's items (CUDA
                                // and NCCL host side, MPI, tokenizer, dataset, code)
 } MemPlanOptions;
@@ -62,8 +63,8 @@ typedef struct {
     double policy, reference, kv, prefill, scoring, rollout_nccl, rollout_total;
     int kv_rows, prefill_tokens, scoring_tokens;
     int max_questions;  // questions generated at once that fit (0: not even one)
-    // learner process host memory, bytes: pinned fp32 master and moments and bf16 gradient shard
-    // (offload), the pinned ring, the assumed rest; the model's files mapped while loading, and the
+    // learner process host memory, bytes: pinned fp32 master and moments and the reduced-gradient ring
+    // (offload), the updated-weights ring, the assumed rest; the model's files mapped while loading, and the
     // peaks of the phases (see above)
     double host_master, host_moments, host_grad, host_ring, host_other, host_files;
     double host_load, host_init, host_step, host_ckpt, host_peak;
