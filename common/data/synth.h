@@ -41,6 +41,9 @@ enum { SYNTH_MAX_CHOICES = 4, SYNTH_MAX_EVENTS = 4 };
 
 typedef enum { SYNTH_TONE, SYNTH_CHIRP, SYNTH_NOISE } SynthSound;
 
+// The pitch family's tone frequency range per class (low, medium, high), Hz.
+extern const double SYNTH_PITCH_HZ[3][2];
+
 // One foreground sound: times in seconds, level as RMS before the final peak scaling.
 typedef struct {
     SynthSound kind;
