@@ -1,6 +1,7 @@
 // Tests of common/data/synth: determinism (same seed, same bytes), the output loads with the dataset
 // readers without errors, and the audio really encodes each answer (burst counts, RMS of halves,
-// tone energy at the drawn frequency, zero-crossing rate at the start and end of a sweep).
+// tone energy at the drawn frequency, zero-crossing rate at the start and end of a sweep), and the pitch
+// classes are far apart at the encoder's log-mel input.
 #include "audio/audio.h"
 #include "audio/mel.h"
 #include "data/dataset.h"
