@@ -84,10 +84,12 @@ static void put_title(FILE *gp, const char *s) {
 }
 
 static int draw(const char *run_dir, const MetricsTable *t, const Sweep *sw, const char *png, Err *e) {
-    int show[N_PANELS], n_show = 0;
+    int show[N_PANELS], n_show = 0, n_results = 0;
     char absent[512] = "";
+    // checkpoints evaluated so far (a sweep lists the others too; an empty data block makes gnuplot warn)
+    for (int i = 0; i < sw->n; i++) n_results += sw->entry[i].has_result;
     for (int p = 0; p < N_PANELS; p++) {
-        show[p] = p == 1 && sw->n > 0;  // accuracy also shows evaluated checkpoints
+        show[p] = p == 1 && n_results > 0;  // accuracy also shows evaluated checkpoints
         for (int s = 0; s < t->n_series && !show[p]; s++) show[p] = panel_has(&panels[p], t, s);
         n_show += show[p];
         if (!show[p]) snprintf(absent + strlen(absent), sizeof absent - strlen(absent), "%s%s", absent[0] ? ", " : "", panels[p].title);
@@ -136,7 +138,7 @@ static int draw(const char *run_dir, const MetricsTable *t, const Sweep *sw, con
             fprintf(gp, "%s $m using 1:%d with lines title '%s'", first ? "" : ",", s + 2, t->name[s]);
             first = 0;
         }
-        if (p == 1 && sw->n > 0) {
+        if (p == 1 && n_results > 0) {
             fprintf(gp, "%s $mmau using 1:2 with linespoints pt 7 title 'MMAU test-mini, checkpoint step-N'", first ? "" : ",");
             first = 0;
         }
