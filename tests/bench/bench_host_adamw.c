@@ -1,7 +1,9 @@
 // bench_host_adamw: parameters per second of the offloaded optimizer's host AdamW (adamw_step_bf16, the
 // piece zero_cuda runs per bucket with optim.offload=host): bf16 gradient sum in, fp32 master weights and
 // moments updated, bf16 weights out, OpenMP threads = the cores (OMP_NUM_THREADS to change). The state
-// is first touched by the same static thread schedule, as in a long run. tests/bench/torch_adamw.py is
+// is first touched by the same static thread schedule, as in a long run. The limit printed beside it is
+// the host's copy bandwidth measured in the same process with the same threads (28 bytes move per
+// parameter). tests/bench/torch_adamw.py is
 // the baseline (torch.optim.AdamW, foreach, fp32, CPU) over the same count; run both on one machine:
 //   build/tests/bench/bench_host_adamw [--params N] [--reps R] [--json OUT]
 //   python3 tests/bench/torch_adamw.py [--params N] [--reps R] --ours OUT
@@ -42,8 +44,23 @@ int main(int argc, char **argv) {
         master[i] = (float)(i % 1000) * 1e-3f - 0.5f, m[i] = 0, v[i] = 0;
         g[i] = st_f32_to_bf16((float)((i * 2654435761u) % 2001) * 1e-5f - 0.01f), out[i] = 0;
     }
-    AdamWConfig cfg = adamw_config_default();
     double *t = mallocCheck((size_t)reps * sizeof(double));
+    // The limit: this machine's copy bandwidth with the same threads and schedule (master into m, each
+    // thread its static share; bytes read + written), then m zeroed again as the update expects.
+    for (int r = -1; r < reps; r++) {
+        double t0 = bench_now();
+#pragma omp parallel
+        {
+            size_t k = (size_t)omp_get_num_threads(), j = (size_t)omp_get_thread_num();
+            size_t lo = n * j / k, hi = n * (j + 1) / k;
+            memcpy(m + lo, master + lo, (hi - lo) * sizeof(float));
+        }
+        if (r >= 0) t[r] = bench_now() - t0;
+    }
+    const double copy_gbs = (double)n * 4 * 2 / bench_median(t, reps) / 1e9;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) m[i] = 0;
+    AdamWConfig cfg = adamw_config_default();
     for (int r = -1; r < reps; r++) {  // r = -1: warm-up
         AdamWScalars s = adamw_scalars(&cfg, 1e-6, r + 2);
         double t0 = bench_now();
@@ -52,13 +69,16 @@ int main(int argc, char **argv) {
     }
     double sec = bench_median(t, reps), rate = (double)n / sec;
     // bytes moved per element: g and out bf16, master, m, v read and written fp32
-    double gbs = (double)n * (2 + 2 + 3 * 4 * 2) / sec / 1e9;
+    const double bytes_per = 2 + 2 + 3 * 4 * 2, gbs = (double)n * bytes_per / sec / 1e9;
+    const double roof = copy_gbs * 1e9 / bytes_per;  // params/s if the update ran at copy bandwidth
     int threads = omp_get_max_threads();
     printf("host AdamW (adamw_step_bf16): %zu params, %d threads: %.4f s per step, %.3e params/s, %.1f GB/s\n", n,
            threads, sec, rate, gbs);
+    printf("limit: measured copy bandwidth %.1f GB/s (same threads) / %.0f bytes a parameter = %.3e params/s: "
+           "%.0f%% of it\n", copy_gbs, bytes_per, roof, 100 * rate / roof);
     if (json) {
-        json_t *root = json_pack("{s:I, s:i, s:f, s:f}", "params", (json_int_t)n, "threads", threads, "seconds", sec,
-                                 "params_per_s", rate);
+        json_t *root = json_pack("{s:I, s:i, s:f, s:f, s:f}", "params", (json_int_t)n, "threads", threads, "seconds",
+                                 sec, "params_per_s", rate, "copy_gb_per_s", copy_gbs);
         if (json_dump_file(root, json, JSON_INDENT(1))) fatal("bench_host_adamw: cannot write %s", json);
         json_decref(root);
     }
