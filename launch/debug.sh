@@ -86,6 +86,11 @@ if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 export NCCL_NVLS_ENABLE=${NCCL_NVLS_ENABLE:-0}
+# Open MPI binds each rank to one core when it starts two or fewer ranks (Cpus_allowed_list 0 and 1
+# for a learner and a rollout): a learner's host AdamW (optim.offload=host) and the CPU backend's OpenMP
+# loops then run on one core; the 7B optimizer step took 22.7 s on an H100 machine whose 16 cores do it
+# in about 1.6 s (bench_host_adamw). The ranks share the node's cores instead.
+mpi_bind=(--bind-to none)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/aqa-debug.XXXXXX")
 server_pid=""
@@ -121,7 +126,7 @@ trap on_term TERM
 learner_cmd=("${bind[@]}" "$build/learner/learner" --config "$config" "${sets[@]}")
 if [ "$mode" = "sft" ]; then
   echo "debug.sh: SFT: $learners learner(s), no rollout ranks, run dir $run_dir"
-  mpirun -np "$learners" "${learner_cmd[@]}" &
+  mpirun "${mpi_bind[@]}" -np "$learners" "${learner_cmd[@]}" &
   job_pid=$!
 else
   [ "$rollouts" -ge 1 ] || { echo "debug.sh: GRPO needs at least one rollout rank" >&2; exit 2; }
@@ -138,7 +143,7 @@ else
   reward=(--set "reward.server=127.0.0.1:$port")
   echo "debug.sh: GRPO: $learners learner(s) + $rollouts rollout(s), reward-server on 127.0.0.1:$port," \
        "run dir $run_dir"
-  mpirun -np "$learners" "${learner_cmd[@]}" "${reward[@]}" \
+  mpirun "${mpi_bind[@]}" -np "$learners" "${learner_cmd[@]}" "${reward[@]}" \
        : -np "$rollouts" "${bind[@]}" "$build/rollout/rollout" --config "$config" \
          "${sets[@]}" "${reward[@]}" &
   job_pid=$!

@@ -8,6 +8,7 @@
 # A benchmark, not a test: it prints figures and asserts nothing about them.
 #
 # Usage: tests/bench/job_1gpu.sh BUILD_DIR [MODEL_CONFIG]   (default configs/model-7b.json)
+# The 16 questions are passed over as often as the steps need (train.epochs 1000).
 # Knobs: STEPS (3), MAX_NEW (256 new tokens at most), Q questions a step (8), RB questions generated at once (4), ACC micro-steps (Q/4),
 #   RESUME=1: checkpoint at the last step with the trainer state, then resume for one more step (a disk
 #   of 64 GiB holds that for configs/model-7b-4layers.json, not for the full 7B: its trainer state alone
@@ -85,9 +86,10 @@ job() {  # LOG STEPS [ARGS]
         --set model.ref_model=model --set data.train=data/train.jsonl --set train.placement=colocated \
         --set train.max_steps="$n" --set train.save_every="$steps" --set train.run_dir="$dir/run" \
         --set train.questions_per_step="$q" --set rollout.batch_questions="$rb" --set train.grad_accum="$acc" \
-        --set model.recompute=true --set rollout.max_new_tokens="$max_new" "${keys[@]}" "$@" >"$log" 2>&1
+        --set model.recompute=true --set rollout.max_new_tokens="$max_new" --set train.epochs=1000 "${keys[@]}" "$@" \
+        >"$log" 2>&1
     echo "$log: exit $? at $(($(date +%s) - t0)) s"
-    grep -h "memory plan\|learner ready\|step [0-9]*/\|checkpoint \|resumed\|done\|fatal\|error" "$log" | cut -c1-300
+    grep -h "memory plan\|CPU threads\|learner ready\|step [0-9]*/\|checkpoint \|resumed\|done\|fatal\|error" "$log" | cut -c1-300
 }
 rm -rf run
 job job.log "$steps"

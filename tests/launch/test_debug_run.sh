@@ -41,12 +41,18 @@ rc=$?
 if [ "$rc" -eq 0 ] && grep -q "no rollout ranks" sft.log; then ok; else bad "SFT run: rc $rc"; cat sft.log; fi
 if [ "$(grep -c '"step"' sft/metrics.jsonl 2>/dev/null)" = 2 ]; then ok; else bad "SFT metrics rows"; fi
 if [ -f sft/checkpoints/step-00000002/.complete ] && [ -f sft/config.json ]; then ok; else bad "SFT checkpoint"; fi
+# The ranks keep every core (mpirun alone would bind each of 2 or fewer ranks to one): the learner's
+# OpenMP loops and host AdamW use them all unless OMP_NUM_THREADS says otherwise.
+want=${OMP_NUM_THREADS:-$(nproc)}
+if grep -q "learner 0: $want CPU threads" sft.log; then ok; else bad "SFT learner threads: want $want"; grep "CPU threads" sft.log; fi
 
 # GRPO from the SFT checkpoint: reward service + 1 learner + 1 rollout.
 "$src/launch/debug.sh" "$src/configs/debug-tiny.json" "${common[@]}" \
   --set model.path=sft/checkpoints/step-00000002/model --set train.run_dir="$tmp/grpo" >grpo.log 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "GRPO run: rc $rc"; cat grpo.log; fi
+if grep -q "learner 0: $want CPU threads" grpo.log && grep -q "rollout 0: $want CPU threads" grpo.log; then ok
+else bad "GRPO ranks' threads: want $want"; grep "CPU threads" grpo.log; fi
 if [ "$(grep -c '"reward.total_mean"' grpo/metrics.jsonl 2>/dev/null)" = 2 ]; then ok; else bad "GRPO metrics rows"; fi
 if [ -f grpo/checkpoints/step-00000002/.complete ]; then ok; else bad "GRPO checkpoint"; fi
 gone "$tmp/grpo" "$(port_of grpo.log)"

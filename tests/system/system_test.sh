@@ -399,11 +399,15 @@ gpu_grpo_colocated)
     # the learner's bf16 weights in place). The learner's GPU backward is not bit-reproducible (the
     # attention backward sums dK and dV with atomic adds), so the runs are compared as two runs of one
     # job: the first step's completions (the same initial weights) byte for byte, then metrics and
-    # state within bf16 tolerances (gpu_sft_ranks'). What shows a read of the wrong weights is the
-    # mismatch metric: the learner recomputes the log-probabilities of the rollout's tokens with the
-    # weights of that step, and they agree with the rollout's to rounding (below 1e-5) only if the
-    # rollout sampled with exactly those weights; weights one update old (Adam moves each by ~lr = 1e-3
-    # against an init scale of 0.02) or half-written differ by far more.
+    # state within bf16 tolerances (gpu_sft_ranks') up to the last step whose completions are still
+    # byte-identical. Past it the runs may sample different tokens (weights a rounding apart can pick
+    # another token): on an H100 the third step's KL (0.134 against 0.153) showed other completions and
+    # the Adam moments were 38% apart, a comparison of two batches, not of the weight paths. What shows
+    # a read of the wrong weights is the mismatch metric: the learner recomputes the log-probabilities
+    # of the rollout's tokens with the weights of that step, and they agree with the rollout's to
+    # rounding (below 1e-5) only if the rollout sampled with exactly those weights; weights one update
+    # old (Adam moves each by ~lr = 1e-3 against an init scale of 0.02) or half-written differ by far
+    # more.
     start_reward
     BACKEND=cuda config dis.json "$dir/dis" grpo 3
     BACKEND=cuda config col.json "$dir/col" grpo 3
@@ -416,8 +420,16 @@ gpu_grpo_colocated)
     for r in dis col; do "$SYS_CHECK" values $r/metrics.jsonl mismatch.max "<1e-5,<1e-5,<1e-5"; done
     first=$(ls dis/samples | sort | head -1)
     cmp "dis/samples/$first" "col/samples/$first"
-    "$SYS_CHECK" metrics dis/metrics.jsonl col/metrics.jsonl 2e-2
-    "$SYS_CHECK" state dis/checkpoints/step-00000003 col/checkpoints/step-00000003 2.5e-3 3e-2
+    k=0
+    for f in $(ls dis/samples | sort); do
+        cmp -s "dis/samples/$f" "col/samples/$f" || break
+        k=$((k + 1))
+    done
+    echo "completions byte-identical for the first $k of 3 steps: metrics and state compared there"
+    head -n $k dis/metrics.jsonl >dis-same.jsonl
+    head -n $k col/metrics.jsonl >col-same.jsonl
+    "$SYS_CHECK" metrics dis-same.jsonl col-same.jsonl 2e-2
+    "$SYS_CHECK" state dis/checkpoints/step-0000000$k col/checkpoints/step-0000000$k 2.5e-3 3e-2
     ;;
 gpu_sft_resume)
     need_gpus 1
