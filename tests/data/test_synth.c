@@ -322,9 +322,8 @@ static void test_bad_options(void) {
     CHECK_INT(n, 10);
 }
 
-
 // Time-mean over the valid frames of the log-mel features of a rendered clip (channel 0, resampled
-// to 16 kHz, as the prompt builder sees it): v[MEL_N_MELS].
+// to AUDIO_SAMPLE_RATE, as the prompt builder sees it): v[MEL_N_MELS].
 static int clip_mel_mean(const MelContext *mel, const SynthItem *it, uint64_t seed, double *v) {
     float *x = synth_render(it, seed);
     float *mono = mallocCheck((size_t)it->frames * sizeof(float));
@@ -332,7 +331,7 @@ static int clip_mel_mean(const MelContext *mel, const SynthItem *it, uint64_t se
     free(x);
     Err e;
     int64_t n;
-    float *y = audio_resample(mono, it->frames, it->sample_rate, 16000, &n, &e);
+    float *y = audio_resample(mono, it->frames, it->sample_rate, AUDIO_SAMPLE_RATE, &n, &e);
     free(mono);
     if (!y) return -1;
     float *f = mallocCheck((size_t)MEL_N_MELS * MEL_FRAMES * sizeof(float));  // [128, 3000]
