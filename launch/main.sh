@@ -55,8 +55,9 @@ if [ "$mode" = cpu ]; then
   grpo_steps=${GRPO_STEPS:-90}
   grpo_lr=${GRPO_LR:-1e-3}
   backend=(--set model.backend=cpu --set rollout.backend=cpu)
-  # The rollout samples step s + 1 while the learner trains step s (one version behind, corrected by
-  # the loss's importance ratio), each on its own core: about 6.1 s a step instead of 6.9 s.
+  # The rollout samples step s + 1 while the learner trains step s, each on its own core: about 6.1 s
+  # a step instead of 6.9 s. Its samples come from weights one update old and the loss takes them as
+  # on-policy (grpo.tis_cap 0: no importance correction); the metrics' mismatch.* show how far apart.
   grpo_keys=(--set grpo.max_staleness=1)
   eval_backend=cpu
   # Two ranks on two cores during GRPO: one thread each, and a rank that waits for the other yields
