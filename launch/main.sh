@@ -15,7 +15,7 @@
 #      rewards, the per-step accuracy reward as a text sparkline (and a PNG from aqa-plot where built).
 # Usage: launch/main.sh [--cpu | --gpu]; default --gpu when nvidia-smi lists a GPU, else --cpu.
 #   --cpu: configs/model-demo.json (64 wide, 2 + 2 layers, a 3 s audio window) on the CPU backend;
-#          10.5-11 minutes measured on the 2-core development machine, plus setup
+#          about 12 minutes on the 2-core development machine, plus setup
 #          (README, "The main job's choices", has the 3 seeds' numbers).
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
@@ -55,13 +55,9 @@ if [ "$mode" = cpu ]; then
   grpo_steps=${GRPO_STEPS:-90}
   grpo_lr=${GRPO_LR:-1e-3}
   backend=(--set model.backend=cpu --set rollout.backend=cpu)
-  # The rollout samples step s + 1 while the learner trains step s, each on its own core: about 6.1 s
-  # a step instead of 6.9 s. Its samples come from weights one update old and the loss takes them as
-  # on-policy (grpo.tis_cap 0: no importance correction); the metrics' mismatch.* show how far apart.
-  grpo_keys=(--set grpo.max_staleness=1)
   eval_backend=cpu
-  # Two ranks on two cores during GRPO: one thread each, and a rank that waits for the other yields
-  # its core (Open MPI otherwise polls at full speed).
+  # Two ranks on two cores during GRPO (one waits while the other works): one thread each, and a
+  # waiting rank yields its core (Open MPI otherwise polls at full speed).
   grpo_threads=${OMP_NUM_THREADS:-1}
   export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1}
 else
@@ -73,7 +69,6 @@ else
   grpo_steps=${GRPO_STEPS:-200}
   grpo_lr=${GRPO_LR:-1e-4}
   backend=(--set model.backend=cuda --set rollout.backend=cuda --set rollout.batch_questions=$questions)
-  grpo_keys=()
   eval_backend=cuda
   grpo_threads=${OMP_NUM_THREADS:-}
 fi
@@ -133,7 +128,7 @@ step "GRPO (reward service + 1 learner + 1 rollout): $grpo_steps steps of $quest
   [ -z "$grpo_threads" ] || export OMP_NUM_THREADS=$grpo_threads
   train --set model.path="$sft_model" --set "train.max_steps=$grpo_steps" --set "optim.lr=$grpo_lr" \
     --set optim.schedule=constant --set "rollout.num_generations=$grpo_g" --set "train.run_dir=$out/grpo" \
-    --set "train.save_every=$grpo_steps" "${grpo_keys[@]}"
+    --set "train.save_every=$grpo_steps"
 )
 grpo_model=$(latest_model "$out/grpo")
 evaluate after "$grpo_model"
