@@ -15,7 +15,7 @@
 #      rewards, the per-step accuracy reward as a text sparkline (and a PNG from aqa-plot where built).
 # Usage: launch/main.sh [--cpu | --gpu]; default --gpu when nvidia-smi lists a GPU, else --cpu.
 #   --cpu: configs/model-demo.json (64 wide, 2 + 2 layers, a 3 s audio window) on the CPU backend;
-#          about 12 minutes on the 2-core development machine, plus setup
+#          724 s (seed 1) on the 2-core development machine, plus setup
 #          (README, "The main job's choices", has the 3 seeds' numbers).
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
