@@ -73,7 +73,9 @@ last=$(mean grpo/metrics.jsonl reward.total_mean $((grpo_steps - q)) "$grpo_step
 # unlearns (a sign error) falls. The total and not the accuracy alone: with the five families the 60-step
 # SFT teaches the format, not the labels, and the accuracy reward's rise is within its noise (H100:
 # 0.023 -> 0.033 while the format reward went 0.50 -> 0.94 and the total 0.53 -> 0.98; before the pitch
-# family was made audible, total 0.93 -> 1.07). A mean over no rows ("nan": awk would read it as 0) fails.
+# family was made audible, total 0.93 -> 1.07; on 2026-12-07 accuracy 0.040 -> 0.085, format 0.917 ->
+# 0.988, total 0.956 -> 1.073: when the SFT already teaches most of the format the margin over 0.1 is
+# thin). A mean over no rows ("nan": awk would read it as 0) fails.
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(a != "nan" && b != "nan" && b - a >= 0.1) }' ||
     { echo "FAIL: total reward $first -> $last, want a rise of at least 0.1"; exit 1; }
 echo "PASS: total reward $first -> $last"
