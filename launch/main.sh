@@ -6,7 +6,7 @@
 #      an existing build directory (a GPU machine without apt/npm) only `ninja` runs.
 #   2. assets in runs/assets/: synthetic audio questions (aqa-synth: the pitch and tone_noise families,
 #      clips of at most 3 s; pitch is one steady tone over the clip in one of three bands far apart), the Qwen2-Audio tokenizer (aqa-tokenizer-build from the Qwen BPE); the
-#      initial model (aqa-init, seed SEED) in OUT/
+#      initial model (aqa-init, seed SEED) in MAIN_OUT/
 #   3. held-out accuracy of the initial model (aqa-eval --greedy on the synthetic test split)
 #   4. the SFT warm-up (learner, train.mode=sft; warm-up then cosine decay) and its held-out accuracy
 #   5. GRPO in the debug mode (launch/debug.sh: reward service + 1 learner + 1 rollout) from the SFT
@@ -19,10 +19,10 @@
 #          (README, "The main job's choices", has the 3 seeds' numbers).
 #   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
 #          rollout.backend=cuda, more questions and steps.
-# Knobs (environment): SEED (1: model initialisation, data order, sampling), OUT (runs/main), MODEL_CONFIG
-# (the model shape: an aqa-init config), FAMILIES
-# (aqa-synth --families), SFT_STEPS, SFT_LR, SFT_SCHEDULE, SFT_WARMUP, GRPO_STEPS, GRPO_LR, GRPO_G,
-# QUESTIONS (per step, both stages), N_QUESTIONS (data set size),
+# Knobs (environment): SEED (1: model initialisation, data order, sampling), MAIN_OUT (runs/main; removed
+# and rewritten: not the generic OUT, which a GPU lease, for one, sets for its own use), MODEL_CONFIG (the
+# model shape: an aqa-init config), FAMILIES (aqa-synth --families), SFT_STEPS, SFT_LR, SFT_SCHEDULE,
+# SFT_WARMUP, GRPO_STEPS, GRPO_LR, GRPO_G, QUESTIONS (per step, both stages), N_QUESTIONS (data set size),
 # AQA_BUILD (build), QWEN_TOKENIZER_JSON (the Qwen BPE tokenizer.json; default from .npm/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,7 +40,7 @@ build=${AQA_BUILD:-build}
 case $build in /*) ;; *) build=$root/$build ;; esac
 export AQA_BUILD=$build
 seed=${SEED:-1}
-out=${OUT:-runs/main}
+out=${MAIN_OUT:-runs/main}
 assets=runs/assets
 tools=$build/common/tools
 config=configs/debug-tiny.json

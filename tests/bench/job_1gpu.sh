@@ -10,7 +10,7 @@
 # Usage: tests/bench/job_1gpu.sh BUILD_DIR [MODEL_CONFIG]   (default configs/model-7b.json)
 # The 16 questions are passed over as often as the steps need (train.epochs 1000).
 # Knobs: STEPS (3), MAX_NEW (256 new tokens at most), Q questions a step (16: the paper's;
-#   the README's runs used 8), RB questions generated at once (4), ACC micro-steps (Q/4),
+#   the README has runs of 8 and of 16), RB questions generated at once (4), ACC micro-steps (Q/4),
 #   RESUME=1: checkpoint at the last step with the trainer state, then resume for one more step, which
 #   saves model/ only. A 64 GiB disk holds the trainer state of configs/model-7b-4layers.json, not the
 #   full 7B's (~94 GiB): without RESUME only model/ is saved (train.save_only_model). DIR (/tmp/job_1gpu),
