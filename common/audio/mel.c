@@ -129,27 +129,49 @@ static float mel_frame(const MelContext *ctx, const float *x, int64_t n_used, in
     return fmax_;
 }
 
+// Frames from this one on read only zeros (every padded index lands at or past n_used, the right-end
+// mirror included, since it reaches back at most to sample 479959), so their log-mel is the clamp
+// log10(1e-10) in every band: computed once instead of 400-point FFTs of zeros. A 3 s clip in its 30 s
+// window then costs 302 frames instead of 3000, with the same bits.
+static int mel_first_silent_frame(int64_t n_used) {
+    int64_t t = (n_used + MEL_PAD + AUDIO_HOP - 1) / AUDIO_HOP;
+    return t < MEL_FRAMES ? (int)t : MEL_FRAMES;
+}
+
+// Below this many frames (10 s of audio, about 2 ms on one core) a clip is computed on the calling
+// thread: an OpenMP team costs more than it saves there, and far more when its cores are busy (other
+// ranks, other jobs), where a team waits at each barrier for a descheduled thread.
+enum { MEL_PARALLEL_MIN_FRAMES = 1000 };
+
 int mel_compute(const MelContext *ctx, const float *x, int64_t n, float *features, int32_t *mask) {
     int64_t n_used = n < AUDIO_MAX_SAMPLES ? (n > 0 ? n : 0) : AUDIO_MAX_SAMPLES;
-    float frame_max[MEL_FRAMES];
-    MEL_OMP("omp parallel")
+    const int T = mel_first_silent_frame(n_used);  // frames [0, T) computed, [T, MEL_FRAMES) silent
+    const float silent = log10f(1e-10f);            // mel_frame's value for an all-zero frame
+    float top = T < MEL_FRAMES ? silent : -INFINITY;
+    MEL_OMP("omp parallel if (T >= MEL_PARALLEL_MIN_FRAMES) reduction(max : top)")
     {
         float *buf = fftwf_malloc(MEL_N_FFT * sizeof(float));
         fftwf_complex *spec = fftwf_malloc(MEL_N_BINS * sizeof(fftwf_complex));
         if (!buf || !spec) fatal("fftwf_malloc failed");
         MEL_OMP("omp for schedule(dynamic, 50)")
-        for (int t = 0; t < MEL_FRAMES; t++) frame_max[t] = mel_frame(ctx, x, n_used, t, buf, spec, features);
+        for (int t = 0; t < T; t++) {
+            float v = mel_frame(ctx, x, n_used, t, buf, spec, features);
+            top = v > top ? v : top;
+        }
         fftwf_free(buf);
         fftwf_free(spec);
     }
     // The floor is relative to the loudest value of the whole padded clip (HF: log_spec.max() - 8).
-    float top = -INFINITY;
-    for (int t = 0; t < MEL_FRAMES; t++) top = frame_max[t] > top ? frame_max[t] : top;
     float floor_ = top - 8.0f;
-    MEL_OMP("omp parallel for schedule(dynamic, 4096)")
-    for (int i = 0; i < MEL_N_MELS * MEL_FRAMES; i++) {
-        float v = features[i] > floor_ ? features[i] : floor_;
-        features[i] = (v + 4.0f) / 4.0f;
+    float silent_out = ((silent > floor_ ? silent : floor_) + 4.0f) / 4.0f;
+    MEL_OMP("omp parallel for if (T >= MEL_PARALLEL_MIN_FRAMES) schedule(static)")
+    for (int m = 0; m < MEL_N_MELS; m++) {
+        float *row = features + (size_t)m * MEL_FRAMES;
+        for (int t = 0; t < T; t++) {
+            float v = row[t] > floor_ ? row[t] : floor_;
+            row[t] = (v + 4.0f) / 4.0f;
+        }
+        for (int t = T; t < MEL_FRAMES; t++) row[t] = silent_out;
     }
     int L = audio_valid_frames(n_used);
     for (int t = 0; t < MEL_FRAMES; t++) mask[t] = t < L;

@@ -5,9 +5,11 @@
 // (global max - 8), then (x + 4) / 4.
 // Numerics: float32 throughout, as HF's torch path (torch.stft + float32 matmul), which is what HF runs
 // whenever torch is installed; the filter bank is built in float64 and rounded once to float32 as HF does.
-// Threads (OpenMP) split frames; every frame is computed the same way on any thread, so results are
-// bit-identical for any thread count. Callers that already run one clip per thread should set
-// omp_set_num_threads(1) (or OMP_NUM_THREADS=1): OpenMP teams on busy cores spin and run slower.
+// Frames that read only the zero padding are not transformed (their value is known), so a short clip
+// costs its own frames. Threads (OpenMP) split the frames of clips of 10 s or more; shorter ones run on
+// the calling thread. Every frame is computed the same way on any thread, so results are bit-identical
+// for any thread count. Callers that already run one clip per thread should set omp_set_num_threads(1)
+// (or OMP_NUM_THREADS=1): OpenMP teams on busy cores spin and run slower.
 #pragma once
 #include <stdint.h>
 

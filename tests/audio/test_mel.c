@@ -171,6 +171,34 @@ static void test_long_clips(void) {
     free(x);
 }
 
+// The frames past a clip's end are not transformed (mel_first_silent_frame): the features equal,
+// bit for bit, those of the same clip zero-extended to 30 s, where every frame is transformed. Lengths
+// around the boundary frame (n + 200 a multiple of 160 or one past it) included.
+static void test_silent_tail(void) {
+    float *full = mallocCheck(sizeof feats);
+    float *z = callocCheck(AUDIO_MAX_SAMPLES, sizeof(float));
+    int32_t m[MEL_FRAMES];
+    for (int which = 0; which <= 5; which++) {
+        Err e;
+        int64_t n = 0;
+        float *x = feature_signal_make(which, NULL, &n, &e);
+        const int64_t cuts[] = {n, 1, 120, 121, 280, 281, 16000 - 39, 16000 - 40};
+        for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+            int64_t k = cuts[c] < n ? cuts[c] : n;
+            memset(z, 0, AUDIO_MAX_SAMPLES * sizeof(float));
+            memcpy(z, x, (size_t)k * sizeof(float));
+            mel_compute(ctx, z, AUDIO_MAX_SAMPLES, full, m);
+            mel_compute(ctx, x, k, feats, mask);
+            CHECKF(memcmp(full, feats, sizeof feats) == 0, "%s cut at %lld: differs from the zero-extended clip",
+                   feature_signal_name(which), (long long)k);
+        }
+        free(x);
+    }
+    free(z);
+    free(full);
+}
+
+// The chirp is 10 s: 1002 frames transformed, enough for the OpenMP team (MEL_PARALLEL_MIN_FRAMES).
 static void test_threads(void) {
 #ifdef _OPENMP
     Err e;
@@ -232,6 +260,7 @@ int main(void) {
     RUN(test_mask_lengths);
     RUN(test_short_clips);
     RUN(test_long_clips);
+    RUN(test_silent_tail);
     RUN(test_threads);
     RUN(test_concurrent_contexts);
     mel_context_free(ctx);
