@@ -19,8 +19,8 @@
 #   --cpu: configs/model-demo.json (64 wide, 2 + 2 layers, a 3 s audio window) on the CPU backend;
 #          724 s (seed 1) on the 2-core development machine, plus setup
 #          (README, "The main job's choices", has the 3 seeds' numbers).
-#   --gpu: configs/model-small.json (768 wide, 8 + 6 layers) with model.backend=cuda and
-#          rollout.backend=cuda, more questions and steps.
+#   --gpu: the same model with model.backend=cuda and rollout.backend=cuda, 5x the data, 16 questions a
+#          step, more GRPO steps (README, "The main job's choices", says why not a larger model).
 # Knobs (environment): SEED (1: model initialisation, data order, sampling), MAIN_OUT (runs/main; removed
 # and rewritten: not the generic OUT, which a GPU lease, for one, sets for its own use), MODEL_CONFIG (the
 # model shape: an aqa-init config), FAMILIES (aqa-synth --families), SFT_STEPS, SFT_LR, SFT_SCHEDULE,
@@ -65,13 +65,13 @@ if [ "$mode" = cpu ]; then
   grpo_threads=${OMP_NUM_THREADS:-1}
   export OMPI_MCA_mpi_yield_when_idle=${OMPI_MCA_mpi_yield_when_idle:-1}
 else
-  model_config=${MODEL_CONFIG:-configs/model-small.json}
+  model_config=${MODEL_CONFIG:-configs/model-demo.json}
   n_questions=${N_QUESTIONS:-4000}
   questions=${QUESTIONS:-16}
-  sft_steps=${SFT_STEPS:-600}
-  sft_lr=${SFT_LR:-3e-4}
+  sft_steps=${SFT_STEPS:-200}
+  sft_lr=${SFT_LR:-3e-3}
   grpo_steps=${GRPO_STEPS:-200}
-  grpo_lr=${GRPO_LR:-1e-4}
+  grpo_lr=${GRPO_LR:-1e-3}
   backend=(--set model.backend=cuda --set rollout.backend=cuda --set rollout.batch_questions=$questions)
   eval_backend=cuda
   grpo_threads=${OMP_NUM_THREADS:-}
