@@ -15,6 +15,7 @@
 #endif
 
 enum { MEL_PAD = MEL_N_FFT / 2 };  // reflect padding each side (torch.stft center=True)
+#define MEL_POWER_FLOOR 1e-10f     // mel energies clamp here before log10 (HF: clamp(min=1e-10))
 
 struct MelContext {
     float window[MEL_N_FFT];                       // periodic Hann
@@ -122,7 +123,7 @@ static float mel_frame(const MelContext *ctx, const float *x, int64_t n_used, in
         const float *w = ctx->bands + m * MEL_N_BINS;
         float s = 0.0f;
         for (int b = ctx->band_lo[m]; b < ctx->band_hi[m]; b++) s += w[b] * power[b];
-        float v = log10f(s > 1e-10f ? s : 1e-10f);
+        float v = log10f(s > MEL_POWER_FLOOR ? s : MEL_POWER_FLOOR);
         lg[(size_t)m * MEL_FRAMES + t] = v;
         if (v > fmax_) fmax_ = v;
     }
@@ -146,7 +147,7 @@ enum { MEL_PARALLEL_MIN_FRAMES = 1000 };
 int mel_compute(const MelContext *ctx, const float *x, int64_t n, float *features, int32_t *mask) {
     int64_t n_used = n < AUDIO_MAX_SAMPLES ? (n > 0 ? n : 0) : AUDIO_MAX_SAMPLES;
     const int T = mel_first_silent_frame(n_used);  // frames [0, T) computed, [T, MEL_FRAMES) silent
-    const float silent = log10f(1e-10f);            // mel_frame's value for an all-zero frame
+    const float silent = log10f(MEL_POWER_FLOOR);   // mel_frame's value for an all-zero frame
     float top = T < MEL_FRAMES ? silent : -INFINITY;
     MEL_OMP("omp parallel if (T >= MEL_PARALLEL_MIN_FRAMES) reduction(max : top)")
     {
